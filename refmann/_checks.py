@@ -1,0 +1,62 @@
+"""Input validation at the public boundary: errors name the argument, what was expected, what came."""
+
+from __future__ import annotations
+
+import numpy as np
+
+FLOAT_DTYPES = (np.float32, np.float64)
+
+
+def as_float_array(x, name: str, *, ndim: int | None = None, finite: bool = True) -> np.ndarray:
+    """Return ``x`` as a float32/float64 ndarray, or raise a TypeError/ValueError naming ``name``.
+
+    Python floats, ints and integer arrays are converted to float64; other dtypes are refused.
+    """
+    if isinstance(x, np.ndarray):
+        arr = x
+    elif isinstance(x, (int, float, list, tuple, np.number)) and not isinstance(x, bool):
+        arr = np.asarray(x, dtype=np.float64)
+    else:
+        raise TypeError(f"{name}: expected a float ndarray, got {type(x).__name__}")
+    if arr.dtype.type not in FLOAT_DTYPES:
+        if np.issubdtype(arr.dtype, np.integer):
+            arr = arr.astype(np.float64)
+        else:
+            raise TypeError(f"{name}: expected dtype float32 or float64, got {arr.dtype}")
+    if ndim is not None and arr.ndim != ndim:
+        raise ValueError(f"{name}: expected a {ndim}-d array, got shape {arr.shape}")
+    if finite and not np.all(np.isfinite(arr)):
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
+    return arr
+
+
+def check_shape(arr: np.ndarray, name: str, expected: tuple) -> None:
+    """Raise ValueError unless ``arr.shape`` matches ``expected`` (None matches any size)."""
+    ok = arr.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, arr.shape))
+    if not ok:
+        want = "(" + ", ".join("·" if e is None else str(e) for e in expected) + ")"
+        raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
+
+
+def check_range(arr: np.ndarray, name: str, lo: float, hi: float) -> None:
+    """Raise ValueError unless every entry of ``arr`` lies in ``[lo, hi]``."""
+    if arr.size and (arr.min() < lo or arr.max() > hi):
+        raise ValueError(f"{name}: expected values in [{lo}, {hi}], got range [{arr.min():.6g}, {arr.max():.6g}]")
+
+
+def as_index_array(x, name: str, *, upper: int, shape: tuple | None = None) -> np.ndarray:
+    """Return ``x`` as an int64 array with values in ``[0, upper)``, or raise naming ``name``."""
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
+    if shape is not None:
+        check_shape(arr, name, shape)
+    if arr.size and (arr.min() < 0 or arr.max() >= upper):
+        raise ValueError(f"{name}: expected indices in [0, {upper}), got range [{arr.min()}, {arr.max()}]")
+    return arr.astype(np.int64, copy=False)
+
+
+def result_dtype(*arrays: np.ndarray):
+    """float64 if any input is float64, else float32 (dtype in means dtype out)."""
+    return np.result_type(*[a.dtype for a in arrays])

@@ -1,0 +1,42 @@
+"""The one place refmann imports numba.
+
+Kernels are plain Python functions with explicit loops, compiled here by assignment::
+
+    def _scatter_add_rows_loops(out, indices, rows): ...
+    scatter_add_rows_kernel = njit(_scatter_add_rows_loops)
+
+Both names stay importable, so tests check the compiled kernel against its Python twin.
+With ``NUMBA_DISABLE_JIT=1`` (numba's own switch), ``REFMANN_DISABLE_NUMBA=1``, or when numba
+is not installed, :func:`njit` returns the function unchanged and the very same code runs as
+Python. Compilation is lazy (on first call) and cached on disk, so importing refmann never
+compiles anything. ``fastmath`` is never used: kernel results are gradient-checked.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+_DISABLED_BY_ENV = os.environ.get("NUMBA_DISABLE_JIT", "0") not in ("", "0") or os.environ.get(
+    "REFMANN_DISABLE_NUMBA", "0"
+) not in ("", "0")
+
+try:
+    if _DISABLED_BY_ENV:
+        raise ImportError("disabled by environment")
+    import numba as _numba
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    _numba = None
+    if not _DISABLED_BY_ENV:
+        log.warning("numba is not available (%s); kernels run as plain Python", exc)
+
+JIT_ENABLED: bool = _numba is not None
+
+
+def njit(func):
+    """Compile ``func`` with numba (``cache=True``, no fastmath) or return it unchanged."""
+    if _numba is None:
+        return func
+    return _numba.njit(cache=True, fastmath=False, nogil=True)(func)
