@@ -1,16 +1,41 @@
-"""Input validation at the public boundary: errors name the argument, what was expected, what came."""
+"""Input validation at the public boundary: errors name the argument, what was expected, what came.
+
+Models validate their inputs once and then run their inner loops inside :func:`unchecked`, which
+turns the per-op checks off (they would otherwise cost a scan of every array on every step).
+"""
 
 from __future__ import annotations
+
+import contextlib
+import threading
 
 import numpy as np
 
 FLOAT_DTYPES = (np.float32, np.float64)
 
+_state = threading.local()
+
+
+def enabled() -> bool:
+    """True unless inside :func:`unchecked` on this thread."""
+    return getattr(_state, "enabled", True)
+
+
+@contextlib.contextmanager
+def unchecked():
+    """Turn boundary checks off inside the block (for inner loops whose inputs were validated)."""
+    old = enabled()
+    _state.enabled = False
+    try:
+        yield
+    finally:
+        _state.enabled = old
+
 
 def as_float_array(x, name: str, *, ndim: int | None = None, finite: bool = True) -> np.ndarray:
     """Return ``x`` as a float32/float64 ndarray, or raise a TypeError/ValueError naming ``name``.
 
-    Python floats, ints and integer arrays are converted to float64; other dtypes are refused.
+    Python floats, ints, lists and integer arrays become float64; other dtypes are refused.
     """
     if isinstance(x, np.ndarray):
         arr = x
@@ -23,12 +48,20 @@ def as_float_array(x, name: str, *, ndim: int | None = None, finite: bool = True
             arr = arr.astype(np.float64)
         else:
             raise TypeError(f"{name}: expected dtype float32 or float64, got {arr.dtype}")
+    if not enabled():
+        return arr
     if ndim is not None and arr.ndim != ndim:
         raise ValueError(f"{name}: expected a {ndim}-d array, got shape {arr.shape}")
-    if finite and not np.all(np.isfinite(arr)):
+    if finite:
+        check_finite(arr, name)
+    return arr
+
+
+def check_finite(arr: np.ndarray, name: str) -> None:
+    """Raise ValueError if ``arr`` holds NaN or inf."""
+    if enabled() and not np.all(np.isfinite(arr)):
         bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
         raise ValueError(f"{name}: expected finite values, got {bad} NaN/inf entries")
-    return arr
 
 
 def check_shape(arr: np.ndarray, name: str, expected: tuple) -> None:
@@ -39,10 +72,12 @@ def check_shape(arr: np.ndarray, name: str, expected: tuple) -> None:
         raise ValueError(f"{name}: expected shape {want}, got {arr.shape}")
 
 
-def check_range(arr: np.ndarray, name: str, lo: float, hi: float) -> None:
+def check_range(arr: np.ndarray, name: str, lo: float, hi: float = np.inf) -> None:
     """Raise ValueError unless every entry of ``arr`` lies in ``[lo, hi]``."""
-    if arr.size and (arr.min() < lo or arr.max() > hi):
-        raise ValueError(f"{name}: expected values in [{lo}, {hi}], got range [{arr.min():.6g}, {arr.max():.6g}]")
+    if enabled() and arr.size and (arr.min() < lo or arr.max() > hi):
+        raise ValueError(
+            f"{name}: expected values in [{lo}, {hi}], got values in [{arr.min():.6g}, {arr.max():.6g}]"
+        )
 
 
 def as_index_array(x, name: str, *, upper: int, shape: tuple | None = None) -> np.ndarray:
@@ -52,11 +87,15 @@ def as_index_array(x, name: str, *, upper: int, shape: tuple | None = None) -> n
         raise TypeError(f"{name}: expected an integer array, got dtype {arr.dtype}")
     if shape is not None:
         check_shape(arr, name, shape)
-    if arr.size and (arr.min() < 0 or arr.max() >= upper):
-        raise ValueError(f"{name}: expected indices in [0, {upper}), got range [{arr.min()}, {arr.max()}]")
+    if enabled() and arr.size and (arr.min() < 0 or arr.max() >= upper):
+        raise ValueError(f"{name}: expected indices in [0, {upper}), got values in [{arr.min()}, {arr.max()}]")
     return arr.astype(np.int64, copy=False)
 
 
-def result_dtype(*arrays: np.ndarray):
-    """float64 if any input is float64, else float32 (dtype in means dtype out)."""
-    return np.result_type(*[a.dtype for a in arrays])
+def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
+    """Return ``value`` as an int >= ``minimum`` or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name}: expected an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
+    return int(value)

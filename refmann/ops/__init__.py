@@ -1,0 +1,67 @@
+"""Differentiable primitives as pure forward/backward pairs.
+
+Every op is a pair ``name_forward(*arrays, **hyper) -> (out, cache)`` and
+``name_backward(dout, cache) -> tuple of gradients`` in the order of the positional arrays.
+Positional arguments are exactly the arrays that receive gradients; everything else is keyword-only.
+"""
+
+from .activations import (
+    oneplus_backward,
+    oneplus_forward,
+    relu_backward,
+    relu_forward,
+    sigmoid,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax,
+    softmax_backward,
+    softmax_forward,
+    softplus,
+    softplus_backward,
+    softplus_forward,
+    tanh_backward,
+    tanh_forward,
+)
+from .addressing import (
+    circular_shift_backward,
+    circular_shift_forward,
+    content_weights_backward,
+    content_weights_forward,
+    cosine_similarity_backward,
+    cosine_similarity_forward,
+    interpolate_backward,
+    interpolate_forward,
+    sharpen_backward,
+    sharpen_forward,
+)
+from .linear import linear_backward, linear_forward, lstm_step_backward, lstm_step_forward
+from .losses import (
+    sigmoid_cross_entropy_backward,
+    sigmoid_cross_entropy_forward,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
+from .memory import (
+    RowGrad,
+    dense_read_backward,
+    dense_read_forward,
+    dense_write_backward,
+    dense_write_forward,
+    densify_rows,
+    scatter_add_backward,
+    scatter_add_forward,
+    scatter_add_rows_inplace,
+    sparse_read_backward,
+    sparse_read_forward,
+)
+from .topk import top_k, top_k_backward, top_k_forward
+
+#: Every forward/backward pair, by name (what ``refmann gradcheck`` walks).
+OP_NAMES = (
+    "sigmoid", "tanh", "relu", "softplus", "oneplus", "softmax",
+    "cosine_similarity", "content_weights", "interpolate", "circular_shift", "sharpen",
+    "dense_read", "dense_write", "sparse_read", "scatter_add", "top_k",
+    "linear", "lstm_step", "sigmoid_cross_entropy", "softmax_cross_entropy",
+)  # fmt: skip
+
+__all__ = [name for name in dir() if not name.startswith("_")]
