@@ -1,0 +1,28 @@
+"""Training utilities: optimizers as pure functions, gradient clipping and checkpointable state.
+
+Every optimizer maps ``(params, grads, state) -> (params, state)`` on ``dict[str, ndarray]`` with
+dotted keys and never modifies its inputs; ``state=None`` starts from zeros. See
+:mod:`refmann.train.optim` for the update equations and references.
+"""
+
+from .optim import (
+    adam,
+    clip_elementwise,
+    clip_global_norm,
+    make_optimizer,
+    rmsprop,
+    sgd,
+    state_from_arrays,
+    state_to_arrays,
+)
+
+__all__ = [
+    "adam",
+    "clip_elementwise",
+    "clip_global_norm",
+    "make_optimizer",
+    "rmsprop",
+    "sgd",
+    "state_from_arrays",
+    "state_to_arrays",
+]
