@@ -1,0 +1,34 @@
+"""Algorithmic tasks of the NTM and SAM papers, with the exponential curriculum.
+
+Every task is a frozen dataclass of its configuration with ``input_size``, ``output_size``,
+``level_range``, ``sample(batch_size, rng, *, level=None) -> Batch`` and
+``bit_errors(logits, batch)``. Batches are time-major: ``inputs`` (T, B, X), ``targets`` and
+``mask`` (T, B, Y), float64.
+
+References
+----------
+Graves, Wayne & Danihelka (2014), *Neural Turing Machines*, arXiv:1410.5401.
+Rae et al. (2016), *Scaling Memory-Augmented Neural Networks with Sparse Reads and Writes*,
+arXiv:1610.09027.
+"""
+
+from refmann.tasks._base import Batch, Task, bit_errors
+from refmann.tasks.copying import Copy, RepeatCopy
+from refmann.tasks.curriculum import ExponentialCurriculum
+from refmann.tasks.recall import AssociativeRecall, KeyValueRecall
+from refmann.tasks.registry import TASKS, make_task
+from refmann.tasks.sorting import PrioritySort
+
+__all__ = [
+    "TASKS",
+    "AssociativeRecall",
+    "Batch",
+    "Copy",
+    "ExponentialCurriculum",
+    "KeyValueRecall",
+    "PrioritySort",
+    "RepeatCopy",
+    "Task",
+    "bit_errors",
+    "make_task",
+]
