@@ -120,6 +120,7 @@ class GradCheckReport(NamedTuple):
 
     op: str
     inputs: list  # list[InputReport]
+    crossed_kink: bool = False  # a perturbation changed a discrete decision (the check is then meaningless)
 
     @property
     def max_rel_error(self) -> float:
@@ -130,7 +131,8 @@ class GradCheckReport(NamedTuple):
         return self.max_rel_error <= tol
 
     def __str__(self) -> str:
-        lines = [f"{self.op}: max relative error {self.max_rel_error:.2e}"]
+        lines = [f"{self.op}: max relative error {self.max_rel_error:.2e}"
+                 + ("  (a perturbation crossed a kink)" if self.crossed_kink else "")]
         for r in self.inputs:
             lines.append(f"  {r.name:<12} {str(r.shape):<16} abs {r.max_abs_error:.2e}  rel {r.max_rel_error:.2e}")
         return "\n".join(lines)
@@ -209,6 +211,68 @@ def check_op(forward: Callable, backward: Callable, *inputs, seed: int = 0, step
     return GradCheckReport(getattr(forward, "__name__", "op").removesuffix("_forward"), rows)
 
 
+def _same_trace(a, b) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for u, v in zip(x or (), y or ()):
+            if (u is None) != (v is None) or (u is not None and not np.array_equal(u, v)):
+                return False
+    return True
+
+
+def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=None, seed=0,
+                step: float = DEFAULT_STEP) -> GradCheckReport:
+    """Check ``model.loss_and_grads`` against finite differences of ``model.loss`` for every parameter.
+
+    Parameters
+    ----------
+    model : a refmann model (or any object with ``params``, ``loss``, ``loss_and_grads`` and ``last_trace``)
+    inputs, targets, mask : as for ``model.loss_and_grads``
+    keys : iterable of str, optional
+        Parameters to check (default: all).
+    max_entries : int, optional
+        Check at most this many randomly chosen entries per parameter (default: every entry).
+    seed : int
+        Chooses the entries.
+    step : float
+        Finite-difference step.
+
+    Returns
+    -------
+    GradCheckReport
+        One row per parameter; ``crossed_kink`` is set when a perturbation changed one of the
+        model's discrete decisions (least-used slot, access threshold, top-k), where the loss is
+        not differentiable and finite differences are meaningless.
+    """
+    rng = np.random.default_rng(seed)
+    loss0, grads = model.loss_and_grads(inputs, targets, mask)
+    trace0 = list(model.last_trace)
+    crossed = False
+    rows = []
+    for key in (sorted(model.params) if keys is None else keys):
+        param = model.params[key]
+        flat = param.reshape(-1)
+        entries = np.arange(flat.size)
+        if max_entries is not None and flat.size > max_entries:
+            entries = np.sort(rng.choice(flat.size, max_entries, replace=False))
+        numeric = np.zeros(entries.size)
+        for n, j in enumerate(entries):
+            orig = flat[j]
+            values = []
+            for delta in (2 * step, step, -step, -2 * step):
+                flat[j] = orig + delta
+                values.append(model.loss(inputs, targets, mask))
+                crossed = crossed or not _same_trace(model.last_trace, trace0)
+            flat[j] = orig
+            numeric[n] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
+        analytic = grads[key].reshape(-1)[entries]
+        floor = SCALE_FLOOR * max(1.0, abs(loss0))
+        rows.append(InputReport(key, param.shape, float(np.max(np.abs(analytic - numeric), initial=0.0)),
+                                rel_error(analytic, numeric, floor=floor)))
+    return GradCheckReport(type(model).__name__, rows, crossed)
+
+
 # --------------------------------------------------------------------------------------------
 # Well-conditioned example inputs for every op in refmann.ops (used by `refmann gradcheck`)
 # --------------------------------------------------------------------------------------------
@@ -240,6 +304,8 @@ def op_example(name: str, rng: np.random.Generator, *, B=2, H=2, N=6, W=4, K=3, 
         "dense_read": ((M, simplex(B, H, N)), {}),
         "dense_write": ((M, simplex(B, H, N), rng.uniform(0.05, 0.95, (B, H, W)), rng.standard_normal((B, H, W))),
                         {}),
+        "lra_write": ((M, simplex(B, H, N), rng.standard_normal((B, H, W))),
+                      {"erase_indices": np.stack([rng.choice(N, H, replace=False) for _ in range(B)])}),
         "sparse_read": ((M, simplex(B, H, K)), {"indices": idx}),
         "scatter_add": ((rng.standard_normal((B, H * K, W)),), {"indices": idx.reshape(B, -1), "num_rows": N}),
         "top_k": ((rng.permutation(B * N).reshape(B, N).astype(float),), {"k": K}),

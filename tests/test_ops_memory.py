@@ -131,3 +131,19 @@ def test_memory_ops_are_pure_and_linear_in_dout(name):
     inputs, hyper = cases[name]
     assert_pure(name, *inputs, **hyper)
     assert_linear_in_dout(name, *inputs, **hyper)
+
+
+@given(dims=memory_dims(), data=st.data())
+def test_lra_write_gradients_match(dims, data):
+    B, H, N, W = dims
+    erase = data.draw(indices(N, (B, H)))
+    assert_gradients_match("lra_write", data.draw(f64((B, N, W))), data.draw(simplex((B, H, N))),
+                           data.draw(f64((B, H, W))), erase_indices=erase)
+
+
+def test_lra_write_zeroes_the_erased_rows_then_adds():
+    M = np.ones((1, 4, 2))
+    w = np.zeros((1, 1, 4))
+    w[0, 0, 2] = 0.5
+    out, _ = ops.lra_write_forward(M, w, np.full((1, 1, 2), 4.0), erase_indices=np.array([[2]]))
+    np.testing.assert_array_equal(out[0], [[1, 1], [1, 1], [2, 2], [1, 1]])

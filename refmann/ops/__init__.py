@@ -48,6 +48,8 @@ from .memory import (
     dense_write_backward,
     dense_write_forward,
     densify_rows,
+    lra_write_backward,
+    lra_write_forward,
     scatter_add_backward,
     scatter_add_forward,
     scatter_add_rows_inplace,
@@ -60,7 +62,7 @@ from .topk import top_k, top_k_backward, top_k_forward
 OP_NAMES = (
     "sigmoid", "tanh", "relu", "softplus", "oneplus", "softmax",
     "cosine_similarity", "content_weights", "interpolate", "circular_shift", "sharpen",
-    "dense_read", "dense_write", "sparse_read", "scatter_add", "top_k",
+    "dense_read", "dense_write", "lra_write", "sparse_read", "scatter_add", "top_k",
     "linear", "lstm_step", "sigmoid_cross_entropy", "softmax_cross_entropy",
 )  # fmt: skip
 

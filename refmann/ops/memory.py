@@ -260,3 +260,55 @@ def sparse_read_backward(dreads, cache):
     drows = weights[..., None] * dreads[:, :, None, :]                       # (B, H, K, W)
     dweights = np.einsum("bhkw,bhw->bhk", rows, dreads)                      # (B, H, K)
     return RowGrad(indices.reshape(B, H * K), drows.reshape(B, H * K, W), N), dweights
+
+
+class LRAWriteCache(NamedTuple):
+    keep: np.ndarray     # (B, N, 1)  0 on the erased rows, 1 elsewhere
+    weights: np.ndarray  # (B, H, N)
+    add: np.ndarray      # (B, H, W)
+
+
+def lra_write_forward(memory, weights, add, *, erase_indices):
+    r"""SAM/DAM write: erase whole rows (the least-recently-accessed ones), then add (Rae et al. 2016, eq. 5).
+
+    Parameters
+    ----------
+    memory : ndarray of shape (B, N, W)
+    weights : ndarray of shape (B, H, N)
+        Write weights :math:`w^W_h`.
+    add : ndarray of shape (B, H, W)
+        Write words :math:`a_h`.
+    erase_indices : int ndarray of shape (B, E), keyword-only
+        Rows set to zero before the add (one per head in SAM/DAM: :math:`I^U`).
+
+    Returns
+    -------
+    new_memory : ndarray of shape (B, N, W)
+    cache : LRAWriteCache
+
+    Notes
+    -----
+    .. math:: M_t = (1 - R_t) \odot M_{t-1} + \sum_h w^W_h a_h^\top, \qquad R_t = \sum_{i \in E} e_i 1^\top
+
+    The erase is not gated (DESIGN decision 6); since the erased rows are overwritten, no gradient
+    reaches their old contents.
+    """
+    memory, weights = _check_memory_weights(memory, weights)
+    add = as_float_array(add, "add", ndim=3)
+    B, H, N = weights.shape
+    check_shape(add, "add", (B, H, memory.shape[2]))
+    erase_indices = as_index_array(erase_indices, "erase_indices", upper=N, shape=(B, None))
+    keep = np.ones((B, N, 1), memory.dtype)
+    np.put_along_axis(keep[..., 0], erase_indices, 0.0, axis=1)
+    new_memory = memory * keep + weights.transpose(0, 2, 1) @ add          # (B, N, W)
+    return new_memory, LRAWriteCache(keep, weights, add)
+
+
+def lra_write_backward(dnew, cache):
+    r"""VJP of :func:`lra_write_forward`: :math:`dM = (1-R) \odot dM'`, :math:`dw_h = dM' a_h`,
+    :math:`da_h = dM'^\top w_h`."""
+    keep, weights, add = cache
+    dmemory = dnew * keep
+    dweights = add @ dnew.transpose(0, 2, 1)                                 # (B, H, N)
+    dadd = weights @ dnew                                                    # (B, H, W)
+    return dmemory, dweights, dadd

@@ -1,0 +1,155 @@
+"""The unrolling engine every model shares: validation, forward over time, BPTT with full caching."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks, ops
+from ..cores._common import init_memory_param
+
+
+class RecurrentModel:
+    """A core unrolled over time. Subclasses set ``self.core`` and call :meth:`_setup`.
+
+    Attributes
+    ----------
+    params : dict[str, ndarray]
+        Parameters by dotted name; ``loss_and_grads`` returns gradients with the same keys.
+    last_trace : list
+        The discrete decisions of the last forward (least-used slots, accessed slots, ...), one
+        entry per step; finite-difference checks use it to detect that a perturbation crossed a kink.
+    """
+
+    has_memory = True
+
+    def _setup(self, *, input_size, output_size, seed, dtype, memory_init="constant"):
+        for name, value in (("input_size", input_size), ("output_size", output_size)):
+            _checks.check_positive_int(value, name)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        self.input_size, self.output_size, self.seed = input_size, output_size, seed
+        rng = np.random.default_rng(seed)
+        self.params = self.core.init_params(rng, self.dtype)
+        self.memory_init = memory_init
+        if self.has_memory:
+            m0 = init_memory_param(rng, memory_init, self.core.N, self.core.W, self.dtype)
+            if memory_init == "learned":
+                self.params["memory.init"] = m0
+            else:
+                self._memory0 = m0
+        self.last_trace = []
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _initial_state(self, B):
+        if not self.has_memory:
+            return self.core.initial_state(self.params, B, self.dtype)
+        m0 = self.params["memory.init"] if self.memory_init == "learned" else self._memory0
+        return self.core.initial_state(self.params, B, self.dtype, m0)
+
+    def _check_inputs(self, inputs, name="inputs"):
+        x = _checks.as_float_array(inputs, name, ndim=3)
+        _checks.check_shape(x, name, (None, None, self.input_size))
+        if x.shape[0] < 1 or x.shape[1] < 1:
+            raise ValueError(f"{name}: expected at least one time step and one sequence, got shape {x.shape}")
+        return x.astype(self.dtype, copy=False)
+
+    def _check_params(self):
+        for key, value in self.params.items():
+            _checks.check_finite(value, f"params[{key!r}]")
+
+    def _unroll(self, x, keep_caches):
+        T, B, _ = x.shape
+        state = self._initial_state(B)
+        logits = np.empty((T, B, self.output_size), self.dtype)
+        caches, self.last_trace = [], []
+        for t in range(T):
+            logits[t], state, cache = self.core.step_forward(self.params, x[t], state)
+            self.last_trace.append(getattr(self.core, "trace", None))
+            if keep_caches:
+                caches.append(cache)
+        return logits, state, caches
+
+    # -- public API --------------------------------------------------------------------------------
+    def forward(self, inputs):
+        """Logits for a batch of sequences.
+
+        Parameters
+        ----------
+        inputs : ndarray of shape (T, B, X)
+
+        Returns
+        -------
+        logits : ndarray of shape (T, B, Y)
+        """
+        x = self._check_inputs(inputs)
+        self._check_params()
+        with _checks.unchecked():
+            logits, _, _ = self._unroll(x, keep_caches=False)
+        return logits
+
+    def loss(self, inputs, targets, mask=None):
+        """The loss of :meth:`loss_and_grads` without the backward pass (what finite differences evaluate)."""
+        x = self._check_inputs(inputs)
+        targets, mask = self._check_targets(targets, mask, x.shape)
+        self._check_params()
+        with _checks.unchecked():
+            logits, _, _ = self._unroll(x, keep_caches=False)
+            loss, _ = ops.sigmoid_cross_entropy_forward(logits, targets=targets, mask=mask)
+        return float(loss) / x.shape[1]
+
+    def _check_targets(self, targets, mask, shape):
+        T, B, _ = shape
+        targets = _checks.as_float_array(targets, "targets", ndim=3)
+        _checks.check_shape(targets, "targets", (T, B, self.output_size))
+        _checks.check_range(targets, "targets", 0.0, 1.0)
+        if mask is not None:
+            mask = _checks.as_float_array(mask, "mask")
+            try:
+                mask = np.broadcast_to(mask, (T, B, self.output_size))
+            except ValueError:
+                raise ValueError(f"mask: expected a shape that broadcasts to {(T, B, self.output_size)}, "
+                                 f"got {mask.shape}") from None
+        return targets.astype(self.dtype, copy=False), mask
+
+    def loss_and_grads(self, inputs, targets, mask=None):
+        """Loss and the gradient of every parameter by backpropagation through time.
+
+        The loss is sigmoid cross-entropy summed over time and outputs, averaged over the batch,
+        counting only entries where ``mask`` is non-zero.
+
+        Parameters
+        ----------
+        inputs : ndarray of shape (T, B, X)
+        targets : ndarray of shape (T, B, Y), values in [0, 1]
+        mask : ndarray broadcastable to (T, B, Y), optional
+
+        Returns
+        -------
+        loss : float
+        grads : dict[str, ndarray]
+            Same keys and shapes as ``params``.
+        """
+        x = self._check_inputs(inputs)
+        T, B, _ = x.shape
+        targets, mask = self._check_targets(targets, mask, x.shape)
+        self._check_params()
+        with _checks.unchecked():
+            logits, _, caches = self._unroll(x, keep_caches=True)
+            loss, loss_cache = ops.sigmoid_cross_entropy_forward(logits, targets=targets, mask=mask)
+            (dlogits,) = ops.sigmoid_cross_entropy_backward(1.0 / B, loss_cache)
+            grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+            dstate = self._zero_dstate(B)
+            for t in range(T - 1, -1, -1):
+                dstate = self.core.step_backward(self.params, dlogits[t], dstate, caches[t], grads)
+            if self.memory_init == "learned":
+                grads["memory.init"] += dstate.memory.sum(axis=0)
+        loss = float(loss) / B
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss}: the parameters or inputs produce non-finite values")
+        return loss, grads
+
+    def _zero_dstate(self, B):
+        state = self._initial_state(B)
+        return type(state)(*[np.zeros_like(s) if isinstance(s, np.ndarray) and s.dtype.kind == "f" else None
+                             for s in state])

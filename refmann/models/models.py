@@ -1,0 +1,116 @@
+"""LSTM, NTM and DAM: constructors that validate their sizes and pick a core."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .. import _checks
+from ..cores import DAMCore, LSTMCore, NTMCore
+from .base import RecurrentModel
+
+
+def _sizes(**sizes):
+    for name, value in sizes.items():
+        _checks.check_positive_int(value, name)
+
+
+class LSTM(RecurrentModel):
+    """The baseline: an LSTM (``hidden_size`` cells) with a linear read-out, no memory.
+
+    Parameters
+    ----------
+    input_size, output_size, hidden_size : int
+    seed : int
+        Seeds the parameter initialisation.
+    dtype : float64 (default) or float32
+    """
+
+    has_memory = False
+
+    def __init__(self, *, input_size, output_size, hidden_size=100, seed=0, dtype=np.float64):
+        _sizes(hidden_size=hidden_size)
+        self.core = LSTMCore(input_size=input_size, output_size=output_size, hidden_size=hidden_size)
+        self._setup(input_size=input_size, output_size=output_size, seed=seed, dtype=dtype)
+
+
+class NTM(RecurrentModel):
+    """Neural Turing Machine (Graves et al. 2014) with an LSTM controller.
+
+    Parameters
+    ----------
+    input_size, output_size : int
+    memory_size : int
+        N slots (default 128).
+    word_size : int
+        W (default 20).
+    num_heads : int
+        Read heads, and as many write heads (default 1).
+    hidden_size : int
+        LSTM cells (default 100).
+    shift_range : int
+        R: the shift weighting covers offsets −R..R (default 1).
+    memory_init : {"constant", "zeros", "random", "learned"}
+        Initial memory (DESIGN decision 9; Collier & Beel 2018 found the constant 1e-6 the most stable).
+    seed : int
+    dtype : float64 (default) or float32
+    """
+
+    def __init__(self, *, input_size, output_size, memory_size=128, word_size=20, num_heads=1, hidden_size=100,
+                 shift_range=1, memory_init="constant", seed=0, dtype=np.float64):
+        _sizes(memory_size=memory_size, word_size=word_size, num_heads=num_heads, hidden_size=hidden_size)
+        _checks.check_positive_int(shift_range, "shift_range", minimum=0)
+        self.core = NTMCore(input_size=input_size, output_size=output_size, memory_size=memory_size,
+                            word_size=word_size, num_heads=num_heads, hidden_size=hidden_size, shift_range=shift_range)
+        self._setup(input_size=input_size, output_size=output_size, seed=seed, dtype=dtype, memory_init=memory_init)
+
+
+class DAM(RecurrentModel):
+    """Dense Access Memory, SAM's dense twin (Rae et al. 2016).
+
+    Parameters
+    ----------
+    input_size, output_size : int
+    memory_size : int
+        N slots (default 128).
+    word_size : int
+        W (default 20).
+    num_heads : int
+        Heads, each with its own query, write word and gates (default 4).
+    hidden_size : int
+        LSTM cells (default 100).
+    usage : {"discounted", "timestamp"}
+        U1, :math:`U_t = \\lambda U_{t-1} + \\sum_h (w^W + w^R)` (default), or the time of last access
+        :math:`\\sum_h (w^W + w^R) > \\delta`, which makes DAM the same function as SAM with K = N.
+    discount : float
+        λ of U1 (default 0.99).
+    delta : float
+        δ of the access rule (default 0.005).
+    strength : bool
+        Learn a key strength β = 1 + softplus (default True; False gives the paper's literal β = 1).
+    memory_init : {"constant", "zeros", "random", "learned"}
+    seed : int
+    dtype : float64 (default) or float32
+    """
+
+    def __init__(self, *, input_size, output_size, memory_size=128, word_size=20, num_heads=4, hidden_size=100,
+                 usage="discounted", discount=0.99, delta=0.005, strength=True, memory_init="constant", seed=0,
+                 dtype=np.float64):
+        _sizes(memory_size=memory_size, word_size=word_size, num_heads=num_heads, hidden_size=hidden_size)
+        if not 0.0 <= discount <= 1.0:
+            raise ValueError(f"discount: expected a value in [0, 1], got {discount}")
+        if not delta >= 0.0:
+            raise ValueError(f"delta: expected a value >= 0, got {delta}")
+        self.core = DAMCore(input_size=input_size, output_size=output_size, memory_size=memory_size,
+                            word_size=word_size, num_heads=num_heads, hidden_size=hidden_size, usage=usage,
+                            discount=discount, delta=delta, strength=strength)
+        self._setup(input_size=input_size, output_size=output_size, seed=seed, dtype=dtype, memory_init=memory_init)
+
+
+MODELS = {"lstm": LSTM, "ntm": NTM, "dam": DAM}
+
+
+def make_model(name, **kwargs):
+    """Build a model by name ("lstm", "ntm", "dam")."""
+    if name not in MODELS:
+        raise ValueError(f"name: expected one of {sorted(MODELS)}, got {name!r}")
+    return MODELS[name](**kwargs)
