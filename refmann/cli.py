@@ -59,23 +59,61 @@ def _cmd_gradcheck(args) -> int:
     return 0 if all(r.ok(tol) for r in results) else 1
 
 
-def _cmd_demo(args) -> int:
-    from . import gradcheck, ops
+def _train_config(args):
+    from .train import TrainConfig
 
-    print("refmann demo: every hand-written backward in refmann.ops against central finite differences")
-    print("(five-point stencil, float64, random upstream gradient). A model-training demo follows once")
-    print("the models land; see the README.\n")
-    rng = np.random.default_rng(args.seed)
-    worst = 0.0
-    for name in ops.OP_NAMES:
-        arrays, hyper = gradcheck.op_example(name, rng)
-        report = gradcheck.check_op(getattr(ops, f"{name}_forward"), getattr(ops, f"{name}_backward"), *arrays,
-                                    seed=args.seed, **hyper)
-        worst = max(worst, report.max_rel_error)
-        print(report)
-    ok = worst <= gradcheck.TOLERANCES["op"]
-    print(f"\nworst relative error {worst:.2e} -> {'all gradients agree' if ok else 'MISMATCH'}")
-    return 0 if ok else 1
+    task_kwargs = {}
+    if args.max_length is not None:
+        task_kwargs["max_length"] = args.max_length
+    return TrainConfig(model=args.model, task=args.task, task_kwargs=task_kwargs, sequences=args.sequences,
+                       batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                       clip=None if args.clip <= 0 else args.clip, memory_size=args.memory_size,
+                       word_size=args.word_size, num_heads=args.num_heads, hidden_size=args.hidden_size,
+                       curriculum=args.curriculum, eval_every=args.eval_every, seed=args.seed)
+
+
+def _report_run(summary, out):
+    print(f"trained {summary['model']} on {summary['task']}: {summary['sequences']} sequences in "
+          f"{summary['seconds']:.0f} s ({summary['seconds_per_1000_sequences']:.2f} s per 1000 sequences)")
+    print(f"evaluation bit errors per sequence: {summary['final_eval_bit_errors']:.3f}")
+    if summary["sequences_to_under_1_bit"] is not None:
+        print(f"under 1 bit per sequence after {summary['sequences_to_under_1_bit']} sequences")
+    print(f"learning curve: {out / 'learning_curve.png'}")
+    print(f"memory access:  {out / 'access.png'}")
+    print(f"log, checkpoint, config: {out}/")
+
+
+def _cmd_train(args) -> int:
+    from pathlib import Path
+
+    from .train import Trainer
+
+    out = Path(args.out or f"runs/{args.model}-{args.task}-s{args.seed}")
+    trainer = Trainer(_train_config(args), out, resume=args.resume, progress=not args.quiet)
+    summary = trainer.run()
+    _report_run(summary, out)
+    if summary["interrupted"]:
+        print("interrupted: checkpoint saved; continue with the same command and --resume", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from pathlib import Path
+
+    from .train import TrainConfig, Trainer
+
+    out = Path(args.out)
+    print("refmann demo: an NTM (Graves et al. 2014) learns to copy sequences of up to 5 random 8-bit vectors.")
+    print("Every gradient comes from hand-written backward passes in refmann.ops.\n")
+    config = TrainConfig(model="ntm", task="copy", task_kwargs={"max_length": 5}, sequences=args.sequences,
+                         batch_size=16, optimizer="adam", lr=3e-3, clip=10.0, memory_size=16, word_size=8,
+                         num_heads=1, hidden_size=64, eval_every=1000, log_every=5, seed=args.seed)
+    trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet)
+    summary = trainer.run()
+    print()
+    _report_run(summary, out)
+    return 130 if summary["interrupted"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,9 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_gradcheck)
 
-    p = sub.add_parser("demo", help="the main job of the quick start")
+    p = sub.add_parser("demo", help="the quick start's main job: train a small NTM on copy and plot it")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sequences", type=int, default=12_000, help="training budget (default: 12000)")
+    p.add_argument("--out", default="refmann-demo", help="run folder (default: ./refmann-demo)")
+    p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("train", help="train a model on a task; log, checkpoints and plots go to --out")
+    p.add_argument("--model", choices=["lstm", "ntm", "dam"], default="ntm")
+    p.add_argument("--task", choices=["copy", "repeat_copy", "associative_recall", "key_value_recall",
+                                      "priority_sort"], default="copy")
+    p.add_argument("--sequences", type=int, default=30_000, help="training budget in sequences")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--optimizer", choices=["rmsprop", "adam", "sgd"], default="rmsprop")
+    p.add_argument("--lr", type=float, default=None, help="default: 1e-4 rmsprop, 1e-3 adam, 1e-2 sgd")
+    p.add_argument("--clip", type=float, default=10.0, help="elementwise gradient clip; 0 turns it off")
+    p.add_argument("--memory-size", type=int, default=128)
+    p.add_argument("--word-size", type=int, default=20)
+    p.add_argument("--num-heads", type=int, default=1)
+    p.add_argument("--hidden-size", type=int, default=100)
+    p.add_argument("--max-length", type=int, default=None, help="task's maximum length (copy tasks)")
+    p.add_argument("--curriculum", action="store_true", help="exponential curriculum (Rae et al. 2016)")
+    p.add_argument("--eval-every", type=int, default=1000, help="sequences between evaluations")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="run folder (default: runs/MODEL-TASK-sSEED)")
+    p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
     return parser
 
 

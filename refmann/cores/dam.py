@@ -33,6 +33,7 @@ class DAMState(NamedTuple):
     c: np.ndarray             # (B, C)
     memory: np.ndarray        # (B, N, W)
     read_weights: np.ndarray  # (B, H, N)
+    write_weights: np.ndarray  # (B, H, N)  kept for inspection (plots); the next step does not use it
     reads: np.ndarray         # (B, H, W)
     usage: np.ndarray | None  # (B, N) U1 value or time of last access (no gradient)
     step: int                 # t of the last step taken
@@ -69,7 +70,7 @@ class DAMCore:
             usage = np.zeros((B, N))
         return DAMState(np.zeros((B, C), dtype), np.zeros((B, C), dtype),
                         np.broadcast_to(memory0, (B, N, W)).astype(dtype), np.zeros((B, H, N), dtype),
-                        np.zeros((B, H, W), dtype), usage, 0)
+                        np.zeros((B, H, N), dtype), np.zeros((B, H, W), dtype), usage, 0)
 
     def least_used(self, usage):
         """The H least-used slots per batch element, (B, H): usage ascending, ties by index ascending."""
@@ -110,7 +111,7 @@ class DAMCore:
         cache = (ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, onehot, inner, state.read_weights, write_c,
                  content_c, read_c, out_c)
         self.trace = (lra, accessed)
-        return y, DAMState(h, c, memory, read_weights, reads, usage, t), cache
+        return y, DAMState(h, c, memory, read_weights, write_weights, reads, usage, t), cache
 
     def step_backward(self, params, dy, dstate, cache, grads):
         (ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, onehot, inner, read_weights_prev, write_c,
@@ -140,4 +141,4 @@ class DAMCore:
         grads["heads.bias"] += dbias
         dreads_prev, dh_prev, dc_prev = controller_backward(dh + dh_heads + dstate.h, dstate.c, ctrl_cache, grads,
                                                             self.X)
-        return DAMState(dh_prev, dc_prev, dmemory_prev, dread_weights_prev, dreads_prev.reshape(B, H, W), None, 0)
+        return DAMState(dh_prev, dc_prev, dmemory_prev, dread_weights_prev, None, dreads_prev.reshape(B, H, W), None, 0)

@@ -88,6 +88,24 @@ class RecurrentModel:
             logits, _, _ = self._unroll(x, keep_caches=False)
         return logits
 
+    def access_weights(self, inputs):
+        """Read and write weights at every step, for pictures of what the memory does.
+
+        Returns
+        -------
+        dict with "read" and "write" : ndarrays of shape (T, B, H, N) (empty for the LSTM)
+        """
+        x = self._check_inputs(inputs)
+        reads, writes = [], []
+        with _checks.unchecked():
+            state = self._initial_state(x.shape[1])
+            for t in range(x.shape[0]):
+                _, state, _ = self.core.step_forward(self.params, x[t], state)
+                if self.has_memory:
+                    reads.append(state.read_weights)
+                    writes.append(state.write_weights)
+        return {"read": np.array(reads), "write": np.array(writes)}
+
     def loss(self, inputs, targets, mask=None):
         """The loss of :meth:`loss_and_grads` without the backward pass (what finite differences evaluate)."""
         x = self._check_inputs(inputs)

@@ -15,6 +15,7 @@ from .optim import (
     state_from_arrays,
     state_to_arrays,
 )
+from .trainer import TrainConfig, Trainer, build
 
 __all__ = [
     "adam",
@@ -25,4 +26,7 @@ __all__ = [
     "sgd",
     "state_from_arrays",
     "state_to_arrays",
+    "TrainConfig",
+    "Trainer",
+    "build",
 ]

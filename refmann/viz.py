@@ -1,0 +1,113 @@
+"""Pictures: learning curves and what the memory does (read/write weights over time).
+
+Plots are written to PNG with matplotlib's Agg backend (no display needed).
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from ._io import _atomic
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _pyplot().close(fig)
+    return _atomic(path, lambda f: f.write(buf.getvalue()), "wb")
+
+
+def plot_learning_curve(records, path, *, title="") -> Path:
+    """Bit errors per sequence and loss against sequences seen, from a training log.
+
+    Parameters
+    ----------
+    records : list of dict
+        Log records with "sequences", "loss", "bit_errors" and optionally "eval_bit_errors".
+    path : str or Path
+        Where the PNG goes.
+    """
+    plt = _pyplot()
+    seqs = np.array([r["sequences"] for r in records])
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    ax1.plot(seqs, [r["bit_errors"] for r in records], lw=0.8, alpha=0.6, label="train batch")
+    ev = [(r["sequences"], r["eval_bit_errors"]) for r in records if r.get("eval_bit_errors") is not None]
+    if ev:
+        ax1.plot(*zip(*ev), "o-", ms=3, label="evaluation")
+    ax1.set_xlabel("sequences seen")
+    ax1.set_ylabel("bit errors per sequence")
+    ax1.set_yscale("symlog", linthresh=1.0)
+    ax1.axhline(1.0, color="grey", lw=0.6, ls=":")
+    ax1.legend()
+    ax2.plot(seqs, [r["loss"] for r in records], lw=0.8)
+    ax2.set_xlabel("sequences seen")
+    ax2.set_ylabel("loss (cross-entropy per sequence)")
+    ax2.set_yscale("log")
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_curves(curves, path, *, title="", xlabel="sequences seen", ylabel="bit errors per sequence") -> Path:
+    """Several labelled runs on one axis; each label maps to a list of (x, y) arrays (one per seed).
+
+    The median over seeds is drawn bold with the individual seeds faint behind it.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (label, runs) in enumerate(curves.items()):
+        color = f"C{i}"
+        for x, y in runs:
+            ax.plot(x, y, color=color, lw=0.6, alpha=0.35)
+        n = min(len(x) for x, _ in runs)
+        med = np.median(np.stack([np.asarray(y)[:n] for _, y in runs]), axis=0)
+        ax.plot(np.asarray(runs[0][0])[:n], med, color=color, lw=2, label=f"{label} (median of {len(runs)})")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+    ax.legend()
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_access(inputs, targets, outputs, read_weights, write_weights, path, *, title="") -> Path:
+    """The classic NTM copy picture for one sequence and one head: inputs, targets, outputs, and
+    the write and read weightings over time (slots on the vertical axis).
+
+    Parameters
+    ----------
+    inputs : ndarray of shape (T, X)
+    targets, outputs : ndarrays of shape (T, Y)
+        ``outputs`` are probabilities (sigmoid of the logits).
+    read_weights, write_weights : ndarrays of shape (T, N)
+    """
+    plt = _pyplot()
+    T = inputs.shape[0]
+    N = read_weights.shape[1] if np.size(read_weights) else 0
+    rows = 5 if N else 3
+    fig, axes = plt.subplots(rows, 1, figsize=(max(6, T * 0.18), 2 + rows * 1.3), sharex=True)
+    panels = [("inputs", inputs), ("targets", targets), ("outputs", outputs)]
+    if N:
+        used = np.flatnonzero((read_weights.max(0) > 1e-3) | (write_weights.max(0) > 1e-3))
+        hi = min(N, max(int(used.max()) + 2 if used.size else N, 8))
+        panels += [(f"write weights (slots 0–{hi - 1})", write_weights[:, :hi]),
+                   (f"read weights (slots 0–{hi - 1})", read_weights[:, :hi])]
+    for ax, (name, img) in zip(axes, panels):
+        ax.imshow(np.asarray(img).T, aspect="auto", cmap="gray_r", interpolation="nearest", origin="lower")
+        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+        ax.set_yticks([])
+    axes[-1].set_xlabel("time step")
+    fig.suptitle(title)
+    return _save(fig, path)
