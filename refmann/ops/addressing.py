@@ -183,13 +183,14 @@ def interpolate_backward(dgated, cache):
 
 
 class ShiftCache(NamedTuple):
-    weights: np.ndarray  # (B, H, N)
+    rolled: np.ndarray   # (B, H, S, N)  rolled[..., j, i] = w((i - o_j) mod N)
     shift: np.ndarray    # (B, H, S)
 
 
-def _offsets(S: int) -> range:
+def _shift_index(S: int, N: int, sign: int) -> np.ndarray:
+    """(S, N) gather index (i - sign·o) mod N for the offsets o = -R..R."""
     R = (S - 1) // 2
-    return range(-R, R + 1)
+    return (np.arange(N)[None, :] - sign * np.arange(-R, R + 1)[:, None]) % N
 
 
 def circular_shift_forward(weights, shift):
@@ -217,24 +218,22 @@ def circular_shift_forward(weights, shift):
     weights = as_float_array(weights, "weights", ndim=3)
     shift = as_float_array(shift, "shift", ndim=3)
     check_shape(shift, "shift", weights.shape[:2] + (None,))
-    if shift.shape[-1] % 2 != 1:
-        raise ValueError(f"shift: expected an odd number of offsets 2R+1 on the last axis, got {shift.shape[-1]}")
-    shifted = np.zeros(np.broadcast_shapes(weights.shape), np.result_type(weights, shift))
-    for j, o in enumerate(_offsets(shift.shape[-1])):
-        shifted += shift[..., j, None] * np.roll(weights, o, axis=-1)        # roll(w, o)[i] = w[i - o]
-    return shifted, ShiftCache(weights, shift)
+    S, N = shift.shape[-1], weights.shape[-1]
+    if S % 2 != 1:
+        raise ValueError(f"shift: expected an odd number of offsets 2R+1 on the last axis, got {S}")
+    rolled = weights[..., _shift_index(S, N, +1)]                           # (B, H, S, N)
+    shifted = np.einsum("bhs,bhsn->bhn", shift, rolled)
+    return shifted, ShiftCache(rolled, shift)
 
 
 def circular_shift_backward(dshifted, cache):
     r"""VJP of :func:`circular_shift_forward`:
     :math:`dw(j) = \sum_o s(o)\, d\tilde w\big((j+o) \bmod N\big)`,
     :math:`ds(o) = \sum_i d\tilde w(i)\, w\big((i-o) \bmod N\big)`."""
-    weights, shift = cache
-    dweights = np.zeros_like(dshifted)
-    dshift = np.empty(shift.shape, dshifted.dtype)
-    for j, o in enumerate(_offsets(shift.shape[-1])):
-        dweights += shift[..., j, None] * np.roll(dshifted, -o, axis=-1)
-        dshift[..., j] = np.sum(dshifted * np.roll(weights, o, axis=-1), axis=-1)
+    rolled, shift = cache
+    S, N = shift.shape[-1], dshifted.shape[-1]
+    dweights = np.einsum("bhs,bhsn->bhn", shift, dshifted[..., _shift_index(S, N, -1)])
+    dshift = np.einsum("bhn,bhsn->bhs", dshifted, rolled)
     return dweights, dshift
 
 
