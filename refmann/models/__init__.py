@@ -2,6 +2,6 @@
 ``loss_and_grads(inputs, targets, mask=None) -> (loss, grads)`` with ``grads`` keyed like ``params``.
 """
 
-from .models import DAM, LSTM, MODELS, NTM, make_model
+from .models import DAM, LSTM, MODELS, NTM, SAM, make_model
 
-__all__ = ["DAM", "LSTM", "MODELS", "NTM", "make_model"]
+__all__ = ["DAM", "LSTM", "MODELS", "NTM", "SAM", "make_model"]

@@ -59,16 +59,28 @@ class RecurrentModel:
             _checks.check_finite(value, f"params[{key!r}]")
 
     def _unroll(self, x, keep_caches):
+        """Run the core over time. A core that writes its memory in place (SAM) always keeps its
+        caches, which hold the journal; if anything fails midway the steps taken are undone."""
         T, B, _ = x.shape
         state = self._initial_state(B)
         logits = np.empty((T, B, self.output_size), self.dtype)
         caches, self.last_trace = [], []
-        for t in range(T):
-            logits[t], state, cache = self.core.step_forward(self.params, x[t], state)
-            self.last_trace.append(getattr(self.core, "trace", None))
-            if keep_caches:
-                caches.append(cache)
+        in_place = hasattr(self.core, "end_forward")
+        try:
+            for t in range(T):
+                logits[t], state, cache = self.core.step_forward(self.params, x[t], state)
+                self.last_trace.append(getattr(self.core, "trace", None))
+                if keep_caches or in_place:
+                    caches.append(cache)
+        except BaseException:
+            if in_place:
+                self.core.end_forward(caches)
+            raise
         return logits, state, caches
+
+    def _end_forward(self, caches):
+        if hasattr(self.core, "end_forward"):
+            self.core.end_forward(caches)
 
     # -- public API --------------------------------------------------------------------------------
     def forward(self, inputs):
@@ -85,7 +97,8 @@ class RecurrentModel:
         x = self._check_inputs(inputs)
         self._check_params()
         with _checks.unchecked():
-            logits, _, _ = self._unroll(x, keep_caches=False)
+            logits, _, caches = self._unroll(x, keep_caches=False)
+            self._end_forward(caches)
         return logits
 
     def access_weights(self, inputs):
@@ -99,12 +112,29 @@ class RecurrentModel:
         reads, writes = [], []
         with _checks.unchecked():
             state = self._initial_state(x.shape[1])
-            for t in range(x.shape[0]):
-                _, state, _ = self.core.step_forward(self.params, x[t], state)
-                if self.has_memory:
-                    reads.append(state.read_weights)
-                    writes.append(state.write_weights)
+            caches = []
+            try:
+                for t in range(x.shape[0]):
+                    _, state, cache = self.core.step_forward(self.params, x[t], state)
+                    caches.append(cache)
+                    if self.has_memory:
+                        reads.append(self._dense_weights(state, "read"))
+                        writes.append(self._dense_weights(state, "write"))
+            finally:
+                self._end_forward(caches)
         return {"read": np.array(reads), "write": np.array(writes)}
+
+    def _dense_weights(self, state, which):
+        """(B, H, N) weights of a state (sparse models scatter their K entries; for pictures)."""
+        w = getattr(state, f"{which}_weights")
+        idx = getattr(state, f"{which}_idx", None)
+        if idx is None:
+            return w
+        dense = np.zeros(w.shape[:2] + (self.core.N,), w.dtype)
+        for b in range(w.shape[0]):
+            for h in range(w.shape[1]):
+                np.add.at(dense[b, h], idx[b, h], w[b, h])
+        return dense
 
     def loss(self, inputs, targets, mask=None):
         """The loss of :meth:`loss_and_grads` without the backward pass (what finite differences evaluate)."""
@@ -112,7 +142,8 @@ class RecurrentModel:
         targets, mask = self._check_targets(targets, mask, x.shape)
         self._check_params()
         with _checks.unchecked():
-            logits, _, _ = self._unroll(x, keep_caches=False)
+            logits, _, caches = self._unroll(x, keep_caches=False)
+            self._end_forward(caches)
             loss, _ = ops.sigmoid_cross_entropy_forward(logits, targets=targets, mask=mask)
         return float(loss) / x.shape[1]
 
@@ -158,8 +189,17 @@ class RecurrentModel:
             (dlogits,) = ops.sigmoid_cross_entropy_backward(1.0 / B, loss_cache)
             grads = {key: np.zeros_like(value) for key, value in self.params.items()}
             dstate = self._zero_dstate(B)
-            for t in range(T - 1, -1, -1):
-                dstate = self.core.step_backward(self.params, dlogits[t], dstate, caches[t], grads)
+            t = T - 1
+            try:
+                while t >= 0:
+                    dstate = self.core.step_backward(self.params, dlogits[t], dstate, caches[t], grads)
+                    t -= 1
+            except BaseException:
+                self._end_forward(caches[:t + 1])   # undo the steps not yet rolled back
+                raise
+            finally:
+                if hasattr(self.core, "end_backward"):
+                    self.core.end_backward(caches)
             if self.memory_init == "learned":
                 grads["memory.init"] += dstate.memory.sum(axis=0)
         loss = float(loss) / B
@@ -168,6 +208,8 @@ class RecurrentModel:
         return loss, grads
 
     def _zero_dstate(self, B):
+        if hasattr(self.core, "zero_dstate"):
+            return self.core.zero_dstate(B, self.dtype)
         state = self._initial_state(B)
         return type(state)(*[np.zeros_like(s) if isinstance(s, np.ndarray) and s.dtype.kind == "f" else None
                              for s in state])

@@ -6,6 +6,7 @@ import numpy as np
 
 from .. import _checks
 from ..cores import DAMCore, LSTMCore, NTMCore
+from ..cores.sam import SAMCore
 from .base import RecurrentModel
 
 
@@ -114,3 +115,64 @@ def make_model(name, **kwargs):
     if name not in MODELS:
         raise ValueError(f"name: expected one of {sorted(MODELS)}, got {name!r}")
     return MODELS[name](**kwargs)
+
+
+class SAM(RecurrentModel):
+    """Sparse Access Memory (Rae et al. 2016): K reads per head from an index, sparse writes to the
+    K previously read slots and the least recently accessed one, usage by a ring, rollback BPTT.
+
+    Takes the same parameters as :class:`DAM` (``model.params`` has the same names and shapes), and
+    with ``k = memory_size`` and ``index="linear"`` computes the same function as
+    ``DAM(usage="timestamp")``.
+
+    Parameters
+    ----------
+    input_size, output_size, memory_size, word_size, num_heads, hidden_size : int
+        As for :class:`DAM`.
+    k : int
+        Slots read per head (default 4, the paper's).
+    index : {"linear", "lsh"}
+        ``"linear"``: exact cosine top-k by a scan (O(N) per query); ``"lsh"``: random-hyperplane
+        LSH, O(1) in N.
+    index_kwargs : dict, optional
+        Options of the index (see :mod:`refmann.memory.index`).
+    delta : float
+        δ of the access rule (default 0.005).
+    bptt : {"rollback", "cache"}
+        ``"rollback"`` (default): writes are applied in place and journalled; backward reverts them.
+        ``"cache"``: keep a copy of the memory at every step (O(N·T)), for comparison.
+    strength : bool
+        Learn a key strength β = 1 + softplus (default True).
+    memory_init : {"constant", "zeros", "random"}
+        (``"learned"`` is not offered: it would rewrite all N rows for every sequence.)
+    seed : int
+    dtype : float64 (default) or float32
+    """
+
+    def __init__(self, *, input_size, output_size, memory_size=128, word_size=20, num_heads=4, hidden_size=100,
+                 k=4, index="linear", index_kwargs=None, delta=0.005, bptt="rollback", strength=True,
+                 memory_init="constant", seed=0, dtype=np.float64):
+        from ..memory import make_index_factory
+
+        _sizes(memory_size=memory_size, word_size=word_size, num_heads=num_heads, hidden_size=hidden_size)
+        _checks.check_positive_int(k, "k")
+        if k > memory_size:
+            raise ValueError(f"k: expected 1 <= k <= memory_size = {memory_size}, got {k}")
+        if memory_init == "learned":
+            raise ValueError("memory_init: 'learned' is not available for SAM (it would rewrite all N rows per "
+                             "sequence); expected 'constant', 'zeros' or 'random'")
+        if not delta >= 0.0:
+            raise ValueError(f"delta: expected a value >= 0, got {delta}")
+        factory = make_index_factory(index, seed=seed, **(index_kwargs or {}))
+        self.core = SAMCore(k=k, index_factory=factory, bptt=bptt, input_size=input_size, output_size=output_size,
+                            memory_size=memory_size, word_size=word_size, num_heads=num_heads,
+                            hidden_size=hidden_size, delta=delta, strength=strength)
+        self._setup(input_size=input_size, output_size=output_size, seed=seed, dtype=dtype, memory_init=memory_init)
+
+    @property
+    def memory(self):
+        """The live (B, N, W) memory (equal to the initial memory between calls)."""
+        return self.core.memory
+
+
+MODELS["sam"] = SAM

@@ -1,0 +1,234 @@
+r"""One step of Sparse Access Memory (Rae et al. 2016), forward and rollback backward.
+
+The memory is one (B, N, W) array per model, written in place. Per step (DESIGN "SAM in one step"):
+
+1. controller as DAM: LSTM on :math:`[x_t ; r_{t-1}]`; per head q, a, α, γ, β (same parameters);
+2. write: the ring gives the H oldest slots :math:`I^U`; the write weights live on the K previous read
+   slots plus the LRA slot, :math:`w^W = \alpha(\gamma w^R_{t-1} + (1-\gamma) I^U)` (K+1 entries per head);
+   the old rows are journalled, the LRA rows erased, the words added; the index re-indexes those rows;
+3. read: the index returns K candidates per head; :math:`w^R` = softmax over the K of
+   :math:`\beta \cos(q, M(i))`; :math:`r = \sum_k w^R_k M(i_k)`;
+4. usage: slots with :math:`\sum_h (w^W + w^R) > \delta` move to the back of the ring, stamped t;
+5. output :math:`y_t = \mathrm{linear}([h_t ; r_t])`.
+
+Backward at step t starts with the live memory equal to :math:`M_t`: it gathers the K read rows,
+recomputes the read's small caches, accumulates the memory gradient into the touched rows of one
+(B, N, W) buffer, and then *reverts* step t's journal to recover :math:`M_{t-1}` (rollback). With
+``bptt="cache"`` it instead keeps a full copy of every :math:`M_t` (O(N) per step), for comparison.
+Nothing in a step looks at all N slots, except the exact ``LinearIndex`` query.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import ops
+from ..kernels import gather_rows_kernel
+from ..kernels.sparse_write import (
+    accessed_slots_kernel,
+    restore_rows_kernel,
+    sparse_write_inplace_kernel,
+    zero_rows_kernel,
+)
+from ..memory.ring import UsageRing
+from ._common import controller_backward, controller_forward, output_backward, output_forward
+from .dam import DAMCore
+
+BPTT_MODES = ("rollback", "cache")
+
+
+class SAMState(NamedTuple):
+    h: np.ndarray              # (B, C)
+    c: np.ndarray              # (B, C)
+    read_idx: np.ndarray       # int (B, H, K)
+    read_weights: np.ndarray   # (B, H, K)
+    write_idx: np.ndarray      # int (B, H, K+1)  K previous read slots, then the LRA slot
+    write_weights: np.ndarray  # (B, H, K+1)
+    reads: np.ndarray          # (B, H, W)
+    step: int
+
+
+class SAMStepCache(NamedTuple):
+    ctrl: tuple
+    heads: tuple
+    alpha: tuple
+    gate: tuple
+    beta: tuple | None
+    q: np.ndarray               # (B, H, W)
+    beta_value: np.ndarray      # (B, H)
+    add: np.ndarray             # (B, H, W)
+    lra: np.ndarray             # int (B, H)
+    read_weights_prev: np.ndarray  # (B, H, K)
+    write_idx: np.ndarray       # int (B, H, K+1)
+    write_weights: np.ndarray   # (B, H, K+1)
+    journal_rows: np.ndarray    # (B, H(K+1), W)  old contents of the written rows
+    read_idx: np.ndarray        # int (B, H, K)
+    ring: object                # RingJournal
+    out: tuple
+    snapshot: np.ndarray | None  # (B, N, W) copy of M_t (bptt="cache" only)
+
+
+def _gather(table, idx):
+    """table[b, idx[b, ...]] for an int index array of shape (B, ...) -> (B, ..., W)."""
+    B = idx.shape[0]
+    flat = np.ascontiguousarray(idx.reshape(B, -1))
+    out = np.empty((B, flat.shape[1], table.shape[2]), table.dtype)
+    gather_rows_kernel(out, table, flat)
+    return out.reshape(idx.shape + (table.shape[2],))
+
+
+class SAMCore(DAMCore):
+    """SAM's step; shares DAM's parameters and controller (see the module docstring)."""
+
+    def __init__(self, *, k, index_factory, bptt="rollback", **dam_kwargs):
+        super().__init__(usage="timestamp", **dam_kwargs)
+        if bptt not in BPTT_MODES:
+            raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
+        self.K, self.bptt, self.index_factory = k, bptt, index_factory
+        self.B = None
+
+    # -- the model-owned, in-place state -------------------------------------------------------------
+    def prepare(self, B, dtype, memory0):
+        """Allocate memory, ring, index and gradient buffer for batch size B (O(N), once per B)."""
+        if self.B == B and self.memory.dtype == dtype:
+            return
+        self.B = B
+        self.memory = np.ascontiguousarray(np.broadcast_to(memory0, (B, self.N, self.W)).astype(dtype))
+        self.dmemory = np.zeros_like(self.memory)
+        self.ring = UsageRing(B, self.N)
+        self.index = self.index_factory(self.memory)
+        self.index.rebuild()
+        self._dirty = []
+
+    def initial_state(self, params, B, dtype, memory0):
+        self.prepare(B, np.dtype(dtype), memory0)
+        H, K, W, C = self.H, self.K, self.W, self.C
+        read_idx = np.broadcast_to(np.arange(K, dtype=np.int64), (B, H, K)).copy()
+        z = np.zeros
+        return SAMState(z((B, C), dtype), z((B, C), dtype), read_idx, z((B, H, K), dtype),
+                        z((B, H, K + 1), np.int64), z((B, H, K + 1), dtype), z((B, H, W), dtype), 0)
+
+    # -- forward -----------------------------------------------------------------------------------------
+    def step_forward(self, params, x, state):
+        H, W, K = self.H, self.W, self.K
+        B = x.shape[0]
+        (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
+        p, heads_cache = ops.linear_forward(h, params["heads.weight"], params["heads.bias"])
+        p = p.reshape(B, H, self.P)
+        q, add = p[..., :W], np.ascontiguousarray(p[..., W:2 * W])
+        alpha, alpha_c = ops.sigmoid_forward(p[..., 2 * W])                    # (B, H)
+        gate, gate_c = ops.sigmoid_forward(p[..., 2 * W + 1])
+        if self.strength:
+            beta, beta_c = ops.oneplus_forward(p[..., 2 * W + 2])
+        else:
+            beta, beta_c = np.ones((B, H), x.dtype), None
+        # write: K previous read slots and the least recently accessed one, per head
+        lra = self.ring.oldest(H)                                              # (B, H)
+        write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)
+        write_weights = alpha[..., None] * np.concatenate(
+            [gate[..., None] * state.read_weights, (1.0 - gate)[..., None]], axis=-1)   # (B, H, K+1)
+        flat_idx = np.ascontiguousarray(write_idx.reshape(B, -1))
+        journal = np.empty((B, H * (K + 1), W), self.memory.dtype)
+        sparse_write_inplace_kernel(self.memory, lra, flat_idx, np.ascontiguousarray(write_weights.reshape(B, -1)),
+                                    add, K + 1, journal)
+        self.index.update(flat_idx)
+        # read: K candidates per head from the index, softmax over those K
+        read_idx = self.index.query(q, K)                                      # (B, H, K)
+        rows = _gather(self.memory, read_idx)                                  # (B, H, K, W)
+        read_weights, reads = self._read(rows, q, beta)[:2]
+        # usage: slots whose summed weight exceeds δ move to the back of the ring
+        t = state.step + 1
+        slots = np.concatenate([flat_idx, read_idx.reshape(B, -1)], axis=1)
+        values = np.concatenate([write_weights.reshape(B, -1), read_weights.reshape(B, -1)], axis=1)
+        touched = np.empty_like(slots)
+        accessed_slots_kernel(slots, values, self.delta, touched)
+        ring_journal = self.ring.touch(touched, t)
+        self.trace = (lra, touched, np.sort(read_idx, axis=-1))  # decisions, for kink detection
+        y, out_c = output_forward(params, h, reads)
+        snapshot = self.memory.copy() if self.bptt == "cache" else None
+        cache = SAMStepCache(ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, q, beta, add, lra,
+                             state.read_weights, write_idx, write_weights, journal, read_idx, ring_journal, out_c,
+                             snapshot)
+        return y, SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t), cache
+
+    def _read(self, rows, q, beta):
+        """Content weights over the K gathered rows and the read; returns (weights, reads, caches)."""
+        B, H, K, W = rows.shape
+        w, cw_cache = ops.content_weights_forward(rows.reshape(B * H, K, W), q.reshape(B * H, 1, W),
+                                                  beta.reshape(B * H, 1))
+        reads, read_cache = ops.dense_read_forward(rows.reshape(B * H, K, W), w)
+        return w.reshape(B, H, K), reads.reshape(B, H, W), cw_cache, read_cache
+
+    # -- backward ----------------------------------------------------------------------------------------
+    def step_backward(self, params, dy, dstate, cache, grads):
+        H, W, K = self.H, self.W, self.K
+        B = dy.shape[0]
+        dh, dreads = output_backward(dy, cache.out, grads, self.C)
+        dreads = dreads.reshape(B, H, W) + dstate.reads
+        # read backward: the rows come from M_t (the live memory, or the step's snapshot)
+        source = cache.snapshot if self.bptt == "cache" else self.memory
+        rows = _gather(source, cache.read_idx)                                # (B, H, K, W)
+        _, _, cw_cache, read_cache = self._read(rows, cache.q, cache.beta_value)
+        drows, dread_w = ops.dense_read_backward(dreads.reshape(B * H, 1, W), read_cache)
+        dread_w = dread_w + dstate.read_weights.reshape(B * H, 1, K)
+        drows_c, dq, dbeta = ops.content_weights_backward(dread_w, cw_cache)
+        read_flat = np.ascontiguousarray(cache.read_idx.reshape(B, -1))
+        ops.scatter_add_rows_inplace(self.dmemory, read_flat, (drows + drows_c).reshape(B, H * K, W))
+        self._dirty.append(read_flat)
+        # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_k w_hk e_{i_hk} a_hᵀ
+        drows_w = _gather(self.dmemory, cache.write_idx)                       # (B, H, K+1, W)
+        dwrite_w = np.einsum("bhkw,bhw->bhk", drows_w, cache.add)             # (B, H, K+1)
+        dadd = np.einsum("bhk,bhkw->bhw", cache.write_weights, drows_w)       # (B, H, W)
+        zero_rows_kernel(self.dmemory, cache.lra)                              # erased rows: no gradient to M_{t-1}
+        self._revert(cache)
+        # write weights w = α (γ w^R_{t-1} ⊕ (1-γ)) -> α, γ, w^R_{t-1}
+        alpha, gate = cache.alpha.out, cache.gate.out
+        inner = np.concatenate([gate[..., None] * cache.read_weights_prev, (1.0 - gate)[..., None]], axis=-1)
+        dalpha = np.sum(dwrite_w * inner, axis=-1)
+        dinner = alpha[..., None] * dwrite_w
+        dgate = np.sum(dinner[..., :K] * cache.read_weights_prev, axis=-1) - dinner[..., K]
+        dread_weights_prev = gate[..., None] * dinner[..., :K]
+        dp = np.zeros((B, H, self.P), dy.dtype)
+        dp[..., :W] = dq.reshape(B, H, W)
+        dp[..., W:2 * W] = dadd
+        dp[..., 2 * W] = ops.sigmoid_backward(dalpha, cache.alpha)[0]
+        dp[..., 2 * W + 1] = ops.sigmoid_backward(dgate, cache.gate)[0]
+        if self.strength:
+            dp[..., 2 * W + 2] = ops.oneplus_backward(dbeta.reshape(B, H), cache.beta)[0]
+        dh_heads, dweight, dbias = ops.linear_backward(dp.reshape(B, -1), cache.heads)
+        grads["heads.weight"] += dweight
+        grads["heads.bias"] += dbias
+        dreads_prev, dh_prev, dc_prev = controller_backward(dh + dh_heads + dstate.h, dstate.c, cache.ctrl, grads,
+                                                            self.X)
+        zero = np.zeros
+        return SAMState(dh_prev, dc_prev, None, dread_weights_prev, None, zero((B, H, K + 1)),
+                        dreads_prev.reshape(B, H, W), 0)
+
+    def _revert(self, cache):
+        """Undo one step: memory rows from the journal, their index entries, the ring."""
+        B = cache.journal_rows.shape[0]
+        flat_idx = np.ascontiguousarray(cache.write_idx.reshape(B, -1))
+        restore_rows_kernel(self.memory, flat_idx, cache.journal_rows)
+        self.index.update(flat_idx)
+        self.ring.undo(cache.ring)
+
+    # -- ends of a forward or backward pass ---------------------------------------------------------------
+    def end_forward(self, caches):
+        """After a forward pass without backward: undo every step, newest first (O(T·K)), so the next
+        sequence starts from the initial memory."""
+        for cache in reversed(caches):
+            self._revert(cache)
+
+    def end_backward(self, caches):
+        """After backward: the memory is back at M_0; zero the gradient rows this pass touched."""
+        for rows in self._dirty:
+            zero_rows_kernel(self.dmemory, rows)
+        self._dirty = []
+
+    def zero_dstate(self, B, dtype):
+        H, K, W, C = self.H, self.K, self.W, self.C
+        z = np.zeros
+        return SAMState(z((B, C), dtype), z((B, C), dtype), None, z((B, H, K), dtype), None,
+                        z((B, H, K + 1), dtype), z((B, H, W), dtype), 0)
