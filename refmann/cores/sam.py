@@ -64,6 +64,7 @@ class SAMStepCache(NamedTuple):
     write_idx: np.ndarray       # int (B, H, K+1)
     write_weights: np.ndarray   # (B, H, K+1)
     journal_rows: np.ndarray    # (B, H(K+1), W)  old contents of the written rows
+    index: object               # the index's journal of this step's update
     read_idx: np.ndarray        # int (B, H, K)
     ring: object                # RingJournal
     out: tuple
@@ -133,7 +134,7 @@ class SAMCore(DAMCore):
         journal = np.empty((B, H * (K + 1), W), self.memory.dtype)
         sparse_write_inplace_kernel(self.memory, lra, flat_idx, np.ascontiguousarray(write_weights.reshape(B, -1)),
                                     add, K + 1, journal)
-        self.index.update(flat_idx)
+        index_journal = self.index.update(flat_idx)
         # read: K candidates per head from the index, softmax over those K
         read_idx = self.index.query(q, K)                                      # (B, H, K)
         rows = _gather(self.memory, read_idx)                                  # (B, H, K, W)
@@ -149,7 +150,8 @@ class SAMCore(DAMCore):
         y, out_c = output_forward(params, h, reads)
         snapshot = self.memory.copy() if self.bptt == "cache" else None
         cache = SAMStepCache(ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, q, beta, add, lra,
-                             state.read_weights, write_idx, write_weights, journal, read_idx, ring_journal, out_c,
+                             state.read_weights, write_idx, write_weights, journal, index_journal, read_idx,
+                             ring_journal, out_c,
                              snapshot)
         return y, SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t), cache
 
@@ -211,7 +213,7 @@ class SAMCore(DAMCore):
         B = cache.journal_rows.shape[0]
         flat_idx = np.ascontiguousarray(cache.write_idx.reshape(B, -1))
         restore_rows_kernel(self.memory, flat_idx, cache.journal_rows)
-        self.index.update(flat_idx)
+        self.index.undo(cache.index)
         self.ring.undo(cache.ring)
 
     # -- ends of a forward or backward pass ---------------------------------------------------------------
@@ -220,12 +222,21 @@ class SAMCore(DAMCore):
         sequence starts from the initial memory."""
         for cache in reversed(caches):
             self._revert(cache)
+        self.index.maybe_rebuild()
 
     def end_backward(self, caches):
-        """After backward: the memory is back at M_0; zero the gradient rows this pass touched."""
+        """After backward: the memory is back at M_0; zero the gradient rows this pass touched.
+
+        ``last_memory_grad`` keeps ∂L/∂M_0 on those rows as a :class:`~refmann.ops.RowGrad`
+        (rows listed once per touch; densify with :func:`refmann.ops.densify_rows` after taking
+        each distinct row once)."""
+        if self._dirty:
+            idx = np.concatenate(self._dirty, axis=1)
+            self.last_memory_grad = ops.RowGrad(idx, _gather(self.dmemory, idx), self.N)
         for rows in self._dirty:
             zero_rows_kernel(self.dmemory, rows)
         self._dirty = []
+        self.index.maybe_rebuild()
 
     def zero_dstate(self, B, dtype):
         H, K, W, C = self.H, self.K, self.W, self.C

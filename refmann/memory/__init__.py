@@ -1,9 +1,9 @@
 """Non-differentiable state of the sparse models: the usage ring and the nearest-neighbour indexes."""
 
-from .index import LinearIndex, cosine_scores
+from .index import LinearIndex, LSHIndex, cosine_scores
 from .ring import RingJournal, UsageRing
 
-INDEXES = {"linear": LinearIndex}
+INDEXES = {"linear": LinearIndex, "lsh": LSHIndex}
 
 
 def make_index_factory(name, *, seed=0, **kwargs):
@@ -18,4 +18,4 @@ def make_index_factory(name, *, seed=0, **kwargs):
     return lambda memory: cls(memory, seed=seed, **kwargs)
 
 
-__all__ = ["INDEXES", "LinearIndex", "RingJournal", "UsageRing", "cosine_scores", "make_index_factory"]
+__all__ = ["INDEXES", "LSHIndex", "LinearIndex", "RingJournal", "UsageRing", "cosine_scores", "make_index_factory"]

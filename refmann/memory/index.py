@@ -4,8 +4,13 @@ Every index has the same interface::
 
     index = SomeIndex(memory, ...)      # memory: the (B, N, W) array the model writes in place
     index.rebuild()                     # re-index every row (O(N): initialisation and periodic rebuilds)
-    index.update(rows)                  # rows (B, J) were modified in place: re-index them (O(J))
+    journal = index.update(rows)        # rows (B, J) were modified in place: re-index them (O(J))
+    index.undo(journal)                 # revert an update exactly (rollback), newest first
     index.query(keys, k)                # (B, H, W) -> (B, H, k) candidate rows, best first
+    index.maybe_rebuild()               # between sequences: rebuild if N insertions have accumulated
+
+An index's answers depend only on the memory and on its own state, and rollback restores that
+state exactly, so a model's outputs never depend on what it computed before.
 
 Similarity is cosine (DESIGN decision 3), so the index and the read rank candidates alike.
 :class:`LinearIndex` is exact (the oracle); :class:`LSHIndex` is approximate and never scans N.
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels.lsh import lsh_query_kernel, lsh_rebuild_kernel, lsh_undo_kernel, lsh_update_kernel
 from ..ops import top_k
 
 
@@ -37,9 +43,131 @@ class LinearIndex:
     def update(self, rows):
         """Nothing to update: every query scans the memory."""
 
+    def undo(self, journal):
+        """Nothing to undo."""
+
+    def maybe_rebuild(self):
+        """Nothing to rebuild."""
+
     def query(self, keys, k):
         """The k rows of highest cosine similarity per key, (B, H, k): score descending, ties by index."""
         return top_k(cosine_scores(self.memory, keys), k)[0]
 
     def nbytes(self) -> int:
         return 0
+
+
+class LSHIndex:
+    """Random-hyperplane LSH (Charikar 2002) for cosine similarity, per batch element.
+
+    ``num_tables`` tables of ``num_bits`` hyperplanes each. A query collects, in every table, up to
+    ``max_per_bucket`` rows from its own bucket and from ``probes`` neighbouring buckets (the bits
+    with the smallest margins flipped: multi-probe, Lv et al. 2007), then ranks the candidates by
+    exact cosine. The work per query is O(num_tables · (probes + 1) · max_per_bucket · W), whatever N is.
+
+    An updated row moves bucket in O(num_tables · num_bits · W), journalled so that rollback
+    restores the bucket lists exactly. As in the paper, the whole index is rebuilt after every N
+    insertions (amortised O(1)); the rebuild happens between sequences (:meth:`maybe_rebuild`),
+    never inside a step, so rollback stays exact. With fixed hyperplanes a rebuild re-packs the
+    bucket lists in index order but cannot change which bucket a row is in.
+
+    Parameters
+    ----------
+    memory : ndarray of shape (B, N, W)
+        The array the model writes in place; the index keeps a reference.
+    num_tables, max_per_bucket, probes : int
+        Defaults (16, 16, 4) were chosen from the recall/speed table in ``docs/sam.md``
+        (``refmann bench lsh``).
+    num_bits : int, optional
+        Bits per table; default ``round(log2 N) − 3`` (about 8 rows per bucket), within [4, 24].
+    recent : int
+        How many recently updated rows are remembered as fill-ins for a query whose buckets are
+        nearly empty.
+    seed : int
+        Seeds the hyperplanes.
+    """
+
+    def __init__(self, memory, *, num_tables=16, num_bits=None, max_per_bucket=16, probes=4, recent=16, seed=0):
+        from .._checks import check_positive_int
+
+        B, N, W = memory.shape
+        if num_bits is None:      # about 8 rows per bucket, so the per-bucket cap rarely truncates
+            num_bits = int(min(24, max(4, round(np.log2(N)) - 3)))
+        check_positive_int(num_tables, "num_tables")
+        check_positive_int(num_bits, "num_bits")
+        check_positive_int(max_per_bucket, "max_per_bucket")
+        check_positive_int(probes, "probes", minimum=0)
+        check_positive_int(recent, "recent", minimum=0)
+        if num_bits > 24:
+            raise ValueError(f"num_bits: expected at most 24 (2**num_bits buckets per table), got {num_bits}")
+        if probes > num_bits:
+            raise ValueError(f"probes: expected at most num_bits = {num_bits}, got {probes}")
+        self.memory = memory
+        self.num_tables, self.num_bits, self.max_per_bucket, self.probes = num_tables, num_bits, max_per_bucket, probes
+        rng = np.random.default_rng([seed, 7])
+        self.planes = rng.standard_normal((num_tables, num_bits, W))
+        self.codes = np.zeros((B, num_tables, N), np.int64)
+        self.heads = np.full((B, num_tables, 2**num_bits), -1, np.int64)
+        self.nxt = np.full((B, num_tables, N), -1, np.int64)
+        self.prv = np.full((B, num_tables, N), -1, np.int64)
+        self.recent = np.full((B, max(recent, 1)), -1, np.int64)
+        self._recent_pos = 0
+        self._seen = np.full((B, N), -1, np.int64)
+        self.insertions = 0
+        self.rebuilds = 0
+
+    def rebuild(self):
+        """Re-hash every row (O(N)); called at initialisation and after every N insertions."""
+        lsh_rebuild_kernel(self.memory, self.planes, self.codes, self.heads, self.nxt, self.prv)
+        self.insertions = 0
+        self.rebuilds += 1
+
+    def update(self, rows):
+        """Re-hash the rows (B, J) that were modified in place; returns the journal :meth:`undo` takes."""
+        rows = np.ascontiguousarray(rows, dtype=np.int64)
+        B, J = rows.shape
+        L = self.num_tables
+        journal = (rows, np.empty((B, J, L), np.int64), np.empty((B, J, L), np.int64),
+                   np.empty((B, J, L), np.int64), self.recent.copy(), self._recent_pos)
+        lsh_update_kernel(self.memory, self.planes, rows, self.codes, self.heads, self.nxt, self.prv, *journal[1:4])
+        R = self.recent.shape[1]
+        for j in range(min(J, R)):                       # a tiny ring buffer of recently written rows
+            self.recent[:, (self._recent_pos + j) % R] = rows[:, J - 1 - j]
+        self._recent_pos = (self._recent_pos + min(J, R)) % R
+        self.insertions += J
+        return journal
+
+    def undo(self, journal):
+        """Revert one :meth:`update` exactly (bucket lists, fill-in buffer); newest first."""
+        rows, j_code, j_prev, j_next, recent, recent_pos = journal
+        lsh_undo_kernel(rows, self.codes, self.heads, self.nxt, self.prv, j_code, j_prev, j_next)
+        self.recent[:] = recent
+        self._recent_pos = recent_pos
+
+    def maybe_rebuild(self):
+        """Rebuild when N insertions have accumulated since the last rebuild (call between sequences)."""
+        if self.insertions >= self.memory.shape[1]:
+            self.rebuild()
+
+    def query(self, keys, k):
+        """Up to the k best candidates per key, (B, H, k), ranked by exact cosine."""
+        keys = np.ascontiguousarray(keys, dtype=np.float64)
+        B, H, _ = keys.shape
+        out = np.empty((B, H, k), np.int64)
+        self.last_counts = np.empty((B, H), np.int64)
+        lsh_query_kernel(self.memory, self.planes, keys, k, self.max_per_bucket, self.probes, self.codes,
+                         self.heads, self.nxt, self.recent, out, self._seen, self.last_counts)
+        return out
+
+    def max_candidates(self, k) -> int:
+        """The most rows one query can score: every probed bucket full, plus the fill-ins."""
+        return self.num_tables * (self.probes + 1) * self.max_per_bucket + self.recent.shape[1] + k
+
+    def bucket_of(self, b, row):
+        """The row's bucket in every table (for tests)."""
+        return self.codes[b, :, row].copy()
+
+    def nbytes(self) -> int:
+        """Bytes held by the index (hyperplanes, codes, bucket lists)."""
+        return sum(a.nbytes for a in (self.planes, self.codes, self.heads, self.nxt, self.prv, self.recent,
+                                      self._seen))
