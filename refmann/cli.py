@@ -65,11 +65,11 @@ def _train_config(args):
     task_kwargs = {}
     if args.max_length is not None:
         task_kwargs["max_length"] = args.max_length
-    return TrainConfig(model=args.model, task=args.task, task_kwargs=task_kwargs, sequences=args.sequences,
+    return TrainConfig(model=getattr(args, "model", "ntm"), task=args.task, task_kwargs=task_kwargs, sequences=args.sequences,
                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                        clip=None if args.clip <= 0 else args.clip, memory_size=args.memory_size,
                        word_size=args.word_size, num_heads=args.num_heads, hidden_size=args.hidden_size,
-                       curriculum=args.curriculum, eval_every=args.eval_every, seed=args.seed)
+                       curriculum=args.curriculum, eval_every=args.eval_every, seed=getattr(args, "seed", 0))
 
 
 def _report_run(summary, out):
@@ -95,6 +95,31 @@ def _cmd_train(args) -> int:
     if summary["interrupted"]:
         print("interrupted: checkpoint saved; continue with the same command and --resume", file=sys.stderr)
         return 130
+    return 0
+
+
+def _cmd_curves(args) -> int:
+    from .train.curves import run_curves
+
+    base = _train_config(args)
+    overrides = {}
+    if args.sam_k is not None or args.sam_index is not None:
+        overrides["sam"] = {"model_kwargs": {"k": args.sam_k or 4, "index": args.sam_index or "lsh"}}
+    from pathlib import Path
+
+    out = Path(args.out or f"runs/curves-{args.task}")
+    run_curves(base, args.models, args.seeds, out, jobs=args.jobs, model_overrides=overrides)
+    print((out / "summary.md").read_text())
+    print(f"curves: {out / 'curves.png'}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    if args.what == "lsh":
+        from .bench.lsh import format_table, lsh_table
+
+        sizes = (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)
+        print(format_table(lsh_table(sizes, queries=50 if args.quick else 200)))
     return 0
 
 
@@ -139,8 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("bench", help="benchmarks that print tables measured in one run")
+    p.add_argument("what", choices=["lsh"], help="lsh: recall and speed of the LSH index against the exact index")
+    p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("curves", help="train several models over seeds (in parallel) and plot their curves")
+    _train_arguments(p, default_out=None)
+    p.add_argument("--models", nargs="+", default=["ntm", "dam", "lstm"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--jobs", type=int, default=2, help="parallel trainings (default 2)")
+    p.add_argument("--sam-k", type=int, default=None, help="k of SAM runs (default 4)")
+    p.add_argument("--sam-index", choices=["linear", "lsh"], default=None, help="index of SAM runs (default lsh)")
+    p.set_defaults(func=_cmd_curves)
+
     p = sub.add_parser("train", help="train a model on a task; log, checkpoints and plots go to --out")
-    p.add_argument("--model", choices=["lstm", "ntm", "dam"], default="ntm")
+    _train_arguments(p, default_out=None)
+    p.add_argument("--model", choices=["lstm", "ntm", "dam", "sam"], default="ntm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    p.set_defaults(func=_cmd_train)
+    return parser
+
+
+def _train_arguments(p, default_out):
     p.add_argument("--task", choices=["copy", "repeat_copy", "associative_recall", "key_value_recall",
                                       "priority_sort"], default="copy")
     p.add_argument("--sequences", type=int, default=30_000, help="training budget in sequences")
@@ -155,12 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=None, help="task's maximum length (copy tasks)")
     p.add_argument("--curriculum", action="store_true", help="exponential curriculum (Rae et al. 2016)")
     p.add_argument("--eval-every", type=int, default=1000, help="sequences between evaluations")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None, help="run folder (default: runs/MODEL-TASK-sSEED)")
-    p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    p.add_argument("--out", default=default_out, help="output folder (default: runs/MODEL-TASK-sSEED)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_train)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

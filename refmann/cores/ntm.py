@@ -57,10 +57,19 @@ class NTMCore:
                 "output.weight": ow, "output.bias": ob}
 
     def initial_state(self, params, B, dtype, memory0):
+        """Zero controller state and reads; every head starts focused on slot 0.
+
+        The focus matters: with a constant initial memory every row is alike, content weights are
+        uniform, and uniform weights stay uniform under interpolation, shift and sharpening and
+        write the same word to every row — a head starting from zero or uniform weights could never
+        single out a slot. Starting at slot 0, the shift can walk the memory (the copy algorithm).
+        """
         H, N, W, C = self.H, self.N, self.W, self.C
         z = np.zeros
+        focus = z((B, H, N), dtype)
+        focus[..., 0] = 1.0
         return NTMState(z((B, C), dtype), z((B, C), dtype), np.broadcast_to(memory0, (B, N, W)).astype(dtype),
-                        z((B, H, N), dtype), z((B, H, N), dtype), z((B, H, W), dtype))
+                        focus, focus.copy(), z((B, H, W), dtype))
 
     def _split(self, p):
         """Head parameters (B, P) -> addressing (B, 2H, P_read) and write extras (B, H, 2W)."""
