@@ -65,7 +65,8 @@ def _train_config(args):
     task_kwargs = {}
     if args.max_length is not None:
         task_kwargs["max_length"] = args.max_length
-    return TrainConfig(model=getattr(args, "model", "ntm"), task=args.task, task_kwargs=task_kwargs, sequences=args.sequences,
+    return TrainConfig(model=getattr(args, "model", "ntm"), task=args.task, task_kwargs=task_kwargs,
+                       sequences=args.sequences,
                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                        clip=None if args.clip <= 0 else args.clip, memory_size=args.memory_size,
                        word_size=args.word_size, num_heads=args.num_heads, hidden_size=args.hidden_size,

@@ -50,7 +50,8 @@ def lsh_table(sizes=(1_000, 10_000, 100_000), *, word_size=32, k=4, queries=200,
 
 def format_table(rows) -> str:
     lines = ["| N | tables | bits | probes | recall@4, random queries | recall@1, noisy copies | rows scored | "
-             "µs / query (LSH) | µs / query (exact) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "µs / query (LSH) | µs / query (exact) |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['N']:,} | {r['num_tables']} | {r['num_bits']} | {r['probes']} | {r['recall_random']:.2f} "
                      f"| {r['recall_noisy']:.2f} | {r['candidates']:.0f} | {r['us_per_query']:.0f} | "
