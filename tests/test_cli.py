@@ -37,3 +37,28 @@ def test_usage_errors_exit_two():
     with pytest.raises(SystemExit) as exc:
         cli.main(["no-such-command"])
     assert exc.value.code == 2
+
+
+def test_demo_trains_and_says_where_its_pictures_are(tmp_path, capsys):
+    assert cli.main(["demo", "--sequences", "64", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "learning curve:" in out and "memory access:" in out
+    assert (tmp_path / "demo" / "learning_curve.png").stat().st_size > 0
+
+
+def test_curves_trains_every_model_and_seed_and_tabulates(tmp_path, capsys):
+    args = ["curves", "--task", "copy", "--max-length", "2", "--sequences", "16", "--batch-size", "8",
+            "--memory-size", "5", "--word-size", "3", "--hidden-size", "4", "--eval-every", "8",
+            "--models", "lstm", "sam", "--seeds", "0", "1", "--jobs", "1", "--out", str(tmp_path)]
+    assert cli.main(args) == 0
+    table = capsys.readouterr().out
+    assert "| LSTM |" in table and "| SAM |" in table
+    assert (tmp_path / "curves.png").exists() and (tmp_path / "sam-s1" / "summary.json").exists()
+
+
+def test_bench_lsh_quick_prints_a_recall_table(capsys):
+    assert cli.main(["bench", "lsh", "--quick"]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 1,000")]
+    assert len(lines) == 4
+    recalls = [float(line.split("|")[5]) for line in lines]
+    assert all(0.0 <= r <= 1.0 for r in recalls)
