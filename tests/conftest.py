@@ -9,8 +9,13 @@
 
 import os
 
-import numpy as np
-from hypothesis import HealthCheck, settings
+# refmann's matrices are small: extra BLAS threads only spin against the other xdist worker
+# (see refmann/_threads.py). Set before numpy loads OpenBLAS; xdist workers inherit it.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+from hypothesis import HealthCheck, settings  # noqa: E402
 
 _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 settings.register_profile("dev", max_examples=20, **_common)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import _io
+from .._threads import single_threaded_blas
 from ..models import make_model
 from ..ops import sigmoid
 from ..tasks import ExponentialCurriculum, make_task
@@ -186,6 +187,8 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=self.step, disable=not self.progress, unit="step",
                    desc=f"{c.model} on {c.task}")
         interrupted = False
+        blas = single_threaded_blas()
+        blas.__enter__()
         next_eval = (self.step * c.batch_size // c.eval_every + 1) * c.eval_every
         losses, bits = [], []
         try:
@@ -218,6 +221,7 @@ class Trainer:
             log.warning("interrupted at step %d: saving a checkpoint", self.step)
         finally:
             bar.close()
+            blas.__exit__(None, None, None)
         self.save_checkpoint()
         summary = self.summary(interrupted)
         _io.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
