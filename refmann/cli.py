@@ -121,6 +121,21 @@ def _cmd_bench(args) -> int:
 
         sizes = (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)
         print(format_table(lsh_table(sizes, queries=50 if args.quick else 200)))
+    elif args.what == "steps":
+        from .bench.steps import step_time
+
+        sizes = args.sizes or ([100, 1_000] if args.quick else [1_000, 100_000, 1_000_000])
+        batch = 2 if args.quick else args.batch_size
+        print(f"per-step forward+backward, batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS thread")
+        print("| model | N | ms / step | ratio to the smallest N | set-up s |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for model in args.models:
+            first = None
+            for N in sizes:
+                r = step_time(model, N, batch_size=batch, repeats=2 if args.quick else 5)
+                first = first or r["seconds_per_step"]
+                print(f"| {r['model']} | {N:,} | {1e3 * r['seconds_per_step']:.2f} | "
+                      f"{r['seconds_per_step'] / first:.2f} | {r['setup_seconds']:.1f} |", flush=True)
     return 0
 
 
@@ -166,8 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("bench", help="benchmarks that print tables measured in one run")
-    p.add_argument("what", choices=["lsh"], help="lsh: recall and speed of the LSH index against the exact index")
+    p.add_argument("what", choices=["lsh", "steps"],
+                   help="lsh: recall and speed of the LSH index against the exact index; "
+                        "steps: per-step forward+backward time against N")
     p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
+    p.add_argument("--models", nargs="+", default=["sam-lsh"], help="steps: models (sam-lsh, sam-linear, dam, ntm)")
+    p.add_argument("--sizes", nargs="+", type=int, default=None, help="steps: memory sizes N")
+    p.add_argument("--batch-size", type=int, default=8)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("curves", help="train several models over seeds (in parallel) and plot their curves")

@@ -62,3 +62,9 @@ def test_bench_lsh_quick_prints_a_recall_table(capsys):
     assert len(lines) == 4
     recalls = [float(line.split("|")[5]) for line in lines]
     assert all(0.0 <= r <= 1.0 for r in recalls)
+
+
+def test_bench_steps_quick_prints_per_step_times(capsys):
+    assert cli.main(["bench", "steps", "--quick", "--models", "sam-lsh"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sam-lsh")]
+    assert len(rows) == 2 and all(float(r.split("|")[3]) > 0 for r in rows)
