@@ -68,7 +68,8 @@ def _train_config(args):
     return TrainConfig(model=getattr(args, "model", "ntm"), task=args.task, task_kwargs=task_kwargs,
                        sequences=args.sequences,
                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                       clip=None if args.clip <= 0 else args.clip, memory_size=args.memory_size,
+                       clip=None if args.clip <= 0 else args.clip,
+                       clip_norm=None if args.clip_norm <= 0 else args.clip_norm, memory_size=args.memory_size,
                        word_size=args.word_size, num_heads=args.num_heads, hidden_size=args.hidden_size,
                        curriculum=args.curriculum, eval_every=args.eval_every, seed=getattr(args, "seed", 0))
 
@@ -216,6 +217,7 @@ def _train_arguments(p, default_out):
     p.add_argument("--optimizer", choices=["rmsprop", "adam", "sgd"], default="rmsprop")
     p.add_argument("--lr", type=float, default=None, help="default: 1e-4 rmsprop, 1e-3 adam, 1e-2 sgd")
     p.add_argument("--clip", type=float, default=10.0, help="elementwise gradient clip; 0 turns it off")
+    p.add_argument("--clip-norm", type=float, default=0.0, help="global-norm gradient clip; 0 (default) is off")
     p.add_argument("--memory-size", type=int, default=128)
     p.add_argument("--word-size", type=int, default=20)
     p.add_argument("--num-heads", type=int, default=1)
