@@ -86,12 +86,16 @@ def _report_run(summary, out):
 
 
 def _cmd_train(args) -> int:
+    import dataclasses
     from pathlib import Path
 
     from .train import Trainer
 
     out = Path(args.out or f"runs/{args.model}-{args.task}-s{args.seed}")
-    trainer = Trainer(_train_config(args), out, resume=args.resume, progress=not args.quiet)
+    config = _train_config(args)
+    if args.model == "sam":
+        config = dataclasses.replace(config, model_kwargs={"k": args.k, "index": args.index})
+    trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet)
     summary = trainer.run()
     _report_run(summary, out)
     if summary["interrupted"]:
@@ -203,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model on a task; log, checkpoints and plots go to --out")
     _train_arguments(p, default_out=None)
     p.add_argument("--model", choices=["lstm", "ntm", "dam", "sam"], default="ntm")
+    p.add_argument("--k", type=int, default=4, help="SAM: slots read per head (default 4)")
+    p.add_argument("--index", choices=["linear", "lsh"], default="lsh", help="SAM: the index (default lsh)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
     p.set_defaults(func=_cmd_train)

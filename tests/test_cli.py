@@ -68,3 +68,14 @@ def test_bench_steps_quick_prints_per_step_times(capsys):
     assert cli.main(["bench", "steps", "--quick", "--models", "sam-lsh"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sam-lsh")]
     assert len(rows) == 2 and all(float(r.split("|")[3]) > 0 for r in rows)
+
+
+def test_train_sam_with_an_lsh_index(tmp_path, capsys):
+    out = tmp_path / "sam"
+    assert cli.main(["train", "--model", "sam", "--k", "2", "--index", "lsh", "--task", "copy", "--max-length", "2",
+                     "--sequences", "16", "--batch-size", "8", "--memory-size", "8", "--word-size", "4",
+                     "--hidden-size", "8", "--eval-every", "8", "--out", str(out), "--quiet"]) == 0
+    import json
+
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "sam" and config["model_kwargs"] == {"k": 2, "index": "lsh"}

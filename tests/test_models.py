@@ -10,7 +10,7 @@ from hypothesis.extra.numpy import arrays
 from refmann import models
 from refmann.cores import DAMCore
 from refmann.gradcheck import TOLERANCES, check_model
-from tests.strategies import f64
+from tests.strategies import away_from_zero, f64
 
 #: Every model configuration the gradient check covers: (name, options).
 CONFIGS = [
@@ -34,10 +34,10 @@ def build(name, sizes, *, seed=0, dtype=np.float64, **options):
 
 
 @st.composite
-def model_sizes(draw):
-    """T in 1..4, B in 1..2, N in 2..6, W in 1..3, H in 1..2 (H <= N), C in 1..4, X and Y in 1..3."""
+def model_sizes(draw, min_word=1):
+    """T in 1..4, B in 1..2, N in 2..6, W in min_word..3, H in 1..2 (H <= N), C in 1..4, X and Y in 1..3."""
     N = draw(st.integers(2, 6))
-    return dict(T=draw(st.integers(1, 4)), B=draw(st.integers(1, 2)), N=N, W=draw(st.integers(1, 3)),
+    return dict(T=draw(st.integers(1, 4)), B=draw(st.integers(1, 2)), N=N, W=draw(st.integers(min_word, 3)),
                 H=draw(st.integers(1, min(2, N))), C=draw(st.integers(1, 4)), X=draw(st.integers(1, 3)),
                 Y=draw(st.integers(1, 3)))
 
@@ -63,19 +63,38 @@ def sigmoid_ce(logits, targets, mask):
 
 def same_trace(a, b):
     """Two ``last_trace`` lists record the same discrete decisions."""
-    def arrays_of(trace):
-        return [u for step in trace for u in (step or ()) if u is not None]
-    return len(a) == len(b) and all(np.array_equal(u, v) for u, v in zip(arrays_of(a), arrays_of(b)))
+    def flat(trace):
+        return [u for step in trace for u in (step or (None,))]
+    fa, fb = flat(a), flat(b)
+    return len(fa) == len(fb) and all((u is None and v is None) or (u is not None and v is not None and
+                                                                    np.array_equal(u, v)) for u, v in zip(fa, fb))
 
 
 # -- gradients ---------------------------------------------------------------------------------------
 
+def move_off_the_zero_vector(model, data):
+    """Draw the head biases and a learned initial memory with every entry at least 0.5 / 0.1 away from 0.
+
+    Cosine similarity k·m / (‖k‖‖m‖ + eps) has a kink at the zero key and at a zero memory row that eps
+    only smooths (its derivative there is about m/eps). At the initial parameters the head biases are 0, so
+    the keys (and DAM's write words) are tiny at small C — ‖k‖ ≈ 1e-3, exactly 0 when x_1 = 0 — and the
+    five-point stencil's truncation error there exceeds the tolerance (it falls as h^4; a wrong backward's
+    does not). Any parameter point is as good a place to check a gradient, so check at one off the kink.
+    """
+    for key, margin in (("heads.bias", 0.5), ("memory.init", 0.1)):
+        if key in model.params:
+            model.params[key][...] = data.draw(away_from_zero(model.params[key].shape, margin), label=key)
+
+
 @pytest.mark.parametrize(("name", "options"), CONFIGS, ids=CONFIG_IDS)
 @settings(max_examples=8)
-@given(problem=problems(), seed=st.integers(0, 2**16))
-def test_bptt_gradients_match_finite_differences(name, options, problem, seed):
-    sizes, x, targets, mask = problem
+@given(sizes=model_sizes(min_word=2), seed=st.integers(0, 2**16), data=st.data())
+def test_bptt_gradients_match_finite_differences(name, options, sizes, seed, data):
+    """W >= 2: with W = 1 every cosine is ±1 except within eps of a zero row, and heads whose writes cancel
+    leave a row that close to 0 in about one example in 300 (the stencil's error there falls as h^4)."""
+    _, x, targets, mask = data.draw(problems(sizes))
     model = build(name, sizes, seed=seed, **options)
+    move_off_the_zero_vector(model, data)
     report = check_model(model, x, targets, mask, max_entries=6, seed=seed)
     assume(not report.crossed_kink)
     assert report.ok(TOLERANCES["model"]), str(report)
@@ -92,12 +111,12 @@ class _DAMCoreWithoutMemoryGradient(DAMCore):
 def test_check_model_catches_a_dropped_memory_gradient():
     sizes = dict(X=2, Y=2, C=3, N=4, W=2, H=1)
     rng = np.random.default_rng(0)
-    x, targets = rng.standard_normal((4, 2, 2)), (rng.random((4, 2, 2)) > 0.5) * 1.0
+    x, targets = rng.standard_normal((3, 1, 2)), (rng.random((3, 1, 2)) > 0.5) * 1.0
     model = build("dam", sizes, memory_init="learned")
-    right = check_model(model, x, targets)
+    right = check_model(model, x, targets, max_entries=6)
     model.core = _DAMCoreWithoutMemoryGradient(input_size=2, output_size=2, memory_size=4, word_size=2, num_heads=1,
                                                hidden_size=3)
-    wrong = check_model(model, x, targets)
+    wrong = check_model(model, x, targets, max_entries=6)
     assert not right.crossed_kink and not wrong.crossed_kink
     assert right.ok(TOLERANCES["model"]), str(right)
     assert not wrong.ok(TOLERANCES["model"]), str(wrong)
@@ -268,16 +287,16 @@ def test_ntm_with_zero_memory_runs_and_gives_finite_grads(problem):
         assert np.all(np.isfinite(g)), key
 
 
-@pytest.mark.xfail(strict=True, reason="library: with identical memory rows and zero initial weightings the "
-                                       "NTM's weightings stay uniform, so addressing never receives a gradient")
 @pytest.mark.parametrize("memory_init", ["constant", "zeros"])
-def test_ntm_addressing_receives_a_gradient(memory_init):
+def test_ntm_addressing_receives_a_gradient_from_a_featureless_memory(memory_init):
+    """With every row alike, uniform weights would stay uniform forever; the heads' initial focus breaks the tie."""
     rng = np.random.default_rng(1)
     x, targets = rng.standard_normal((6, 2, 3)), (rng.random((6, 2, 3)) > 0.5) * 1.0
     model = build("ntm", dict(X=3, Y=3, C=5, N=8, W=3, H=1), seed=3, memory_init=memory_init)
     _, grads = model.loss_and_grads(x, targets)
-    read_addressing = grads["heads.bias"][:model.core.P_read]   # key, β, g, shift, γ of the read head
-    assert np.max(np.abs(read_addressing)) > 1e-8
+    P = model.core.P_read
+    read_addressing, write_addressing = grads["heads.bias"][:P], grads["heads.bias"][P:2 * P]   # k, β, g, s, γ
+    assert np.max(np.abs(read_addressing)) > 1e-6 and np.max(np.abs(write_addressing)) > 1e-6
 
 
 # -- bad input ---------------------------------------------------------------------------------------
@@ -372,10 +391,10 @@ def test_make_model_builds_the_named_model():
     assert (model.core.N, model.core.W, model.core.C) == (5, 2, 4)
     direct = models.NTM(input_size=2, output_size=3, memory_size=5, word_size=2, hidden_size=4, seed=7)
     np.testing.assert_array_equal(model.forward(X_OK), direct.forward(X_OK))
-    assert set(models.MODELS) == {"lstm", "ntm", "dam"}
+    assert {"lstm", "ntm", "dam"} <= set(models.MODELS)
 
 
-@pytest.mark.parametrize("name", ["sam", "NTM", ""])
+@pytest.mark.parametrize("name", ["transformer", "NTM", ""])
 def test_make_model_refuses_an_unknown_name(name):
-    with pytest.raises(ValueError, match=r"name: expected one of \['dam', 'lstm', 'ntm'\], got " + repr(name)):
+    with pytest.raises(ValueError, match=r"name: expected one of \[.*'ntm'.*\], got " + repr(name)):
         models.make_model(name, input_size=2, output_size=3)
