@@ -296,3 +296,19 @@ def test_a_failing_forward_leaves_the_memory_at_its_initial_state():
     np.testing.assert_array_equal(sam.memory, m0)
     del sam.core.step_forward
     _ = ops  # the op layer is what SAM composes; imported for readers following along
+
+
+@given(case=sam_case(max_n=9), k=st.integers(1, 4), index=st.sampled_from(["linear", "lsh"]))
+def test_restore_final_leaves_the_memory_of_the_last_step(case, k, index):
+    sizes, x, y, mask = case
+    kw = dict(k=min(k, sizes["memory_size"]), index=index, memory_init="random", **sizes)
+    final = models.SAM(restore="final", **kw)
+    cache = models.SAM(bptt="cache", **kw)
+    final.loss_and_grads(x, y, mask)
+    cache.core.end_forward = lambda caches: None          # keep the cached run's memory at M_T ...
+    logits = cache.forward(x)                              # ... after a forward of the same sequence
+    del cache.core.end_forward
+    np.testing.assert_array_equal(final.memory, cache.memory)
+    assert logits.shape == (x.shape[0], x.shape[1], sizes["output_size"])
+    # and the ring's least-used slots follow that memory's history
+    np.testing.assert_array_equal(final.core.ring.oldest(1), cache.core.ring.oldest(1))

@@ -37,6 +37,7 @@ from ._common import controller_backward, controller_forward, output_backward, o
 from .dam import DAMCore
 
 BPTT_MODES = ("rollback", "cache")
+RESTORE_MODES = ("initial", "final")
 
 
 class SAMState(NamedTuple):
@@ -69,6 +70,8 @@ class SAMStepCache(NamedTuple):
     ring: object                # RingJournal
     out: tuple
     snapshot: np.ndarray | None  # (B, N, W) copy of M_t (bptt="cache" only)
+    new_rows: np.ndarray | None  # (B, H(K+1), W) the written rows after the write (restore="final" only)
+    step: int
 
 
 def _gather(table, idx):
@@ -83,11 +86,13 @@ def _gather(table, idx):
 class SAMCore(DAMCore):
     """SAM's step; shares DAM's parameters and controller (see the module docstring)."""
 
-    def __init__(self, *, k, index_factory, bptt="rollback", **dam_kwargs):
+    def __init__(self, *, k, index_factory, bptt="rollback", restore="initial", **dam_kwargs):
         super().__init__(usage="timestamp", **dam_kwargs)
         if bptt not in BPTT_MODES:
             raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
-        self.K, self.bptt, self.index_factory = k, bptt, index_factory
+        if restore not in RESTORE_MODES:
+            raise ValueError(f"restore: expected one of {RESTORE_MODES}, got {restore!r}")
+        self.K, self.bptt, self.restore, self.index_factory = k, bptt, restore, index_factory
         self.B = None
 
     # -- the model-owned, in-place state -------------------------------------------------------------
@@ -149,10 +154,11 @@ class SAMCore(DAMCore):
         self.trace = (lra, touched, np.sort(read_idx, axis=-1))  # decisions, for kink detection
         y, out_c = output_forward(params, h, reads)
         snapshot = self.memory.copy() if self.bptt == "cache" else None
+        new_rows = _gather(self.memory, flat_idx) if self.restore == "final" else None
         cache = SAMStepCache(ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, q, beta, add, lra,
                              state.read_weights, write_idx, write_weights, journal, index_journal, read_idx,
                              ring_journal, out_c,
-                             snapshot)
+                             snapshot, new_rows, t)
         return y, SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t), cache
 
     def _read(self, rows, q, beta):
@@ -236,7 +242,19 @@ class SAMCore(DAMCore):
         for rows in self._dirty:
             zero_rows_kernel(self.dmemory, rows)
         self._dirty = []
+        if self.restore == "final":
+            self._reapply(caches)
         self.index.maybe_rebuild()
+
+    def _reapply(self, caches):
+        """Redo every step's write, index update and ring moves, oldest first: memory back at M_T
+        (O(T·K), for truncated BPTT; the next sequence then starts from this memory)."""
+        for cache in caches:
+            B = cache.new_rows.shape[0]
+            flat_idx = np.ascontiguousarray(cache.write_idx.reshape(B, -1))
+            restore_rows_kernel(self.memory, flat_idx, cache.new_rows)
+            self.index.update(flat_idx)
+            self.ring.touch(cache.ring.slots, cache.step)
 
     def zero_dstate(self, B, dtype):
         H, K, W, C = self.H, self.K, self.W, self.C

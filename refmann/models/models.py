@@ -141,6 +141,10 @@ class SAM(RecurrentModel):
     bptt : {"rollback", "cache"}
         ``"rollback"`` (default): writes are applied in place and journalled; backward reverts them.
         ``"cache"``: keep a copy of the memory at every step (O(N·T)), for comparison.
+    restore : {"initial", "final"}
+        What ``loss_and_grads`` leaves in the memory: the initial memory (default), or the memory
+        after the last step, re-applied from the journal in O(T·K) (truncated BPTT: the next call
+        continues from it). ``forward`` always leaves the memory unchanged.
     strength : bool
         Learn a key strength β = 1 + softplus (default True).
     memory_init : {"constant", "zeros", "random"}
@@ -150,7 +154,7 @@ class SAM(RecurrentModel):
     """
 
     def __init__(self, *, input_size, output_size, memory_size=128, word_size=20, num_heads=4, hidden_size=100,
-                 k=4, index="linear", index_kwargs=None, delta=0.005, bptt="rollback", strength=True,
+                 k=4, index="linear", index_kwargs=None, delta=0.005, bptt="rollback", restore="initial", strength=True,
                  memory_init="constant", seed=0, dtype=np.float64):
         from ..memory import make_index_factory
 
@@ -164,7 +168,8 @@ class SAM(RecurrentModel):
         if not delta >= 0.0:
             raise ValueError(f"delta: expected a value >= 0, got {delta}")
         factory = make_index_factory(index, seed=seed, **(index_kwargs or {}))
-        self.core = SAMCore(k=k, index_factory=factory, bptt=bptt, input_size=input_size, output_size=output_size,
+        self.core = SAMCore(k=k, index_factory=factory, bptt=bptt, restore=restore, input_size=input_size,
+                            output_size=output_size,
                             memory_size=memory_size, word_size=word_size, num_heads=num_heads,
                             hidden_size=hidden_size, delta=delta, strength=strength)
         self._setup(input_size=input_size, output_size=output_size, seed=seed, dtype=dtype, memory_init=memory_init)
