@@ -92,6 +92,23 @@ def as_index_array(x, name: str, *, upper: int, shape: tuple | None = None) -> n
     return arr.astype(np.int64, copy=False)
 
 
+def check_real(value, name: str, lo: float = -np.inf, hi: float = np.inf) -> float:
+    """Return ``value`` as a float in [lo, hi] or raise naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__}")
+    if not lo <= value <= hi:
+        want = f"a value >= {lo:g}" if hi == np.inf else f"a value in [{lo:g}, {hi:g}]"
+        raise ValueError(f"{name}: expected {want}, got {value}")
+    return float(value)
+
+
+def check_bool(value, name: str) -> bool:
+    """Return ``value`` if it is a bool, else raise naming ``name``."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {value!r}")
+    return bool(value)
+
+
 def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     """Return ``value`` as an int >= ``minimum`` or raise naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

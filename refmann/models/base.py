@@ -28,6 +28,8 @@ class RecurrentModel:
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype: expected float32 or float64, got {self.dtype}")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
         self.input_size, self.output_size, self.seed = input_size, output_size, seed
         rng = np.random.default_rng(seed)
         self.params = self.core.init_params(rng, self.dtype)
@@ -153,7 +155,10 @@ class RecurrentModel:
         _checks.check_shape(targets, "targets", (T, B, self.output_size))
         _checks.check_range(targets, "targets", 0.0, 1.0)
         if mask is not None:
+            if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
+                mask = mask.astype(self.dtype)                 # a 0/1 mask is the natural thing to pass
             mask = _checks.as_float_array(mask, "mask")
+            _checks.check_range(mask, "mask", 0.0)
             try:
                 mask = np.broadcast_to(mask, (T, B, self.output_size))
             except ValueError:

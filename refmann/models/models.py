@@ -97,10 +97,9 @@ class DAM(RecurrentModel):
                  usage="discounted", discount=0.99, delta=0.005, strength=True, memory_init="constant", seed=0,
                  dtype=np.float64):
         _sizes(memory_size=memory_size, word_size=word_size, num_heads=num_heads, hidden_size=hidden_size)
-        if not 0.0 <= discount <= 1.0:
-            raise ValueError(f"discount: expected a value in [0, 1], got {discount}")
-        if not delta >= 0.0:
-            raise ValueError(f"delta: expected a value >= 0, got {delta}")
+        _checks.check_real(discount, "discount", 0.0, 1.0)
+        _checks.check_real(delta, "delta", 0.0)
+        _checks.check_bool(strength, "strength")
         self.core = DAMCore(input_size=input_size, output_size=output_size, memory_size=memory_size,
                             word_size=word_size, num_heads=num_heads, hidden_size=hidden_size, usage=usage,
                             discount=discount, delta=delta, strength=strength)
@@ -165,8 +164,8 @@ class SAM(RecurrentModel):
         if memory_init == "learned":
             raise ValueError("memory_init: 'learned' is not available for SAM (it would rewrite all N rows per "
                              "sequence); expected 'constant', 'zeros' or 'random'")
-        if not delta >= 0.0:
-            raise ValueError(f"delta: expected a value >= 0, got {delta}")
+        _checks.check_real(delta, "delta", 0.0)
+        _checks.check_bool(strength, "strength")
         factory = make_index_factory(index, seed=seed, **(index_kwargs or {}))
         self.core = SAMCore(k=k, index_factory=factory, bptt=bptt, restore=restore, input_size=input_size,
                             output_size=output_size,
