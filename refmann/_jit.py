@@ -9,7 +9,7 @@ Both names stay importable, so tests check the compiled kernel against its Pytho
 With ``NUMBA_DISABLE_JIT=1`` (numba's own switch), ``REFMANN_DISABLE_NUMBA=1``, or when numba
 is not installed, :func:`njit` returns the function unchanged and the very same code runs as
 Python. Compilation is lazy (on first call) and cached on disk, so importing refmann never
-compiles anything. ``fastmath`` is never used: kernel results are gradient-checked.
+compiles anything. Fast-math flags stay off (numba's default): kernel results are gradient-checked.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ JIT_ENABLED: bool = _numba is not None
 
 
 def njit(func):
-    """Compile ``func`` with numba (``cache=True``, no fastmath) or return it unchanged."""
+    """Compile ``func`` lazily with numba (``cache=True``; fast-math off, numba's default) or return it unchanged."""
     if _numba is None:
         return func
-    return _numba.njit(cache=True, fastmath=False, nogil=True)(func)
+    return _numba.njit(cache=True, nogil=True)(func)
