@@ -95,7 +95,7 @@ def _cmd_train(args) -> int:
     config = _train_config(args)
     if args.model == "sam":
         config = dataclasses.replace(config, model_kwargs={"k": args.k, "index": args.index})
-    trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet)
+    trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
     summary = trainer.run()
     _report_run(summary, out)
     if summary["interrupted"]:
@@ -155,7 +155,7 @@ def _cmd_demo(args) -> int:
     config = TrainConfig(model="ntm", task="copy", task_kwargs={"max_length": 5}, sequences=args.sequences,
                          batch_size=16, optimizer="adam", lr=3e-3, clip=10.0, memory_size=16, word_size=8,
                          num_heads=1, hidden_size=64, eval_every=1000, log_every=5, seed=args.seed)
-    trainer = Trainer(config, out, resume=args.resume, progress=not args.quiet)
+    trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
     summary = trainer.run()
     print()
     _report_run(summary, out)
