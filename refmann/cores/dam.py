@@ -76,27 +76,52 @@ class DAMCore:
         """The H least-used slots per batch element, (B, H): usage ascending, ties by index ascending."""
         return ops.top_k(-usage, self.H)[0]
 
-    def step_forward(self, params, x, state):
+    def heads_forward(self, params, h):
+        """Per-head query q, write word a, gates α, γ and strength β from the controller state (shared with SAM).
+
+        Returns ``(q (B,H,W), a (B,H,W), alpha (B,H), gate (B,H), beta (B,H), cache)``.
+        """
         H, W = self.H, self.W
-        B = x.shape[0]
-        (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
-        p, heads_cache = ops.linear_forward(h, params["heads.weight"], params["heads.bias"])
+        B = h.shape[0]
+        p, linear_c = ops.linear_forward(h, params["heads.weight"], params["heads.bias"])
         p = p.reshape(B, H, self.P)
         alpha, alpha_c = ops.sigmoid_forward(p[..., 2 * W])                    # (B, H)
         gate, gate_c = ops.sigmoid_forward(p[..., 2 * W + 1])                  # (B, H)
         if self.strength:
             beta, beta_c = ops.oneplus_forward(p[..., 2 * W + 2])
         else:
-            beta, beta_c = np.ones((B, H), x.dtype), None
+            beta, beta_c = np.ones((B, H), h.dtype), None
+        return p[..., :W], p[..., W:2 * W], alpha, gate, beta, (linear_c, alpha_c, gate_c, beta_c)
+
+    def heads_backward(self, dq, dadd, dalpha, dgate, dbeta, cache, grads):
+        """VJP of :meth:`heads_forward`: adds the head layer's gradients and returns ∂L/∂h."""
+        linear_c, alpha_c, gate_c, beta_c = cache
+        B, H, W = dadd.shape
+        dp = np.zeros((B, H, self.P), dadd.dtype)
+        dp[..., :W] = dq
+        dp[..., W:2 * W] = dadd
+        dp[..., 2 * W] = ops.sigmoid_backward(dalpha, alpha_c)[0]
+        dp[..., 2 * W + 1] = ops.sigmoid_backward(dgate, gate_c)[0]
+        if self.strength:
+            dp[..., 2 * W + 2] = ops.oneplus_backward(dbeta, beta_c)[0]
+        dh, dweight, dbias = ops.linear_backward(dp.reshape(B, -1), linear_c)
+        grads["heads.weight"] += dweight
+        grads["heads.bias"] += dbias
+        return dh
+
+    def step_forward(self, params, x, state):
+        B = x.shape[0]
+        (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
+        q, add, alpha, gate, beta, heads_cache = self.heads_forward(params, h)
         # write: interpolate the previous read weights with the least-used slot, then erase it and add
         lra = self.least_used(state.usage)                                     # (B, H)
-        onehot = np.zeros((B, H, self.N), x.dtype)
+        onehot = np.zeros((B, self.H, self.N), x.dtype)
         np.put_along_axis(onehot, lra[..., None], 1.0, axis=-1)
         inner = gate[..., None] * state.read_weights + (1.0 - gate[..., None]) * onehot   # (B, H, N)
         write_weights = alpha[..., None] * inner
-        memory, write_c = ops.lra_write_forward(state.memory, write_weights, p[..., W:2 * W], erase_indices=lra)
+        memory, write_c = ops.lra_write_forward(state.memory, write_weights, add, erase_indices=lra)
         # read from the new memory
-        read_weights, content_c = ops.content_weights_forward(memory, p[..., :W], beta)
+        read_weights, content_c = ops.content_weights_forward(memory, q, beta)
         reads, read_c = ops.dense_read_forward(memory, read_weights)
         # usage (no gradient)
         access = np.sum(write_weights + read_weights, axis=1)                 # (B, N)
@@ -108,14 +133,14 @@ class DAMCore:
             accessed = None
             usage = self.discount * state.usage + access
         y, out_c = output_forward(params, h, reads)
-        cache = (ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, onehot, inner, state.read_weights, write_c,
-                 content_c, read_c, out_c)
+        cache = (ctrl_cache, heads_cache, alpha, gate, onehot, inner, state.read_weights, write_c, content_c, read_c,
+                 out_c)
         self.trace = (lra, accessed)
         return y, DAMState(h, c, memory, read_weights, write_weights, reads, usage, t), cache
 
     def step_backward(self, params, dy, dstate, cache, grads):
-        (ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, onehot, inner, read_weights_prev, write_c,
-         content_c, read_c, out_c) = cache
+        (ctrl_cache, heads_cache, alpha, gate, onehot, inner, read_weights_prev, write_c, content_c, read_c,
+         out_c) = cache
         H, W = self.H, self.W
         B = dy.shape[0]
         dh, dreads = output_backward(dy, out_c, grads, self.C)
@@ -124,21 +149,11 @@ class DAMCore:
         dmemory = dmemory + dstate.memory
         dmem_content, dq, dbeta = ops.content_weights_backward(dread_weights + dstate.read_weights, content_c)
         dmemory_prev, dwrite_weights, dadd = ops.lra_write_backward(dmemory + dmem_content, write_c)
-        alpha, gate = alpha_c.out, gate_c.out
         dalpha = np.sum(dwrite_weights * inner, axis=-1)                      # (B, H)
         dinner = alpha[..., None] * dwrite_weights
         dgate = np.sum(dinner * (read_weights_prev - onehot), axis=-1)
         dread_weights_prev = gate[..., None] * dinner
-        dp = np.zeros((B, H, self.P), dy.dtype)
-        dp[..., :W] = dq
-        dp[..., W:2 * W] = dadd
-        dp[..., 2 * W] = ops.sigmoid_backward(dalpha, alpha_c)[0]
-        dp[..., 2 * W + 1] = ops.sigmoid_backward(dgate, gate_c)[0]
-        if self.strength:
-            dp[..., 2 * W + 2] = ops.oneplus_backward(dbeta, beta_c)[0]
-        dh_heads, dweight, dbias = ops.linear_backward(dp.reshape(B, -1), heads_cache)
-        grads["heads.weight"] += dweight
-        grads["heads.bias"] += dbias
+        dh_heads = self.heads_backward(dq, dadd, dalpha, dgate, dbeta, heads_cache, grads)
         dreads_prev, dh_prev, dc_prev = controller_backward(dh + dh_heads + dstate.h, dstate.c, ctrl_cache, grads,
                                                             self.X)
         return DAMState(dh_prev, dc_prev, dmemory_prev, dread_weights_prev, None, dreads_prev.reshape(B, H, W), None, 0)

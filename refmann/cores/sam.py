@@ -53,10 +53,9 @@ class SAMState(NamedTuple):
 
 class SAMStepCache(NamedTuple):
     ctrl: tuple
-    heads: tuple
-    alpha: tuple
-    gate: tuple
-    beta: tuple | None
+    heads: tuple                # DAMCore.heads_forward's cache
+    alpha: np.ndarray           # (B, H)
+    gate: np.ndarray            # (B, H)
     q: np.ndarray               # (B, H, W)
     beta_value: np.ndarray      # (B, H)
     add: np.ndarray             # (B, H, W)
@@ -121,15 +120,8 @@ class SAMCore(DAMCore):
         H, W, K = self.H, self.W, self.K
         B = x.shape[0]
         (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
-        p, heads_cache = ops.linear_forward(h, params["heads.weight"], params["heads.bias"])
-        p = p.reshape(B, H, self.P)
-        q, add = p[..., :W], np.ascontiguousarray(p[..., W:2 * W])
-        alpha, alpha_c = ops.sigmoid_forward(p[..., 2 * W])                    # (B, H)
-        gate, gate_c = ops.sigmoid_forward(p[..., 2 * W + 1])
-        if self.strength:
-            beta, beta_c = ops.oneplus_forward(p[..., 2 * W + 2])
-        else:
-            beta, beta_c = np.ones((B, H), x.dtype), None
+        q, add, alpha, gate, beta, heads_cache = self.heads_forward(params, h)
+        add = np.ascontiguousarray(add)
         # write: K previous read slots and the least recently accessed one, per head
         lra = self.ring.oldest(H)                                              # (B, H)
         write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)
@@ -155,7 +147,7 @@ class SAMCore(DAMCore):
         y, out_c = output_forward(params, h, reads)
         snapshot = self.memory.copy() if self.bptt == "cache" else None
         new_rows = _gather(self.memory, flat_idx) if self.restore == "final" else None
-        cache = SAMStepCache(ctrl_cache, heads_cache, alpha_c, gate_c, beta_c, q, beta, add, lra,
+        cache = SAMStepCache(ctrl_cache, heads_cache, alpha, gate, q, beta, add, lra,
                              state.read_weights, write_idx, write_weights, journal, index_journal, read_idx,
                              ring_journal, out_c,
                              snapshot, new_rows, t)
@@ -192,27 +184,17 @@ class SAMCore(DAMCore):
         zero_rows_kernel(self.dmemory, cache.lra)                              # erased rows: no gradient to M_{t-1}
         self._revert(cache)
         # write weights w = α (γ w^R_{t-1} ⊕ (1-γ)) -> α, γ, w^R_{t-1}
-        alpha, gate = cache.alpha.out, cache.gate.out
+        alpha, gate = cache.alpha, cache.gate
         inner = np.concatenate([gate[..., None] * cache.read_weights_prev, (1.0 - gate)[..., None]], axis=-1)
         dalpha = np.sum(dwrite_w * inner, axis=-1)
         dinner = alpha[..., None] * dwrite_w
         dgate = np.sum(dinner[..., :K] * cache.read_weights_prev, axis=-1) - dinner[..., K]
         dread_weights_prev = gate[..., None] * dinner[..., :K]
-        dp = np.zeros((B, H, self.P), dy.dtype)
-        dp[..., :W] = dq.reshape(B, H, W)
-        dp[..., W:2 * W] = dadd
-        dp[..., 2 * W] = ops.sigmoid_backward(dalpha, cache.alpha)[0]
-        dp[..., 2 * W + 1] = ops.sigmoid_backward(dgate, cache.gate)[0]
-        if self.strength:
-            dp[..., 2 * W + 2] = ops.oneplus_backward(dbeta.reshape(B, H), cache.beta)[0]
-        dh_heads, dweight, dbias = ops.linear_backward(dp.reshape(B, -1), cache.heads)
-        grads["heads.weight"] += dweight
-        grads["heads.bias"] += dbias
+        dh_heads = self.heads_backward(dq.reshape(B, H, W), dadd, dalpha, dgate, dbeta.reshape(B, H), cache.heads,
+                                       grads)
         dreads_prev, dh_prev, dc_prev = controller_backward(dh + dh_heads + dstate.h, dstate.c, cache.ctrl, grads,
                                                             self.X)
-        zero = np.zeros
-        return SAMState(dh_prev, dc_prev, None, dread_weights_prev, None, zero((B, H, K + 1)),
-                        dreads_prev.reshape(B, H, W), 0)
+        return SAMState(dh_prev, dc_prev, None, dread_weights_prev, None, None, dreads_prev.reshape(B, H, W), 0)
 
     def _revert(self, cache):
         """Undo one step: memory rows from the journal, their index entries, the ring."""
@@ -259,5 +241,5 @@ class SAMCore(DAMCore):
     def zero_dstate(self, B, dtype):
         H, K, W, C = self.H, self.K, self.W, self.C
         z = np.zeros
-        return SAMState(z((B, C), dtype), z((B, C), dtype), None, z((B, H, K), dtype), None,
-                        z((B, H, K + 1), dtype), z((B, H, W), dtype), 0)
+        return SAMState(z((B, C), dtype), z((B, C), dtype), None, z((B, H, K), dtype), None, None,
+                        z((B, H, W), dtype), 0)

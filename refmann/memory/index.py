@@ -21,14 +21,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.lsh import lsh_query_kernel, lsh_rebuild_kernel, lsh_undo_kernel, lsh_update_kernel
-from ..ops import top_k
+from ..ops import cosine_similarity_forward, top_k
 
 
 def cosine_scores(memory, keys, eps=1e-6):
-    """Cosine similarity of each key with every row, (B, H, N) — the formula of ``cosine_similarity_forward``."""
-    key_norm = np.sqrt(np.sum(keys * keys, axis=-1, keepdims=True))            # (B, H, 1)
-    mem_norm = np.sqrt(np.sum(memory * memory, axis=-1))[:, None, :]           # (B, 1, N)
-    return (keys @ memory.transpose(0, 2, 1)) / (key_norm * mem_norm + eps)
+    """Cosine similarity of each key with every row, (B, H, N): the read's own op, so both rank alike."""
+    return cosine_similarity_forward(memory, keys, eps=eps)[0]
 
 
 class LinearIndex:
@@ -162,10 +160,6 @@ class LSHIndex:
     def max_candidates(self, k) -> int:
         """The most rows one query can score: every probed bucket full, plus the fill-ins."""
         return self.num_tables * (self.probes + 1) * self.max_per_bucket + self.recent.shape[1] + k
-
-    def bucket_of(self, b, row):
-        """The row's bucket in every table (for tests)."""
-        return self.codes[b, :, row].copy()
 
     def nbytes(self) -> int:
         """Bytes held by the index (hyperplanes, codes, bucket lists)."""

@@ -187,41 +187,37 @@ class Trainer:
         bar = tqdm(total=total_steps, initial=self.step, disable=not self.progress, unit="step",
                    desc=f"{c.model} on {c.task}")
         interrupted = False
-        blas = single_threaded_blas()
-        blas.__enter__()
         next_eval = (self.step * c.batch_size // c.eval_every + 1) * c.eval_every
-        losses, bits = [], []
+        losses = []
         try:
-            while self.step < total_steps:
-                t0 = time.perf_counter()
-                loss, batch = self.train_step()
-                self.seconds += time.perf_counter() - t0
-                losses.append(loss)
-                logits_bits = None
-                if self.step % c.log_every == 0 or self.step == total_steps:
-                    logits_bits = float(np.mean(self.task.bit_errors(self.model.forward(batch.inputs), batch)))
-                    bits.append(logits_bits)
-                    record = {"step": self.step, "sequences": self.step * c.batch_size,
-                              "loss": float(np.mean(losses)), "bit_errors": logits_bits,
-                              "seconds": round(self.seconds, 3)}
-                    if self.curriculum is not None:
-                        record["level"] = self.curriculum.current_max
-                    if self.step * c.batch_size >= next_eval or self.step == total_steps:
-                        record["eval_bit_errors"] = self.evaluate()
-                        next_eval += c.eval_every
-                    self.records.append(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3g}", bits=f"{logits_bits:.2f}",
-                                    eval=record.get("eval_bit_errors", ""))
-                    losses = []
-                bar.update(1)
-                if self.step % c.checkpoint_every == 0:
-                    self.save_checkpoint()
+            with single_threaded_blas():
+                while self.step < total_steps:
+                    t0 = time.perf_counter()
+                    loss, batch = self.train_step()
+                    self.seconds += time.perf_counter() - t0
+                    losses.append(loss)
+                    if self.step % c.log_every == 0 or self.step == total_steps:
+                        logits_bits = float(np.mean(self.task.bit_errors(self.model.forward(batch.inputs), batch)))
+                        record = {"step": self.step, "sequences": self.step * c.batch_size,
+                                  "loss": float(np.mean(losses)), "bit_errors": logits_bits,
+                                  "seconds": round(self.seconds, 3)}
+                        if self.curriculum is not None:
+                            record["level"] = self.curriculum.current_max
+                        if self.step * c.batch_size >= next_eval or self.step == total_steps:
+                            record["eval_bit_errors"] = self.evaluate()
+                            next_eval += c.eval_every
+                        self.records.append(record)
+                        bar.set_postfix(loss=f"{record['loss']:.3g}", bits=f"{logits_bits:.2f}",
+                                        eval=record.get("eval_bit_errors", ""))
+                        losses = []
+                    bar.update(1)
+                    if self.step % c.checkpoint_every == 0:
+                        self.save_checkpoint()
         except KeyboardInterrupt:
             interrupted = True
             log.warning("interrupted at step %d: saving a checkpoint", self.step)
         finally:
             bar.close()
-            blas.__exit__(None, None, None)
         self.save_checkpoint()
         summary = self.summary(interrupted)
         _io.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
