@@ -12,8 +12,9 @@ The memory is one (B, N, W) array per model, written in place. Per step (DESIGN 
 5. output :math:`y_t = \mathrm{linear}([h_t ; r_t])`.
 
 Backward at step t starts with the live memory equal to :math:`M_t`: it gathers the K read rows,
-recomputes the read's small caches, accumulates the memory gradient into the touched rows of one
-(B, N, W) buffer, and then *reverts* step t's journal to recover :math:`M_{t-1}` (rollback). With
+recomputes the read's small caches, accumulates the memory gradient into a table that holds only the
+touched rows (:class:`~refmann.memory.RowGradAccumulator`), and then *reverts* step t's journal to
+recover :math:`M_{t-1}` (rollback). With
 ``bptt="cache"`` it instead keeps a full copy of every :math:`M_t` (O(N) per step), for comparison.
 Nothing in a step looks at all N slots, except the exact ``LinearIndex`` query.
 """
@@ -30,8 +31,8 @@ from ..kernels.sparse_write import (
     accessed_slots_kernel,
     restore_rows_kernel,
     sparse_write_inplace_kernel,
-    zero_rows_kernel,
 )
+from ..memory.accumulator import RowGradAccumulator
 from ..memory.ring import UsageRing
 from ._common import controller_backward, controller_forward, output_backward, output_forward
 from .dam import DAMCore
@@ -96,16 +97,15 @@ class SAMCore(DAMCore):
 
     # -- the model-owned, in-place state -------------------------------------------------------------
     def prepare(self, B, dtype, memory0):
-        """Allocate memory, ring, index and gradient buffer for batch size B (O(N), once per B)."""
+        """Allocate memory, ring and index for batch size B (O(N), once per B) and the row-gradient table."""
         if self.B == B and self.memory.dtype == dtype:
             return
         self.B = B
         self.memory = np.ascontiguousarray(np.broadcast_to(memory0, (B, self.N, self.W)).astype(dtype))
-        self.dmemory = np.zeros_like(self.memory)
+        self.dmemory = RowGradAccumulator(B, self.W, dtype)
         self.ring = UsageRing(B, self.N)
         self.index = self.index_factory(self.memory)
         self.index.rebuild()
-        self._dirty = []
 
     def initial_state(self, params, B, dtype, memory0):
         self.prepare(B, np.dtype(dtype), memory0)
@@ -175,13 +175,12 @@ class SAMCore(DAMCore):
         dread_w = dread_w + dstate.read_weights.reshape(B * H, 1, K)
         drows_c, dq, dbeta = ops.content_weights_backward(dread_w, cw_cache)
         read_flat = np.ascontiguousarray(cache.read_idx.reshape(B, -1))
-        ops.scatter_add_rows_inplace(self.dmemory, read_flat, (drows + drows_c).reshape(B, H * K, W))
-        self._dirty.append(read_flat)
+        self.dmemory.add(read_flat, (drows + drows_c).reshape(B, H * K, W))
         # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_k w_hk e_{i_hk} a_hᵀ
-        drows_w = _gather(self.dmemory, cache.write_idx)                       # (B, H, K+1, W)
+        drows_w = self.dmemory.gather(cache.write_idx)                         # (B, H, K+1, W)
         dwrite_w = np.einsum("bhkw,bhw->bhk", drows_w, cache.add)             # (B, H, K+1)
         dadd = np.einsum("bhk,bhkw->bhw", cache.write_weights, drows_w)       # (B, H, W)
-        zero_rows_kernel(self.dmemory, cache.lra)                              # erased rows: no gradient to M_{t-1}
+        self.dmemory.zero(cache.lra)                                           # erased rows: no gradient to M_{t-1}
         self._revert(cache)
         # write weights w = α (γ w^R_{t-1} ⊕ (1-γ)) -> α, γ, w^R_{t-1}
         alpha, gate = cache.alpha, cache.gate
@@ -213,17 +212,13 @@ class SAMCore(DAMCore):
         self.index.maybe_rebuild()
 
     def end_backward(self, caches):
-        """After backward: the memory is back at M_0; zero the gradient rows this pass touched.
+        """After backward: the memory is back at M_0; empty the row-gradient table.
 
-        ``last_memory_grad`` keeps ∂L/∂M_0 on those rows as a :class:`~refmann.ops.RowGrad`
-        (rows listed once per touch; densify with :func:`refmann.ops.densify_rows` after taking
-        each distinct row once)."""
-        if self._dirty:
-            idx = np.concatenate(self._dirty, axis=1)
-            self.last_memory_grad = ops.RowGrad(idx, _gather(self.dmemory, idx), self.N)
-        for rows in self._dirty:
-            zero_rows_kernel(self.dmemory, rows)
-        self._dirty = []
+        ``last_memory_grad`` keeps ∂L/∂M_0 as a :class:`~refmann.ops.RowGrad`: each row the pass
+        read listed once, padded at the end with zero rows (:func:`refmann.ops.densify_rows` gives
+        the dense gradient)."""
+        self.last_memory_grad = self.dmemory.to_rowgrad(self.N)
+        self.dmemory.clear()
         if self.restore == "final":
             self._reapply(caches)
         self.index.maybe_rebuild()

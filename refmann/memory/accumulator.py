@@ -1,0 +1,94 @@
+"""∂L/∂M for the rows a sequence touched, and nothing else (Rae et al. 2016, §3.4: O(1) space per step)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..kernels.rowacc import rowacc_add_kernel, rowacc_gather_kernel, rowacc_rehash_kernel, rowacc_zero_kernel
+from ..ops.memory import RowGrad
+
+
+class RowGradAccumulator:
+    """A (B, N, W) gradient stored only on the rows it was given — a hash from slot to pool row per batch
+    element, growing by doubling, so its size follows the rows touched and not N.
+
+    It behaves like a dense zero-initialised (B, N, W) array restricted to three operations:
+    :meth:`add` (scatter-add, duplicates accumulate), :meth:`gather` (absent rows read as zero) and
+    :meth:`zero`. :meth:`to_rowgrad` hands the result out as a :class:`~refmann.ops.RowGrad`, each
+    touched row listed once; :meth:`clear` empties it in O(rows held).
+
+    Parameters
+    ----------
+    batch_size, word_size : int
+    dtype : numpy dtype
+    capacity : int
+        Initial pool rows per batch element (grows as needed).
+    """
+
+    def __init__(self, batch_size: int, word_size: int, dtype, capacity: int = 64):
+        self.B, self.W, self.dtype = batch_size, word_size, np.dtype(dtype)
+        self.count = np.zeros(batch_size, np.int64)
+        self._allocate(max(1, capacity))
+
+    def _allocate(self, capacity):
+        B, W = self.B, self.W
+        old = getattr(self, "pool", None)
+        size = 1 << int(np.ceil(np.log2(2 * capacity)))
+        self.keys = np.full((B, size), -1, np.int64)
+        self.where = np.zeros((B, size), np.int64)
+        slot_of, pool = np.full((B, capacity), -1, np.int64), np.zeros((B, capacity, W), self.dtype)
+        if old is not None:
+            used = old.shape[1]
+            slot_of[:, :used], pool[:, :used] = self.slot_of, old
+        self.slot_of, self.pool = slot_of, pool
+        rowacc_rehash_kernel(self.keys, self.where, self.slot_of, self.count)
+
+    def _reserve(self, extra):
+        need = int(self.count.max()) + extra
+        if need > self.pool.shape[1]:
+            self._allocate(max(need, 2 * self.pool.shape[1]))
+
+    @property
+    def rows_held(self) -> int:
+        """The most distinct rows held by one batch element."""
+        return int(self.count.max())
+
+    def add(self, indices, rows):
+        """``G[b, indices[b, j]] += rows[b, j]`` (int (B, J), (B, J, W); −1 = padding)."""
+        indices = np.ascontiguousarray(indices, dtype=np.int64)
+        self._reserve(indices.shape[1])
+        rowacc_add_kernel(self.keys, self.where, self.slot_of, self.count, self.pool, indices,
+                          np.ascontiguousarray(rows, dtype=self.dtype))
+
+    def gather(self, indices):
+        """``G[b, indices[b, ...]]``, shape indices.shape + (W,); rows never added are zero."""
+        B = indices.shape[0]
+        flat = np.ascontiguousarray(indices.reshape(B, -1), dtype=np.int64)
+        out = np.empty((B, flat.shape[1], self.W), self.dtype)
+        rowacc_gather_kernel(self.keys, self.where, self.pool, flat, out)
+        return out.reshape(indices.shape + (self.W,))
+
+    def zero(self, indices):
+        """``G[b, indices[b, j]] = 0`` (int (B, J))."""
+        rowacc_zero_kernel(self.keys, self.where, self.pool, np.ascontiguousarray(indices, dtype=np.int64))
+
+    def to_rowgrad(self, num_rows: int) -> RowGrad:
+        """The held rows as a RowGrad, each touched row once, in order of first touch; batch elements
+        holding fewer rows are padded at the end with zero rows at their first index (0 if none), so
+        ``densify_rows`` gives the dense gradient."""
+        R = max(1, int(self.count.max()))
+        indices = np.zeros((self.B, R), np.int64)
+        rows = np.zeros((self.B, R, self.W), self.dtype)
+        for b in range(self.B):
+            n = int(self.count[b])
+            indices[b, :n], rows[b, :n] = self.slot_of[b, :n], self.pool[b, :n]
+            indices[b, n:] = self.slot_of[b, 0] if n else 0
+        return RowGrad(indices, rows, num_rows)
+
+    def clear(self):
+        """Forget every row (O(table size), which follows the rows held, not N)."""
+        self.keys.fill(-1)
+        self.count[:] = 0
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in (self.keys, self.where, self.slot_of, self.pool, self.count))
