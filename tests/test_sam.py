@@ -186,6 +186,44 @@ def test_lsh_index_contents_equal_the_memory_after_ten_thousand_random_writes():
             assert sorted(listed) == list(range(N))
 
 
+def _naive_codes(memory, planes):
+    """Bucket codes by plain Python sums over c = 0..W-1, in the kernels' order (the twin of the rebuild)."""
+    B, N, W = memory.shape
+    L, nbits, _ = planes.shape
+    codes = np.zeros((B, L, N), np.int64)
+    for b in range(B):
+        for i in range(N):
+            for t in range(L):
+                for j in range(nbits):
+                    dot = 0.0
+                    for c in range(W):
+                        dot += float(memory[b, i, c]) * float(planes[t, j, c])
+                    codes[b, t, i] |= int(dot >= 0.0) << j
+    return codes
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lsh_rebuild_codes_equal_the_exact_order_sums_even_on_a_hyperplane(dtype):
+    """The rebuild projects with BLAS; rows within rounding of a hyperplane must still get the code the
+    update kernel computes (else a row's bucket would depend on which route hashed it)."""
+    rng = np.random.default_rng(3)
+    B, N, W = 2, 60, 8
+    memory = rng.standard_normal((B, N, W))
+    index = LSHIndex(memory, num_tables=3, num_bits=4, seed=2)
+    plane = index.planes[1, 2]
+    memory[:, :20] -= (memory[:, :20] @ plane)[..., None] * plane / (plane @ plane)   # on hyperplane (1, 2)
+    memory[:, 20:25] = 0.0                                                          # zero rows
+    memory[:, 25:30] = 1e-6                                                         # the constant initial memory
+    memory = memory.astype(dtype)
+    index = LSHIndex(memory, num_tables=3, num_bits=4, seed=2)
+    index.rebuild(chunk=7)                                                          # several chunks, one partial
+    np.testing.assert_array_equal(index.codes, _naive_codes(memory, index.planes))
+    rows = np.tile(np.arange(N), (B, 1))
+    before = index.codes.copy()
+    index.update(rows)                                   # the update kernel agrees: nothing moves
+    np.testing.assert_array_equal(index.codes, before)
+
+
 def test_lsh_recall_at_k_at_the_defaults_on_random_data():
     """Random rows, random queries, N = 1000: the exact top 4 are found (measured 0.97; see docs/sam.md
     for how recall of random top-k falls with N at a bounded candidate budget)."""

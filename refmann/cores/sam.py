@@ -11,11 +11,11 @@ The memory is one (B, N, W) array per model, written in place. Per step (DESIGN 
 4. usage: slots with :math:`\sum_h (w^W + w^R) > \delta` move to the back of the ring, stamped t;
 5. output :math:`y_t = \mathrm{linear}([h_t ; r_t])`.
 
-Backward at step t starts with the live memory equal to :math:`M_t`: it gathers the K read rows,
-recomputes the read's small caches, accumulates the memory gradient into a table that holds only the
-touched rows (:class:`~refmann.memory.RowGradAccumulator`), and then *reverts* step t's journal to
-recover :math:`M_{t-1}` (rollback). With
-``bptt="cache"`` it instead keeps a full copy of every :math:`M_t` (O(N) per step), for comparison.
+Backward at step t starts with the live memory equal to :math:`M_t`: it takes the read's caches (the
+K rows per head the forward gathered, O(H·K·W) per step), accumulates the memory gradient into a table
+that holds only the touched rows (:class:`~refmann.memory.RowGradAccumulator`), and then *reverts* step
+t's journal to recover :math:`M_{t-1}` (rollback). With ``bptt="cache"`` it instead keeps a full copy
+of every :math:`M_t` (O(N) per step) and recomputes the read from it, for comparison.
 Nothing in a step looks at all N slots, except the exact ``LinearIndex`` query.
 """
 
@@ -67,6 +67,7 @@ class SAMStepCache(NamedTuple):
     journal_rows: np.ndarray    # (B, H(K+1), W)  old contents of the written rows
     index: object               # the index's journal of this step's update
     read_idx: np.ndarray        # int (B, H, K)
+    read: tuple                 # the read's op caches (content_weights, dense_read) over the K rows: O(H·K·W)
     ring: object                # RingJournal
     out: tuple
     snapshot: np.ndarray | None  # (B, N, W) copy of M_t (bptt="cache" only)
@@ -135,7 +136,7 @@ class SAMCore(DAMCore):
         # read: K candidates per head from the index, softmax over those K
         read_idx = self.index.query(q, K)                                      # (B, H, K)
         rows = _gather(self.memory, read_idx)                                  # (B, H, K, W)
-        read_weights, reads = self._read(rows, q, beta)[:2]
+        read_weights, reads, cw_cache, read_cache = self._read(rows, q, beta)
         # usage: slots whose summed weight exceeds δ move to the back of the ring
         t = state.step + 1
         slots = np.concatenate([flat_idx, read_idx.reshape(B, -1)], axis=1)
@@ -149,7 +150,7 @@ class SAMCore(DAMCore):
         new_rows = _gather(self.memory, flat_idx) if self.restore == "final" else None
         cache = SAMStepCache(ctrl_cache, heads_cache, alpha, gate, q, beta, add, lra,
                              state.read_weights, write_idx, write_weights, journal, index_journal, read_idx,
-                             ring_journal, out_c,
+                             (cw_cache, read_cache) if self.bptt == "rollback" else None, ring_journal, out_c,
                              snapshot, new_rows, t)
         return y, SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t), cache
 
@@ -167,10 +168,12 @@ class SAMCore(DAMCore):
         B = dy.shape[0]
         dh, dreads = output_backward(dy, cache.out, grads, self.C)
         dreads = dreads.reshape(B, H, W) + dstate.reads
-        # read backward: the rows come from M_t (the live memory, or the step's snapshot)
-        source = cache.snapshot if self.bptt == "cache" else self.memory
-        rows = _gather(source, cache.read_idx)                                # (B, H, K, W)
-        _, _, cw_cache, read_cache = self._read(rows, cache.q, cache.beta_value)
+        # read backward: rollback keeps the read's caches (K rows per head); "cache" recomputes them from
+        # its full snapshot of M_t — two routes to the same numbers, compared by the tests
+        if self.bptt == "cache":
+            _, _, cw_cache, read_cache = self._read(_gather(cache.snapshot, cache.read_idx), cache.q, cache.beta_value)
+        else:
+            cw_cache, read_cache = cache.read
         drows, dread_w = ops.dense_read_backward(dreads.reshape(B * H, 1, W), read_cache)
         dread_w = dread_w + dstate.read_weights.reshape(B * H, 1, K)
         drows_c, dq, dbeta = ops.content_weights_backward(dread_w, cw_cache)

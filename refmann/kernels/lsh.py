@@ -2,7 +2,12 @@
 
 Layout, per batch element b and table l: ``codes[b, l, i]`` is row i's bucket; the rows of a bucket
 form a doubly linked list (``nxt``/``prv`` over rows, ``heads[b, l, code]`` its first row, −1 when
-empty), so a row moves bucket in O(1) when it changes.
+empty), so a row moves bucket in O(1) when it changes. The bucket arrays are int32 (N < 2**31).
+
+Hyperplanes are kept transposed, ``planes_t[c, l·bits + j]``, so that one pass over a vector's W
+components accumulates all L·bits projections side by side (the inner loop vectorises without
+reordering any sum: every projection is summed over c = 0..W−1 in order, the same rounding in the
+update, the query and the fallback of the rebuild).
 """
 
 from __future__ import annotations
@@ -12,15 +17,22 @@ import numpy as np
 from .._jit import njit
 
 
-def _code_of_loops(vec, planes, l):
-    """Bucket code of ``vec`` in table l: bit j set when vec · planes[l, j] >= 0."""
-    nbits, W = planes.shape[1], planes.shape[2]
+def _project_loops(vec, planes_t, proj):
+    """proj[p] = Σ_c vec[c] · planes_t[c, p], summed in the order c = 0, 1, ..., W−1."""
+    W, P = planes_t.shape
+    for p in range(P):
+        proj[p] = 0.0
+    for c in range(W):
+        v = np.float64(vec[c])
+        for p in range(P):
+            proj[p] += v * planes_t[c, p]
+
+
+def _code_from_loops(proj, l, nbits):
+    """Bucket code of table l: bit j set when the projection on hyperplane (l, j) is >= 0."""
     code = 0
     for j in range(nbits):
-        dot = 0.0
-        for c in range(W):
-            dot += vec[c] * planes[l, j, c]
-        if dot >= 0.0:
+        if proj[l * nbits + j] >= 0.0:
             code |= 1 << j
     return code
 
@@ -46,29 +58,35 @@ def _push_front_loops(b, l, i, code, codes, heads, nxt, prv):
 
 
 # helpers are compiled first so the kernels below can call them (plain functions without the JIT)
-_code_of = njit(_code_of_loops)
+_project = njit(_project_loops)
+_code_from = njit(_code_from_loops)
 _unlink = njit(_unlink_loops)
 _push_front = njit(_push_front_loops)
 
 
-def _lsh_rebuild_loops(memory, planes, codes, heads, nxt, prv):
-    """Hash every row into every table (O(N·L·bits·W)); rows are pushed in reverse index order so each
-    bucket lists its rows in index order."""
-    B, N, _ = memory.shape
-    L = planes.shape[0]
-    for b in range(B):
-        for l in range(L):
-            for c in range(heads.shape[2]):
-                heads[b, l, c] = -1
-            for i in range(N - 1, -1, -1):
-                _push_front(b, l, i, _code_of(memory[b, i], planes, l), codes, heads, nxt, prv)
+def _lsh_project_rows_loops(memory, b, rows, planes_t, out):
+    """out[m] = projections of memory[b, rows[m]] (the exact-order sums), for the rebuild's fallback."""
+    for m in range(rows.shape[0]):
+        _project(memory[b, rows[m]], planes_t, out[m])
 
 
-def _lsh_update_loops(memory, planes, rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
+def _lsh_link_loops(b, codes, heads, nxt, prv):
+    """Rebuild the bucket lists of batch element b from ``codes[b]``: rows pushed in reverse index order,
+    so each bucket lists its rows in index order (O(N·L))."""
+    L, N = codes.shape[1], codes.shape[2]
+    for l in range(L):
+        for c in range(heads.shape[2]):
+            heads[b, l, c] = -1
+        for i in range(N - 1, -1, -1):
+            _push_front(b, l, i, codes[b, l, i], codes, heads, nxt, prv)
+
+
+def _lsh_update_loops(memory, planes_t, nbits, rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
     """Re-hash the listed rows (−1 = padding); a row whose code changed moves to the front of its new
     bucket. The journal (B, J, L) records each row's old code and neighbours (old code −1: not moved)."""
     B, J = rows.shape
-    L = planes.shape[0]
+    L = codes.shape[1]
+    proj = np.empty(planes_t.shape[1], np.float64)
     for b in range(B):
         for j in range(J):
             i = rows[b, j]
@@ -76,8 +94,9 @@ def _lsh_update_loops(memory, planes, rows, codes, heads, nxt, prv, j_code, j_pr
                 j_code[b, j, l] = -1
             if i < 0:
                 continue
+            _project(memory[b, i], planes_t, proj)
             for l in range(L):
-                code = _code_of(memory[b, i], planes, l)
+                code = _code_from(proj, l, nbits)
                 if code != codes[b, l, i]:
                     j_code[b, j, l] = codes[b, l, i]
                     j_prev[b, j, l] = prv[b, l, i]
@@ -113,21 +132,23 @@ def _lsh_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
                     prv[b, l, n] = i
 
 
-def _lsh_query_loops(memory, planes, keys, k, max_per_bucket, probes, codes, heads, nxt, recent, out, seen, counts):
+def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen,
+                     counts):
     """For each key: gather candidates from its bucket (plus ``probes`` buckets one bit away, lowest
     margins first) in every table, at most ``max_per_bucket`` per bucket; rank them by exact cosine;
     write the best k to ``out[b, h]`` (score descending, index ascending). If fewer than k distinct
     candidates turn up, the most recently updated rows (``recent``), then rows 0, 1, ... fill in.
 
-    ``seen`` (B, N) int64 must be −1 everywhere on entry and is left so (only candidates are touched).
+    ``seen`` (B, N) must be −1 everywhere on entry and is left so (only candidates are touched).
     ``counts[b, h]`` receives the number of rows scored for the key (what a query costs).
     """
     B, H, W = keys.shape
-    L, nbits = planes.shape[0], planes.shape[1]
+    L = heads.shape[1]
     cap = L * (probes + 1) * max_per_bucket + recent.shape[1] + k
     cand = np.empty(cap, np.int64)
     score = np.empty(cap, np.float64)
-    margins = np.empty(nbits, np.float64)
+    proj = np.empty(planes_t.shape[1], np.float64)
+    flip = np.empty(max(probes, 1), np.int64)
     for b in range(B):
         for h in range(H):
             key = keys[b, h]
@@ -137,26 +158,30 @@ def _lsh_query_loops(memory, planes, keys, k, max_per_bucket, probes, codes, hea
             knorm = np.sqrt(knorm)
             n = 0
             tag = b * H + h
+            _project(key, planes_t, proj)
             for l in range(L):
-                code = 0
-                for j in range(nbits):
-                    dot = 0.0
-                    for c in range(W):
-                        dot += key[c] * planes[l, j, c]
-                    margins[j] = abs(dot)
-                    if dot >= 0.0:
-                        code |= 1 << j
-                order = np.argsort(margins)
+                code = _code_from(proj, l, nbits)
+                # the ``probes`` bits of smallest margin |proj|, smallest first (ties: lower bit first)
+                for p in range(probes):
+                    best = -1
+                    for j in range(nbits):
+                        taken = False
+                        for q in range(p):
+                            if flip[q] == j:
+                                taken = True
+                        if not taken and (best < 0 or abs(proj[l * nbits + j]) < abs(proj[l * nbits + best])):
+                            best = j
+                    flip[p] = best
                 for p in range(probes + 1):
-                    probe = code if p == 0 else code ^ (1 << order[p - 1])
+                    probe = code if p == 0 else code ^ (1 << flip[p - 1])
                     i = heads[b, l, probe]
-                    taken = 0
-                    while i >= 0 and taken < max_per_bucket:
+                    taken_rows = 0
+                    while i >= 0 and taken_rows < max_per_bucket:
                         if seen[b, i] != tag:
                             seen[b, i] = tag
                             cand[n] = i
                             n += 1
-                        taken += 1
+                        taken_rows += 1
                         i = nxt[b, l, i]
             # fill-ins when the buckets held fewer than k rows
             r = 0
@@ -180,8 +205,9 @@ def _lsh_query_loops(memory, planes, keys, k, max_per_bucket, probes, codes, hea
                 dot = 0.0
                 rn = 0.0
                 for c in range(W):
-                    dot += key[c] * memory[b, i, c]
-                    rn += memory[b, i, c] * memory[b, i, c]
+                    v = np.float64(memory[b, i, c])
+                    dot += key[c] * v
+                    rn += v * v
                 score[m] = dot / (knorm * np.sqrt(rn) + 1e-6)
             # top-k: score descending, index ascending
             for j in range(k):
@@ -196,7 +222,8 @@ def _lsh_query_loops(memory, planes, keys, k, max_per_bucket, probes, codes, hea
                 seen[b, cand[m]] = -1
 
 
-lsh_rebuild_kernel = njit(_lsh_rebuild_loops)
+lsh_project_rows_kernel = njit(_lsh_project_rows_loops)
+lsh_link_kernel = njit(_lsh_link_loops)
 lsh_update_kernel = njit(_lsh_update_loops)
 lsh_undo_kernel = njit(_lsh_undo_loops)
 lsh_query_kernel = njit(_lsh_query_loops)

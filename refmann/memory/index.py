@@ -20,7 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..kernels.lsh import lsh_query_kernel, lsh_rebuild_kernel, lsh_undo_kernel, lsh_update_kernel
+from ..kernels.lsh import (
+    lsh_link_kernel,
+    lsh_project_rows_kernel,
+    lsh_query_kernel,
+    lsh_undo_kernel,
+    lsh_update_kernel,
+)
 from ..ops import cosine_similarity_forward, top_k
 
 
@@ -104,19 +110,53 @@ class LSHIndex:
         self.num_tables, self.num_bits, self.max_per_bucket, self.probes = num_tables, num_bits, max_per_bucket, probes
         rng = np.random.default_rng([seed, 7])
         self.planes = rng.standard_normal((num_tables, num_bits, W))
-        self.codes = np.zeros((B, num_tables, N), np.int64)
-        self.heads = np.full((B, num_tables, 2**num_bits), -1, np.int64)
-        self.nxt = np.full((B, num_tables, N), -1, np.int64)
-        self.prv = np.full((B, num_tables, N), -1, np.int64)
+        i32 = np.int32                       # N < 2**31 rows: int32 halves the index's footprint
+        self.codes = np.zeros((B, num_tables, N), i32)
+        self.heads = np.full((B, num_tables, 2**num_bits), -1, i32)
+        self.nxt = np.full((B, num_tables, N), -1, i32)
+        self.prv = np.full((B, num_tables, N), -1, i32)
         self.recent = np.full((B, max(recent, 1)), -1, np.int64)
         self._recent_pos = 0
-        self._seen = np.full((B, N), -1, np.int64)
+        self._seen = np.full((B, N), -1, i32)
         self.insertions = 0
         self.rebuilds = 0
 
-    def rebuild(self):
-        """Re-hash every row (O(N)); called at initialisation and after every N insertions."""
-        lsh_rebuild_kernel(self.memory, self.planes, self.codes, self.heads, self.nxt, self.prv)
+    @property
+    def planes(self) -> np.ndarray:
+        """Hyperplanes, (num_tables, num_bits, W); assigning new ones takes effect at the next rebuild."""
+        return self._planes
+
+    @planes.setter
+    def planes(self, planes):
+        self._planes = np.array(planes, dtype=np.float64)
+        L, nbits, W = self._planes.shape
+        self._planes_t = np.ascontiguousarray(self._planes.reshape(L * nbits, W).T)   # (W, L·bits)
+
+    def rebuild(self, chunk: int = 65_536):
+        """Re-hash every row (O(N)); called at initialisation and after every N insertions.
+
+        The projections come from BLAS, chunk by chunk; a row with a projection too close to zero for
+        BLAS's summation order to be trusted (|p| ≤ 4·W·2⁻⁵³·‖row‖‖plane‖) is re-projected with the
+        kernel's exact order, so the codes equal what :meth:`update` would compute, bit for bit.
+        """
+        B, N, W = self.memory.shape
+        L, nbits = self.num_tables, self.num_bits
+        planes_t = self._planes_t
+        plane_norms = np.linalg.norm(planes_t, axis=0)                             # (L·bits,)
+        weights = (1 << np.arange(nbits)).astype(np.int32)
+        for b in range(B):
+            for start in range(0, N, chunk):
+                rows = np.asarray(self.memory[b, start:start + chunk], dtype=np.float64)   # (n, W)
+                proj = rows @ planes_t                                             # (n, L·bits)
+                bound = (4.0 * W * 2.0**-53) * np.linalg.norm(rows, axis=1)[:, None] * plane_norms
+                unsure = np.flatnonzero(np.any(np.abs(proj) <= bound, axis=1))
+                if unsure.size:
+                    exact = np.empty((unsure.size, L * nbits))
+                    lsh_project_rows_kernel(self.memory, b, (unsure + start).astype(np.int64), planes_t, exact)
+                    proj[unsure] = exact
+                bits = (proj >= 0.0).reshape(-1, L, nbits).astype(np.int32)
+                self.codes[b, :, start:start + chunk] = (bits @ weights).T
+            lsh_link_kernel(b, self.codes, self.heads, self.nxt, self.prv)
         self.insertions = 0
         self.rebuilds += 1
 
@@ -125,9 +165,10 @@ class LSHIndex:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         B, J = rows.shape
         L = self.num_tables
-        journal = (rows, np.empty((B, J, L), np.int64), np.empty((B, J, L), np.int64),
-                   np.empty((B, J, L), np.int64), self.recent.copy(), self._recent_pos)
-        lsh_update_kernel(self.memory, self.planes, rows, self.codes, self.heads, self.nxt, self.prv, *journal[1:4])
+        journal = (rows, np.empty((B, J, L), np.int32), np.empty((B, J, L), np.int32),
+                   np.empty((B, J, L), np.int32), self.recent.copy(), self._recent_pos)
+        lsh_update_kernel(self.memory, self._planes_t, self.num_bits, rows, self.codes, self.heads, self.nxt,
+                          self.prv, *journal[1:4])
         R = self.recent.shape[1]
         for j in range(min(J, R)):                       # a tiny ring buffer of recently written rows
             self.recent[:, (self._recent_pos + j) % R] = rows[:, J - 1 - j]
@@ -141,9 +182,13 @@ class LSHIndex:
         lsh_undo_kernel(rows, self.codes, self.heads, self.nxt, self.prv, j_code, j_prev, j_next)
         self.recent[:] = recent
         self._recent_pos = recent_pos
+        self.insertions -= rows.shape[1]
 
     def maybe_rebuild(self):
-        """Rebuild when N insertions have accumulated since the last rebuild (call between sequences)."""
+        """Rebuild when N insertions have accumulated since the last rebuild (call between sequences).
+
+        Insertions that were rolled back do not count: undo restores the lists exactly, so after a
+        sequence that was fully rolled back the index already *is* its rebuilt state."""
         if self.insertions >= self.memory.shape[1]:
             self.rebuild()
 
@@ -153,7 +198,7 @@ class LSHIndex:
         B, H, _ = keys.shape
         out = np.empty((B, H, k), np.int64)
         self.last_counts = np.empty((B, H), np.int64)
-        lsh_query_kernel(self.memory, self.planes, keys, k, self.max_per_bucket, self.probes, self.codes,
+        lsh_query_kernel(self.memory, self._planes_t, self.num_bits, keys, k, self.max_per_bucket, self.probes,
                          self.heads, self.nxt, self.recent, out, self._seen, self.last_counts)
         return out
 
