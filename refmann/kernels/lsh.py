@@ -64,10 +64,36 @@ _unlink = njit(_unlink_loops)
 _push_front = njit(_push_front_loops)
 
 
-def _lsh_project_rows_loops(memory, b, rows, planes_t, out):
-    """out[m] = projections of memory[b, rows[m]] (the exact-order sums), for the rebuild's fallback."""
-    for m in range(rows.shape[0]):
-        _project(memory[b, rows[m]], planes_t, out[m])
+def _lsh_codes_from_projections_loops(memory, b, start, proj, planes_t, plane_norms, nbits, codes):
+    """codes[b, l, start + m] from BLAS projections ``proj`` (n, L·bits) of rows start..start+n−1.
+
+    A BLAS sum may differ from the exact-order sum by at most ~W·2⁻⁵³·‖row‖‖plane‖, so a row with any
+    projection within 4·W·2⁻⁵³·‖row‖‖plane‖ of zero is re-projected in the exact order first: the codes
+    are then bit-for-bit what the update kernel computes."""
+    n, P = proj.shape
+    W = planes_t.shape[0]
+    L = P // nbits
+    exact = np.empty(P, np.float64)
+    tol = 4.0 * W * 2.0**-53
+    for m in range(n):
+        row = memory[b, start + m]
+        rn = 0.0
+        for c in range(W):
+            v = np.float64(row[c])
+            rn += v * v
+        bound = tol * np.sqrt(rn)
+        unsure = False
+        for p in range(P):
+            if abs(proj[m, p]) <= bound * plane_norms[p]:
+                unsure = True
+                break
+        if unsure:
+            _project(row, planes_t, exact)
+            for l in range(L):
+                codes[b, l, start + m] = _code_from(exact, l, nbits)
+        else:
+            for l in range(L):
+                codes[b, l, start + m] = _code_from(proj[m], l, nbits)
 
 
 def _lsh_link_loops(b, codes, heads, nxt, prv):
@@ -222,7 +248,7 @@ def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, h
                 seen[b, cand[m]] = -1
 
 
-lsh_project_rows_kernel = njit(_lsh_project_rows_loops)
+lsh_codes_from_projections_kernel = njit(_lsh_codes_from_projections_loops)
 lsh_link_kernel = njit(_lsh_link_loops)
 lsh_update_kernel = njit(_lsh_update_loops)
 lsh_undo_kernel = njit(_lsh_undo_loops)

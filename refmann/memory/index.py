@@ -21,8 +21,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels.lsh import (
+    lsh_codes_from_projections_kernel,
     lsh_link_kernel,
-    lsh_project_rows_kernel,
     lsh_query_kernel,
     lsh_undo_kernel,
     lsh_update_kernel,
@@ -136,26 +136,16 @@ class LSHIndex:
         """Re-hash every row (O(N)); called at initialisation and after every N insertions.
 
         The projections come from BLAS, chunk by chunk; a row with a projection too close to zero for
-        BLAS's summation order to be trusted (|p| ≤ 4·W·2⁻⁵³·‖row‖‖plane‖) is re-projected with the
-        kernel's exact order, so the codes equal what :meth:`update` would compute, bit for bit.
+        BLAS's summation order to be trusted is re-projected in the kernels' exact order, so the codes
+        equal what :meth:`update` would compute, bit for bit.
         """
-        B, N, W = self.memory.shape
-        L, nbits = self.num_tables, self.num_bits
-        planes_t = self._planes_t
-        plane_norms = np.linalg.norm(planes_t, axis=0)                             # (L·bits,)
-        weights = (1 << np.arange(nbits)).astype(np.int32)
+        B, N, _ = self.memory.shape
+        plane_norms = np.linalg.norm(self._planes_t, axis=0)                      # (L·bits,)
         for b in range(B):
             for start in range(0, N, chunk):
-                rows = np.asarray(self.memory[b, start:start + chunk], dtype=np.float64)   # (n, W)
-                proj = rows @ planes_t                                             # (n, L·bits)
-                bound = (4.0 * W * 2.0**-53) * np.linalg.norm(rows, axis=1)[:, None] * plane_norms
-                unsure = np.flatnonzero(np.any(np.abs(proj) <= bound, axis=1))
-                if unsure.size:
-                    exact = np.empty((unsure.size, L * nbits))
-                    lsh_project_rows_kernel(self.memory, b, (unsure + start).astype(np.int64), planes_t, exact)
-                    proj[unsure] = exact
-                bits = (proj >= 0.0).reshape(-1, L, nbits).astype(np.int32)
-                self.codes[b, :, start:start + chunk] = (bits @ weights).T
+                proj = np.asarray(self.memory[b, start:start + chunk], dtype=np.float64) @ self._planes_t
+                lsh_codes_from_projections_kernel(self.memory, b, start, proj, self._planes_t, plane_norms,
+                                                  self.num_bits, self.codes)
             lsh_link_kernel(b, self.codes, self.heads, self.nxt, self.prv)
         self.insertions = 0
         self.rebuilds += 1
