@@ -55,9 +55,7 @@ def init_memory_param(rng, init: str, N: int, W: int, dtype):
     """The (N, W) initial memory (DESIGN decision 9): a constant 1e-6 by default."""
     if init not in MEMORY_INITS:
         raise ValueError(f"memory_init: expected one of {MEMORY_INITS}, got {init!r}")
-    if init == "constant":
-        return np.full((N, W), 1e-6, dtype)
-    if init == "zeros":
-        return np.zeros((N, W), dtype)
+    if init in ("constant", "zeros"):   # a read-only broadcast of one value: no N-sized array until written
+        return np.broadcast_to(np.asarray(1e-6 if init == "constant" else 0.0, dtype), (N, W))
     bound = 1.0 / np.sqrt(N + W)   # the "random" scheme of Collier & Beel (2018)
     return rng.uniform(-bound, bound, (N, W)).astype(dtype)

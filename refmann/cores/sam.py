@@ -108,6 +108,11 @@ class SAMCore(DAMCore):
         self.index = self.index_factory(self.memory)
         self.index.rebuild()
 
+    def footprint(self) -> dict[str, int]:
+        """Bytes held by each part of the model-owned state (after :meth:`prepare`)."""
+        return {"memory": self.memory.nbytes, "index": self.index.nbytes(), "usage ring": self.ring.nbytes(),
+                "gradient table": self.dmemory.nbytes()}
+
     def initial_state(self, params, B, dtype, memory0):
         self.prepare(B, np.dtype(dtype), memory0)
         H, K, W, C = self.H, self.K, self.W, self.C
