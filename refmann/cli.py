@@ -130,17 +130,60 @@ def _cmd_bench(args) -> int:
         from .bench.steps import step_time
 
         sizes = args.sizes or ([100, 1_000] if args.quick else [1_000, 100_000, 1_000_000])
-        batch = 2 if args.quick else args.batch_size
+        batch = 2 if args.quick else (args.batch_size or 8)
         print(f"per-step forward+backward, batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS thread")
         print("| model | N | ms / step | ratio to the smallest N | set-up s |")
         print("| --- | ---: | ---: | ---: | ---: |")
-        for model in args.models:
+        for model in args.models or ["sam-lsh"]:
             first = None
             for N in sizes:
                 r = step_time(model, N, batch_size=batch, repeats=2 if args.quick else 5)
                 first = first or r["seconds_per_step"]
                 print(f"| {r['model']} | {N:,} | {1e3 * r['seconds_per_step']:.2f} | "
                       f"{r['seconds_per_step'] / first:.2f} | {r['setup_seconds']:.1f} |", flush=True)
+    elif args.what == "scaling":
+        return _bench_scaling(args)
+    return 0
+
+
+def _bench_scaling(args) -> int:
+    from .bench import scaling
+
+    fields = {"models": args.models, "sizes": args.sizes, "memory_sizes": args.memory_sizes, "steps": args.steps,
+              "repeats": args.repeats, "memory_steps": args.memory_steps, "batch_size": args.batch_size,
+              "time_budget": args.time_budget, "memory_budget": args.memory_budget, "dtype": args.dtype,
+              "point_timeout": args.point_timeout}
+    if args.sizes is not None and args.memory_sizes is None:
+        fields["memory_sizes"] = args.sizes
+    fields = {key: value for key, value in fields.items() if value is not None}
+    try:
+        config = scaling.quick_config(**fields) if args.quick else scaling.ScalingConfig(**fields)
+    except (TypeError, ValueError) as exc:
+        print(f"refmann bench scaling: {exc}", file=sys.stderr)
+        return 2
+    out = args.out or "runs/bench-scaling"
+    result = scaling.run_scaling(out, config, progress=None if args.quiet else
+                                 (lambda line: print(line, file=sys.stderr, flush=True)))
+    print(result.table)
+    print(f"\npoints: {result.files['csv']}, {result.files['json']}")
+    print(f"plots:  {result.files['time_png']}, {result.files['memory_png']}")
+    return 0
+
+
+def _cmd_golden(args) -> int:
+    from . import golden
+
+    try:
+        paths = golden.write_golden(args.model, out=args.out, seed=args.seed, steps=args.steps,
+                                    batch_size=args.batch_size)
+    except (TypeError, ValueError) as exc:
+        print(f"refmann golden: {exc}", file=sys.stderr)
+        return 2
+    for path in paths:
+        meta = golden.load_golden(path)["meta"]
+        sizes = " ".join(f"{key}={meta['shapes'][key]}" for key in "TBXYCNWHK" if key in meta["shapes"])
+        print(f"{path}  ({meta['model_class']}, {sizes}, {len(meta['param_names'])} params)")
+    print("format: docs/golden.md; load with np.load(path, allow_pickle=False)")
     return 0
 
 
@@ -185,14 +228,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("golden", help="write golden .npz files (inputs, params, logits, loss, every gradient)")
+    p.add_argument("--model", nargs="+", default=["all"], metavar="MODEL",
+                   help="lstm, ntm, dam, sam or all (default: all); several may be given")
+    p.add_argument("--seed", type=int, default=0, help="seeds the parameters and the data (default 0)")
+    p.add_argument("--out", required=True, help="directory for MODEL_seedSEED.npz (created if missing)")
+    p.add_argument("--steps", type=int, default=5, help="T (default 5)")
+    p.add_argument("--batch-size", type=int, default=2, help="B (default 2)")
+    p.set_defaults(func=_cmd_golden)
+
     p = sub.add_parser("bench", help="benchmarks that print tables measured in one run")
-    p.add_argument("what", choices=["lsh", "steps"],
+    p.add_argument("what", choices=["lsh", "steps", "scaling"],
                    help="lsh: recall and speed of the LSH index against the exact index; "
-                        "steps: per-step forward+backward time against N")
+                        "steps: per-step forward+backward time against N; "
+                        "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models)")
     p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
-    p.add_argument("--models", nargs="+", default=["sam-lsh"], help="steps: models (sam-lsh, sam-linear, dam, ntm)")
-    p.add_argument("--sizes", nargs="+", type=int, default=None, help="steps: memory sizes N")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--models", nargs="+", default=None,
+                   help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; default sam-lsh for steps, all "
+                        "four for scaling)")
+    p.add_argument("--sizes", nargs="+", type=int, default=None, help="steps, scaling: memory sizes N")
+    p.add_argument("--batch-size", type=int, default=None, help="batch of the time points (default 8)")
+    p.add_argument("--memory-sizes", nargs="+", type=int, default=None,
+                   help="scaling: N of the memory points (default: --sizes, else 1e2..1e7 and 65536)")
+    p.add_argument("--steps", type=int, default=None, help="scaling: T of a timed call (default 10; quick 2)")
+    p.add_argument("--repeats", type=int, default=None, help="scaling: timed calls after the warm-up (default 3)")
+    p.add_argument("--memory-steps", type=int, default=None,
+                   help="scaling: T of the memory points (default 100, the paper's; quick 10)")
+    p.add_argument("--time-budget", type=float, default=None,
+                   help="scaling: skip a point predicted to take longer than this many seconds (default 30)")
+    p.add_argument("--memory-budget", type=float, default=None,
+                   help="scaling: skip a point whose process is predicted to peak above this many GiB (default 8)")
+    p.add_argument("--dtype", choices=["float64", "float32"], default=None, help="scaling: default float64")
+    p.add_argument("--point-timeout", type=float, default=None,
+                   help="scaling: kill a point after this many seconds (default 3600)")
+    p.add_argument("--out", default=None, help="scaling: output folder (default runs/bench-scaling)")
+    p.add_argument("--quiet", action="store_true", help="scaling: no line per point on stderr")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("curves", help="train several models over seeds (in parallel) and plot their curves")

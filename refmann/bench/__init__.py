@@ -1,1 +1,7 @@
-"""Benchmarks that print ratios and tables measured side by side in one run (never asserted in tests)."""
+"""Benchmarks that print ratios and tables measured side by side in one run (never asserted in tests).
+
+- :mod:`refmann.bench.lsh`: recall and speed of the LSH index against the exact index (``refmann bench lsh``);
+- :mod:`refmann.bench.steps`: per-step time of one model against N (``refmann bench steps``);
+- :mod:`refmann.bench.scaling`: Figure 1 of Rae et al. 2016, time and memory of NTM, DAM, SAM-linear and
+  SAM-LSH against N, each point in a fresh process, with plots and ratios (``refmann bench scaling``).
+"""

@@ -1,0 +1,201 @@
+"""The Figure 1 harness (refmann.bench.scaling): files and their schema, the skip predictor, argument errors.
+
+Nothing here asserts a timing: the runs use tiny models and only the shape of what they write is checked.
+"""
+
+import csv
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from refmann import cli
+from refmann.bench import scaling
+from refmann.bench.scaling import (
+    CSV_FIELDS,
+    MODELS,
+    ScalingConfig,
+    extrapolate,
+    predict_point,
+    quick_config,
+    run_scaling,
+)
+
+TINY = dict(sizes=(8, 16), memory_sizes=(8, 16), steps=2, repeats=1, memory_steps=3, batch_size=2, word_size=4,
+            num_heads=2, k=2, hidden_size=8, input_size=3, output_size=3)
+
+
+def _measured(N, seconds_per_step, *, peak_mib=200.0, base_mib=100.0, measured_seconds=1.0):
+    return {"N": N, "seconds_per_step": seconds_per_step, "measured_seconds": measured_seconds,
+            "process_peak_mib": peak_mib, "base_rss_mib": base_mib}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("scaling")
+    lines = []
+    result = run_scaling(out, ScalingConfig(**TINY), isolate=False, progress=lines.append)
+    return out, result, lines
+
+
+def test_quick_run_writes_a_row_per_model_size_and_kind_with_the_csv_schema(tiny_run):
+    out, result, lines = tiny_run
+    with open(out / "points.csv") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == CSV_FIELDS
+        rows = list(reader)
+    keys = {(r["model"], int(r["N"]), r["kind"]) for r in rows}
+    assert keys == {(m, N, kind) for m in MODELS for N in (8, 16) for kind in ("time", "memory")}
+    assert len(rows) == len(keys) == len(lines) == 16
+    for r in rows:
+        assert r["skipped"] == "" and r["dtype"] == "float64" and r["jit"] in ("on", "off") and r["cpu"]
+        assert float(r["setup_seconds"]) >= 0 and float(r["seconds_per_step"]) > 0
+        if r["kind"] == "time":
+            assert int(r["batch"]) == 2 and int(r["steps"]) == 2 and r["tracemalloc_peak_mib"] == ""
+        else:
+            assert int(r["batch"]) == 1 and int(r["steps"]) == 3
+            assert float(r["tracemalloc_peak_mib"]) > 0
+            assert r["rss_method"] in ("clear_refs", "sampled", "unavailable")
+
+
+def test_quick_run_writes_json_with_machine_config_and_points(tiny_run):
+    out, result, _ = tiny_run
+    doc = json.loads((out / "points.json").read_text())
+    for key in ("cpu", "cores", "numpy", "numba", "jit", "python"):
+        assert key in doc["machine"]
+    assert doc["config"]["sizes"] == [8, 16] and doc["config"]["word_size"] == 4
+    assert len(doc["points"]) == 16
+    assert set(CSV_FIELDS) <= set(doc["points"][0])
+
+
+def test_quick_run_draws_both_figures_and_tabulates_the_ratios(tiny_run):
+    out, result, _ = tiny_run
+    for name in ("figure1a_time.png", "figure1b_memory.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = (out / "table.md").read_text()
+    assert table.strip() == result.table.strip()
+    assert "| NTM | DAM | SAM linear | SAM LSH | NTM / SAM LSH | DAM / SAM LSH |" in table
+    assert "Memory at N = 16: NTM / SAM LSH" in table
+    assert "SAM LSH time per step from N = 8 to 16" in table
+    assert sum(line.startswith("| 8 |") for line in table.splitlines()) == 2   # time and memory tables
+
+
+def test_a_tiny_time_budget_skips_every_point_after_the_first_with_the_reason(tmp_path):
+    config = ScalingConfig(**dict(TINY, models=("dam", "sam-lsh"), sizes=(8, 16, 32), memory_sizes=(8,)),
+                           time_budget=1e-9)
+    result = run_scaling(tmp_path, config, isolate=False, progress=lambda line: None)
+    time_rows = {(r["model"], r["N"]): r for r in result.rows if r["kind"] == "time"}
+    for model in ("dam", "sam-lsh"):
+        assert time_rows[model, 8]["skipped"] == ""
+        for N in (16, 32):
+            row = time_rows[model, N]
+            assert row["skipped"].startswith("time budget: predicted")
+            assert row["seconds_per_step"] is None and row["predicted_seconds_per_step"] > 0
+    # DAM is extrapolated linearly in N, SAM-LSH flat
+    dam8 = time_rows["dam", 8]["seconds_per_step"]
+    assert time_rows["dam", 32]["predicted_seconds_per_step"] == pytest.approx(4 * dam8)
+    assert time_rows["sam-lsh", 32]["predicted_seconds_per_step"] == time_rows["sam-lsh", 8]["seconds_per_step"]
+    assert "~" in result.table and "time budget" in result.table
+    assert (tmp_path / "figure1a_time.png").exists()
+
+
+def test_predictor_without_history_uses_the_prior_and_never_the_time_budget():
+    config = ScalingConfig(time_budget=1e-9)
+    p = predict_point("ntm", "time", 100, [], config)
+    assert p.reason == "" and p.seconds_per_step is None and p.peak_gib > 0
+    big = predict_point("ntm", "memory", 10**7, [], config)       # 100 cached (1, N, 32) float64 memories
+    assert big.reason.startswith("memory budget: predicted") and big.peak_gib > 8
+
+
+def test_predictor_is_linear_for_dense_models_and_flat_for_sam_lsh():
+    config = ScalingConfig(time_budget=1e6, memory_budget=1e6, steps=10, repeats=3)
+    one = [_measured(1_000, 0.01)]
+    ntm = predict_point("ntm", "time", 10_000, one, config)
+    assert ntm.seconds_per_step == pytest.approx(0.1)
+    assert ntm.point_seconds == pytest.approx(0.1 * 10 * 4)                # warm-up + 3 repeats of T = 10
+    assert ntm.peak_gib == pytest.approx((100 + 100 * 10) / 1024)           # the rise above the base scales
+    sam = predict_point("sam-lsh", "time", 10_000, one, config)
+    assert sam.seconds_per_step == pytest.approx(0.01) and sam.reason == ""
+    two = [_measured(100, 0.002), _measured(1_000, 0.011)]                  # affine: 1e-5 s per word
+    assert predict_point("dam", "time", 10_000, two, config).seconds_per_step == pytest.approx(0.101)
+
+
+def test_predictor_names_the_budget_it_passes():
+    history = [_measured(1_000, 0.5, peak_mib=1100.0, base_mib=100.0)]
+    slow = predict_point("dam", "time", 10_000, history, ScalingConfig(time_budget=30.0, memory_budget=1e6))
+    assert slow.reason.startswith("time budget: predicted 5 s/step") and "> budget 30 s" in slow.reason
+    big = predict_point("dam", "time", 10_000, history, ScalingConfig(time_budget=1e6, memory_budget=8.0))
+    assert big.reason.startswith("memory budget: predicted 9.86 GiB > budget 8 GiB")
+
+
+def test_extrapolate_never_falls_and_is_flat_with_exponent_zero():
+    history = [{"N": 100, "v": 5.0}, {"N": 1000, "v": 4.0}]                 # noise: a falling pair
+    assert extrapolate(history, 10_000, "v", 1.0) == 4.0
+    assert extrapolate(history, 10_000, "v", 0.0) == 4.0
+    assert extrapolate([], 10_000, "v", 1.0) is None
+    assert extrapolate(history[:1], 1_000, "v", 1.0) == pytest.approx(50.0)
+
+
+@given(st.sampled_from(MODELS), st.sampled_from(["time", "memory"]),
+       st.lists(st.floats(1e-4, 10.0), min_size=1, max_size=3),
+       st.floats(0.01, 100.0), st.floats(0.2, 16.0))
+def test_a_skipped_size_stays_skipped_at_every_larger_size(model, kind, seconds, time_budget, memory_budget):
+    history = [_measured(10 ** (2 + i), s, peak_mib=100.0 + 10 ** (i + 1), measured_seconds=20 * s)
+               for i, s in enumerate(sorted(seconds))]
+    config = ScalingConfig(time_budget=time_budget, memory_budget=memory_budget)
+    skipped = False
+    for N in (10**5, 10**6, 10**7, 10**8):
+        p = predict_point(model, kind, N, history, config)
+        assert not (skipped and not p.reason)
+        skipped = skipped or bool(p.reason)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("models", ("ntm", "lstm")), ("models", ()), ("models", "ntm"), ("sizes", (100, 0)), ("sizes", (2,)),
+    ("memory_sizes", (100.5,)), ("steps", 0), ("repeats", 0), ("memory_steps", -1), ("batch_size", 1.5),
+    ("time_budget", 0.0), ("memory_budget", -1.0), ("memory_budget", float("inf")), ("dtype", "int32"),
+    ("dtype", "float16"), ("word_size", True), ("point_timeout", "60"),
+])
+def test_bad_arguments_raise_value_error_naming_the_argument(field, value):
+    with pytest.raises(ValueError, match=field):
+        ScalingConfig(**{field: value})
+
+
+def test_run_scaling_refuses_a_config_of_the_wrong_type(tmp_path):
+    with pytest.raises(TypeError, match="config"):
+        run_scaling(tmp_path, {"sizes": (8,)})
+
+
+def test_quick_config_is_the_ci_run():
+    config = quick_config()
+    assert config.sizes == (100, 1_000, 10_000) and config.memory_sizes == config.sizes
+    assert config.models == MODELS and config.repeats == 2 and config.steps <= 10
+    assert 65_536 in ScalingConfig().memory_sizes and max(ScalingConfig().sizes) == 10**7
+
+
+def test_cli_runs_one_isolated_point_and_reports_the_files(tmp_path, capsys):
+    assert cli.main(["bench", "scaling", "--quick", "--models", "sam-lsh", "--sizes", "16", "--out", str(tmp_path),
+                     "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "| 16 |" in out and "points:" in out and "plots:" in out
+    rows = json.loads((tmp_path / "points.json").read_text())["points"]
+    assert {(r["kind"], r["N"]) for r in rows} == {("time", 16), ("memory", 16)}
+    assert all(r["skipped"] == "" for r in rows)
+
+
+def test_cli_bad_argument_exits_two_naming_it(tmp_path, capsys):
+    assert cli.main(["bench", "scaling", "--quick", "--steps", "0", "--out", str(tmp_path)]) == 2
+    assert "steps" in capsys.readouterr().err
+    assert not (tmp_path / "points.csv").exists()
+
+
+def test_a_failing_point_is_recorded_and_its_larger_sizes_skipped(tmp_path, monkeypatch):
+    def boom(model, N, kinds, config):
+        raise RuntimeError("killed: RSS 99 GiB passed 12 GiB")
+
+    monkeypatch.setattr(scaling, "run_point", boom)
+    config = ScalingConfig(**dict(TINY, models=("ntm",), memory_sizes=()))
+    rows = run_scaling(tmp_path, config, isolate=False, progress=lambda line: None).rows
+    assert [r["skipped"] for r in rows] == ["killed: RSS 99 GiB passed 12 GiB",
+                                            "not run: N = 8 killed: RSS 99 GiB passed 12 GiB"]
