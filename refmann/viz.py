@@ -1,6 +1,7 @@
 """Pictures: learning curves and what the memory does (read/write weights over time).
 
-Plots are written to PNG with matplotlib's Agg backend (no display needed).
+Figures are drawn on standalone :class:`matplotlib.figure.Figure` objects and written to PNG: no
+display is needed and pyplot's global state (the backend, a notebook's inline plots) is never touched.
 """
 
 from __future__ import annotations
@@ -13,19 +14,17 @@ import numpy as np
 from ._io import _atomic
 
 
-def _pyplot():
-    import matplotlib
+def subplots(nrows=1, ncols=1, **kwargs):
+    """Like ``pyplot.subplots`` but on a standalone Figure (keyword ``figsize`` goes to the Figure)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=kwargs.pop("figsize", None))
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def _save(fig, path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    _pyplot().close(fig)
     return _atomic(path, lambda f: f.write(buf.getvalue()), "wb")
 
 
@@ -39,9 +38,8 @@ def plot_learning_curve(records, path, *, title="") -> Path:
     path : str or Path
         Where the PNG goes.
     """
-    plt = _pyplot()
     seqs = np.array([r["sequences"] for r in records])
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.6))
     ax1.plot(seqs, [r["bit_errors"] for r in records], lw=0.8, alpha=0.6, label="train batch")
     ev = [(r["sequences"], r["eval_bit_errors"]) for r in records if r.get("eval_bit_errors") is not None]
     if ev:
@@ -64,8 +62,7 @@ def plot_curves(curves, path, *, title="", xlabel="sequences seen", ylabel="bit 
 
     The median over seeds is drawn bold with the individual seeds faint behind it.
     """
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = subplots(figsize=(7, 4))
     for i, (label, runs) in enumerate(curves.items()):
         color = f"C{i}"
         for x, y in runs:
@@ -93,11 +90,10 @@ def plot_access(inputs, targets, outputs, read_weights, write_weights, path, *, 
         ``outputs`` are probabilities (sigmoid of the logits).
     read_weights, write_weights : ndarrays of shape (T, N)
     """
-    plt = _pyplot()
     T = inputs.shape[0]
     N = read_weights.shape[1] if np.size(read_weights) else 0
     rows = 5 if N else 3
-    fig, axes = plt.subplots(rows, 1, figsize=(max(6, T * 0.18), 2 + rows * 1.3), sharex=True)
+    fig, axes = subplots(rows, 1, figsize=(max(6, T * 0.18), 2 + rows * 1.3), sharex=True)
     panels = [("inputs", inputs), ("targets", targets), ("outputs", outputs)]
     if N:
         used = np.flatnonzero((read_weights.max(0) > 1e-3) | (write_weights.max(0) > 1e-3))
