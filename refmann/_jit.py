@@ -35,8 +35,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 JIT_ENABLED: bool = _numba is not None
 
 
-def njit(func):
-    """Compile ``func`` lazily with numba (``cache=True``; fast-math off, numba's default) or return it unchanged."""
+def njit(func, *, inline: bool = False):
+    """Compile ``func`` lazily with numba (``cache=True``; fast-math off, numba's default) or return it unchanged.
+
+    ``inline=True`` is for small helpers called from other kernels: numba then inlines them at the
+    IR level instead of calling them with every array argument boxed and reference-counted.
+    """
     if _numba is None:
         return func
-    return _numba.njit(cache=True, nogil=True)(func)
+    return _numba.njit(cache=True, nogil=True, inline="always" if inline else "never")(func)

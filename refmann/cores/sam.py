@@ -25,8 +25,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .. import ops
 from ..kernels import gather_rows_kernel
+from ..kernels.content_read import content_read_backward_kernel, content_read_forward_kernel
 from ..kernels.sparse_write import (
     accessed_slots_kernel,
     restore_rows_kernel,
@@ -38,6 +38,7 @@ from ._common import controller_backward, controller_forward, output_backward, o
 from .dam import DAMCore
 
 BPTT_MODES = ("rollback", "cache")
+READ_EPS = 1e-6   # the cosine's eps, as ops.cosine_similarity's default (and DAM's read)
 RESTORE_MODES = ("initial", "final")
 
 
@@ -50,6 +51,16 @@ class SAMState(NamedTuple):
     write_weights: np.ndarray  # (B, H, K+1)
     reads: np.ndarray          # (B, H, W)
     step: int
+
+
+class ReadCache(NamedTuple):
+    rows: np.ndarray    # (B, H, K, W)  the K rows each head read, from M_t
+    q: np.ndarray       # (B, H, W)
+    beta: np.ndarray    # (B, H)
+    w: np.ndarray       # (B, H, K)     read weights
+    sim: np.ndarray     # (B, H, K)     cosine similarities
+    qnorm: np.ndarray   # (B, H)
+    rnorm: np.ndarray   # (B, H, K)
 
 
 class SAMStepCache(NamedTuple):
@@ -67,7 +78,7 @@ class SAMStepCache(NamedTuple):
     journal_rows: np.ndarray    # (B, H(K+1), W)  old contents of the written rows
     index: object               # the index's journal of this step's update
     read_idx: np.ndarray        # int (B, H, K)
-    read: tuple                 # the read's op caches (content_weights, dense_read) over the K rows: O(H·K·W)
+    read: ReadCache | None    # the read over the K rows (rollback only): O(H·K·W)
     ring: object                # RingJournal
     out: tuple
     snapshot: np.ndarray | None  # (B, N, W) copy of M_t (bptt="cache" only)
@@ -141,7 +152,7 @@ class SAMCore(DAMCore):
         # read: K candidates per head from the index, softmax over those K
         read_idx = self.index.query(q, K)                                      # (B, H, K)
         rows = _gather(self.memory, read_idx)                                  # (B, H, K, W)
-        read_weights, reads, cw_cache, read_cache = self._read(rows, q, beta)
+        read_weights, reads, read_cache = self._read(rows, q, beta)
         # usage: slots whose summed weight exceeds δ move to the back of the ring
         t = state.step + 1
         slots = np.concatenate([flat_idx, read_idx.reshape(B, -1)], axis=1)
@@ -155,17 +166,19 @@ class SAMCore(DAMCore):
         new_rows = _gather(self.memory, flat_idx) if self.restore == "final" else None
         cache = SAMStepCache(ctrl_cache, heads_cache, alpha, gate, q, beta, add, lra,
                              state.read_weights, write_idx, write_weights, journal, index_journal, read_idx,
-                             (cw_cache, read_cache) if self.bptt == "rollback" else None, ring_journal, out_c,
+                             read_cache if self.bptt == "rollback" else None, ring_journal, out_c,
                              snapshot, new_rows, t)
         return y, SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t), cache
 
     def _read(self, rows, q, beta):
-        """Content weights over the K gathered rows and the read; returns (weights, reads, caches)."""
+        """Content weights over the K gathered rows and the read (eqs. 1–2): ``ops.content_weights`` and
+        ``ops.dense_read`` on each head's K rows, fused in one kernel; returns (weights, reads, cache)."""
         B, H, K, W = rows.shape
-        w, cw_cache = ops.content_weights_forward(rows.reshape(B * H, K, W), q.reshape(B * H, 1, W),
-                                                  beta.reshape(B * H, 1))
-        reads, read_cache = ops.dense_read_forward(rows.reshape(B * H, K, W), w)
-        return w.reshape(B, H, K), reads.reshape(B, H, W), cw_cache, read_cache
+        q, beta = np.ascontiguousarray(q), np.ascontiguousarray(beta)
+        w, sim, rnorm = (np.empty((B, H, K), rows.dtype) for _ in range(3))
+        reads, qnorm = np.empty((B, H, W), rows.dtype), np.empty((B, H), rows.dtype)
+        content_read_forward_kernel(rows, q, beta, READ_EPS, w, reads, sim, qnorm, rnorm)
+        return w, reads, ReadCache(rows, q, beta, w, sim, qnorm, rnorm)
 
     # -- backward ----------------------------------------------------------------------------------------
     def step_backward(self, params, dy, dstate, cache, grads):
@@ -176,14 +189,16 @@ class SAMCore(DAMCore):
         # read backward: rollback keeps the read's caches (K rows per head); "cache" recomputes them from
         # its full snapshot of M_t — two routes to the same numbers, compared by the tests
         if self.bptt == "cache":
-            _, _, cw_cache, read_cache = self._read(_gather(cache.snapshot, cache.read_idx), cache.q, cache.beta_value)
+            rc = self._read(_gather(cache.snapshot, cache.read_idx), cache.q, cache.beta_value)[2]
         else:
-            cw_cache, read_cache = cache.read
-        drows, dread_w = ops.dense_read_backward(dreads.reshape(B * H, 1, W), read_cache)
-        dread_w = dread_w + dstate.read_weights.reshape(B * H, 1, K)
-        drows_c, dq, dbeta = ops.content_weights_backward(dread_w, cw_cache)
+            rc = cache.read
+        drows = np.empty_like(rc.rows)                                        # (B, H, K, W)
+        dq, dbeta = np.empty_like(rc.q), np.empty_like(rc.beta)
+        content_read_backward_kernel(np.ascontiguousarray(dreads), np.ascontiguousarray(dstate.read_weights),
+                                     rc.rows, rc.q, rc.beta, READ_EPS, rc.w, rc.sim, rc.qnorm, rc.rnorm,
+                                     drows, dq, dbeta)
         read_flat = np.ascontiguousarray(cache.read_idx.reshape(B, -1))
-        self.dmemory.add(read_flat, (drows + drows_c).reshape(B, H * K, W))
+        self.dmemory.add(read_flat, drows.reshape(B, H * K, W))
         # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_k w_hk e_{i_hk} a_hᵀ
         drows_w = self.dmemory.gather(cache.write_idx)                         # (B, H, K+1, W)
         dwrite_w = np.einsum("bhkw,bhw->bhk", drows_w, cache.add)             # (B, H, K+1)
