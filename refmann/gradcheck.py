@@ -50,7 +50,7 @@ SCALE_FLOOR = 1e-4
 
 
 def rel_error(analytic, numeric, *, floor: float = SCALE_FLOOR) -> float:
-    """max |a − n| / max(max|a|, max|n|, floor): error relative to the largest gradient entry."""
+    """``max|a − n| / max(max|a|, max|n|, floor)``: error relative to the largest gradient entry."""
     a = np.asarray(analytic, dtype=np.float64)
     n = np.asarray(numeric, dtype=np.float64)
     if a.shape != n.shape:
