@@ -1,6 +1,6 @@
 """Random-hyperplane (angular) LSH over the rows of a batch of memories, with O(1) bucket moves.
 
-Layout, per batch element b and table l: ``codes[b, l, i]`` is row i's bucket; the rows of a bucket
+Layout, per batch element b and table l: ``codes[b, i, l]`` is row i's bucket; the rows of a bucket
 form a doubly linked list (``nxt``/``prv`` over rows, ``heads[b, l, code]`` its first row, −1 when
 empty), so a row moves bucket in O(1) when it changes. The bucket arrays are int32 (N < 2**31).
 
@@ -37,7 +37,7 @@ _project = njit(_project_loops, inline=True)
 
 
 def _lsh_codes_from_projections_loops(memory, b, start, proj, planes_t, plane_norms, nbits, codes):
-    """codes[b, l, start + m] from BLAS projections ``proj`` (n, L·bits) of rows start..start+n−1.
+    """codes[b, start + m, l] from BLAS projections ``proj`` (n, L·bits) of rows start..start+n−1.
 
     A BLAS sum may differ from the exact-order sum by at most ~W·2⁻⁵³·‖row‖‖plane‖, so a row with any
     projection within 4·W·2⁻⁵³·‖row‖‖plane‖ of zero is re-projected in the exact order first: the codes
@@ -69,31 +69,33 @@ def _lsh_codes_from_projections_loops(memory, b, start, proj, planes_t, plane_no
             for j in range(nbits):
                 if exact[l * nbits + j] >= 0.0:
                     code |= 1 << j
-            codes[b, l, start + m] = code
+            codes[b, start + m, l] = code
 
 
 def _lsh_link_loops(b, codes, heads, nxt, prv):
     """Rebuild the bucket lists of batch element b from ``codes[b]``: rows pushed in reverse index order,
     so each bucket lists its rows in index order (O(N·L))."""
-    L, N = codes.shape[1], codes.shape[2]
+    N, L = codes.shape[1], codes.shape[2]
     for l in range(L):
         for c in range(heads.shape[2]):
             heads[b, l, c] = -1
-        for i in range(N - 1, -1, -1):          # push i to the front of its bucket
-            code = codes[b, l, i]
+    for i in range(N - 1, -1, -1):              # push i to the front of its bucket in every table
+        for l in range(L):
+            code = codes[b, i, l]
             first = heads[b, l, code]
-            nxt[b, l, i] = first
-            prv[b, l, i] = -1
+            nxt[b, i, l] = first
+            prv[b, i, l] = -1
             if first >= 0:
-                prv[b, l, first] = i
+                prv[b, first, l] = i
             heads[b, l, code] = i
 
 
 def _lsh_update_loops(memory, planes_t, nbits, rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
-    """Re-hash the listed rows (−1 = padding); a row whose code changed moves to the front of its new
-    bucket. The journal (B, J, L) records each row's old code and neighbours (old code −1: not moved)."""
+    """Re-hash the listed rows (−1 = padding; repeats are skipped); a row whose code changed moves to the
+    front of its new bucket. The journal (B, J, L) records each row's old code and neighbours (old code
+    −1: not moved)."""
     B, J = rows.shape
-    L = codes.shape[1]
+    L = codes.shape[2]
     W, P = planes_t.shape
     proj = np.empty(P, np.float64)
     for b in range(B):
@@ -101,7 +103,11 @@ def _lsh_update_loops(memory, planes_t, nbits, rows, codes, heads, nxt, prv, j_c
             i = rows[b, j]
             for l in range(L):
                 j_code[b, j, l] = -1
-            if i < 0:
+            repeated = False                             # a row listed twice is re-hashed once
+            for j2 in range(j):
+                if rows[b, j2] == i:
+                    repeated = True
+            if i < 0 or repeated:
                 continue
             for p in range(P):                           # the projections, in the exact order (_project)
                 proj[p] = 0.0
@@ -114,31 +120,31 @@ def _lsh_update_loops(memory, planes_t, nbits, rows, codes, heads, nxt, prv, j_c
                 for bit in range(nbits):
                     if proj[l * nbits + bit] >= 0.0:
                         code |= 1 << bit
-                old = codes[b, l, i]
+                old = codes[b, i, l]
                 if code == old:
                     continue
-                p, n = prv[b, l, i], nxt[b, l, i]
+                p, n = prv[b, i, l], nxt[b, i, l]
                 j_code[b, j, l], j_prev[b, j, l], j_next[b, j, l] = old, p, n
                 if p >= 0:                               # unlink i from bucket ``old``
-                    nxt[b, l, p] = n
+                    nxt[b, p, l] = n
                 else:
                     heads[b, l, old] = n
                 if n >= 0:
-                    prv[b, l, n] = p
+                    prv[b, n, l] = p
                 first = heads[b, l, code]                # push i to the front of bucket ``code``
-                nxt[b, l, i] = first
-                prv[b, l, i] = -1
+                nxt[b, i, l] = first
+                prv[b, i, l] = -1
                 if first >= 0:
-                    prv[b, l, first] = i
+                    prv[b, first, l] = i
                 heads[b, l, code] = i
-                codes[b, l, i] = code
+                codes[b, i, l] = code
 
 
 def _lsh_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
     """Undo one update, newest move first: each moved row goes back between its old neighbours
     (adjacent again, since later moves were undone before), so the lists are restored exactly."""
     B, J = rows.shape
-    L = codes.shape[1]
+    L = codes.shape[2]
     for b in range(B):
         for j in range(J - 1, -1, -1):
             i = rows[b, j]
@@ -148,23 +154,23 @@ def _lsh_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
                 old = j_code[b, j, l]
                 if old < 0:
                     continue
-                p, n = prv[b, l, i], nxt[b, l, i]        # unlink i from its current bucket
+                p, n = prv[b, i, l], nxt[b, i, l]        # unlink i from its current bucket
                 if p >= 0:
-                    nxt[b, l, p] = n
+                    nxt[b, p, l] = n
                 else:
-                    heads[b, l, codes[b, l, i]] = n
+                    heads[b, l, codes[b, i, l]] = n
                 if n >= 0:
-                    prv[b, l, n] = p
+                    prv[b, n, l] = p
                 p, n = j_prev[b, j, l], j_next[b, j, l]  # and put it back between its old neighbours
-                codes[b, l, i] = old
-                prv[b, l, i] = p
-                nxt[b, l, i] = n
+                codes[b, i, l] = old
+                prv[b, i, l] = p
+                nxt[b, i, l] = n
                 if p >= 0:
-                    nxt[b, l, p] = i
+                    nxt[b, p, l] = i
                 else:
                     heads[b, l, old] = i
                 if n >= 0:
-                    prv[b, l, n] = i
+                    prv[b, n, l] = i
 
 
 def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen,
@@ -183,7 +189,9 @@ def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, h
     cand = np.empty(cap, np.int64)
     score = np.empty(cap, np.float64)
     proj = np.empty(planes_t.shape[1], np.float64)
-    flip = np.empty(max(probes, 1), np.int64)
+    margin = np.empty(nbits, np.float64)
+    P = probes + 1
+    first = np.empty(L * P, np.int64)
     for b in range(B):
         for h in range(H):
             key = keys[b, h]
@@ -194,33 +202,34 @@ def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, h
             n = 0
             tag = b * H + h
             _project(key, planes_t, proj)
+            # every probed bucket's first row, loaded in one sweep: the loads are independent, so the
+            # CPU overlaps their cache misses (the heads table is large at large N)
             for l in range(L):
                 code = 0
                 for j in range(nbits):
-                    if proj[l * nbits + j] >= 0.0:
+                    v = proj[l * nbits + j]
+                    margin[j] = abs(v)
+                    if v >= 0.0:
                         code |= 1 << j
-                # the ``probes`` bits of smallest margin |proj|, smallest first (ties: lower bit first)
-                for p in range(probes):
-                    best = -1
-                    for j in range(nbits):
-                        taken = False
-                        for q in range(p):
-                            if flip[q] == j:
-                                taken = True
-                        if not taken and (best < 0 or abs(proj[l * nbits + j]) < abs(proj[l * nbits + best])):
+                first[l * P] = heads[b, l, code]
+                for p in range(1, P):   # flip the bit of smallest remaining margin (ties: the lower bit)
+                    best = 0
+                    for j in range(1, nbits):
+                        if margin[j] < margin[best]:
                             best = j
-                    flip[p] = best
-                for p in range(probes + 1):
-                    probe = code if p == 0 else code ^ (1 << flip[p - 1])
-                    i = heads[b, l, probe]
-                    taken_rows = 0
-                    while i >= 0 and taken_rows < max_per_bucket:
-                        if seen[b, i] != tag:
-                            seen[b, i] = tag
-                            cand[n] = i
-                            n += 1
-                        taken_rows += 1
-                        i = nxt[b, l, i]
+                    margin[best] = np.inf
+                    first[l * P + p] = heads[b, l, code ^ (1 << best)]
+            for t in range(L * P):
+                l = t // P
+                i = first[t]
+                taken_rows = 0
+                while i >= 0 and taken_rows < max_per_bucket:
+                    if seen[b, i] != tag:
+                        seen[b, i] = tag
+                        cand[n] = i
+                        n += 1
+                    taken_rows += 1
+                    i = nxt[b, i, l]
             # fill-ins when the buckets held fewer than k rows
             r = 0
             while n < k and r < recent.shape[1]:

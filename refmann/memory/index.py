@@ -111,15 +111,31 @@ class LSHIndex:
         rng = np.random.default_rng([seed, 7])
         self.planes = rng.standard_normal((num_tables, num_bits, W))
         i32 = np.int32                       # N < 2**31 rows: int32 halves the index's footprint
-        self.codes = np.zeros((B, num_tables, N), i32)
+        # row-major per row: a row's entries for all tables share a cache line (see kernels/lsh.py)
+        self._codes = np.zeros((B, N, num_tables), i32)
         self.heads = np.full((B, num_tables, 2**num_bits), -1, i32)
-        self.nxt = np.full((B, num_tables, N), -1, i32)
-        self.prv = np.full((B, num_tables, N), -1, i32)
+        self._nxt = np.full((B, N, num_tables), -1, i32)
+        self._prv = np.full((B, N, num_tables), -1, i32)
         self.recent = np.full((B, max(recent, 1)), -1, np.int64)
         self._recent_pos = 0
         self._seen = np.full((B, N), -1, i32)
         self.insertions = 0
         self.rebuilds = 0
+
+    @property
+    def codes(self) -> np.ndarray:
+        """Bucket of every row in every table, a (B, num_tables, N) view."""
+        return self._codes.transpose(0, 2, 1)
+
+    @property
+    def nxt(self) -> np.ndarray:
+        """Next row in the same bucket (−1: last), a (B, num_tables, N) view."""
+        return self._nxt.transpose(0, 2, 1)
+
+    @property
+    def prv(self) -> np.ndarray:
+        """Previous row in the same bucket (−1: first), a (B, num_tables, N) view."""
+        return self._prv.transpose(0, 2, 1)
 
     @property
     def planes(self) -> np.ndarray:
@@ -145,8 +161,8 @@ class LSHIndex:
             for start in range(0, N, chunk):
                 proj = np.asarray(self.memory[b, start:start + chunk], dtype=np.float64) @ self._planes_t
                 lsh_codes_from_projections_kernel(self.memory, b, start, proj, self._planes_t, plane_norms,
-                                                  self.num_bits, self.codes)
-            lsh_link_kernel(b, self.codes, self.heads, self.nxt, self.prv)
+                                                  self.num_bits, self._codes)
+            lsh_link_kernel(b, self._codes, self.heads, self._nxt, self._prv)
         self.insertions = 0
         self.rebuilds += 1
 
@@ -157,8 +173,8 @@ class LSHIndex:
         L = self.num_tables
         journal = (rows, np.empty((B, J, L), np.int32), np.empty((B, J, L), np.int32),
                    np.empty((B, J, L), np.int32), self.recent.copy(), self._recent_pos)
-        lsh_update_kernel(self.memory, self._planes_t, self.num_bits, rows, self.codes, self.heads, self.nxt,
-                          self.prv, *journal[1:4])
+        lsh_update_kernel(self.memory, self._planes_t, self.num_bits, rows, self._codes, self.heads, self._nxt,
+                          self._prv, *journal[1:4])
         R = self.recent.shape[1]
         for j in range(min(J, R)):                       # a tiny ring buffer of recently written rows
             self.recent[:, (self._recent_pos + j) % R] = rows[:, J - 1 - j]
@@ -169,7 +185,7 @@ class LSHIndex:
     def undo(self, journal):
         """Revert one :meth:`update` exactly (bucket lists, fill-in buffer); newest first."""
         rows, j_code, j_prev, j_next, recent, recent_pos = journal
-        lsh_undo_kernel(rows, self.codes, self.heads, self.nxt, self.prv, j_code, j_prev, j_next)
+        lsh_undo_kernel(rows, self._codes, self.heads, self._nxt, self._prv, j_code, j_prev, j_next)
         self.recent[:] = recent
         self._recent_pos = recent_pos
         self.insertions -= rows.shape[1]
@@ -189,7 +205,7 @@ class LSHIndex:
         out = np.empty((B, H, k), np.int64)
         self.last_counts = np.empty((B, H), np.int64)
         lsh_query_kernel(self.memory, self._planes_t, self.num_bits, keys, k, self.max_per_bucket, self.probes,
-                         self.heads, self.nxt, self.recent, out, self._seen, self.last_counts)
+                         self.heads, self._nxt, self.recent, out, self._seen, self.last_counts)
         return out
 
     def max_candidates(self, k) -> int:
@@ -198,5 +214,5 @@ class LSHIndex:
 
     def nbytes(self) -> int:
         """Bytes held by the index (hyperplanes, codes, bucket lists)."""
-        return sum(a.nbytes for a in (self.planes, self.codes, self.heads, self.nxt, self.prv, self.recent,
-                                      self._seen))
+        return sum(a.nbytes for a in (self._planes, self._planes_t, self._codes, self.heads, self._nxt, self._prv,
+                                      self.recent, self._seen))
