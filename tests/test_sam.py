@@ -8,6 +8,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from refmann import models, ops
+from refmann._checks import unchecked
 from refmann.gradcheck import TOLERANCES, check_model
 from refmann.memory import LinearIndex, LSHIndex, UsageRing, cosine_scores
 
@@ -105,12 +106,23 @@ def test_memory_gradient_is_non_zero_only_on_rows_read(case, k):
         assert len(set(g.indices[b].tolist())) <= x.shape[0] * sizes["num_heads"] * k
 
 
+def _min_key_norm(sam, x):
+    """The smallest ‖q‖ over heads, batch and steps of one forward pass (memory rolled back after)."""
+    with unchecked():
+        _, _, caches = sam._unroll(x, keep_caches=True)
+    sam.core.end_forward(caches)
+    return min(float(np.linalg.norm(c.q, axis=-1).min()) for c in caches)
+
+
 @settings(max_examples=10)
 # W >= 2: in one dimension cosine similarity is a sign function, steep (~1/eps) near zero rows
 @given(case=sam_case(max_n=8, min_word=2), k=st.integers(1, 4), index=st.sampled_from(["linear", "lsh"]))
 def test_sam_gradients_match_finite_differences(case, k, index):
     sizes, x, y, mask = case
     sam = models.SAM(k=min(k, sizes["memory_size"]), index=index, memory_init="random", **sizes)
+    # keys near zero: the cosine's curvature grows like 1/‖q‖², so a finite difference of step 1e-5 is
+    # meaningless there (a drawn key of norm 4e-5 gave 6e-3 at h = 1e-5 and agreement at h = 1e-7)
+    assume(_min_key_norm(sam, x) > 1e-2)
     report = check_model(sam, x, y, mask, max_entries=6)
     assume(not report.crossed_kink)       # a top-k, δ or LRA decision flipped: no derivative there
     assert report.ok(TOLERANCES["model"]), str(report)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..ops import linear_backward, linear_forward, lstm_step_backward, lstm_step_forward
+from ..ops import linear_forward, lstm_gates_backward, lstm_step_forward
 
 
 def init_linear(rng, fan_in: int, fan_out: int, dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -26,12 +26,24 @@ def controller_forward(params, x, reads_prev, h, c):
     return lstm_step_forward(ctrl_in, h, c, params["controller.weight"], params["controller.bias"])
 
 
+def add_weight_grad(grads, key, x, dy):
+    """``grads[key] += xᵀ dy`` (x (B, in), dy (B, out)) — or, when BPTT batches these outer products
+    over time steps (:class:`refmann.models.base.DeferredGrads`), hand them over to it."""
+    defer = getattr(grads, "defer", None)
+    if defer is not None:
+        defer(key, x, dy)
+    else:
+        grads[key] += x.T @ dy
+
+
 def controller_backward(dh, dc, cache, grads, x_size):
-    """Returns (dreads_prev flattened (B, H·W), dh_prev, dc_prev); adds the LSTM's gradients."""
-    dctrl_in, dh_prev, dc_prev, dweight, dbias = lstm_step_backward((dh, dc), cache)
-    grads["controller.weight"] += dweight
-    grads["controller.bias"] += dbias
-    return dctrl_in[:, x_size:], dh_prev, dc_prev
+    """Returns (dreads_prev flattened (B, H·W), dh_prev, dc_prev); adds the LSTM's gradients
+    (:func:`refmann.ops.lstm_step_backward`, with the weight's outer product through :func:`add_weight_grad`)."""
+    dz, dc_prev = lstm_gates_backward((dh, dc), cache)
+    dxh = dz @ cache.weight.T                                                 # (B, X_ctrl + C)
+    add_weight_grad(grads, "controller.weight", cache.xh, dz)
+    grads["controller.bias"] += dz.sum(axis=0)
+    return dxh[:, x_size:cache.x_size], dxh[:, cache.x_size:], dc_prev
 
 
 def output_forward(params, h, reads):
@@ -41,10 +53,10 @@ def output_forward(params, h, reads):
 
 
 def output_backward(dy, cache, grads, hidden):
-    """Returns (dh, dreads flattened); adds the output layer's gradients."""
-    dhr, dweight, dbias = linear_backward(dy, cache)
-    grads["output.weight"] += dweight
-    grads["output.bias"] += dbias
+    """Returns (dh, dreads flattened); adds the output layer's gradients (:func:`refmann.ops.linear_backward`)."""
+    dhr = dy @ cache.weight.T
+    add_weight_grad(grads, "output.weight", cache.x, dy)
+    grads["output.bias"] += dy.sum(axis=0)
     return dhr[:, :hidden], dhr[:, hidden:]
 
 

@@ -23,7 +23,15 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import ops
-from ._common import controller_backward, controller_forward, init_linear, init_lstm, output_backward, output_forward
+from ._common import (
+    add_weight_grad,
+    controller_backward,
+    controller_forward,
+    init_linear,
+    init_lstm,
+    output_backward,
+    output_forward,
+)
 
 USAGES = ("discounted", "timestamp")
 
@@ -104,9 +112,10 @@ class DAMCore:
         dp[..., 2 * W + 1] = ops.sigmoid_backward(dgate, gate_c)[0]
         if self.strength:
             dp[..., 2 * W + 2] = ops.oneplus_backward(dbeta, beta_c)[0]
-        dh, dweight, dbias = ops.linear_backward(dp.reshape(B, -1), linear_c)
-        grads["heads.weight"] += dweight
-        grads["heads.bias"] += dbias
+        dp = dp.reshape(B, -1)
+        dh = dp @ linear_c.weight.T                                            # (B, C)
+        add_weight_grad(grads, "heads.weight", linear_c.x, dp)
+        grads["heads.bias"] += dp.sum(axis=0)
         return dh
 
     def step_forward(self, params, x, state):

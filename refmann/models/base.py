@@ -8,6 +8,38 @@ from .. import _checks, ops
 from ..cores._common import init_memory_param
 
 
+class DeferredGrads(dict):
+    """The gradient dict of one BPTT pass, which also batches weight outer products over time.
+
+    A step's ``grads[key] += xᵀ dy`` for a (B, in) input and a (B, out) upstream gradient is kept
+    (:meth:`defer`) and summed ``every`` steps at a time as one ``[x_1; …; x_n]ᵀ [dy_1; …; dy_n]`` —
+    the same sum, one large matrix product instead of n small ones and n (in, out) additions. At most
+    ``every`` pairs per key are held, so the extra memory does not grow with T.
+    """
+
+    every = 16
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._pending: dict[str, tuple[list, list]] = {}
+
+    def defer(self, key, x, dy):
+        xs, dys = self._pending.setdefault(key, ([], []))
+        xs.append(x)
+        dys.append(dy)
+        if len(xs) >= self.every:
+            self._flush_key(key)
+
+    def _flush_key(self, key):
+        xs, dys = self._pending.pop(key)
+        self[key] += np.concatenate(xs).T @ np.concatenate(dys)
+
+    def flush(self):
+        """Add every pending outer product (call once after the last step's backward)."""
+        for key in list(self._pending):
+            self._flush_key(key)
+
+
 class RecurrentModel:
     """A core unrolled over time. Subclasses set ``self.core`` and call :meth:`_setup`.
 
@@ -192,7 +224,7 @@ class RecurrentModel:
             logits, _, caches = self._unroll(x, keep_caches=True)
             loss, loss_cache = ops.sigmoid_cross_entropy_forward(logits, targets=targets, mask=mask)
             (dlogits,) = ops.sigmoid_cross_entropy_backward(1.0 / B, loss_cache)
-            grads = {key: np.zeros_like(value) for key, value in self.params.items()}
+            grads = DeferredGrads({key: np.zeros_like(value) for key, value in self.params.items()})
             dstate = self._zero_dstate(B)
             t = T - 1
             try:
@@ -207,6 +239,8 @@ class RecurrentModel:
                     self.core.end_backward(caches)
             if self.memory_init == "learned":
                 grads["memory.init"] += dstate.memory.sum(axis=0)
+            grads.flush()
+            grads = dict(grads)
         loss = float(loss) / B
         if not np.isfinite(loss):
             raise FloatingPointError(f"loss is {loss}: the parameters or inputs produce non-finite values")

@@ -34,7 +34,7 @@ from .addressing import (
     sharpen_backward,
     sharpen_forward,
 )
-from .linear import linear_backward, linear_forward, lstm_step_backward, lstm_step_forward
+from .linear import linear_backward, linear_forward, lstm_gates_backward, lstm_step_backward, lstm_step_forward
 from .losses import (
     sigmoid_cross_entropy_backward,
     sigmoid_cross_entropy_forward,

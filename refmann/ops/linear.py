@@ -127,6 +127,15 @@ def lstm_step_backward(dout, cache):
     -------
     dx, dh_prev, dc_prev, dweight, dbias
     """
+    dz, dc_prev = lstm_gates_backward(dout, cache)
+    dxh = dz @ cache.weight.T                                                # (B, X + C)
+    return dxh[:, :cache.x_size], dxh[:, cache.x_size:], dc_prev, cache.xh.T @ dz, dz.sum(axis=0)
+
+
+def lstm_gates_backward(dout, cache):
+    """The first half of :func:`lstm_step_backward`: ``(dz, dc_prev)``, dz the gradient of the gate
+    pre-activations (B, 4C) in the order i, f, o, g. The rest is a linear map of dz (see above), which
+    BPTT may batch over time steps."""
     dh, dc = dout
     xh, weight, c_prev, i, f, o, g, tanh_c, X = cache
     dh = np.zeros_like(tanh_c) if dh is None else dh
@@ -137,5 +146,4 @@ def lstm_step_backward(dout, cache):
         dh * tanh_c * o * (1.0 - o),
         dc * i * (1.0 - g**2),
     ], axis=1)                                                               # (B, 4C)
-    dxh = dz @ weight.T                                                      # (B, X + C)
-    return dxh[:, :X], dxh[:, X:], dc * f, xh.T @ dz, dz.sum(axis=0)
+    return dz, dc * f
