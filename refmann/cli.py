@@ -143,6 +143,16 @@ def _cmd_bench(args) -> int:
                       f"{r['seconds_per_step'] / first:.2f} | {r['setup_seconds']:.1f} |", flush=True)
     elif args.what == "scaling":
         return _bench_scaling(args)
+    elif args.what == "footprint":
+        from .bench.footprint import footprint_run, format_footprint
+
+        N = (args.sizes or [10_000 if args.quick else 10_000_000])[0]
+        def report(u, total, loss, seconds):
+            if not args.quiet:
+                print(f"update {u}/{total}: loss {loss:.3f}, {seconds:.2f} s", file=sys.stderr, flush=True)
+        result = footprint_run(N, batch_size=args.batch_size or 1, dtype=args.dtype or "float32",
+                               updates=3 if args.quick else args.updates, length=args.length, progress=report)
+        print(format_footprint(result))
     return 0
 
 
@@ -238,10 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_golden)
 
     p = sub.add_parser("bench", help="benchmarks that print tables measured in one run")
-    p.add_argument("what", choices=["lsh", "steps", "scaling"],
+    p.add_argument("what", choices=["lsh", "steps", "scaling", "footprint"],
                    help="lsh: recall and speed of the LSH index against the exact index; "
                         "steps: per-step forward+backward time against N; "
-                        "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models)")
+                        "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models); "
+                        "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part")
     p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
     p.add_argument("--models", nargs="+", default=None,
                    help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; default sam-lsh for steps, all "
@@ -258,11 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scaling: skip a point predicted to take longer than this many seconds (default 30)")
     p.add_argument("--memory-budget", type=float, default=None,
                    help="scaling: skip a point whose process is predicted to peak above this many GiB (default 8)")
-    p.add_argument("--dtype", choices=["float64", "float32"], default=None, help="scaling: default float64")
+    p.add_argument("--dtype", choices=["float64", "float32"], default=None,
+                   help="scaling: default float64; footprint: default float32")
     p.add_argument("--point-timeout", type=float, default=None,
                    help="scaling: kill a point after this many seconds (default 3600)")
     p.add_argument("--out", default=None, help="scaling: output folder (default runs/bench-scaling)")
-    p.add_argument("--quiet", action="store_true", help="scaling: no line per point on stderr")
+    p.add_argument("--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr")
+    p.add_argument("--updates", type=int, default=10, help="footprint: Adam updates (default 10)")
+    p.add_argument("--length", type=int, default=10, help="footprint: copy sequence length (default 10)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("curves", help="train several models over seeds (in parallel) and plot their curves")

@@ -1,4 +1,4 @@
-r"""Content and location addressing (Graves et al. 2014, §3.3; Rae et al. 2016, §3.1).
+r"""Content and location addressing (Graves et al. 2014, §3.3; Rae et al. 2016, §2.1, eq. 2).
 
 Shapes: ``B`` batch, ``H`` heads, ``N`` memory slots, ``W`` word size, ``S = 2R+1`` shift offsets.
 Derivations: ``docs/derivations/addressing.md``.
@@ -115,7 +115,7 @@ def content_weights_forward(memory, keys, strengths, *, eps=1e-6):
     -----
     .. math:: w_h(i) = \frac{\exp(\beta_h K(k_h, M(i)))}{\sum_j \exp(\beta_h K(k_h, M(j)))}
 
-    Graves et al. (2014), eq. (5); Rae et al. (2016), §3.1.
+    Graves et al. (2014), eq. (5); Rae et al. (2016), §2.1, eq. (2).
     """
     memory, keys = _check_memory_keys(memory, keys)
     strengths = as_float_array(strengths, "strengths", ndim=2)
