@@ -11,11 +11,12 @@ The memory is one (B, N, W) array per model, written in place. Per step (DESIGN 
 4. usage: slots with :math:`\sum_h (w^W + w^R) > \delta` move to the back of the ring, stamped t;
 5. output :math:`y_t = \mathrm{linear}([h_t ; r_t])`.
 
-Backward at step t starts with the live memory equal to :math:`M_t`: it takes the read's caches (the
-K rows per head the forward gathered, O(H·K·W) per step), accumulates the memory gradient into a table
-that holds only the touched rows (:class:`~refmann.memory.RowGradAccumulator`), and then *reverts* step
-t's journal to recover :math:`M_{t-1}` (rollback). With ``bptt="cache"`` it instead keeps a full copy
-of every :math:`M_t` (O(N) per step) and recomputes the read from it, for comparison.
+Backward at step t starts with the live memory equal to :math:`M_t`: it gathers again the K rows each
+head read, takes the read's small cache (weights, norms, similarities), accumulates the memory
+gradient into a table that holds only the touched rows (:class:`~refmann.memory.RowGradAccumulator`),
+and then *reverts* step t's journal to recover :math:`M_{t-1}` (rollback). With ``bptt="cache"`` it
+instead keeps a full copy of every :math:`M_t` (O(N) per step) and recomputes the read from it, for
+comparison.
 Nothing in a step looks at all N slots, except the exact ``LinearIndex`` query.
 """
 
@@ -54,7 +55,8 @@ class SAMState(NamedTuple):
 
 
 class ReadCache(NamedTuple):
-    rows: np.ndarray    # (B, H, K, W)  the K rows each head read, from M_t
+    """What the read's backward needs besides the rows, which it gathers again from M_t (rollback)."""
+
     q: np.ndarray       # (B, H, W)
     beta: np.ndarray    # (B, H)
     w: np.ndarray       # (B, H, K)     read weights
@@ -178,7 +180,7 @@ class SAMCore(DAMCore):
         w, sim, rnorm = (np.empty((B, H, K), rows.dtype) for _ in range(3))
         reads, qnorm = np.empty((B, H, W), rows.dtype), np.empty((B, H), rows.dtype)
         content_read_forward_kernel(rows, q, beta, READ_EPS, w, reads, sim, qnorm, rnorm)
-        return w, reads, ReadCache(rows, q, beta, w, sim, qnorm, rnorm)
+        return w, reads, ReadCache(q, beta, w, sim, qnorm, rnorm)
 
     # -- backward ----------------------------------------------------------------------------------------
     def step_backward(self, params, dy, dstate, cache, grads):
@@ -189,13 +191,14 @@ class SAMCore(DAMCore):
         # read backward: rollback keeps the read's caches (K rows per head); "cache" recomputes them from
         # its full snapshot of M_t — two routes to the same numbers, compared by the tests
         if self.bptt == "cache":
-            rc = self._read(_gather(cache.snapshot, cache.read_idx), cache.q, cache.beta_value)[2]
+            rows = _gather(cache.snapshot, cache.read_idx)
+            rc = self._read(rows, cache.q, cache.beta_value)[2]
         else:
-            rc = cache.read
-        drows = np.empty_like(rc.rows)                                        # (B, H, K, W)
+            rows, rc = _gather(self.memory, cache.read_idx), cache.read          # the live memory is M_t
+        drows = np.empty_like(rows)                                           # (B, H, K, W)
         dq, dbeta = np.empty_like(rc.q), np.empty_like(rc.beta)
         content_read_backward_kernel(np.ascontiguousarray(dreads), np.ascontiguousarray(dstate.read_weights),
-                                     rc.rows, rc.q, rc.beta, READ_EPS, rc.w, rc.sim, rc.qnorm, rc.rnorm,
+                                     rows, rc.q, rc.beta, READ_EPS, rc.w, rc.sim, rc.qnorm, rc.rnorm,
                                      drows, dq, dbeta)
         read_flat = np.ascontiguousarray(cache.read_idx.reshape(B, -1))
         self.dmemory.add(read_flat, drows.reshape(B, H * K, W))
