@@ -160,7 +160,8 @@ def _bench_scaling(args) -> int:
     from .bench import scaling
 
     fields = {"models": args.models, "sizes": args.sizes, "memory_sizes": args.memory_sizes, "steps": args.steps,
-              "repeats": args.repeats, "memory_steps": args.memory_steps, "batch_size": args.batch_size,
+              "repeats": args.repeats, "trials": args.trials, "memory_steps": args.memory_steps,
+              "batch_size": args.batch_size,
               "time_budget": args.time_budget, "memory_budget": args.memory_budget, "dtype": args.dtype,
               "point_timeout": args.point_timeout}
     if args.sizes is not None and args.memory_sizes is None:
@@ -263,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scaling: N of the memory points (default: --sizes, else 1e2..1e7 and 65536)")
     p.add_argument("--steps", type=int, default=None, help="scaling: T of a timed call (default 10; quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="scaling: timed calls after the warm-up (default 3)")
+    p.add_argument("--trials", type=int, default=None,
+                   help="scaling: fresh processes per time point, median taken (default 1)")
     p.add_argument("--memory-steps", type=int, default=None,
                    help="scaling: T of the memory points (default 100, the paper's; quick 10)")
     p.add_argument("--time-budget", type=float, default=None,

@@ -199,3 +199,13 @@ def test_a_failing_point_is_recorded_and_its_larger_sizes_skipped(tmp_path, monk
     rows = run_scaling(tmp_path, config, isolate=False, progress=lambda line: None).rows
     assert [r["skipped"] for r in rows] == ["killed: RSS 99 GiB passed 12 GiB",
                                             "not run: N = 8 killed: RSS 99 GiB passed 12 GiB"]
+
+
+def test_trials_take_the_median_of_several_processes_and_keep_the_spread(tmp_path):
+    config = scaling.quick_config(models=("sam-lsh",), sizes=(100,), memory_sizes=(100,), trials=3)
+    result = scaling.run_scaling(tmp_path, config, isolate=False, progress=lambda line: None)
+    (row,) = [r for r in result.rows if r["kind"] == "time"]
+    assert row["trials"] == 3
+    assert row["seconds_per_step_min"] <= row["seconds_per_step"] <= row["seconds_per_step_max"]
+    with pytest.raises(ValueError, match="trials"):
+        scaling.ScalingConfig(trials=0)

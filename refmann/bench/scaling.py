@@ -68,7 +68,8 @@ TIME_EXPONENT = {"ntm": 1.0, "dam": 1.0, "sam-linear": 1.0, "sam-lsh": 0.0}
 #: SAM-linear's query allocates (B, H, N) scores per step, so it is extrapolated linearly (conservative).
 MEMORY_EXPONENT = {"ntm": 1.0, "dam": 1.0, "sam-linear": 1.0, "sam-lsh": 0.0}
 
-CSV_FIELDS = ("kind", "model", "N", "batch", "steps", "repeats", "seconds_per_step", "setup_seconds",
+CSV_FIELDS = ("kind", "model", "N", "batch", "steps", "repeats", "trials", "seconds_per_step",
+              "seconds_per_step_min", "seconds_per_step_max", "setup_seconds",
               "measured_seconds", "tracemalloc_peak_mib", "rss_peak_mib", "rss_method", "process_peak_mib",
               "base_rss_mib", "skipped", "predicted_seconds_per_step", "predicted_peak_gib", "dtype",
               "cpu", "cores", "numpy", "numba", "jit")
@@ -88,6 +89,9 @@ class ScalingConfig:
         N of the memory points (default 1e2 … 1e7 and 65,536, the paper's quoted size).
     steps, repeats : int
         T of each timed call (default 10) and timed calls after the warm-up (default 3).
+    trials : int
+        Fresh processes per time point (default 1); the point's time is the median over the trials of
+        each process's median (on a shared or virtual machine, processes differ more than repeats do).
     batch_size : int
         Batch of the time points (default 8, Supplementary E).
     memory_steps, memory_batch_size : int
@@ -108,6 +112,7 @@ class ScalingConfig:
     memory_sizes: tuple = DEFAULT_MEMORY_SIZES
     steps: int = 10
     repeats: int = 3
+    trials: int = 1
     batch_size: int = 8
     memory_steps: int = 100
     memory_batch_size: int = 1
@@ -136,7 +141,7 @@ class ScalingConfig:
             raise ValueError(f"models: expected names from {list(MODELS)}, got {unknown}")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models: expected no repeats, got {list(self.models)}")
-        for name in ("steps", "repeats", "batch_size", "memory_steps", "memory_batch_size", "word_size",
+        for name in ("steps", "repeats", "trials", "batch_size", "memory_steps", "memory_batch_size", "word_size",
                      "num_heads", "k", "hidden_size", "input_size", "output_size"):
             _check_int(getattr(self, name), name, 1)
         _check_int(self.seed, "seed", 0)
@@ -428,7 +433,7 @@ def predict_point(model: str, kind: str, N: int, history, config: ScalingConfig)
         last, e = history[-1], TIME_EXPONENT[model]
         sps = extrapolate(history, N, "seconds_per_step", e)
         if kind == "time":
-            pts = sps * config.steps * (1 + config.repeats)
+            pts = sps * config.steps * (1 + config.repeats) * config.trials
         else:
             pts = extrapolate(history, N, "measured_seconds", e)
         rises = [{"N": r["N"], "rise": max(0.0, (r["process_peak_mib"] or 0.0) - (r["base_rss_mib"] or 0.0))}
@@ -567,6 +572,8 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
             t0 = time.perf_counter()
             try:
                 measured = spawn_point(model, N, kinds, config) if isolate else run_point(model, N, kinds, config)
+                if "time" in kinds:
+                    measured = _add_trials(measured, model, N, config, isolate)
             except (RuntimeError, MemoryError) as exc:
                 for kind in kinds:
                     failed[kind] = f"not run: N = {N:,} {exc}"
@@ -587,6 +594,19 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
     table = format_table(rows, config)
     files = write_outputs(out, rows, machine, config, table)
     return ScalingResult(rows, machine, table, files)
+
+
+def _add_trials(measured, model, N, config, isolate):
+    """Run the time point ``trials − 1`` more times (fresh processes) and keep the median of the trials."""
+    rows = [r for r in measured if r["kind"] != "time"]
+    first = next(r for r in measured if r["kind"] == "time")
+    times = [first["seconds_per_step"]]
+    for _ in range(config.trials - 1):
+        again = spawn_point(model, N, ["time"], config) if isolate else run_point(model, N, ["time"], config)
+        times.append(again[0]["seconds_per_step"])
+    first.update(trials=config.trials, seconds_per_step=float(np.median(times)),
+                 seconds_per_step_min=float(min(times)), seconds_per_step_max=float(max(times)))
+    return rows + [first]
 
 
 def _describe(row) -> str:
@@ -749,7 +769,8 @@ def format_table(rows, config: ScalingConfig) -> str:
     """Markdown: time per step and memory against N for every model, and the ratios of one run."""
     models = [m for m in MODELS if m in config.models]
     lines = [f"### Time per step, forward + backward (ms; batch {config.batch_size}, T = {config.steps}, "
-             f"median of {config.repeats} after a warm-up; {config.dtype})", ""]
+             f"median of {config.repeats} after a warm-up"
+             + (f", median of {config.trials} processes" if config.trials > 1 else "") + f"; {config.dtype})", ""]
     ratio_models = [m for m in ("ntm", "dam") if m in models] if "sam-lsh" in models else []
     header = ["N"] + [LABELS[m] for m in models] + [f"{LABELS[m]} / SAM LSH" for m in ratio_models]
     lines += ["| " + " | ".join(header) + " |", "| " + " | ".join(["---:"] * len(header)) + " |"]
