@@ -591,6 +591,10 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
                 say(f"[{done}/{total}] {LABELS[model]:<10} N={N:>10,} {_describe(row)}  ({wall:.1f} s)")
     for row in rows:
         row.update({key: machine[key] for key in ("cpu", "cores", "numpy", "numba", "jit")})
+        timed = row["kind"] == "time" and row.get("seconds_per_step") is not None and not row.get("skipped")
+        row.setdefault("trials", 1 if timed else None)
+        for key in ("seconds_per_step_min", "seconds_per_step_max"):
+            row.setdefault(key, row["seconds_per_step"] if timed else None)
     table = format_table(rows, config)
     files = write_outputs(out, rows, machine, config, table)
     return ScalingResult(rows, machine, table, files)
