@@ -15,7 +15,7 @@ def test_footprint_run_trains_and_reports_each_part():
     assert parts["gradient table"] < parts["memory"] / 10            # touched rows only, not (B, N, W)
     assert len(result["update_seconds"]) == 2 and all(np.isfinite(result["losses"]))
     text = format_footprint(result)
-    assert "| memory |" in text and "N = 3,000" in text
+    assert "| memory |" in text and "N = 3,000" in text and "KiB" in text
 
 
 def test_footprint_refuses_bad_arguments():

@@ -83,6 +83,10 @@ def footprint_run(memory_size=10_000_000, *, batch_size=1, dtype="float32", upda
             "peak_rss_bytes": None if peak is None else peak * 1024}
 
 
+def _size(nbytes) -> str:
+    return f"{nbytes / MIB:,.1f} MiB" if nbytes >= MIB else f"{nbytes / 1024:,.1f} KiB"
+
+
 def format_footprint(result: dict) -> str:
     """The result of :func:`footprint_run` as Markdown."""
     N, B = result["memory_size"], result["batch_size"]
@@ -96,13 +100,13 @@ def format_footprint(result: dict) -> str:
              f"= {1e3 * np.median(times) / T:.2f} ms per time step; loss {result['losses'][0]:.2f} -> "
              f"{result['losses'][-1]:.2f}",
              "",
-             "| part | MiB | bytes per slot |",
+             "| part | size | bytes per slot |",
              "| --- | ---: | ---: |"]
     total = 0
     for name, nbytes in result["parts"].items():
         total += nbytes
-        lines.append(f"| {name} | {nbytes / MIB:,.1f} | {nbytes / N:.1f} |")
-    lines.append(f"| **sum of the parts** | **{total / MIB:,.1f}** | {total / N:.1f} |")
+        lines.append(f"| {name} | {_size(nbytes)} | {nbytes / N:.3g} |")
+    lines.append(f"| **sum of the parts** | **{_size(total)}** | {total / N:.3g} |")
     if result["peak_rss_bytes"] is not None:
-        lines.append(f"| process peak RSS (Python, NumPy, Numba included) | {result['peak_rss_bytes'] / MIB:,.1f} | |")
+        lines.append(f"| process peak RSS (Python, NumPy, Numba included) | {_size(result['peak_rss_bytes'])} | |")
     return "\n".join(lines)
