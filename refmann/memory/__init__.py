@@ -1,5 +1,6 @@
 """Non-differentiable state of the sparse models: the usage ring and the nearest-neighbour indexes."""
 
+from .accumulator import RowGradAccumulator
 from .index import LinearIndex, LSHIndex, cosine_scores
 from .ring import RingJournal, UsageRing
 
@@ -18,4 +19,5 @@ def make_index_factory(name, *, seed=0, **kwargs):
     return lambda memory: cls(memory, seed=seed, **kwargs)
 
 
-__all__ = ["INDEXES", "LSHIndex", "LinearIndex", "RingJournal", "UsageRing", "cosine_scores", "make_index_factory"]
+__all__ = ["INDEXES", "LSHIndex", "LinearIndex", "RingJournal", "RowGradAccumulator", "UsageRing", "cosine_scores",
+           "make_index_factory"]
