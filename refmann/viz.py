@@ -18,7 +18,7 @@ def subplots(nrows=1, ncols=1, **kwargs):
     """Like ``pyplot.subplots`` but on a standalone Figure (keyword ``figsize`` goes to the Figure)."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=kwargs.pop("figsize", None))
+    fig = Figure(figsize=kwargs.pop("figsize", None), layout="constrained")
     return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
