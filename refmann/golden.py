@@ -28,6 +28,7 @@ import numpy as np
 
 from . import __version__, _checks
 from ._io import atomic_savez, load_npz
+from .gradcheck import rel_error
 
 #: Identifies the file type in ``meta["format"]``.
 FORMAT = "refmann-golden"
@@ -311,16 +312,13 @@ def model_from_golden(golden):
 
 
 def max_rel_diff(actual, expected) -> float:
-    """``max|a - e| / max(max|a|, max|e|)``: the error relative to the largest entry (0.0 if both are 0)."""
+    """``max|a - e| / max(max|a|, max|e|)``: the error relative to the largest entry (0.0 if both are 0);
+    :func:`refmann.gradcheck.rel_error` without its noise floor."""
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         raise ValueError(f"actual: expected shape {e.shape}, got {a.shape}")
-    if a.size == 0:
-        return 0.0
-    scale = max(float(np.max(np.abs(a))), float(np.max(np.abs(e))))
-    err = float(np.max(np.abs(a - e)))
-    return err / scale if scale > 0 else err
+    return rel_error(a, e, floor=0.0)
 
 
 def check_golden(golden) -> dict[str, float]:
