@@ -93,10 +93,10 @@ class DAMCore:
         B = h.shape[0]
         p, linear_c = ops.linear_forward(h, params["heads.weight"], params["heads.bias"])
         p = p.reshape(B, H, self.P)
-        alpha, alpha_c = ops.sigmoid_forward(p[..., 2 * W])                    # (B, H)
-        gate, gate_c = ops.sigmoid_forward(p[..., 2 * W + 1])                  # (B, H)
+        alpha, alpha_c = ops.sigmoid_forward(p[..., 2 * W].copy())             # (B, H); copies: the caches
+        gate, gate_c = ops.sigmoid_forward(p[..., 2 * W + 1].copy())           # (B, H)  keep no view of p
         if self.strength:
-            beta, beta_c = ops.oneplus_forward(p[..., 2 * W + 2])
+            beta, beta_c = ops.oneplus_forward(p[..., 2 * W + 2].copy())
         else:
             beta, beta_c = np.ones((B, H), h.dtype), None
         return p[..., :W], p[..., W:2 * W], alpha, gate, beta, (linear_c, alpha_c, gate_c, beta_c)

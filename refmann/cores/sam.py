@@ -140,7 +140,7 @@ class SAMCore(DAMCore):
         B = x.shape[0]
         (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
         q, add, alpha, gate, beta, heads_cache = self.heads_forward(params, h)
-        add = np.ascontiguousarray(add)
+        q, add = np.ascontiguousarray(q), np.ascontiguousarray(add)   # (copies: the heads' output p is freed)
         # write: K previous read slots and the least recently accessed one, per head
         lra = self.ring.oldest(H)                                              # (B, H)
         write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)

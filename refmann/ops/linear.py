@@ -60,8 +60,7 @@ class LSTMCache(NamedTuple):
     i: np.ndarray       # (B, C) input gate
     f: np.ndarray       # (B, C) forget gate
     o: np.ndarray       # (B, C) output gate
-    g: np.ndarray       # (B, C) candidate
-    tanh_c: np.ndarray  # (B, C) tanh(c)
+    g: np.ndarray       # (B, C) candidate    (tanh c_t is recomputed in backward: one array less per step)
     x_size: int         # X
 
 
@@ -107,7 +106,7 @@ def lstm_step_forward(x, h_prev, c_prev, weight, bias):
     c = f * c_prev + i * g
     tanh_c = np.tanh(c)
     h = o * tanh_c
-    return (h, c), LSTMCache(xh, weight, c_prev, i, f, o, g, tanh_c, X)
+    return (h, c), LSTMCache(xh, weight, c_prev, i, f, o, g, X)
 
 
 def lstm_step_backward(dout, cache):
@@ -137,7 +136,8 @@ def lstm_gates_backward(dout, cache):
     pre-activations (B, 4C) in the order i, f, o, g. The rest is a linear map of dz (see above), which
     BPTT may batch over time steps."""
     dh, dc = dout
-    xh, weight, c_prev, i, f, o, g, tanh_c, X = cache
+    xh, weight, c_prev, i, f, o, g, X = cache
+    tanh_c = np.tanh(f * c_prev + i * g)            # the forward's tanh(c_t), bit for bit (same operations)
     dh = np.zeros_like(tanh_c) if dh is None else dh
     dc = (np.zeros_like(tanh_c) if dc is None else dc) + dh * o * (1.0 - tanh_c**2)
     dz = np.concatenate([
