@@ -45,18 +45,6 @@ def _restore_rows_loops(memory, idx, rows):
                 memory[b, i, c] = rows[b, j, c]
 
 
-def _zero_rows_loops(table, idx):
-    """table[b, idx[b, j]] = 0 for every listed row (−1 = padding)."""
-    B, J = idx.shape
-    W = table.shape[2]
-    for b in range(B):
-        for j in range(J):
-            i = idx[b, j]
-            if i >= 0:
-                for c in range(W):
-                    table[b, i, c] = 0.0
-
-
 def _accessed_slots_loops(slots, values, delta, out):
     """Per batch element: the distinct slots whose summed value exceeds ``delta``, ascending; −1 pads ``out``.
 
@@ -82,5 +70,4 @@ def _accessed_slots_loops(slots, values, delta, out):
 
 sparse_write_inplace_kernel = njit(_sparse_write_inplace_loops)
 restore_rows_kernel = njit(_restore_rows_loops)
-zero_rows_kernel = njit(_zero_rows_loops)
 accessed_slots_kernel = njit(_accessed_slots_loops)
