@@ -1,5 +1,6 @@
 """Tests for refmann.train.optim: update rules against scalar loops, purity, convergence,
-clipping, checkpoint round trips and boundary errors."""
+clipping, checkpoint round trips and boundary errors (dense gradients; row-sparse gradients, sparse
+Adam, row-wise AdaGrad and parameter groups are in test_train_optim_sparse.py)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from refmann.train import (
     clip_global_norm,
     make_optimizer,
     rmsprop,
+    rowwise_adagrad,
     sgd,
+    sparse_adam,
     state_from_arrays,
     state_to_arrays,
 )
@@ -123,7 +126,10 @@ OPTIMIZERS = {
     "sgd": dict(lr=0.1, momentum=0.9),
     "rmsprop": dict(lr=1e-2),
     "adam": dict(lr=1e-2),
+    "sparse_adam": dict(lr=1e-2),
+    "rowwise_adagrad": dict(lr=1e-1),
 }
+DIRECT = {"sgd": sgd, "rmsprop": rmsprop, "adam": adam, "sparse_adam": sparse_adam, "rowwise_adagrad": rowwise_adagrad}
 
 # --------------------------------------------------------------------------- agreement with loops
 
@@ -185,7 +191,7 @@ def test_adam_matches_scalar_loop(problem, lr, beta1, beta2, eps):
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_make_optimizer_equals_direct_call(name):
     params, grads = small_problem()
-    direct = {"sgd": sgd, "rmsprop": rmsprop, "adam": adam}[name]
+    direct = DIRECT[name]
     step = make_optimizer(name, **OPTIMIZERS[name])
     p1, s1 = run(step, params, [grads, grads])
     p2, s2 = run(lambda p, g, s: direct(p, g, s, **OPTIMIZERS[name]), params, [grads, grads])
@@ -249,6 +255,8 @@ def quadratic(params):
         ("rmsprop", dict(lr=1e-2)),
         ("rmsprop", dict(lr=1e-2, centered=False)),
         ("adam", dict(lr=0.05)),
+        ("sparse_adam", dict(lr=0.05)),
+        ("rowwise_adagrad", dict(lr=0.5)),
     ],
 )
 def test_optimizer_minimises_a_quadratic(name, hyper):
@@ -380,6 +388,8 @@ ALL_STEPS = [
     pytest.param(lambda p, g, s=None: sgd(p, g, s, lr=0.1), id="sgd"),
     pytest.param(lambda p, g, s=None: rmsprop(p, g, s), id="rmsprop"),
     pytest.param(lambda p, g, s=None: adam(p, g, s), id="adam"),
+    pytest.param(lambda p, g, s=None: sparse_adam(p, g, s), id="sparse_adam"),
+    pytest.param(lambda p, g, s=None: rowwise_adagrad(p, g, s), id="rowwise_adagrad"),
 ]
 
 
@@ -440,6 +450,13 @@ def test_state_of_another_optimizer_is_rejected():
         (adam, dict(beta2=1.2), "beta2", r"\[0, 1\)"),
         (adam, dict(beta2=-0.1), "beta2", r"\[0, 1\)"),
         (adam, dict(eps=-1e-8), "eps", "> 0"),
+        (sparse_adam, dict(lr=0.0), "lr", "> 0"),
+        (sparse_adam, dict(beta1=1.0), "beta1", r"\[0, 1\)"),
+        (sparse_adam, dict(beta2=-0.1), "beta2", r"\[0, 1\)"),
+        (sparse_adam, dict(eps=0.0), "eps", "> 0"),
+        (rowwise_adagrad, dict(lr=-0.1), "lr", "> 0"),
+        (rowwise_adagrad, dict(lr=np.inf), "lr", "> 0"),
+        (rowwise_adagrad, dict(eps=0.0), "eps", "> 0"),
     ],
 )
 def test_bad_hyperparameter_names_argument_expected_and_given(fn, hyper, arg, expected):
@@ -451,7 +468,13 @@ def test_bad_hyperparameter_names_argument_expected_and_given(fn, hyper, arg, ex
 
 @pytest.mark.parametrize(
     ("name", "hyper", "arg"),
-    [("sgd", dict(lr=0.0), "lr"), ("rmsprop", dict(decay=1.0), "decay"), ("adam", dict(beta1=1.0), "beta1")],
+    [
+        ("sgd", dict(lr=0.0), "lr"),
+        ("rmsprop", dict(decay=1.0), "decay"),
+        ("adam", dict(beta1=1.0), "beta1"),
+        ("sparse_adam", dict(beta2=1.0), "beta2"),
+        ("rowwise_adagrad", dict(eps=-1.0), "eps"),
+    ],
 )
 def test_make_optimizer_validates_hyperparameters_at_construction(name, hyper, arg):
     with pytest.raises(ValueError, match=rf"^{arg}: expected"):
@@ -459,7 +482,7 @@ def test_make_optimizer_validates_hyperparameters_at_construction(name, hyper, a
 
 
 def test_make_optimizer_unknown_name_lists_valid_names():
-    valid = r"\['adam', 'rmsprop', 'sgd'\]"
+    valid = r"\['adam', 'rmsprop', 'rowwise_adagrad', 'sgd', 'sparse_adam'\]"
     with pytest.raises(ValueError, match=rf"name: expected one of {valid}, got 'adagrad'"):
         make_optimizer("adagrad", lr=0.1)
 
@@ -467,6 +490,15 @@ def test_make_optimizer_unknown_name_lists_valid_names():
 def test_make_optimizer_rejects_unknown_hyperparameter():
     with pytest.raises(TypeError, match="beta1"):
         make_optimizer("sgd", lr=0.1, beta1=0.9)
+    with pytest.raises(TypeError, match="momentum"):
+        make_optimizer("rowwise_adagrad", momentum=0.9)
+
+
+@pytest.mark.parametrize(("fn", "flag"), [(sgd, "nesterov"), (rmsprop, "centered")])
+def test_flags_must_be_bools(fn, flag):
+    hyper = {"lr": 0.1, flag: 1}
+    with pytest.raises(TypeError, match=rf"^{flag}: expected True or False, got 1$"):
+        fn({}, {}, None, **hyper)
 
 
 @pytest.mark.parametrize("value", [0.0, -1.0, np.nan])

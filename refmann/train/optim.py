@@ -1,7 +1,7 @@
 r"""Optimizers as pure functions on ``(params, grads, state)``.
 
 Parameters and gradients are ``dict[str, ndarray]`` with identical (dotted) keys, e.g.
-``"controller.W"``. Every update returns *new* dicts and arrays; nothing passed in is modified::
+``"controller.weight"``. Every update returns *new* dicts and arrays; nothing passed in is modified::
 
     state = None
     for batch in batches:
@@ -16,6 +16,20 @@ rebuilds it, so training resumes bit-identically from a checkpoint.
 
 Each parameter keeps its dtype (float32 stays float32; a float64 gradient is cast to the
 parameter's dtype); optimizer state has the dtype of its parameter.
+
+**Row-sparse gradients.** A gradient may be a :class:`~refmann.ops.RowGrad` instead of an array: a
+table's gradient that is non-zero on a few rows, either one table ``(N, D)`` (``indices`` (J,),
+``rows`` (J, D)) or a batch of memories ``(B, N, W)`` (``indices`` (B, J), ``rows`` (B, J, W)). Its
+dense shape must be the parameter's shape. A row index may repeat (repeats add up) and padding
+rows are zero. The clipping functions take and return RowGrads without ever allocating the N-row
+table; :func:`sgd`, :func:`rmsprop` and :func:`adam` densify them; :func:`sparse_adam` and
+:func:`rowwise_adagrad` update only the rows present. :func:`combine` gives a group of parameters
+(a value table, say) its own optimizer::
+
+    step = combine({"values": make_optimizer("sparse_adam", lr=1e-3),
+                    "rest": make_optimizer("adam", lr=1e-4)},
+                   group_of=lambda key: "values" if key.endswith("values") else "rest")
+    params, state = step(params, grads, state)
 """
 
 from __future__ import annotations
@@ -24,10 +38,12 @@ import functools
 import logging
 import math
 from collections.abc import Callable, Mapping
+from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array
+from .._checks import as_float_array, as_index_array, check_bool, check_positive_int
+from ..ops.memory import RowGrad
 
 log = logging.getLogger(__name__)
 
@@ -35,9 +51,12 @@ __all__ = [
     "adam",
     "clip_elementwise",
     "clip_global_norm",
+    "combine",
     "make_optimizer",
     "rmsprop",
+    "rowwise_adagrad",
     "sgd",
+    "sparse_adam",
     "state_from_arrays",
     "state_to_arrays",
 ]
@@ -47,6 +66,8 @@ State = dict  # {"step": int, slot: {name: ndarray}}
 
 
 # --------------------------------------------------------------------------- boundary checks
+# _checks.check_real takes closed intervals only, so the open bounds (lr > 0, beta in [0, 1)) keep
+# their own two validators; flags use the shared check_bool.
 
 
 def _check_positive(value, name: str, *, allow_inf: bool = False) -> float:
@@ -68,10 +89,92 @@ def _check_unit_interval(value, name: str) -> float:
     return float(value)
 
 
-def _check_flag(value, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name}: expected a bool, got {type(value).__name__} {value!r}")
-    return bool(value)
+# --------------------------------------------------------------------------- row gradients
+
+
+class _Rows(NamedTuple):
+    """A :class:`RowGrad` coalesced: each touched row once, repeats summed, as rows of a 2-d view.
+
+    The dense array of shape ``shape`` is viewed as ``(R, F)`` (:func:`_as_rows`): ``R = N, F = D``
+    for a table, ``R = B·N, F = W`` for a batch of memories, where row ``b·N + i`` is ``[b, i]``.
+    """
+
+    keys: np.ndarray  # int (U,)   distinct rows of the (R, F) view, ascending
+    rows: np.ndarray  # (U, F)     their gradients, repeats summed in order of appearance
+    shape: tuple      # (N, D) or (B, N, W), the dense shape
+
+
+def _as_rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as a 2-d array of its last-axis rows, (prod(shape[:-1]), shape[-1]); 0-d as (1, 1).
+
+    A view when ``a`` is C-contiguous (so writing into it writes into ``a``), else a copy.
+    """
+    shape = a.shape if a.ndim else (1,)
+    return a.reshape(math.prod(shape[:-1]), shape[-1])
+
+
+def _check_rowgrad(g, name: str) -> RowGrad:
+    """Integer indices in range, finite float rows, and one of the two RowGrad layouts."""
+    num_rows = check_positive_int(g.num_rows, f"{name}.num_rows")
+    rows = as_float_array(g.rows, f"{name}.rows", finite=True)
+    indices = np.asarray(g.indices)
+    table = indices.ndim == 1 and rows.ndim == 2 and rows.shape[0] == indices.shape[0]
+    batch = indices.ndim == 2 and rows.ndim == 3 and rows.shape[:2] == indices.shape
+    if not (table or batch):
+        raise ValueError(
+            f"{name}: expected a RowGrad with indices (J,) and rows (J, D), or indices (B, J) and "
+            f"rows (B, J, W), got indices {indices.shape} and rows {rows.shape}"
+        )
+    return RowGrad(as_index_array(indices, f"{name}.indices", upper=num_rows), rows, num_rows)
+
+
+def _coalesce(g: RowGrad) -> _Rows:
+    """Sum repeated rows (O(J log J) for J rows; nothing of size N is allocated).
+
+    Each row's repeats are added in order of appearance, starting from zero: the very sums that
+    :func:`~refmann.ops.densify_rows` makes, so a coalesced row equals the densified row bit for bit.
+    """
+    N = g.num_rows
+    if g.indices.ndim == 1:                                    # one (N, D) table
+        keys, rows, shape = g.indices, g.rows, (N, g.rows.shape[1])
+    else:                                                      # a batch of (N, W) memories
+        B, J, W = g.rows.shape
+        keys = (np.arange(B, dtype=np.int64)[:, None] * N + g.indices).reshape(B * J)
+        rows, shape = g.rows.reshape(B * J, W), (B, N, W)
+    keys, where = np.unique(keys, return_inverse=True)
+    summed = np.zeros((keys.size, rows.shape[1]), rows.dtype)  # (U, F)
+    np.add.at(summed, where.reshape(-1), rows)                 # sequential: in order of appearance
+    return _Rows(keys, summed, shape)
+
+
+def _densify(r: _Rows) -> np.ndarray:
+    """The dense array a coalesced gradient stands for (allocates all N rows: dense optimizers only)."""
+    out = np.zeros(r.shape, r.rows.dtype)
+    _as_rows(out)[r.keys] = r.rows
+    return out
+
+
+def _to_rowgrad(r: _Rows) -> RowGrad:
+    """A coalesced gradient back as a :class:`RowGrad` of the same layout (each row once).
+
+    A batch element with fewer distinct rows than the longest is padded with zero rows at its own
+    first index, so the set of (element, row) pairs present is exactly the input's.
+    """
+    if len(r.shape) == 2:
+        return RowGrad(r.keys, r.rows, r.shape[0])
+    B, N, W = r.shape
+    b, i = np.divmod(r.keys, N)                                # (U,) each, sorted by b then i
+    counts = np.bincount(b, minlength=B)                       # (B,)
+    J = int(counts.max()) if r.keys.size else 0
+    first = np.cumsum(counts) - counts                         # (B,) where each element starts in keys
+    has = counts > 0
+    indices = np.zeros((B, J), np.int64)                       # (B, J)
+    indices[has] = i[first[has]][:, None]                      # padding: the element's first index
+    rows = np.zeros((B, J, W), r.rows.dtype)                   # (B, J, W) padding rows are zero
+    pos = np.arange(r.keys.size) - first[b]
+    indices[b, pos] = i
+    rows[b, pos] = r.rows
+    return RowGrad(indices, rows, N)
 
 
 def _describe_key_mismatch(expected, given) -> str:
@@ -80,15 +183,23 @@ def _describe_key_mismatch(expected, given) -> str:
     return f"missing {missing}, extra {extra}"
 
 
-def _check_grads(grads, name: str = "grads") -> Params:
-    """Every gradient as a finite float array; errors name the offending key."""
+def _check_grads(grads, name: str = "grads") -> dict:
+    """Every gradient as a finite float array, or a RowGrad coalesced; errors name the offending key."""
     if not isinstance(grads, Mapping):
         raise TypeError(f"{name}: expected a dict of ndarrays, got {type(grads).__name__}")
-    return {k: as_float_array(g, f"{name}[{k!r}]", finite=True) for k, g in grads.items()}
+    return {
+        k: _coalesce(_check_rowgrad(g, f"{name}[{k!r}]")) if isinstance(g, RowGrad)
+        else as_float_array(g, f"{name}[{k!r}]", finite=True)
+        for k, g in grads.items()
+    }
 
 
-def _check_params_and_grads(params, grads) -> tuple[Params, Params]:
-    """Same keys, same shapes, float params, finite grads (cast to the parameter's dtype)."""
+def _check_params_and_grads(params, grads, *, keep_rows: bool = False) -> tuple[Params, dict]:
+    """Same keys, same shapes, float params, finite grads (cast to the parameter's dtype).
+
+    A :class:`RowGrad` is coalesced, checked against the parameter's shape, and returned densified
+    or, with ``keep_rows``, as :class:`_Rows` (rows cast to the parameter's dtype).
+    """
     if not isinstance(params, Mapping):
         raise TypeError(f"params: expected a dict of ndarrays, got {type(params).__name__}")
     if not isinstance(grads, Mapping):
@@ -100,6 +211,16 @@ def _check_params_and_grads(params, grads) -> tuple[Params, Params]:
     P = {k: as_float_array(p, f"params[{k!r}]", finite=False) for k, p in params.items()}
     G = {}
     for k, p in P.items():
+        if isinstance(grads[k], RowGrad):
+            r = _coalesce(_check_rowgrad(grads[k], f"grads[{k!r}]"))
+            if r.shape != p.shape:
+                raise ValueError(
+                    f"grads[{k!r}]: expected a RowGrad of dense shape {p.shape} (as params[{k!r}]), "
+                    f"got dense shape {r.shape}"
+                )
+            r = r._replace(rows=r.rows.astype(p.dtype, copy=False))
+            G[k] = r if keep_rows else _densify(r)
+            continue
         g = as_float_array(grads[k], f"grads[{k!r}]", finite=True)
         if g.shape != p.shape:
             raise ValueError(f"grads[{k!r}]: expected shape {p.shape} (as params[{k!r}]), got {g.shape}")
@@ -107,10 +228,15 @@ def _check_params_and_grads(params, grads) -> tuple[Params, Params]:
     return P, G
 
 
-def _init_or_check_state(state, params: Params, slots: tuple[str, ...], who: str) -> State:
-    """Zeros for ``state=None``; otherwise check that ``state`` fits ``params`` and ``slots``."""
+def _init_or_check_state(state, params: Params, slots: tuple[str, ...], who: str, slot_shape=None) -> State:
+    """Zeros for ``state=None``; otherwise check that ``state`` fits ``params`` and ``slots``.
+
+    Slot arrays have their parameter's shape, or ``slot_shape(param)`` when given.
+    """
     if state is None:
-        return {"step": 0, **{s: {k: np.zeros_like(p) for k, p in params.items()} for s in slots}}
+        if slot_shape is None:
+            return {"step": 0, **{s: {k: np.zeros_like(p) for k, p in params.items()} for s in slots}}
+        return {"step": 0, **{s: {k: np.zeros(slot_shape(p), p.dtype) for k, p in params.items()} for s in slots}}
     if not isinstance(state, Mapping):
         raise TypeError(f"state: expected a dict or None, got {type(state).__name__}")
     want = {"step", *slots}
@@ -131,8 +257,9 @@ def _init_or_check_state(state, params: Params, slots: tuple[str, ...], who: str
             )
         for k, p in params.items():
             a = np.asarray(arrays[k])
-            if a.shape != p.shape:
-                raise ValueError(f"state[{s!r}][{k!r}]: expected shape {p.shape}, got {a.shape}")
+            want_shape = p.shape if slot_shape is None else slot_shape(p)
+            if a.shape != want_shape:
+                raise ValueError(f"state[{s!r}][{k!r}]: expected shape {want_shape}, got {a.shape}")
     return state
 
 
@@ -146,8 +273,10 @@ def sgd(params, grads, state=None, *, lr, momentum=0.0, nesterov=False):
     ----------
     params : dict of str to ndarray
         Current parameters (float32 or float64), keyed by dotted name. Not modified.
-    grads : dict of str to ndarray
-        ∂L/∂param for every key of ``params``, same shapes, finite. Not modified.
+    grads : dict of str to ndarray or RowGrad
+        ∂L/∂param for every key of ``params``, same shapes, finite. Not modified. A
+        :class:`~refmann.ops.RowGrad` (dense shape = the parameter's) is densified first, so it
+        gives exactly the update of its dense gradient (an O(N) array; see :func:`sparse_adam`).
     state : dict or None, optional
         ``{"step": int, "velocity": {name: ndarray}}`` from the previous call; ``None`` starts
         with zero velocity.
@@ -167,7 +296,7 @@ def sgd(params, grads, state=None, *, lr, momentum=0.0, nesterov=False):
 
     See Also
     --------
-    rmsprop, adam, make_optimizer
+    rmsprop, adam, sparse_adam, rowwise_adagrad, make_optimizer
 
     Notes
     -----
@@ -192,7 +321,7 @@ def sgd(params, grads, state=None, *, lr, momentum=0.0, nesterov=False):
     """
     lr = _check_positive(lr, "lr")
     mu = _check_unit_interval(momentum, "momentum")
-    nesterov = _check_flag(nesterov, "nesterov")
+    nesterov = check_bool(nesterov, "nesterov")
     P, G = _check_params_and_grads(params, grads)
     state = _init_or_check_state(state, P, ("velocity",), "sgd")
 
@@ -213,8 +342,10 @@ def rmsprop(params, grads, state=None, *, lr=1e-4, decay=0.95, momentum=0.9, eps
     ----------
     params : dict of str to ndarray
         Current parameters (float32 or float64), keyed by dotted name. Not modified.
-    grads : dict of str to ndarray
-        ∂L/∂param for every key of ``params``, same shapes, finite. Not modified.
+    grads : dict of str to ndarray or RowGrad
+        ∂L/∂param for every key of ``params``, same shapes, finite. Not modified. A
+        :class:`~refmann.ops.RowGrad` (dense shape = the parameter's) is densified first, so it
+        gives exactly the update of its dense gradient (an O(N) array; see :func:`sparse_adam`).
     state : dict or None, optional
         ``{"step", "n", "gbar", "delta"}`` (centred) or ``{"step", "n", "delta"}`` (plain) from
         the previous call; ``None`` starts from zeros.
@@ -239,7 +370,7 @@ def rmsprop(params, grads, state=None, *, lr=1e-4, decay=0.95, momentum=0.9, eps
 
     See Also
     --------
-    sgd, adam, make_optimizer
+    sgd, adam, sparse_adam, rowwise_adagrad, make_optimizer
 
     Notes
     -----
@@ -274,7 +405,7 @@ def rmsprop(params, grads, state=None, *, lr=1e-4, decay=0.95, momentum=0.9, eps
     rho = _check_unit_interval(decay, "decay")
     mu = _check_unit_interval(momentum, "momentum")
     eps = _check_positive(eps, "eps")
-    centered = _check_flag(centered, "centered")
+    centered = check_bool(centered, "centered")
     P, G = _check_params_and_grads(params, grads)
     slots = ("n", "gbar", "delta") if centered else ("n", "delta")
     state = _init_or_check_state(state, P, slots, "centred rmsprop" if centered else "rmsprop")
@@ -298,14 +429,16 @@ def rmsprop(params, grads, state=None, *, lr=1e-4, decay=0.95, momentum=0.9, eps
 
 
 def adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
-    r"""Adam with bias-corrected moment estimates (Kingma & Ba 2014, Algorithm 1).
+    r"""Adam with bias-corrected moment estimates (Kingma & Ba 2015, Algorithm 1).
 
     Parameters
     ----------
     params : dict of str to ndarray
         Current parameters (float32 or float64), keyed by dotted name. Not modified.
-    grads : dict of str to ndarray
-        ∂L/∂param for every key of ``params``, same shapes, finite. Not modified.
+    grads : dict of str to ndarray or RowGrad
+        ∂L/∂param for every key of ``params``, same shapes, finite. Not modified. A
+        :class:`~refmann.ops.RowGrad` (dense shape = the parameter's) is densified first, so it
+        gives exactly the update of its dense gradient (an O(N) array; see :func:`sparse_adam`).
     state : dict or None, optional
         ``{"step": int, "m": {...}, "v": {...}}`` from the previous call; ``None`` starts at
         step 0 with zero moments.
@@ -327,7 +460,8 @@ def adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8
 
     See Also
     --------
-    sgd, rmsprop, make_optimizer
+    sparse_adam : the lazy form for row-sparse gradients.
+    sgd, rmsprop, rowwise_adagrad, make_optimizer
 
     Notes
     -----
@@ -343,8 +477,8 @@ def adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8
 
     References
     ----------
-    .. [1] Kingma & Ba (2014), "Adam: a method for stochastic optimization", arXiv:1412.6980,
-       Algorithm 1.
+    .. [1] Kingma & Ba (2015), "Adam: a method for stochastic optimization", ICLR,
+       arXiv:1412.6980, Algorithm 1.
     """
     lr = _check_positive(lr, "lr")
     beta1 = _check_unit_interval(beta1, "beta1")
@@ -358,18 +492,220 @@ def adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8
     c2 = 1.0 - beta2**t
     new_params, M, V = {}, {}, {}
     for k, p in P.items():
-        g = G[k]
-        m = beta1 * state["m"][k] + (1 - beta1) * g
-        v = beta2 * state["v"][k] + (1 - beta2) * g * g
-        m_hat = m / c1
-        v_hat = v / c2
-        new_params[k] = (p - lr * m_hat / (np.sqrt(v_hat) + eps)).astype(p.dtype, copy=False)
-        M[k] = m.astype(p.dtype, copy=False)
-        V[k] = v.astype(p.dtype, copy=False)
+        new_params[k], M[k], V[k] = _adam_rule(p, G[k], state["m"][k], state["v"][k],
+                                               lr=lr, beta1=beta1, beta2=beta2, eps=eps, c1=c1, c2=c2)
     return new_params, {"step": t, "m": M, "v": V}
 
 
-_OPTIMIZERS: dict[str, Callable] = {"sgd": sgd, "rmsprop": rmsprop, "adam": adam}
+def _adam_rule(p, g, m, v, *, lr, beta1, beta2, eps, c1, c2):
+    """Algorithm 1's update of ``p`` and its moments, elementwise (any shape; rows for sparse_adam)."""
+    m = beta1 * m + (1 - beta1) * g
+    v = beta2 * v + (1 - beta2) * g * g
+    m_hat = m / c1
+    v_hat = v / c2
+    return ((p - lr * m_hat / (np.sqrt(v_hat) + eps)).astype(p.dtype, copy=False),
+            m.astype(p.dtype, copy=False), v.astype(p.dtype, copy=False))
+
+
+def sparse_adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    r"""Lazy row-sparse Adam: only the rows present in a gradient update their moments and values.
+
+    The semantics of PyTorch's ``torch.optim.SparseAdam``, for value tables and embeddings whose
+    gradient (a :class:`~refmann.ops.RowGrad`) touches a few of their N rows per step.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        Current parameters (float32 or float64), keyed by dotted name. Not modified.
+    grads : dict of str to ndarray or RowGrad
+        ∂L/∂param for every key of ``params``, finite. Not modified. A
+        :class:`~refmann.ops.RowGrad` (dense shape = the parameter's, ``(N, D)`` or ``(B, N, W)``)
+        updates only its rows; repeated indices are summed first. A dense array updates every
+        entry, exactly as :func:`adam`.
+    state : dict or None, optional
+        ``{"step": int, "m": {...}, "v": {...}}`` from the previous call (the same layout as
+        :func:`adam`'s, so either optimizer can continue the other's state); ``None`` starts at
+        step 0 with zero moments.
+    lr : float, optional
+        Step size α > 0.
+    beta1 : float, optional
+        Decay β₁ in [0, 1) of the first-moment estimate.
+    beta2 : float, optional
+        Decay β₂ in [0, 1) of the second-moment estimate.
+    eps : float, optional
+        ε > 0 added to the denominator.
+
+    Returns
+    -------
+    params : dict of str to ndarray
+        Updated parameters, new arrays with the dtypes of the inputs; rows absent from a RowGrad
+        keep their values bit for bit.
+    state : dict
+        New state; ``step`` is the t of the update just made (1 after the first call).
+
+    See Also
+    --------
+    adam : the dense rule, which this one equals when every row is present.
+    rowwise_adagrad, combine
+
+    Notes
+    -----
+    Let :math:`\mathcal R_t` be the rows present in :math:`g_t` (its indices, once each; a row's
+    repeats are summed). For :math:`r \in \mathcal R_t`, Algorithm 1 of Kingma & Ba on that row:
+
+    .. math::
+
+        m_t[r] &= \beta_1 m_{t-1}[r] + (1 - \beta_1)\, g_t[r] \\
+        v_t[r] &= \beta_2 v_{t-1}[r] + (1 - \beta_2)\, g_t[r]^2 \\
+        \theta_t[r] &= \theta_{t-1}[r] - \alpha\,
+            \frac{m_t[r] / (1 - \beta_1^t)}{\sqrt{v_t[r] / (1 - \beta_2^t)} + \epsilon}
+
+    and for :math:`r \notin \mathcal R_t`, :math:`m_t[r] = m_{t-1}[r]`,
+    :math:`v_t[r] = v_{t-1}[r]`, :math:`\theta_t[r] = \theta_{t-1}[r]`. The bias corrections use
+    the global step t (the number of calls), not the number of times row r was touched, as in
+    PyTorch. A row that is absent does not decay its moments, so unlike dense Adam it makes no
+    "ghost" steps from old momentum; with every row present (and no weight decay) the two rules
+    are the same function, and here the same arithmetic, bit for bit.
+
+    An index present with a zero row counts as touched (PyTorch's coalescing keeps explicit zeros
+    too): pad a RowGrad at an index already present, never at an arbitrary one.
+
+    PyTorch writes the step as :math:`\alpha \sqrt{1-\beta_2^t}/(1-\beta_1^t) \cdot
+    m_t / (\sqrt{v_t} + \hat\epsilon)`; that is this rule with :math:`\hat\epsilon =
+    \epsilon\sqrt{1-\beta_2^t}`, so the two differ only at the size of ε.
+
+    This function is pure: it copies each parameter and its two moments (O(N) memory traffic per
+    step) and then rewrites the touched rows of the copies; the arithmetic is O(|R_t|).
+
+    References
+    ----------
+    .. [1] Kingma & Ba (2015), "Adam: a method for stochastic optimization", ICLR,
+       arXiv:1412.6980, Algorithm 1.
+    .. [2] PyTorch, ``torch.optim.SparseAdam``: "a masked version of the Adam algorithm suitable
+       for sparse gradients": only the moments and parameter entries present in the gradient are
+       updated.
+    .. [3] Lample, Sablayrolles, Ranzato, Denoyer & Jégou (2019), "Large memory layers with
+       product keys", NeurIPS, arXiv:1907.05242 (the value table and its sparse updates).
+    """
+    lr = _check_positive(lr, "lr")
+    beta1 = _check_unit_interval(beta1, "beta1")
+    beta2 = _check_unit_interval(beta2, "beta2")
+    eps = _check_positive(eps, "eps")
+    P, G = _check_params_and_grads(params, grads, keep_rows=True)
+    state = _init_or_check_state(state, P, ("m", "v"), "sparse_adam")
+
+    t = int(state["step"]) + 1
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, c1=1.0 - beta1**t, c2=1.0 - beta2**t)
+    new_params, M, V = {}, {}, {}
+    for k, p in P.items():
+        g, m, v = G[k], state["m"][k], state["v"][k]
+        if not isinstance(g, _Rows):                           # dense: every entry is present
+            new_params[k], M[k], V[k] = _adam_rule(p, g, m, v, **hyper)
+            continue
+        r = g.keys                                             # (U,) distinct rows of the (R, F) views
+        new_params[k] = np.array(p, order="C")                 # copies; rows outside r stay as they were
+        M[k] = np.array(m, dtype=p.dtype, order="C")
+        V[k] = np.array(v, dtype=p.dtype, order="C")
+        theta, m_rows, v_rows = _as_rows(new_params[k]), _as_rows(M[k]), _as_rows(V[k])
+        theta[r], m_rows[r], v_rows[r] = _adam_rule(_as_rows(p)[r], g.rows, _as_rows(m)[r], _as_rows(v)[r],
+                                                    **hyper)
+    return new_params, {"step": t, "m": M, "v": V}
+
+
+def _row_shape(p) -> tuple:
+    """The shape of a per-row accumulator: one entry per slice along the last axis."""
+    return p.shape[:-1]
+
+
+def rowwise_adagrad(params, grads, state=None, *, lr=1e-2, eps=1e-10):
+    r"""Row-wise AdaGrad: one accumulator per row, fed the mean over the row of the squared gradient.
+
+    The optimizer of large embedding and value tables: its state is one scalar per row (not one
+    per entry), and a row-sparse gradient updates only the rows present.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        Current parameters (float32 or float64), keyed by dotted name. Not modified. A *row* is a
+        slice along the last axis: a table ``(N, D)`` has N rows, a weight ``(X, Y)`` X rows, a
+        bias ``(Y,)`` one.
+    grads : dict of str to ndarray or RowGrad
+        ∂L/∂param for every key of ``params``, finite. Not modified. A
+        :class:`~refmann.ops.RowGrad` (dense shape = the parameter's) touches only its rows;
+        repeated indices are summed first. It gives exactly the update of its densified gradient
+        (a row whose gradient is zero does not move here either).
+    state : dict or None, optional
+        ``{"step": int, "sum": {name: ndarray of shape param.shape[:-1]}}`` from the previous
+        call; ``None`` starts from zero accumulators.
+    lr : float, optional
+        Learning rate η > 0 (PyTorch's Adagrad default, 1e-2).
+    eps : float, optional
+        ε > 0 added to the root of the accumulator (PyTorch's Adagrad and torchrec's
+        ``RowWiseAdagrad`` default, 1e-10).
+
+    Returns
+    -------
+    params : dict of str to ndarray
+        Updated parameters, new arrays with the dtypes of the inputs.
+    state : dict
+        New state with ``step`` incremented and the new accumulators.
+
+    See Also
+    --------
+    sparse_adam, combine
+
+    Notes
+    -----
+    For each row r of a parameter with rows of length D (Duchi et al.'s AdaGrad with the
+    diagonal accumulator shared along the row):
+
+    .. math::
+
+        G_t[r] &= G_{t-1}[r] + \frac{1}{D} \sum_{j=1}^{D} g_t[r, j]^2 \\
+        \theta_t[r, j] &= \theta_{t-1}[r, j] - \eta\, \frac{g_t[r, j]}{\sqrt{G_t[r]} + \epsilon}
+
+    starting from :math:`G_0 = 0`. A row with :math:`g_t[r] = 0` keeps both :math:`G` and
+    :math:`\theta`, so updating only the rows present in a RowGrad is the same rule, not an
+    approximation (unlike :func:`sparse_adam` against :func:`adam`). There is no bias correction
+    or decay: the effective step :math:`\eta/\sqrt{G_t[r]}` only shrinks, fastest for the rows
+    used most.
+
+    References
+    ----------
+    .. [1] Duchi, Hazan & Singer (2011), "Adaptive subgradient methods for online learning and
+       stochastic optimization", JMLR 12, 2121-2159.
+    .. [2] torchrec, ``torchrec.optim.RowWiseAdagrad`` (and FBGEMM's row-wise Adagrad for
+       embedding tables): the accumulator is the mean over the row of :math:`g^2`, ε = 1e-10.
+    .. [3] Lample, Sablayrolles, Ranzato, Denoyer & Jégou (2019), "Large memory layers with
+       product keys", NeurIPS, arXiv:1907.05242 (value tables updated a few rows at a time).
+    """
+    lr = _check_positive(lr, "lr")
+    eps = _check_positive(eps, "eps")
+    P, G = _check_params_and_grads(params, grads, keep_rows=True)
+    state = _init_or_check_state(state, P, ("sum",), "rowwise_adagrad", slot_shape=_row_shape)
+
+    new_params, S = {}, {}
+    for k, p in P.items():
+        g = G[k]
+        new_params[k] = np.array(p, order="C")                 # copies, written through their row views
+        S[k] = np.array(state["sum"][k], dtype=p.dtype, order="C")
+        theta, acc = _as_rows(new_params[k]), S[k].reshape(-1)  # (R, D), (R,)
+        r, g_rows = (g.keys, g.rows) if isinstance(g, _Rows) else (slice(None), _as_rows(g))
+        if theta.shape[1] == 0:
+            continue
+        a = acc[r] + np.mean(g_rows * g_rows, axis=1)          # G_t = G_{t-1} + mean_j g_j²
+        theta[r] = theta[r] - lr * g_rows / (np.sqrt(a)[:, None] + eps)
+        acc[r] = a
+    return new_params, {"step": int(state["step"]) + 1, "sum": S}
+
+
+_OPTIMIZERS: dict[str, Callable] = {
+    "sgd": sgd,
+    "rmsprop": rmsprop,
+    "adam": adam,
+    "sparse_adam": sparse_adam,
+    "rowwise_adagrad": rowwise_adagrad,
+}
 
 
 def make_optimizer(name: str, **hyper) -> Callable:
@@ -378,7 +714,7 @@ def make_optimizer(name: str, **hyper) -> Callable:
     Parameters
     ----------
     name : str
-        One of ``"sgd"``, ``"rmsprop"``, ``"adam"``.
+        One of ``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"sparse_adam"``, ``"rowwise_adagrad"``.
     **hyper
         Keyword hyperparameters of that optimizer (e.g. ``lr``, ``momentum``). They are
         validated now, so a bad value fails at construction rather than at the first step.
@@ -403,6 +739,104 @@ def make_optimizer(name: str, **hyper) -> Callable:
     return functools.partial(fn, **hyper)
 
 
+def combine(optimizers, group_of):
+    r"""One update from several: each parameter goes to the optimizer of its group.
+
+    The functional form of parameter groups, e.g. a product-key value table with its own
+    optimizer and learning rate (Lample et al. 2019 train the values with Adam at lr 1e-3,
+    whatever the rest uses)::
+
+        step = combine({"values": make_optimizer("sparse_adam", lr=1e-3),
+                        "rest": make_optimizer("adam", lr=1e-4)},
+                       group_of=lambda key: "values" if key.endswith("values") else "rest")
+        params, state = step(params, grads, state)
+
+    Parameters
+    ----------
+    optimizers : dict of str to callable
+        Group name to an update ``step(params, grads, state=None) -> (params, state)`` (e.g. from
+        :func:`make_optimizer`). Names are non-empty and contain neither ``"/"`` nor ``":"``.
+    group_of : callable
+        ``group_of(key) -> name``: the group of each parameter key (a dict's ``__getitem__``
+        works too). Called on every key at every step.
+
+    Returns
+    -------
+    step : callable
+        ``step(params, grads, state=None) -> (params, state)``. Its state is one plain dict,
+        ``{"step": int, "<group>:<slot>": {name: ndarray}}``, so :func:`state_to_arrays` and
+        :func:`state_from_arrays` checkpoint it as they do any other (keys such as
+        ``"values:m/pkm.values"``). A group with no parameters is not called and keeps no state.
+
+    Raises
+    ------
+    TypeError
+        ``optimizers`` is not a dict of callables, or ``group_of`` is not callable.
+    ValueError
+        An empty or invalid group name; at a step, a key whose group is not in ``optimizers``.
+
+    See Also
+    --------
+    make_optimizer, sparse_adam, rowwise_adagrad
+
+    Notes
+    -----
+    Each group's optimizer sees only its own parameters and gradients, so per-group clipping is
+    a matter of clipping ``{k: grads[k] for k in group}`` before the step (XLM and Memory+ clip
+    the value group and the rest separately). Every group steps at every call, so all share the
+    global step count.
+    """
+    if not isinstance(optimizers, Mapping) or not optimizers:
+        raise TypeError(f"optimizers: expected a non-empty dict of str to update functions, got {optimizers!r}")
+    for name, fn in optimizers.items():
+        if not isinstance(name, str) or not name or "/" in name or ":" in name:
+            raise ValueError(f"optimizers: expected group names without '/' or ':', got {name!r}")
+        if not callable(fn):
+            raise TypeError(f"optimizers[{name!r}]: expected an update function, got {type(fn).__name__}")
+    if not callable(group_of):
+        raise TypeError(f"group_of: expected a callable key -> group name, got {type(group_of).__name__}")
+    return functools.partial(_combined_step, optimizers=dict(optimizers), group_of=group_of)
+
+
+def _combined_step(params, grads, state=None, *, optimizers, group_of):
+    """The update :func:`combine` returns: split by group, step each group, merge."""
+    if not isinstance(params, Mapping):
+        raise TypeError(f"params: expected a dict of ndarrays, got {type(params).__name__}")
+    if not isinstance(grads, Mapping):
+        raise TypeError(f"grads: expected a dict of ndarrays, got {type(grads).__name__}")
+    if set(params) != set(grads):
+        raise ValueError(f"grads: expected the same keys as params, {_describe_key_mismatch(params, grads)}")
+    members: dict[str, list] = {name: [] for name in optimizers}
+    for k in params:
+        name = group_of(k)
+        if name not in members:
+            raise ValueError(f"group_of: expected one of {sorted(optimizers)} for params[{k!r}], got {name!r}")
+        members[name].append(k)
+    if state is not None:
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state: expected a dict or None, got {type(state).__name__}")
+        stray = sorted(s for s in state if s != "step" and s.split(":", 1)[0] not in optimizers)
+        if "step" not in state or stray:
+            raise ValueError(
+                f"state: expected 'step' and '<group>:<slot>' entries for the groups {sorted(optimizers)}, "
+                f"got keys {sorted(state)}"
+            )
+    step = 0 if state is None else state["step"]
+
+    new_params, new_state = {}, {"step": int(step) + 1}
+    for name, keys in members.items():
+        if not keys:
+            continue
+        sub_state = None
+        if state is not None:
+            prefix = f"{name}:"
+            sub_state = {"step": step, **{s[len(prefix):]: v for s, v in state.items() if s.startswith(prefix)}}
+        p, s = optimizers[name]({k: params[k] for k in keys}, {k: grads[k] for k in keys}, sub_state)
+        new_params.update(p)
+        new_state.update({f"{name}:{slot}": v for slot, v in s.items() if slot != "step"})
+    return {k: new_params[k] for k in params}, new_state
+
+
 # --------------------------------------------------------------------------- gradient clipping
 
 
@@ -411,15 +845,17 @@ def clip_elementwise(grads, value):
 
     Parameters
     ----------
-    grads : dict of str to ndarray
-        Finite gradients. Not modified.
+    grads : dict of str to ndarray or RowGrad
+        Finite gradients. Not modified. A :class:`~refmann.ops.RowGrad` is clipped as the dense
+        gradient it stands for, without building it.
     value : float
         Clip bound c > 0 (``inf`` means no clipping).
 
     Returns
     -------
-    grads : dict of str to ndarray
-        New arrays, same keys, shapes and dtypes.
+    grads : dict of str to ndarray or RowGrad
+        New arrays, same keys, shapes and dtypes. A RowGrad comes back as a RowGrad of the same
+        layout, coalesced: each row once (in a batch, once per element), ascending.
 
     See Also
     --------
@@ -428,10 +864,18 @@ def clip_elementwise(grads, value):
     Notes
     -----
     .. math:: g \leftarrow \min(\max(g, -c), c)
+
+    Clipping is not linear, so a RowGrad's repeated indices are summed *before* clipping:
+    ``clip(g[i] + g[i])``, not ``clip(g[i]) + clip(g[i])``.
     """
     value = _check_positive(value, "value", allow_inf=True)
     G = _check_grads(grads)
-    return {k: np.clip(g, -value, value).astype(g.dtype, copy=False) for k, g in G.items()}
+    return {k: _map_arrays(g, lambda a: np.clip(a, -value, value).astype(a.dtype, copy=False)) for k, g in G.items()}
+
+
+def _map_arrays(g, fn):
+    """``fn`` of a dense gradient, or of a coalesced gradient's rows, handed back as a RowGrad."""
+    return _to_rowgrad(g._replace(rows=fn(g.rows))) if isinstance(g, _Rows) else fn(g)
 
 
 def _global_norm(G: Params) -> float:
@@ -450,16 +894,19 @@ def clip_global_norm(grads, max_norm):
 
     Parameters
     ----------
-    grads : dict of str to ndarray
-        Finite gradients. Not modified.
+    grads : dict of str to ndarray or RowGrad
+        Finite gradients. Not modified. A :class:`~refmann.ops.RowGrad` counts with the norm of the
+        dense gradient it stands for (repeated indices summed first); nothing of its N rows is
+        allocated.
     max_norm : float
         Bound c > 0 on the global norm (``inf`` means no clipping).
 
     Returns
     -------
-    grads : dict of str to ndarray
+    grads : dict of str to ndarray or RowGrad
         New arrays (same keys, shapes, dtypes), scaled by ``max_norm / norm`` if ``norm >
-        max_norm``, otherwise equal to the input.
+        max_norm``, otherwise equal to the input. A RowGrad comes back as a RowGrad of the same
+        layout, coalesced (each row once, ascending), and stands for the same dense gradient.
     norm : float
         The global norm *before* clipping (useful for logging divergence).
 
@@ -483,12 +930,12 @@ def clip_global_norm(grads, max_norm):
     """
     max_norm = _check_positive(max_norm, "max_norm", allow_inf=True)
     G = _check_grads(grads)
-    norm = _global_norm(G)
+    norm = _global_norm({k: g.rows if isinstance(g, _Rows) else g for k, g in G.items()})
     if norm <= max_norm:
-        return {k: g.copy() for k, g in G.items()}, norm
+        return {k: _map_arrays(g, np.copy) for k, g in G.items()}, norm
     factor = max_norm / norm
     log.debug("clip_global_norm: norm %.6g > max_norm %.6g, scaling by %.6g", norm, max_norm, factor)
-    return {k: (g * factor).astype(g.dtype, copy=False) for k, g in G.items()}, norm
+    return {k: _map_arrays(g, lambda a: (a * factor).astype(a.dtype, copy=False)) for k, g in G.items()}, norm
 
 
 # --------------------------------------------------------------------------- checkpointing
@@ -505,7 +952,7 @@ def state_to_arrays(state) -> dict[str, np.ndarray]:
     Returns
     -------
     arrays : dict of str to ndarray
-        ``"step"`` as a 0-d int64 array and ``"<slot>/<param_name>"`` (e.g. ``"m/controller.W"``)
+        ``"step"`` as a 0-d int64 array and ``"<slot>/<param_name>"`` (e.g. ``"m/controller.weight"``)
         for every slot array (copies, dtypes kept). Loadable with ``allow_pickle=False``.
 
     See Also
