@@ -1,7 +1,9 @@
 """Training utilities: optimizers as pure functions, gradient clipping and checkpointable state.
 
 Every optimizer maps ``(params, grads, state) -> (params, state)`` on ``dict[str, ndarray]`` with
-dotted keys and never modifies its inputs; ``state=None`` starts from zeros. See
+dotted keys and never modifies its inputs; ``state=None`` starts from zeros. A gradient may be a
+row-sparse :class:`~refmann.ops.RowGrad` (lazy ``sparse_adam``, ``rowwise_adagrad``; ``combine``
+gives a group of parameters its own optimizer). See
 :mod:`refmann.train.optim` for the update equations and references.
 """
 
@@ -9,9 +11,12 @@ from .optim import (
     adam,
     clip_elementwise,
     clip_global_norm,
+    combine,
     make_optimizer,
     rmsprop,
+    rowwise_adagrad,
     sgd,
+    sparse_adam,
     state_from_arrays,
     state_to_arrays,
 )
@@ -21,9 +26,12 @@ __all__ = [
     "adam",
     "clip_elementwise",
     "clip_global_norm",
+    "combine",
     "make_optimizer",
     "rmsprop",
+    "rowwise_adagrad",
     "sgd",
+    "sparse_adam",
     "state_from_arrays",
     "state_to_arrays",
     "TrainConfig",
