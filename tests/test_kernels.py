@@ -12,16 +12,10 @@ from hypothesis.extra.numpy import arrays
 
 from refmann import _jit, ops
 from refmann.kernels import scatter, topk
+from tests.naive import naive_top_k
 from tests.strategies import f64, indices
 
 pytestmark = pytest.mark.kernel
-
-
-def naive_top_k(scores, k):
-    """Sort by (−score, index) with lexsort — the documented tie rule."""
-    rows = scores.reshape(-1, scores.shape[-1])
-    out = np.stack([np.lexsort((np.arange(r.size), -r))[:k] for r in rows])
-    return out.reshape(scores.shape[:-1] + (k,))
 
 
 @given(data=st.data(), R=st.integers(1, 4), N=st.integers(1, 12))

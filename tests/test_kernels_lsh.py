@@ -1,0 +1,194 @@
+"""kernels/lsh.py: each compiled LSH kernel equals its plain-Python ``_…_loops`` twin, and both equal the
+references of tests/naive.py (codes from sums in the documented order, buckets as Python lists, the
+query spelled out with ``sorted``).
+
+Under NUMBA_DISABLE_JIT=1 the kernels *are* the twins, and the comparison with naive.py is what counts.
+"""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from refmann.kernels import lsh
+from refmann.testing import f64, indices
+from tests.naive import (
+    naive_lsh_buckets,
+    naive_lsh_codes,
+    naive_lsh_projections,
+    naive_lsh_query,
+    naive_lsh_update,
+)
+
+pytestmark = pytest.mark.kernel
+
+CODES = {"compiled": lsh.lsh_codes_from_projections_kernel, "twin": lsh._lsh_codes_from_projections_loops}
+LINK = {"compiled": lsh.lsh_link_kernel, "twin": lsh._lsh_link_loops}
+UPDATE_UNDO = {"compiled": (lsh.lsh_update_kernel, lsh.lsh_undo_kernel),
+               "twin": (lsh._lsh_update_loops, lsh._lsh_undo_loops)}
+QUERY = {"compiled": lsh.lsh_query_kernel, "twin": lsh._lsh_query_loops}
+
+
+def planes_t_of(planes):
+    """(W, L·bits) layout of the kernels, as memory/index.py builds it."""
+    L, nbits, W = planes.shape
+    return np.ascontiguousarray(planes.reshape(L * nbits, W).T)
+
+
+def bucket_arrays(buckets, N):
+    """(heads, nxt, prv) — int32, kernels' layout — of bucket lists ``buckets[b][t][code]``."""
+    B, L, C = len(buckets), len(buckets[0]), len(buckets[0][0])
+    heads = np.full((B, L, C), -1, np.int32)
+    nxt, prv = np.full((B, N, L), -1, np.int32), np.full((B, N, L), -1, np.int32)
+    for b in range(B):
+        for t in range(L):
+            for c, rows in enumerate(buckets[b][t]):
+                if rows:
+                    heads[b, t, c] = rows[0]
+                for a, n in zip(rows, rows[1:]):
+                    nxt[b, a, t], prv[b, n, t] = n, a
+    return heads, nxt, prv
+
+
+def bucket_lists(heads, nxt, prv):
+    """The bucket lists walked from ``heads``, checking that each is acyclic and ``prv`` mirrors ``nxt``."""
+    B, L, C = heads.shape
+    N = nxt.shape[1]
+    out = []
+    for b in range(B):
+        tables = []
+        for t in range(L):
+            table = []
+            for c in range(C):
+                rows, i, p = [], int(heads[b, t, c]), -1
+                while i >= 0:
+                    assert len(rows) < N, "a bucket list has a cycle"
+                    assert prv[b, i, t] == p
+                    rows.append(i)
+                    p, i = i, int(nxt[b, i, t])
+                table.append(rows)
+            tables.append(table)
+        out.append(tables)
+    return out
+
+
+def shuffled_buckets(codes, num_buckets, order):
+    """Bucket lists in an arbitrary order (rows listed as they come in ``order[b]``), as after many moves."""
+    B, L, _ = codes.shape
+    return [
+        [[[i for i in order[b] if codes[b, t, i] == c] for c in range(num_buckets)] for t in range(L)]
+        for b in range(B)
+    ]
+
+
+def memories(shape):
+    """Random rows, or rows from {−1, 0, 1}: equal rows (score ties) and exact zeros (on every hyperplane)."""
+    return st.one_of(f64(shape), arrays(np.float64, shape, elements=st.sampled_from([-1.0, 0.0, 1.0])))
+
+
+@st.composite
+def lsh_sizes(draw):
+    """(B, N, W, L, nbits) with small sizes."""
+    return (draw(st.integers(1, 2)), draw(st.integers(1, 10)), draw(st.integers(1, 4)), draw(st.integers(1, 3)),
+            draw(st.integers(1, 3)))
+
+
+@given(data=st.data(), sizes=lsh_sizes())
+def test_codes_from_projections_equal_the_exact_order_codes_even_when_the_given_projections_are_off(data, sizes):
+    """Rows are put on hyperplanes, and the projections handed in are off by up to the bound on a BLAS
+    sum's rounding (W·2⁻⁵³·‖row‖‖plane‖): the kernel must re-project those rows and give exact-order codes."""
+    B, N, W, L, nbits = sizes
+    planes = data.draw(f64((L, nbits, W)))
+    memory = data.draw(memories((B, N, W)))
+    for b, i in np.ndindex(B, N):                                   # some rows onto a hyperplane
+        t, j = data.draw(st.integers(0, L - 1)), data.draw(st.integers(0, nbits - 1))
+        plane = planes[t, j]
+        if data.draw(st.booleans()) and plane @ plane > 0:
+            memory[b, i] -= (memory[b, i] @ plane) / (plane @ plane) * plane
+    exact = naive_lsh_projections(memory, planes).reshape(B, N, L * nbits)
+    planes_t = planes_t_of(planes)
+    plane_norms = np.linalg.norm(planes_t, axis=0)
+    bound = W * 2.0**-53 * np.linalg.norm(memory, axis=-1)[..., None] * plane_norms    # (B, N, L·bits)
+    off = data.draw(f64((B, N, L * nbits), -1.0, 1.0))
+    given_proj = exact + off * bound
+    b = data.draw(st.integers(0, B - 1))
+    start = data.draw(st.integers(0, N - 1))
+    n = data.draw(st.integers(1, N - start))
+    expected = np.full((B, N, L), -5, np.int32)
+    expected[b, start:start + n] = naive_lsh_codes(memory, planes).transpose(0, 2, 1)[b, start:start + n]
+    for kernel in CODES.values():
+        codes = np.full((B, N, L), -5, np.int32)
+        kernel(memory, b, start, np.ascontiguousarray(given_proj[b, start:start + n]), planes_t, plane_norms,
+               nbits, codes)
+        np.testing.assert_array_equal(codes, expected)      # only rows start..start+n−1 of batch element b
+
+
+@given(data=st.data(), sizes=lsh_sizes())
+def test_link_kernel_and_twin_list_every_bucket_in_index_order(data, sizes):
+    B, N, W, L, nbits = sizes
+    codes = data.draw(arrays(np.int32, (B, N, L), elements=st.integers(0, 2**nbits - 1)))
+    expected = naive_lsh_buckets(codes.transpose(0, 2, 1), 2**nbits)
+    for kernel in LINK.values():
+        heads = np.full((B, L, 2**nbits), 7, np.int32)             # stale contents: all overwritten
+        nxt, prv = np.full((B, N, L), 7, np.int32), np.full((B, N, L), 7, np.int32)
+        for b in range(B):
+            kernel(b, codes, heads, nxt, prv)
+        assert bucket_lists(heads, nxt, prv) == expected
+
+
+@given(data=st.data(), sizes=lsh_sizes())
+def test_update_kernel_and_twin_move_rows_like_the_list_model_and_undo_restores_the_lists(data, sizes):
+    """Rows listed for update (with −1 padding and repeats) get new contents; each row whose code changed
+    moves to the front of its new bucket; undo restores codes and lists array for array."""
+    B, N, W, L, nbits = sizes
+    planes = data.draw(f64((L, nbits, W)))
+    memory = data.draw(memories((B, N, W)))
+    codes = naive_lsh_codes(memory, planes)                            # (B, L, N)
+    order = [data.draw(st.permutations(range(N))) for _ in range(B)]
+    buckets = shuffled_buckets(codes, 2**nbits, order)
+    J = data.draw(st.integers(1, 6))
+    rows = data.draw(indices(N + 1, (B, J), force_duplicates=True).map(lambda a: a - 1))   # −1 = padding
+    for b, i in zip(*np.nonzero(rows >= 0)):
+        memory[b, rows[b, i]] = data.draw(memories((W,)))
+    expected_codes, expected_buckets = naive_lsh_update(memory, planes, rows, codes, buckets)
+    results = {}
+    for name, (update, undo) in UPDATE_UNDO.items():
+        state = (np.ascontiguousarray(codes.transpose(0, 2, 1), dtype=np.int32),) + bucket_arrays(buckets, N)
+        before = tuple(a.copy() for a in state)
+        journal = tuple(np.full((B, J, L), -9, np.int32) for _ in range(3))
+        update(memory, planes_t_of(planes), nbits, rows, *state, *journal)
+        np.testing.assert_array_equal(state[0].transpose(0, 2, 1), expected_codes)
+        assert bucket_lists(*state[1:]) == expected_buckets
+        after = tuple(a.copy() for a in state)
+        undo(rows, *state, *journal)
+        for x, y in zip(state, before):
+            np.testing.assert_array_equal(x, y)
+        results[name] = after + journal
+    for x, y in zip(results["compiled"], results["twin"]):
+        np.testing.assert_array_equal(x, y)
+
+
+@given(data=st.data(), sizes=lsh_sizes())
+def test_query_kernel_and_twin_equal_the_spelled_out_query(data, sizes):
+    B, N, W, L, nbits = sizes
+    H = data.draw(st.integers(1, 3))
+    k = data.draw(st.integers(1, N))
+    max_per_bucket = data.draw(st.integers(1, 3))
+    probes = data.draw(st.integers(0, nbits))
+    planes = data.draw(f64((L, nbits, W)))
+    memory = data.draw(memories((B, N, W)))
+    keys = data.draw(memories((B, H, W)))
+    recent = data.draw(arrays(np.int64, (B, data.draw(st.integers(1, 3))), elements=st.integers(-1, N - 1)))
+    codes = naive_lsh_codes(memory, planes)
+    buckets = shuffled_buckets(codes, 2**nbits, [data.draw(st.permutations(range(N))) for _ in range(B)])
+    heads, nxt, _ = bucket_arrays(buckets, N)
+    expected, expected_counts = naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, recent)
+    for kernel in QUERY.values():
+        out, counts = np.full((B, H, k), -9, np.int64), np.full((B, H), -9, np.int64)
+        seen = np.full((B, N), -1, np.int32)
+        kernel(memory, planes_t_of(planes), nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen,
+               counts)
+        np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(counts, expected_counts)
+        np.testing.assert_array_equal(seen, -1)                      # left as found, for the next query
