@@ -66,6 +66,8 @@ def check_finite(arr: np.ndarray, name: str) -> None:
 
 def check_shape(arr: np.ndarray, name: str, expected: tuple) -> None:
     """Raise ValueError unless ``arr.shape`` matches ``expected`` (None matches any size)."""
+    if not enabled():
+        return
     ok = arr.ndim == len(expected) and all(e is None or e == s for e, s in zip(expected, arr.shape))
     if not ok:
         want = "(" + ", ".join("·" if e is None else str(e) for e in expected) + ")"
@@ -116,3 +118,22 @@ def check_positive_int(value, name: str, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
     return int(value)
+
+
+def check_int_value(value, name: str, minimum: int, *, expected: str | None = None) -> int:
+    """Return ``value`` as an int >= ``minimum``, else raise ValueError naming ``name``.
+
+    Unlike :func:`check_positive_int`, a value of the wrong type (a bool, a float) is also a ValueError:
+    for the fields of a configuration, which promise "a bad field raises ValueError naming it".
+    ``expected`` replaces the default "an int >= minimum" in the message.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected {expected or f'an int >= {minimum}'}, got {value!r}")
+    return int(value)
+
+
+def check_positive_finite(value, name: str) -> float:
+    """Return ``value`` as a float > 0 and finite, else raise ValueError naming ``name`` (also for a non-number)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return float(value)

@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 
 
-def _atomic(path, write, mode):
+def atomic_write(path, write, mode) -> Path:
+    """Call ``write(f)`` on a temporary file opened with ``mode`` beside ``path``, then move it to ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -28,17 +29,20 @@ def _atomic(path, write, mode):
     return path
 
 
+_atomic = atomic_write   # the older name, still used by refmann.viz
+
+
 def atomic_savez(path, **arrays) -> Path:
     """``np.savez`` to ``path`` atomically; object arrays are refused (they would need pickle)."""
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise TypeError(f"{key}: object arrays cannot be saved without pickle")
-    return _atomic(path, lambda f: np.savez(f, **arrays), "wb")
+    return atomic_write(path, lambda f: np.savez(f, **arrays), "wb")
 
 
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
-    return _atomic(path, lambda f: f.write(text), "w")
+    return atomic_write(path, lambda f: f.write(text), "w")
 
 
 def load_npz(path) -> dict[str, np.ndarray]:

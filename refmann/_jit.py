@@ -10,10 +10,14 @@ With ``NUMBA_DISABLE_JIT=1`` (numba's own switch), ``REFMANN_DISABLE_NUMBA=1``, 
 is not installed, :func:`njit` returns the function unchanged and the very same code runs as
 Python. Compilation is lazy (on first call) and cached on disk, so importing refmann never
 compiles anything. Fast-math flags stay off (numba's default): kernel results are gradient-checked.
+
+:data:`NUMBA_VERSION` is numba's version for reports (``refmann info``, the benchmarks), read from the
+installed package's metadata when the JIT is switched off, so nothing else needs to import numba.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 
@@ -33,6 +37,21 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         log.warning("numba is not available (%s); kernels run as plain Python", exc)
 
 JIT_ENABLED: bool = _numba is not None
+
+
+def _numba_version() -> str | None:
+    if _numba is not None:
+        return _numba.__version__
+    if not _DISABLED_BY_ENV:  # pragma: no cover - depends on the environment
+        return None           # numba failed to import: not (usably) installed
+    try:                      # switched off: still report what is installed, without importing it
+        return importlib.metadata.version("numba")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - depends on the environment
+        return None
+
+
+#: The installed numba's version (also when the JIT is switched off), or None if numba cannot be imported.
+NUMBA_VERSION: str | None = _numba_version()
 
 
 def njit(func, *, inline: bool = False):

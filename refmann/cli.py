@@ -1,6 +1,9 @@
-"""The ``refmann`` command line: ``refmann gradcheck``, ``refmann demo``, ``refmann info``.
+"""refmann: memory-augmented neural networks in NumPy with hand-derived gradients.
 
-Results go to stdout; logs go to stderr. Exit codes: 0 ok, 1 a check failed, 2 usage error.
+Commands: demo, train, curves, gradcheck, golden, bench, info. Models, tasks and optimizers come
+from refmann's registries; a model's options are set with --set KEY=VALUE (any field of its config).
+Results go to stdout; logs go to stderr. Exit codes: 0 ok, 1 a check failed, 2 usage error,
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -21,12 +24,7 @@ def _cmd_info(args) -> int:
 
     print(f"refmann {__version__}")
     print(f"python {platform.python_version()}  numpy {np.__version__}")
-    try:
-        import numba
-
-        numba_version = numba.__version__
-    except ImportError:
-        numba_version = "not installed"
+    numba_version = _jit.NUMBA_VERSION or "not installed"
     print(f"numba {numba_version}  (JIT {'on' if _jit.JIT_ENABLED else 'off'})")
     return 0
 
@@ -74,12 +72,49 @@ def _train_config(args):
                        curriculum=args.curriculum, eval_every=args.eval_every, seed=getattr(args, "seed", 0))
 
 
+def _parse_value(text: str):
+    """A --set value: int, float, true/false, none, or the string itself."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def model_overrides(pairs, models) -> dict[str, dict]:
+    """--set KEY=VALUE pairs -> {model: {field: value}} for every model whose config has the field,
+    on top of each model's registered training defaults. Raises ValueError for an unknown field."""
+    from .models import MODELS
+
+    out = {name: dict(MODELS[name].train) for name in models}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+        takers = [name for name in models if key in MODELS[name].fields()]
+        if not takers:
+            known = sorted({f for name in models for f in MODELS[name].fields()})
+            raise ValueError(f"--set: no model among {', '.join(models)} has an option {key!r}; "
+                             f"options: {', '.join(known)}")
+        for name in takers:
+            out[name][key] = _parse_value(value)
+    return out
+
+
 def _report_run(summary, out):
     print(f"trained {summary['model']} on {summary['task']}: {summary['sequences']} sequences in "
           f"{summary['seconds']:.0f} s ({summary['seconds_per_1000_sequences']:.2f} s per 1000 sequences)")
-    print(f"evaluation bit errors per sequence: {summary['final_eval_bit_errors']:.3f}")
-    if summary["sequences_to_under_1_bit"] is not None:
-        print(f"under 1 bit per sequence after {summary['sequences_to_under_1_bit']} sequences")
+    metric = summary["metric"]
+    final = summary[f"final_eval_{metric}"]
+    print(f"evaluation {summary['metric_label']}: " + ("none yet" if final is None else f"{final:.3f}"))
+    if summary["sequences_to_target"] is not None:
+        print(f"learned (evaluation under the task's target) after {summary['sequences_to_target']} sequences")
     print(f"learning curve: {out / 'learning_curve.png'}")
     print(f"memory access:  {out / 'access.png'}")
     print(f"log, checkpoint, config: {out}/")
@@ -92,9 +127,12 @@ def _cmd_train(args) -> int:
     from .train import Trainer
 
     out = Path(args.out or f"runs/{args.model}-{args.task}-s{args.seed}")
-    config = _train_config(args)
-    if args.model == "sam":
-        config = dataclasses.replace(config, model_kwargs={"k": args.k, "index": args.index})
+    try:
+        overrides = model_overrides(args.set, [args.model])[args.model]
+    except ValueError as exc:
+        print(f"refmann train: {exc}", file=sys.stderr)
+        return 2
+    config = dataclasses.replace(_train_config(args), model_kwargs=overrides)
     trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
     summary = trainer.run()
     _report_run(summary, out)
@@ -105,14 +143,16 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_curves(args) -> int:
+    from pathlib import Path
+
     from .train.curves import run_curves
 
     base = _train_config(args)
-    overrides = {}
-    if args.sam_k is not None or args.sam_index is not None:
-        overrides["sam"] = {"model_kwargs": {"k": args.sam_k or 4, "index": args.sam_index or "lsh"}}
-    from pathlib import Path
-
+    try:
+        overrides = {name: {"model_kwargs": kw} for name, kw in model_overrides(args.set, args.models).items()}
+    except ValueError as exc:
+        print(f"refmann curves: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out or f"runs/curves-{args.task}")
     run_curves(base, args.models, args.seeds, out, jobs=args.jobs, model_overrides=overrides)
     print((out / "summary.md").read_text())
@@ -126,6 +166,22 @@ def _cmd_bench(args) -> int:
 
         sizes = (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)
         print(format_table(lsh_table(sizes, queries=50 if args.quick else 200)))
+    elif args.what == "steps" and args.versus_lstm:
+        from .bench.steps import controller_ratio
+
+        sizes = args.sizes or ([1_000] if args.quick else [1_000_000])
+        rounds = 3 if args.quick else 15
+        print(f"per-step forward+backward against LSTM-only steps of the same controller, measured side by side "
+              f"(minimum of {rounds} interleaved rounds), batch 8, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS "
+              f"thread")
+        print("| model | N | model ms | LSTM (X + H·W inputs) ms | LSTM (X inputs) ms | ratio | ratio (X inputs) |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for model in args.models or ["sam-lsh"]:
+            for N in sizes:
+                r = controller_ratio(model, N, rounds=rounds)
+                print(f"| {r['model']} | {N:,} | {r['model_ms']:.3f} | {r['lstm_same_input_ms']:.3f} | "
+                      f"{r['lstm_task_input_ms']:.3f} | {r['ratio_same_input']:.2f} | {r['ratio_task_input']:.2f} |",
+                      flush=True)
     elif args.what == "steps":
         from .bench.steps import step_time
 
@@ -192,7 +248,7 @@ def _cmd_golden(args) -> int:
         return 2
     for path in paths:
         meta = golden.load_golden(path)["meta"]
-        sizes = " ".join(f"{key}={meta['shapes'][key]}" for key in "TBXYCNWHK" if key in meta["shapes"])
+        sizes = " ".join(f"{key}={value}" for key, value in meta["shapes"].items())
         print(f"{path}  ({meta['model_class']}, {sizes}, {len(meta['param_names'])} params)")
     print("format: docs/golden.md; load with np.load(path, allow_pickle=False)")
     return 0
@@ -241,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("golden", help="write golden .npz files (inputs, params, logits, loss, every gradient)")
     p.add_argument("--model", nargs="+", default=["all"], metavar="MODEL",
-                   help="lstm, ntm, dam, sam or all (default: all); several may be given")
+                   help=f"{', '.join(_model_names())} or all (default: all); several may be given")
     p.add_argument("--seed", type=int, default=0, help="seeds the parameters and the data (default 0)")
     p.add_argument("--out", required=True, help="directory for MODEL_seedSEED.npz (created if missing)")
     p.add_argument("--steps", type=int, default=5, help="T (default 5)")
@@ -278,36 +334,45 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scaling: kill a point after this many seconds (default 3600)")
     p.add_argument("--out", default=None, help="scaling: output folder (default runs/bench-scaling)")
     p.add_argument("--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr")
+    p.add_argument("--versus-lstm", action="store_true",
+                   help="steps: each model against LSTM-only steps of its controller, side by side")
     p.add_argument("--updates", type=int, default=10, help="footprint: Adam updates (default 10)")
     p.add_argument("--length", type=int, default=10, help="footprint: copy sequence length (default 10)")
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("curves", help="train several models over seeds (in parallel) and plot their curves")
     _train_arguments(p, default_out=None)
-    p.add_argument("--models", nargs="+", default=["ntm", "dam", "lstm"])
+    p.add_argument("--models", nargs="+", default=["ntm", "dam", "lstm"], choices=_model_names())
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=2, help="parallel trainings (default 2)")
-    p.add_argument("--sam-k", type=int, default=None, help="k of SAM runs (default 4)")
-    p.add_argument("--sam-index", choices=["linear", "lsh"], default=None, help="index of SAM runs (default lsh)")
     p.set_defaults(func=_cmd_curves)
 
     p = sub.add_parser("train", help="train a model on a task; log, checkpoints and plots go to --out")
     _train_arguments(p, default_out=None)
-    p.add_argument("--model", choices=["lstm", "ntm", "dam", "sam"], default="ntm")
-    p.add_argument("--k", type=int, default=4, help="SAM: slots read per head (default 4)")
-    p.add_argument("--index", choices=["linear", "lsh"], default="lsh", help="SAM: the index (default lsh)")
+    p.add_argument("--model", choices=_model_names(), default="ntm")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
     p.set_defaults(func=_cmd_train)
     return parser
 
 
+def _model_names():
+    from .models import MODELS
+
+    return list(MODELS)
+
+
 def _train_arguments(p, default_out):
-    p.add_argument("--task", choices=["copy", "repeat_copy", "associative_recall", "key_value_recall",
-                                      "priority_sort"], default="copy")
+    from .tasks import TASKS
+    from .train.trainer import DEFAULT_LR
+
+    p.add_argument("--task", choices=list(TASKS), default="copy")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option (a field of its config, e.g. k=8, index=linear, usage=timestamp); "
+                        "repeatable; applies to every model that has the field")
     p.add_argument("--sequences", type=int, default=30_000, help="training budget in sequences")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--optimizer", choices=["rmsprop", "adam", "sgd"], default="rmsprop")
+    p.add_argument("--optimizer", choices=list(DEFAULT_LR), default="rmsprop")
     p.add_argument("--lr", type=float, default=None, help="default: 1e-4 rmsprop, 1e-3 adam, 1e-2 sgd")
     p.add_argument("--clip", type=float, default=10.0, help="elementwise gradient clip; 0 turns it off")
     p.add_argument("--clip-norm", type=float, default=0.0, help="global-norm gradient clip; 0 (default) is off")

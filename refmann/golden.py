@@ -34,19 +34,19 @@ from .gradcheck import rel_error
 FORMAT = "refmann-golden"
 #: Bumped whenever a key, shape or meaning changes; readers should check it.
 FORMAT_VERSION = 1
-#: Models with golden files, in the order ``"all"`` expands to.
-MODEL_NAMES = ("lstm", "ntm", "dam", "sam")
+def _model_names() -> tuple[str, ...]:
+    """Models with golden files: every registered model, in registration order (``"all"``)."""
+    from .models import MODELS
+
+    return tuple(MODELS)
+
+
+#: Models with golden files, in the order ``"all"`` expands to (the model registry's).
+MODEL_NAMES = _model_names()
 #: The default sizes: small enough to read every number, large enough to exercise every code path
 #: (two heads, K < N, a masked loss).
 DEFAULT_SIZES = {"input_size": 4, "output_size": 3, "memory_size": 16, "word_size": 6, "num_heads": 2, "k": 3,
                  "hidden_size": 10}
-#: Which sizes each model takes.
-_MODEL_SIZES = {
-    "lstm": ("input_size", "output_size", "hidden_size"),
-    "ntm": ("input_size", "output_size", "memory_size", "word_size", "num_heads", "hidden_size"),
-    "dam": ("input_size", "output_size", "memory_size", "word_size", "num_heads", "hidden_size"),
-    "sam": ("input_size", "output_size", "memory_size", "word_size", "num_heads", "hidden_size", "k"),
-}
 LOSS_CONVENTION = ("sigmoid cross-entropy from logits, L = (1/B) * sum over t, b, y of mask * (softplus(z) - "
                    "target * z): summed over time and outputs, entries weighted by mask (0 ignores an entry), "
                    "averaged over the batch B; grad/* are dL/dparam of this L")
@@ -69,6 +69,10 @@ CONVENTIONS = {
 }
 
 _DATA_SEED_OFFSET = 7919   # inputs come from default_rng(seed + this), parameters from the model's default_rng(seed)
+#: Trace fields stored as ``trace/<field>`` (T, ...) when a model's trace has them: the LRA slot per head
+#: (DAM, SAM), the rows each head read (SAM, sorted), the slots the usage rule touched (SAM, −1 padded).
+_TRACE_FIELDS = ("lra", "read_idx", "touched")
+_SHAPE_LETTERS = {"N": "memory_size", "W": "word_size", "H": "num_heads", "K": "k"}
 
 
 def _expand_models(model) -> list[str]:
@@ -106,12 +110,12 @@ def model_kwargs(name: str, *, seed: int = 0, **sizes) -> dict:
         raise TypeError(f"sizes: unexpected size(s) {unknown}; expected some of {sorted(DEFAULT_SIZES)}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
+    from .models import MODELS
+
+    spec = MODELS[name]
     merged = {**DEFAULT_SIZES, **sizes}
-    kwargs = {key: _checks.check_positive_int(merged[key], key) for key in _MODEL_SIZES[name]}
-    if name != "lstm":
-        kwargs["memory_init"] = "random"
-    if name == "sam":
-        kwargs["index"] = "linear"
+    kwargs = {key: _checks.check_positive_int(merged[key], key) for key in DEFAULT_SIZES if key in spec.fields()}
+    kwargs.update(spec.golden)                  # e.g. memory_init="random", SAM's exact index
     kwargs["seed"] = int(seed)
     kwargs["dtype"] = "float64"
     return kwargs
@@ -125,14 +129,7 @@ def build_model(name: str, kwargs: dict):
         raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")
     kwargs = dict(kwargs)
     kwargs["dtype"] = np.dtype(kwargs.get("dtype", "float64"))
-    return MODELS[name](**kwargs)
-
-
-def _memory0(model):
-    """The (N, W) initial memory of a memory model (None for the LSTM)."""
-    if not model.has_memory:
-        return None
-    return model.params["memory.init"] if model.memory_init == "learned" else model._memory0
+    return MODELS[name].cls(**kwargs)
 
 
 def golden_arrays(name: str, *, seed: int = 0, steps: int = 5, batch_size: int = 2, **sizes) -> dict:
@@ -170,29 +167,24 @@ def golden_arrays(name: str, *, seed: int = 0, steps: int = 5, batch_size: int =
               "loss": np.array(loss, dtype=np.float64)}
     trace_keys = []
     if model.has_memory:
-        arrays["memory0"] = np.array(_memory0(model))                        # (N, W)
+        arrays["memory0"] = np.array(model.memory0)                            # (N, W)
         access = model.access_weights(inputs)
         arrays["trace/read_weights"] = access["read"]                          # (T, B, H, N)
         arrays["trace/write_weights"] = access["write"]                        # (T, B, H, N)
         trace_keys += ["trace/read_weights", "trace/write_weights"]
-        model.forward(inputs)                                                  # refresh last_trace
-        if name in ("dam", "sam"):
-            arrays["trace/lra"] = np.array([tr[0] for tr in model.last_trace], dtype=np.int64)   # (T, B, H)
-            trace_keys.append("trace/lra")
-        if name == "sam":
-            arrays["trace/read_idx"] = np.array([tr[2] for tr in model.last_trace], dtype=np.int64)  # (T, B, H, K)
-            arrays["trace/touched"] = np.array([tr[1] for tr in model.last_trace], dtype=np.int64)   # (T, B, J)
-            trace_keys += ["trace/read_idx", "trace/touched"]
+        traces = model.unroll(inputs).traces                                     # a NamedTuple per step
+        for field in _TRACE_FIELDS:                   # the discrete decisions the model's trace names
+            if traces[0] is not None and field in traces[0]._fields:
+                arrays[f"trace/{field}"] = np.array([getattr(tr, field) for tr in traces], dtype=np.int64)
+                trace_keys.append(f"trace/{field}")
     for key, value in model.params.items():
         arrays[f"param/{key}"] = np.array(value)
     for key, value in grads.items():
         arrays[f"grad/{key}"] = np.array(value)
-    core = model.core
     shapes = {"T": T, "B": B, "X": X, "Y": Y, "C": kwargs["hidden_size"]}
-    if model.has_memory:
-        shapes.update(N=core.N, W=core.W, H=core.H)
-    if name == "sam":
-        shapes["K"] = core.K
+    for letter, key in _SHAPE_LETTERS.items():
+        if key in kwargs:
+            shapes[letter] = kwargs[key]
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -305,7 +297,7 @@ def model_from_golden(golden):
             raise ValueError(f"golden: params[{key!r}] has shape {value.shape}, the model's is "
                              f"{model.params[key].shape}")
         model.params[key][...] = value
-    if golden["memory0"] is not None and not np.array_equal(_memory0(model), golden["memory0"]):
+    if golden["memory0"] is not None and not np.array_equal(model.memory0, golden["memory0"]):
         raise ValueError("golden: the rebuilt model's initial memory differs from the file's memory0 "
                          "(written by another refmann version?)")
     return model

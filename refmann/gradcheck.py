@@ -226,7 +226,7 @@ def _same_trace(a, b) -> bool:
 
 
 def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=None, seed=0,
-                step: float = DEFAULT_MODEL_STEP) -> GradCheckReport:
+                step: float = DEFAULT_MODEL_STEP, **loss_kwargs) -> GradCheckReport:
     """Check ``model.loss_and_grads`` against finite differences of ``model.loss`` for every parameter.
 
     Parameters
@@ -241,6 +241,8 @@ def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=Non
         Chooses the entries.
     step : float
         Finite-difference step.
+    **loss_kwargs
+        Passed to ``model.loss_and_grads`` and ``model.loss`` (e.g. ``loss="softmax_ce"``).
 
     Returns
     -------
@@ -250,7 +252,7 @@ def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=Non
         not differentiable and finite differences are meaningless.
     """
     rng = np.random.default_rng(seed)
-    loss0, grads = model.loss_and_grads(inputs, targets, mask)
+    loss0, grads = model.loss_and_grads(inputs, targets, mask, **loss_kwargs)
     trace0 = list(model.last_trace)
     crossed = False
     rows = []
@@ -266,7 +268,7 @@ def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=Non
             values = []
             for delta in (2 * step, step, -step, -2 * step):
                 flat[j] = orig + delta
-                values.append(model.loss(inputs, targets, mask))
+                values.append(model.loss(inputs, targets, mask, **loss_kwargs))
                 crossed = crossed or not _same_trace(model.last_trace, trace0)
             flat[j] = orig
             numeric[n] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
@@ -281,48 +283,20 @@ def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=Non
 # Well-conditioned example inputs for every op in refmann.ops (used by `refmann gradcheck`)
 # --------------------------------------------------------------------------------------------
 
-def op_example(name: str, rng: np.random.Generator, *, B=2, H=2, N=6, W=4, K=3, S=3, X=3, C=4):
-    """Inputs ``(arrays, hyper)`` for op ``name``, drawn away from kinks (relu at 0, top-k ties)."""
-    def simplex(*shape):
-        e = np.exp(rng.standard_normal(shape))
-        return e / e.sum(-1, keepdims=True)
+def op_example(name: str, rng: np.random.Generator, **sizes):
+    """Inputs ``(arrays, hyper)`` for op ``name``, drawn away from kinks (relu at 0, top-k ties).
 
-    def away_from_zero(*shape):
-        return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 2.0, size=shape)
+    The examples live beside the ops (:data:`refmann.ops.OPS`); ``sizes`` override the fields of
+    :class:`refmann.ops.ExampleSizes` (B, H, N, W, K, S, X, C).
+    """
+    from .ops import OPS, ExampleSizes
 
-    M = rng.standard_normal((B, N, W))
-    keys = rng.standard_normal((B, H, W))
-    idx = np.stack([np.stack([rng.choice(N, K, replace=False) for _ in range(H)]) for _ in range(B)])
-    examples = {
-        "sigmoid": ((rng.standard_normal((B, N)),), {}),
-        "tanh": ((rng.standard_normal((B, N)),), {}),
-        "relu": ((away_from_zero(B, N),), {}),
-        "softplus": ((rng.standard_normal((B, N)),), {}),
-        "oneplus": ((rng.standard_normal((B, N)),), {}),
-        "softmax": ((rng.standard_normal((B, H, N)),), {"axis": -1}),
-        "cosine_similarity": ((M, keys), {}),
-        "content_weights": ((M, keys, 1.0 + rng.random((B, H)) * 3), {}),
-        "interpolate": ((simplex(B, H, N), simplex(B, H, N), rng.uniform(0.05, 0.95, (B, H))), {}),
-        "circular_shift": ((simplex(B, H, N), simplex(B, H, S)), {}),
-        "sharpen": ((simplex(B, H, N), 1.0 + rng.random((B, H)) * 3), {}),
-        "dense_read": ((M, simplex(B, H, N)), {}),
-        "dense_write": ((M, simplex(B, H, N), rng.uniform(0.05, 0.95, (B, H, W)), rng.standard_normal((B, H, W))),
-                        {}),
-        "lra_write": ((M, simplex(B, H, N), rng.standard_normal((B, H, W))),
-                      {"erase_indices": np.stack([rng.choice(N, H, replace=False) for _ in range(B)])}),
-        "sparse_read": ((M, simplex(B, H, K)), {"indices": idx}),
-        "scatter_add": ((rng.standard_normal((B, H * K, W)),), {"indices": idx.reshape(B, -1), "num_rows": N}),
-        "top_k": ((rng.permutation(B * N).reshape(B, N).astype(float),), {"k": K}),
-        "linear": ((rng.standard_normal((B, X)), rng.standard_normal((X, C)), rng.standard_normal(C)), {}),
-        "lstm_step": ((rng.standard_normal((B, X)), rng.standard_normal((B, C)), rng.standard_normal((B, C)),
-                       rng.standard_normal((X + C, 4 * C)) * 0.5, rng.standard_normal(4 * C)), {}),
-        "sigmoid_cross_entropy": ((rng.standard_normal((B, N)),),
-                                  {"targets": rng.random((B, N)), "mask": (rng.random((B, N)) > 0.3) * 1.0}),
-        "softmax_cross_entropy": ((rng.standard_normal((B, N)),), {"targets": rng.integers(0, N, B)}),
-    }
-    if name not in examples:
-        raise ValueError(f"name: expected one of {sorted(examples)}, got {name!r}")
-    return examples[name]
+    if name not in OPS:
+        raise ValueError(f"name: expected one of {sorted(OPS)}, got {name!r}")
+    unknown = sorted(set(sizes) - set(ExampleSizes._fields))
+    if unknown:
+        raise TypeError(f"sizes: unexpected {unknown}; expected some of {list(ExampleSizes._fields)}")
+    return OPS[name].example(rng, ExampleSizes(**sizes))
 
 
 def check_all_ops(seed: int = 0) -> list[GradCheckReport]:
@@ -331,8 +305,7 @@ def check_all_ops(seed: int = 0) -> list[GradCheckReport]:
 
     rng = np.random.default_rng(seed)
     reports = []
-    for name in ops.OP_NAMES:
-        arrays, hyper = op_example(name, rng)
-        reports.append(check_op(getattr(ops, f"{name}_forward"), getattr(ops, f"{name}_backward"), *arrays,
-                                seed=seed, **hyper))
+    for spec in ops.OPS.values():
+        arrays, hyper = spec.example(rng, ops.ExampleSizes())
+        reports.append(check_op(spec.forward, spec.backward, *arrays, seed=seed, **hyper))
     return reports

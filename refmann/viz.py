@@ -28,26 +28,46 @@ def _save(fig, path) -> Path:
     return _atomic(path, lambda f: f.write(buf.getvalue()), "wb")
 
 
-def plot_learning_curve(records, path, *, title="") -> Path:
-    """Bit errors per sequence and loss against sequences seen, from a training log.
+def figure(figsize=None):
+    """A standalone Figure with one Axes, placed by matplotlib's default margins (no constrained layout)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    return fig, fig.add_subplot()
+
+
+def save_png(fig, path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG (110 dpi, tight bounding box), atomically; returns the path."""
+    return _save(fig, path)
+
+
+def plot_learning_curve(records, path, *, title="", metric="bit_errors", metric_label="bit errors per sequence",
+                        target=1.0) -> Path:
+    """The task's metric and the loss against sequences seen, from a training log.
 
     Parameters
     ----------
     records : list of dict
-        Log records with "sequences", "loss", "bit_errors" and optionally "eval_bit_errors".
+        Log records with "sequences", "loss", ``metric`` and optionally ``"eval_" + metric``.
     path : str or Path
         Where the PNG goes.
+    metric, metric_label : str
+        The record key of the task's metric and its axis label (the task names both).
+    target : float or None
+        A dotted line at the metric's "learned" level (1 bit per sequence for the bit tasks).
     """
     seqs = np.array([r["sequences"] for r in records])
     fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.6))
-    ax1.plot(seqs, [r["bit_errors"] for r in records], lw=0.8, alpha=0.6, label="train batch")
-    ev = [(r["sequences"], r["eval_bit_errors"]) for r in records if r.get("eval_bit_errors") is not None]
+    ax1.plot(seqs, [r[metric] for r in records], lw=0.8, alpha=0.6, label="train batch")
+    ev = [(r["sequences"], r[f"eval_{metric}"]) for r in records if r.get(f"eval_{metric}") is not None]
     if ev:
         ax1.plot(*zip(*ev), "o-", ms=3, label="evaluation")
     ax1.set_xlabel("sequences seen")
-    ax1.set_ylabel("bit errors per sequence")
-    ax1.set_yscale("symlog", linthresh=1.0)
-    ax1.axhline(1.0, color="grey", lw=0.6, ls=":")
+    ax1.set_ylabel(metric_label)
+    if metric == "bit_errors":
+        ax1.set_yscale("symlog", linthresh=1.0)
+    if target is not None:
+        ax1.axhline(target, color="grey", lw=0.6, ls=":")
     ax1.legend()
     ax2.plot(seqs, [r["loss"] for r in records], lw=0.8)
     ax2.set_xlabel("sequences seen")

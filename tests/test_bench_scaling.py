@@ -1,23 +1,20 @@
-"""The Figure 1 harness (refmann.bench.scaling): files and their schema, the skip predictor, argument errors.
+"""The Figure 1 harness (refmann.bench.scaling): the model table, the config, a whole run and its files, the CLI.
 
 Nothing here asserts a timing: the runs use tiny models and only the shape of what they write is checked.
+The predictor is tested in test_bench_budget.py, the table and plots in test_bench_report.py.
 """
 
 import csv
 import json
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from refmann import cli
-from refmann.bench import scaling
+from refmann.bench import _proc, budget, report, scaling
 from refmann.bench.scaling import (
     CSV_FIELDS,
     MODELS,
     ScalingConfig,
-    extrapolate,
-    predict_point,
     quick_config,
     run_scaling,
 )
@@ -26,9 +23,33 @@ TINY = dict(sizes=(8, 16), memory_sizes=(8, 16), steps=2, repeats=1, memory_step
             num_heads=2, k=2, hidden_size=8, input_size=3, output_size=3)
 
 
-def _measured(N, seconds_per_step, *, peak_mib=200.0, base_mib=100.0, measured_seconds=1.0):
-    return {"N": N, "seconds_per_step": seconds_per_step, "measured_seconds": measured_seconds,
-            "process_peak_mib": peak_mib, "base_rss_mib": base_mib}
+def test_the_model_table_names_each_model_once_and_the_public_dicts_follow_it():
+    assert MODELS == ("ntm", "dam", "sam-linear", "sam-lsh")
+    for m in MODELS:
+        spec = scaling._model_spec(m)
+        assert (scaling.LABELS[m], scaling.COLORS[m]) == (spec.label, spec.color)
+        assert (scaling.TIME_EXPONENT[m], scaling.MEMORY_EXPONENT[m]) == (spec.time_exponent, spec.memory_exponent)
+    assert [m for m in MODELS if scaling._model_spec(m).dense] == ["ntm", "dam"]
+    assert scaling.RATIO_REFERENCE in MODELS
+    with pytest.raises(ValueError, match="model: expected one of"):
+        scaling._model_spec("lstm")
+
+
+def test_build_model_makes_each_model_through_the_public_constructors_sam_with_k():
+    config = ScalingConfig(**dict(TINY, k=3))
+    built = {m: scaling.build_model(m, 16, config) for m in MODELS}
+    assert {m: type(model).__name__ for m, model in built.items()} == {
+        "ntm": "NTM", "dam": "DAM", "sam-linear": "SAM", "sam-lsh": "SAM"}
+    assert built["sam-lsh"].core.K == built["sam-linear"].core.K == 3
+
+
+def test_the_names_that_moved_out_stay_importable_from_scaling():
+    for module, names in ((budget, ("Prediction", "extrapolate", "predict_point", "prior_peak_gib", "skipped_row")),
+                          (report, ("CSV_FIELDS", "format_table", "plot_memory", "plot_time", "write_outputs")),
+                          (_proc, ("GIB", "MIB", "machine_info"))):
+        for name in names:
+            assert getattr(scaling, name) is getattr(module, name), name
+    assert set(scaling.__all__) <= set(dir(scaling))
 
 
 @pytest.fixture(scope="module")
@@ -100,57 +121,6 @@ def test_a_tiny_time_budget_skips_every_point_after_the_first_with_the_reason(tm
     assert (tmp_path / "figure1a_time.png").exists()
 
 
-def test_predictor_without_history_uses_the_prior_and_never_the_time_budget():
-    config = ScalingConfig(time_budget=1e-9)
-    p = predict_point("ntm", "time", 100, [], config)
-    assert p.reason == "" and p.seconds_per_step is None and p.peak_gib > 0
-    big = predict_point("ntm", "memory", 10**7, [], config)       # 100 cached (1, N, 32) float64 memories
-    assert big.reason.startswith("memory budget: predicted") and big.peak_gib > 8
-
-
-def test_predictor_is_linear_for_dense_models_and_flat_for_sam_lsh():
-    config = ScalingConfig(time_budget=1e6, memory_budget=1e6, steps=10, repeats=3)
-    one = [_measured(1_000, 0.01)]
-    ntm = predict_point("ntm", "time", 10_000, one, config)
-    assert ntm.seconds_per_step == pytest.approx(0.1)
-    assert ntm.point_seconds == pytest.approx(0.1 * 10 * 4)                # warm-up + 3 repeats of T = 10
-    assert ntm.peak_gib == pytest.approx((100 + 100 * 10) / 1024)           # the rise above the base scales
-    sam = predict_point("sam-lsh", "time", 10_000, one, config)
-    assert sam.seconds_per_step == pytest.approx(0.01) and sam.reason == ""
-    two = [_measured(100, 0.002), _measured(1_000, 0.011)]                  # affine: 1e-5 s per word
-    assert predict_point("dam", "time", 10_000, two, config).seconds_per_step == pytest.approx(0.101)
-
-
-def test_predictor_names_the_budget_it_passes():
-    history = [_measured(1_000, 0.5, peak_mib=1100.0, base_mib=100.0)]
-    slow = predict_point("dam", "time", 10_000, history, ScalingConfig(time_budget=30.0, memory_budget=1e6))
-    assert slow.reason.startswith("time budget: predicted 5 s/step") and "> budget 30 s" in slow.reason
-    big = predict_point("dam", "time", 10_000, history, ScalingConfig(time_budget=1e6, memory_budget=8.0))
-    assert big.reason.startswith("memory budget: predicted 9.86 GiB > budget 8 GiB")
-
-
-def test_extrapolate_never_falls_and_is_flat_with_exponent_zero():
-    history = [{"N": 100, "v": 5.0}, {"N": 1000, "v": 4.0}]                 # noise: a falling pair
-    assert extrapolate(history, 10_000, "v", 1.0) == 4.0
-    assert extrapolate(history, 10_000, "v", 0.0) == 4.0
-    assert extrapolate([], 10_000, "v", 1.0) is None
-    assert extrapolate(history[:1], 1_000, "v", 1.0) == pytest.approx(50.0)
-
-
-@given(st.sampled_from(MODELS), st.sampled_from(["time", "memory"]),
-       st.lists(st.floats(1e-4, 10.0), min_size=1, max_size=3),
-       st.floats(0.01, 100.0), st.floats(0.2, 16.0))
-def test_a_skipped_size_stays_skipped_at_every_larger_size(model, kind, seconds, time_budget, memory_budget):
-    history = [_measured(10 ** (2 + i), s, peak_mib=100.0 + 10 ** (i + 1), measured_seconds=20 * s)
-               for i, s in enumerate(sorted(seconds))]
-    config = ScalingConfig(time_budget=time_budget, memory_budget=memory_budget)
-    skipped = False
-    for N in (10**5, 10**6, 10**7, 10**8):
-        p = predict_point(model, kind, N, history, config)
-        assert not (skipped and not p.reason)
-        skipped = skipped or bool(p.reason)
-
-
 @pytest.mark.parametrize("field, value", [
     ("models", ("ntm", "lstm")), ("models", ()), ("models", "ntm"), ("sizes", (100, 0)), ("sizes", (2,)),
     ("memory_sizes", (100.5,)), ("steps", 0), ("repeats", 0), ("memory_steps", -1), ("batch_size", 1.5),
@@ -160,6 +130,19 @@ def test_a_skipped_size_stays_skipped_at_every_larger_size(model, kind, seconds,
 def test_bad_arguments_raise_value_error_naming_the_argument(field, value):
     with pytest.raises(ValueError, match=field):
         ScalingConfig(**{field: value})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("steps", 0, "steps: expected an int >= 1, got 0"),
+    ("batch_size", 1.5, "batch_size: expected an int >= 1, got 1.5"),
+    ("seed", -1, "seed: expected an int >= 0, got -1"),
+    ("sizes", (2,), "sizes: expected memory sizes N >= k = 4, got 2"),
+    ("point_timeout", "60", "point_timeout: expected a positive finite number, got '60'"),
+])
+def test_bad_arguments_say_what_was_expected_and_what_came(field, value, message):
+    with pytest.raises(ValueError) as info:
+        ScalingConfig(**{field: value})
+    assert str(info.value) == message
 
 
 def test_run_scaling_refuses_a_config_of_the_wrong_type(tmp_path):

@@ -72,10 +72,33 @@ def test_bench_steps_quick_prints_per_step_times(capsys):
 
 def test_train_sam_with_an_lsh_index(tmp_path, capsys):
     out = tmp_path / "sam"
-    assert cli.main(["train", "--model", "sam", "--k", "2", "--index", "lsh", "--task", "copy", "--max-length", "2",
+    assert cli.main(["train", "--model", "sam", "--set", "k=2", "--set", "index=lsh", "--task", "copy", "--max-length", "2",
                      "--sequences", "16", "--batch-size", "8", "--memory-size", "8", "--word-size", "4",
                      "--hidden-size", "8", "--eval-every", "8", "--out", str(out), "--quiet"]) == 0
     import json
 
     config = json.loads((out / "config.json").read_text())
     assert config["model"] == "sam" and config["model_kwargs"] == {"k": 2, "index": "lsh"}
+
+
+def test_set_rejects_an_option_no_model_has_with_exit_2(capsys):
+    assert cli.main(["train", "--model", "ntm", "--set", "k=2", "--sequences", "4", "--out", "/nonexistent"]) == 2
+    assert "no model among ntm has an option 'k'" in capsys.readouterr().err
+
+
+def test_set_values_are_parsed_and_reach_only_models_with_the_field():
+    overrides = cli.model_overrides(["k=8", "index=linear", "strength=false"], ["sam", "dam", "lstm"])
+    assert overrides["sam"] == {"index": "linear", "k": 8, "strength": False}
+    assert overrides["dam"] == {"strength": False}
+    assert overrides["lstm"] == {}
+
+
+def test_bench_steps_versus_lstm_prints_one_row_per_model_with_both_ratios(capsys):
+    assert cli.main(["bench", "steps", "--versus-lstm", "--quick", "--sizes", "200", "--models", "sam-lsh", "dam"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sam-lsh") or
+            line.startswith("| dam")]
+    assert len(rows) == 2
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        model_ms, same_ms, ratio = float(cells[2]), float(cells[3]), float(cells[5])
+        assert ratio == pytest.approx(model_ms / same_ms, rel=0.02)     # the ratio is of the printed minima

@@ -79,7 +79,7 @@ def test_building_from_the_stored_kwargs_and_seed_gives_the_stored_params(cli_fi
     for key, value in model.params.items():
         np.testing.assert_array_equal(value, arrays[f"param/{key}"], err_msg=key)
     if model.has_memory:
-        np.testing.assert_array_equal(golden._memory0(model), arrays["memory0"])
+        np.testing.assert_array_equal(model.memory0, arrays["memory0"])
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -8,9 +8,9 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from refmann import models, ops
-from refmann._checks import unchecked
 from refmann.gradcheck import TOLERANCES, check_model
 from refmann.memory import LinearIndex, LSHIndex, UsageRing, cosine_scores
+from tests.naive import naive_lsh_codes as _naive_codes
 
 
 @st.composite
@@ -46,8 +46,8 @@ def test_sam_with_k_equal_n_and_an_exact_index_equals_dam_with_timestamp_usage(c
     for key in grads_d:
         np.testing.assert_allclose(grads_s[key], grads_d[key], rtol=1e-10, atol=1e-12, err_msg=key)
     # the discrete decisions agree too: the least-used slot of every head at every step
-    for (lra_s, *_), (lra_d, _) in zip(sam.last_trace, dam.last_trace):
-        np.testing.assert_array_equal(lra_s, lra_d)
+    for trace_s, trace_d in zip(sam.last_trace, dam.last_trace):
+        np.testing.assert_array_equal(trace_s.lra, trace_d.lra)
 
 
 @given(case=sam_case())
@@ -59,7 +59,7 @@ def test_sam_memory_gradient_equals_dams_gradient_of_its_initial_memory(case):
     sam.params = {k: v.copy() for k, v in dam.params.items() if k != "memory.init"}
     _, grads_d = dam.loss_and_grads(x, y, mask)
     sam.loss_and_grads(x, y, mask)
-    dense = ops.densify_rows(sam.core.last_memory_grad)        # each touched row listed once (plus zero padding)
+    dense = ops.densify_rows(sam.last_memory_grad)        # each touched row listed once (plus zero padding)
     np.testing.assert_allclose(dense.sum(axis=0), grads_d["memory.init"], rtol=1e-9, atol=1e-12)
 
 
@@ -71,7 +71,7 @@ def test_rollback_gradients_equal_full_cache_gradients_and_memory_is_restored(ca
     rollback, cache = models.SAM(bptt="rollback", **kw), models.SAM(bptt="cache", **kw)
     rollback.forward(x[:1])                                   # allocate, then snapshot the initial state
     m0 = rollback.memory.copy()
-    ring = rollback.core.ring
+    ring = rollback.core.memory.ring
     ring0 = (ring.nxt.copy(), ring.prv.copy(), ring.head.copy(), ring.stamps.copy())
     loss_r, grads_r = rollback.loss_and_grads(x, y, mask)
     loss_c, grads_c = cache.loss_and_grads(x, y, mask)
@@ -81,9 +81,9 @@ def test_rollback_gradients_equal_full_cache_gradients_and_memory_is_restored(ca
     np.testing.assert_array_equal(rollback.memory, m0)        # bit for bit
     for before, after in zip(ring0, (ring.nxt, ring.prv, ring.head, ring.stamps)):
         np.testing.assert_array_equal(before, after)
-    assert rollback.core.dmemory.rows_held == 0               # the row-gradient table is emptied
+    assert rollback.core.memory.grad.rows_held == 0               # the row-gradient table is emptied
     if index == "lsh":                                        # the index is back in step with the memory
-        ix = rollback.core.index
+        ix = rollback.core.memory.index
         fresh = LSHIndex(rollback.memory, seed=sizes["seed"])
         fresh.planes = ix.planes
         fresh.rebuild()
@@ -96,11 +96,11 @@ def test_memory_gradient_is_non_zero_only_on_rows_read(case, k):
     k = min(k, sizes["memory_size"])
     sam = models.SAM(k=k, index="linear", memory_init="random", **sizes)
     sam.loss_and_grads(x, y, mask)
-    g = sam.core.last_memory_grad
+    g = sam.last_memory_grad
     for b in range(x.shape[1]):
         read = set()
-        for _, _, read_idx in sam.last_trace:
-            read |= set(read_idx[b].ravel().tolist())
+        for trace in sam.last_trace:
+            read |= set(trace.read_idx[b].ravel().tolist())
         nonzero = set(g.indices[b][np.any(g.rows[b] != 0, axis=-1)].tolist())
         assert nonzero <= read
         assert len(set(g.indices[b].tolist())) <= x.shape[0] * sizes["num_heads"] * k
@@ -108,10 +108,8 @@ def test_memory_gradient_is_non_zero_only_on_rows_read(case, k):
 
 def _min_key_norm(sam, x):
     """The smallest ‖q‖ over heads, batch and steps of one forward pass (memory rolled back after)."""
-    with unchecked():
-        _, _, caches = sam._unroll(x, keep_caches=True)
-    sam.core.end_forward(caches)
-    return min(float(np.linalg.norm(c.q, axis=-1).min()) for c in caches)
+    caches = sam.unroll(x).caches
+    return min(float(np.linalg.norm(c.read.keys, axis=-1).min()) for c in caches)
 
 
 @settings(max_examples=10)
@@ -198,22 +196,6 @@ def test_lsh_index_contents_equal_the_memory_after_ten_thousand_random_writes():
             assert sorted(listed) == list(range(N))
 
 
-def _naive_codes(memory, planes):
-    """Bucket codes by plain Python sums over c = 0..W-1, in the kernels' order (the twin of the rebuild)."""
-    B, N, W = memory.shape
-    L, nbits, _ = planes.shape
-    codes = np.zeros((B, L, N), np.int64)
-    for b in range(B):
-        for i in range(N):
-            for t in range(L):
-                for j in range(nbits):
-                    dot = 0.0
-                    for c in range(W):
-                        dot += float(memory[b, i, c]) * float(planes[t, j, c])
-                    codes[b, t, i] |= int(dot >= 0.0) << j
-    return codes
-
-
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_lsh_rebuild_codes_equal_the_exact_order_sums_even_on_a_hyperplane(dtype):
     """The rebuild projects with BLAS; rows within rounding of a hyperplane must still get the code the
@@ -273,22 +255,20 @@ def _step_profile(N, index):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, X))
     sam.forward(x[:1])                                     # allocation and compilation happen here
-    core = sam.core
-    state = sam._initial_state(B)
-    caches, changed, scored, peaks = [], [], [], []
+    state = sam.initial_state(B)                           # the public step API
+    index_ = sam.core.memory.index
+    changed, scored, peaks = [], [], []
     for t in range(T):
-        before = core.memory.copy() if N <= 10_000 else None
+        before = sam.memory.copy() if N <= 10_000 else None
         tracemalloc.start()
-        _, state, cache = core.step_forward(sam.params, x[t], state)
+        _, state = sam.step(x[t], state)
         peaks.append(tracemalloc.get_traced_memory()[1])
         tracemalloc.stop()
-        caches.append(cache)
         if before is not None:
-            changed.append(max(int(np.any(core.memory[b] != before[b], axis=-1).sum()) for b in range(B)))
+            changed.append(max(int(np.any(sam.memory[b] != before[b], axis=-1).sum()) for b in range(B)))
         if index == "lsh":
-            scored.append(int(core.index.last_counts.max()))
-    core.end_forward(caches)
-    return changed, scored, peaks, (H, K, core)
+            scored.append(int(index_.last_counts.max()))
+    return changed, scored, peaks, (H, K, index_)
 
 
 @pytest.mark.parametrize("index", ["linear", "lsh"])
@@ -298,9 +278,9 @@ def test_a_step_writes_at_most_h_times_k_plus_one_rows(index):
 
 
 def test_an_lsh_step_scores_a_bounded_number_of_rows_and_allocates_the_same_at_any_n():
-    _, scored_small, peaks_small, (_, K, core) = _step_profile(1_000, "lsh")
+    _, scored_small, peaks_small, (_, K, index) = _step_profile(1_000, "lsh")
     _, scored_large, peaks_large, _ = _step_profile(200_000, "lsh")
-    bound = core.index.max_candidates(K)
+    bound = index.max_candidates(K)
     assert max(scored_small) <= bound and max(scored_large) <= bound
     # a step's allocations do not grow with N (a single N-sized array would add ≥ 200_000 bytes)
     assert max(peaks_large[1:]) < max(peaks_small[1:]) + 20_000
@@ -356,4 +336,4 @@ def test_restore_final_leaves_the_memory_of_the_last_step(case, k, index):
     np.testing.assert_array_equal(final.memory, cache.memory)
     assert logits.shape == (x.shape[0], x.shape[1], sizes["output_size"])
     # and the ring's least-used slots follow that memory's history
-    np.testing.assert_array_equal(final.core.ring.oldest(1), cache.core.ring.oldest(1))
+    np.testing.assert_array_equal(final.core.memory.ring.oldest(1), cache.core.memory.ring.oldest(1))

@@ -38,6 +38,7 @@ from hypothesis import strategies as st
 
 from refmann import models, ops
 from refmann.gradcheck import op_example
+from tests.test_torch_layers import OP_TWINS as LAYER_OP_TWINS
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
@@ -150,6 +151,36 @@ def softmax_ce_t(logits, *, targets, mask=None):
     return (m * (torch.logsumexp(logits, dim=-1) - picked)).sum()
 
 
+def lra_interpolate_t(read_weights, alpha, gate, *, lra=None):
+    """α(γ w^R + (1 − γ) 1_LRA): sparse (the LRA entry appended) or dense (a one-hot at ``lra``)."""
+    if lra is None:
+        inner = torch.cat([gate[..., None] * read_weights, (1.0 - gate)[..., None]], dim=-1)
+    else:
+        onehot = torch.nn.functional.one_hot(_long(lra), read_weights.shape[-1]).to(F64)
+        inner = gate[..., None] * read_weights + (1.0 - gate[..., None]) * onehot
+    return alpha[..., None] * inner
+
+
+def sparse_write_t(memory, weights, add, *, indices, erase_indices):
+    """(1 − R) ⊙ M + Σ_h Σ_j w_hj e_{s_hj} a_hᵀ, the adds by index_put with accumulate."""
+    B, H, J = weights.shape
+    keep = torch.ones(memory.shape[:2], dtype=F64)
+    keep[torch.arange(B)[:, None], _long(erase_indices)] = 0.0
+    rows = (weights[..., None] * add[:, :, None, :]).reshape(B, H * J, -1)
+    where = (torch.arange(B)[:, None].expand(B, H * J), _long(indices).reshape(B, H * J))
+    return (memory * keep[..., None]).index_put(where, rows, accumulate=True)
+
+
+def sparse_content_read_t(memory, keys, strengths, *, indices, eps=1e-6, fused=False):
+    """w = softmax_k(β cos(q, M(s_k))), r = Σ_k w_k M(s_k) on the gathered rows."""
+    rows = memory[torch.arange(memory.shape[0])[:, None, None], _long(indices)]          # (B, H, K, W)
+    qn = torch.sqrt((keys * keys).sum(-1))                                               # (B, H)
+    rn = torch.sqrt((rows * rows).sum(-1))                                               # (B, H, K)
+    sim = torch.einsum("bhw,bhkw->bhk", keys, rows) / (qn[..., None] * rn + eps)
+    w = softmax_t(strengths[..., None] * sim)
+    return w, torch.einsum("bhk,bhkw->bhw", w, rows)
+
+
 TWINS = {
     "sigmoid": sigmoid_t,
     "tanh": torch.tanh,
@@ -173,7 +204,11 @@ TWINS = {
     "lstm_step": lstm_t,
     "sigmoid_cross_entropy": sigmoid_ce_t,
     "softmax_cross_entropy": softmax_ce_t,
+    "lra_interpolate": lra_interpolate_t,
+    "sparse_write": sparse_write_t,
+    "sparse_content_read": sparse_content_read_t,
 }
+TWINS.update(LAYER_OP_TWINS)   # attention, the norms, GELU, SiLU, embedding: twins beside the layers' cross-check
 
 
 def crosscheck_op(name, arrays, hyper, *, seed=0) -> dict:

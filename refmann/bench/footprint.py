@@ -16,23 +16,11 @@ caches and the row-gradient table), whatever N is.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
 
 from .._threads import single_threaded_blas
-
-MIB = 2.0**20
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:  # pragma: no cover - not Linux
-        return None
-    return None
+from ._proc import MIB, proc_status
 
 
 def footprint_run(memory_size=10_000_000, *, batch_size=1, dtype="float32", updates=10, length=10, index="lsh",
@@ -76,11 +64,10 @@ def footprint_run(memory_size=10_000_000, *, batch_size=1, dtype="float32", upda
     parts = dict(model.core.footprint())
     param_bytes = sum(v.nbytes for v in model.params.values())
     parts["parameters (and again: gradients; twice: Adam moments)"] = param_bytes
-    peak = _status_kib("VmHWM")
     return {"memory_size": memory_size, "batch_size": batch_size, "dtype": str(np.dtype(dtype)), "index": index,
             "length": length, "steps_per_sequence": 2 * length + 1, "setup_seconds": setup,
             "update_seconds": times, "losses": losses, "parts": parts,
-            "peak_rss_bytes": None if peak is None else peak * 1024}
+            "peak_rss_bytes": proc_status().get("VmHWM")}
 
 
 def _size(nbytes) -> str:

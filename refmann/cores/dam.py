@@ -23,15 +23,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import ops
-from ._common import (
-    add_weight_grad,
-    controller_backward,
-    controller_forward,
-    init_linear,
-    init_lstm,
-    output_backward,
-    output_forward,
-)
+from .controller import Controller, Field, HeadGroup, Interface, InterfaceLayout, Output, scalar
+from .protocol import CoreBase, Step
 
 USAGES = ("discounted", "timestamp")
 
@@ -47,7 +40,31 @@ class DAMState(NamedTuple):
     step: int                 # t of the last step taken
 
 
-class DAMCore:
+class DAMCache(NamedTuple):
+    controller: object     # ops.lstm_step's cache
+    interface: object      # InterfaceCache
+    write_weights: object  # ops.lra_interpolate's cache
+    write: object          # ops.lra_write's cache
+    content: object        # ops.content_weights' cache (on M_t)
+    read: object           # ops.dense_read's cache
+    output: object         # ops.linear's cache
+
+
+class DAMTrace(NamedTuple):
+    """The step's discrete decisions (no gradient flows through them)."""
+
+    lra: np.ndarray              # int (B, H)  the least-used slot of each head
+    accessed: np.ndarray | None  # bool (B, N) slots whose summed weight exceeded δ (timestamp usage only)
+
+
+def memory_heads_layout(H: int, W: int, strength: bool = True) -> InterfaceLayout:
+    """DAM's and SAM's heads: per head query q, write word a, gates α, γ (σ) and strength β (oneplus)."""
+    fields = (Field("query", W, "identity"), Field("add", W, "identity"), scalar("alpha", "sigmoid"),
+              scalar("gate", "sigmoid")) + ((scalar("strength", "oneplus"),) if strength else ())
+    return InterfaceLayout(HeadGroup("head", H, fields))
+
+
+class DAMCore(CoreBase):
     """Sizes, options and the step of DAM; see the module docstring for the equations."""
 
     def __init__(self, *, input_size, output_size, memory_size, word_size, num_heads, hidden_size,
@@ -59,18 +76,19 @@ class DAMCore:
                              f"got {num_heads}")
         self.X, self.Y, self.N, self.W = input_size, output_size, memory_size, word_size
         self.H, self.C = num_heads, hidden_size
+        self.memory_shape = (memory_size, word_size)
         self.usage, self.discount, self.delta, self.strength = usage, discount, delta, strength
-        self.P = 2 * word_size + 2 + int(strength)      # q, a, α, γ, (β)
+        self.controller = Controller(input_size, num_heads * word_size, hidden_size)
+        self.interface = Interface(hidden_size, memory_heads_layout(num_heads, word_size, strength))
+        self.output = Output(hidden_size, num_heads * word_size, output_size)
 
     def init_params(self, rng, dtype):
-        H, W, C = self.H, self.W, self.C
-        cw, cb = init_lstm(rng, self.X + H * W, C, dtype)
-        hw, hb = init_linear(rng, C, H * self.P, dtype)
-        ow, ob = init_linear(rng, C + H * W, self.Y, dtype)
-        return {"controller.weight": cw, "controller.bias": cb, "heads.weight": hw, "heads.bias": hb,
-                "output.weight": ow, "output.bias": ob}
+        """``controller.*``, ``heads.*``, ``output.*`` (drawn in that order from ``rng``)."""
+        return {**self.controller.init_params(rng, dtype), **self.interface.init_params(rng, dtype),
+                **self.output.init_params(rng, dtype)}
 
     def initial_state(self, params, B, dtype, memory0):
+        """Zero controller state, reads and weights; usage 0 (U1) or times −N..−1 (timestamp)."""
         H, N, W, C = self.H, self.N, self.W, self.C
         if self.usage == "timestamp":   # untouched slots are "accessed" at times -N..-1, so they leave in index order
             usage = np.broadcast_to(np.arange(-N, 0, dtype=np.float64), (B, N)).copy()
@@ -84,54 +102,25 @@ class DAMCore:
         """The H least-used slots per batch element, (B, H): usage ascending, ties by index ascending."""
         return ops.top_k(-usage, self.H)[0]
 
-    def heads_forward(self, params, h):
-        """Per-head query q, write word a, gates α, γ and strength β from the controller state (shared with SAM).
-
-        Returns ``(q (B,H,W), a (B,H,W), alpha (B,H), gate (B,H), beta (B,H), cache)``.
-        """
-        H, W = self.H, self.W
-        B = h.shape[0]
-        p, linear_c = ops.linear_forward(h, params["heads.weight"], params["heads.bias"])
-        p = p.reshape(B, H, self.P)
-        alpha, alpha_c = ops.sigmoid_forward(p[..., 2 * W].copy())             # (B, H); copies: the caches
-        gate, gate_c = ops.sigmoid_forward(p[..., 2 * W + 1].copy())           # (B, H)  keep no view of p
-        if self.strength:
-            beta, beta_c = ops.oneplus_forward(p[..., 2 * W + 2].copy())
-        else:
-            beta, beta_c = np.ones((B, H), h.dtype), None
-        return p[..., :W], p[..., W:2 * W], alpha, gate, beta, (linear_c, alpha_c, gate_c, beta_c)
-
-    def heads_backward(self, dq, dadd, dalpha, dgate, dbeta, cache, grads):
-        """VJP of :meth:`heads_forward`: adds the head layer's gradients and returns ∂L/∂h."""
-        linear_c, alpha_c, gate_c, beta_c = cache
-        B, H, W = dadd.shape
-        dp = np.zeros((B, H, self.P), dadd.dtype)
-        dp[..., :W] = dq
-        dp[..., W:2 * W] = dadd
-        dp[..., 2 * W] = ops.sigmoid_backward(dalpha, alpha_c)[0]
-        dp[..., 2 * W + 1] = ops.sigmoid_backward(dgate, gate_c)[0]
-        if self.strength:
-            dp[..., 2 * W + 2] = ops.oneplus_backward(dbeta, beta_c)[0]
-        dp = dp.reshape(B, -1)
-        dh = dp @ linear_c.weight.T                                            # (B, C)
-        add_weight_grad(grads, "heads.weight", linear_c.x, dp)
-        grads["heads.bias"] += dp.sum(axis=0)
-        return dh
+    def heads(self, values, B, dtype):
+        """The head fields (q, a, α, γ, β) from the interface values; β = 1 without learned strengths."""
+        v = values["head"]
+        beta = v["strength"] if self.strength else np.ones((B, self.H), dtype)
+        return v["query"], v["add"], v["alpha"], v["gate"], beta
 
     def step_forward(self, params, x, state):
+        """Controller; write on the LRA slots; dense content read of M_t; usage; output (module docstring)."""
         B = x.shape[0]
-        (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
-        q, add, alpha, gate, beta, heads_cache = self.heads_forward(params, h)
+        (h, c), ctrl_cache = self.controller.forward(params, x, state.reads, state.h, state.c)
+        values, iface_cache = self.interface.forward(params, h)
+        q, add, alpha, gate, beta = self.heads(values, B, x.dtype)
         # write: interpolate the previous read weights with the least-used slot, then erase it and add
         lra = self.least_used(state.usage)                                     # (B, H)
-        onehot = np.zeros((B, self.H, self.N), x.dtype)
-        np.put_along_axis(onehot, lra[..., None], 1.0, axis=-1)
-        inner = gate[..., None] * state.read_weights + (1.0 - gate[..., None]) * onehot   # (B, H, N)
-        write_weights = alpha[..., None] * inner
-        memory, write_c = ops.lra_write_forward(state.memory, write_weights, add, erase_indices=lra)
+        write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, alpha, gate, lra=lra)  # (B, H, N)
+        memory, write_cache = ops.lra_write_forward(state.memory, write_weights, add, erase_indices=lra)
         # read from the new memory
-        read_weights, content_c = ops.content_weights_forward(memory, q, beta)
-        reads, read_c = ops.dense_read_forward(memory, read_weights)
+        read_weights, content_cache = ops.content_weights_forward(memory, q, beta)
+        reads, read_cache = ops.dense_read_forward(memory, read_weights)
         # usage (no gradient)
         access = np.sum(write_weights + read_weights, axis=1)                 # (B, N)
         t = state.step + 1
@@ -141,28 +130,29 @@ class DAMCore:
         else:
             accessed = None
             usage = self.discount * state.usage + access
-        y, out_c = output_forward(params, h, reads)
-        cache = (ctrl_cache, heads_cache, alpha, gate, onehot, inner, state.read_weights, write_c, content_c, read_c,
-                 out_c)
-        self.trace = (lra, accessed)
-        return y, DAMState(h, c, memory, read_weights, write_weights, reads, usage, t), cache
+        y, out_cache = self.output.forward(params, h, reads)
+        cache = DAMCache(ctrl_cache, iface_cache, ww_cache, write_cache, content_cache, read_cache, out_cache)
+        state = DAMState(h, c, memory, read_weights, write_weights, reads, usage, t)
+        return Step(y, state, cache, DAMTrace(lra, accessed))
 
     def step_backward(self, params, dy, dstate, cache, grads):
-        (ctrl_cache, heads_cache, alpha, gate, onehot, inner, read_weights_prev, write_c, content_c, read_c,
-         out_c) = cache
+        """VJP of :meth:`step_forward` (usage and the LRA choice carry no gradient)."""
         H, W = self.H, self.W
         B = dy.shape[0]
-        dh, dreads = output_backward(dy, out_c, grads, self.C)
+        dh, dreads = self.output.backward(params, dy, cache.output, grads)
         dreads = dreads.reshape(B, H, W) + dstate.reads
-        dmemory, dread_weights = ops.dense_read_backward(dreads, read_c)
+        dmemory, dread_weights = ops.dense_read_backward(dreads, cache.read)
         dmemory = dmemory + dstate.memory
-        dmem_content, dq, dbeta = ops.content_weights_backward(dread_weights + dstate.read_weights, content_c)
-        dmemory_prev, dwrite_weights, dadd = ops.lra_write_backward(dmemory + dmem_content, write_c)
-        dalpha = np.sum(dwrite_weights * inner, axis=-1)                      # (B, H)
-        dinner = alpha[..., None] * dwrite_weights
-        dgate = np.sum(dinner * (read_weights_prev - onehot), axis=-1)
-        dread_weights_prev = gate[..., None] * dinner
-        dh_heads = self.heads_backward(dq, dadd, dalpha, dgate, dbeta, heads_cache, grads)
-        dreads_prev, dh_prev, dc_prev = controller_backward(dh + dh_heads + dstate.h, dstate.c, ctrl_cache, grads,
-                                                            self.X)
+        dmem_content, dq, dbeta = ops.content_weights_backward(dread_weights + dstate.read_weights, cache.content)
+        dmemory_prev, dwrite_weights, dadd = ops.lra_write_backward(dmemory + dmem_content, cache.write)
+        dread_weights_prev, dalpha, dgate = ops.lra_interpolate_backward(dwrite_weights, cache.write_weights)
+        dvalues = {"head": {"query": dq, "add": dadd, "alpha": dalpha, "gate": dgate,
+                            "strength": dbeta if self.strength else None}}
+        dh_heads = self.interface.backward(params, dvalues, cache.interface, grads)
+        dreads_prev, dh_prev, dc_prev = self.controller.backward(params, dh + dh_heads + dstate.h, dstate.c,
+                                                                 cache.controller, grads)
         return DAMState(dh_prev, dc_prev, dmemory_prev, dread_weights_prev, None, dreads_prev.reshape(B, H, W), None, 0)
+
+    def initial_memory_grad(self, dstate):
+        """∂L/∂memory0: the memory lives in the state, so the batch's gradients add up."""
+        return dstate.memory.sum(axis=0)

@@ -20,14 +20,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import ops
-from ._common import (
-    controller_backward,
-    controller_forward,
-    init_linear,
-    init_lstm,
-    output_backward,
-    output_forward,
-)
+from .controller import Controller, Field, HeadGroup, Interface, InterfaceLayout, Output, scalar
+from .protocol import CoreBase, Step
 
 
 class NTMState(NamedTuple):
@@ -39,22 +33,44 @@ class NTMState(NamedTuple):
     reads: np.ndarray          # (B, H, W)
 
 
-class NTMCore:
+class NTMCache(NamedTuple):
+    controller: object   # ops.lstm_step's cache
+    interface: object    # InterfaceCache: the head layer and each field's activation
+    content: object      # ops.content_weights' cache, all 2H heads (reads first)
+    interpolate: object  # ops.interpolate's cache
+    shift: object        # ops.circular_shift's cache
+    sharpen: object      # ops.sharpen's cache
+    read: object         # ops.dense_read's cache (on M_{t-1})
+    write: object        # ops.dense_write's cache
+    output: object       # ops.linear's cache
+
+
+def ntm_layout(H: int, W: int, S: int) -> InterfaceLayout:
+    """H read heads (key, β, g, shift, γ), then H write heads (the same, then erase and add)."""
+    addressing = (Field("key", W, "identity"), scalar("strength", "softplus"), scalar("gate", "sigmoid"),
+                  Field("shift", S, "softmax"), scalar("sharpen", "oneplus"))
+    return InterfaceLayout(HeadGroup("read", H, addressing),
+                           HeadGroup("write", H, addressing + (Field("erase", W, "sigmoid"), Field("add", W, "tanh"))))
+
+
+ADDRESSING = ("key", "strength", "gate", "shift", "sharpen")
+
+
+class NTMCore(CoreBase):
     """Sizes and the step of an NTM; see the module docstring for the equations."""
 
     def __init__(self, *, input_size, output_size, memory_size, word_size, num_heads, hidden_size, shift_range=1):
         self.X, self.Y, self.N, self.W = input_size, output_size, memory_size, word_size
         self.H, self.C, self.S = num_heads, hidden_size, 2 * shift_range + 1
-        self.P_read = self.W + self.S + 3               # key, β, g, shift, γ
-        self.P_write = self.P_read + 2 * self.W         # ... + erase, add
+        self.memory_shape = (memory_size, word_size)
+        self.controller = Controller(input_size, num_heads * word_size, hidden_size)
+        self.interface = Interface(hidden_size, ntm_layout(num_heads, word_size, self.S))
+        self.output = Output(hidden_size, num_heads * word_size, output_size)
 
     def init_params(self, rng, dtype):
-        H, W, C = self.H, self.W, self.C
-        cw, cb = init_lstm(rng, self.X + H * W, C, dtype)
-        hw, hb = init_linear(rng, C, H * (self.P_read + self.P_write), dtype)
-        ow, ob = init_linear(rng, C + H * W, self.Y, dtype)
-        return {"controller.weight": cw, "controller.bias": cb, "heads.weight": hw, "heads.bias": hb,
-                "output.weight": ow, "output.bias": ob}
+        """``controller.*``, ``heads.*``, ``output.*`` (drawn in that order from ``rng``)."""
+        return {**self.controller.init_params(rng, dtype), **self.interface.init_params(rng, dtype),
+                **self.output.init_params(rng, dtype)}
 
     def initial_state(self, params, B, dtype, memory0):
         """Zero controller state and reads; every head starts focused on slot 0.
@@ -71,64 +87,47 @@ class NTMCore:
         return NTMState(z((B, C), dtype), z((B, C), dtype), np.broadcast_to(memory0, (B, N, W)).astype(dtype),
                         focus, focus.copy(), z((B, H, W), dtype))
 
-    def _split(self, p):
-        """Head parameters (B, P) -> addressing (B, 2H, P_read) and write extras (B, H, 2W)."""
-        B, H = p.shape[0], self.H
-        pr = p[:, :H * self.P_read].reshape(B, H, self.P_read)
-        pw = p[:, H * self.P_read:].reshape(B, H, self.P_write)
-        return np.concatenate([pr, pw[..., :self.P_read]], axis=1), pw[..., self.P_read:]
-
     def step_forward(self, params, x, state):
-        H, W, S = self.H, self.W, self.S
-        (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
-        p, heads_cache = ops.linear_forward(h, params["heads.weight"], params["heads.bias"])
-        addr, extra = self._split(p)                                          # (B, 2H, P_read), (B, H, 2W)
-        beta, beta_c = ops.softplus_forward(addr[..., W])                     # (B, 2H)
-        g, g_c = ops.sigmoid_forward(addr[..., W + 1])
-        s, s_c = ops.softmax_forward(addr[..., W + 2:W + 2 + S], axis=-1)     # (B, 2H, S)
-        gamma, gamma_c = ops.oneplus_forward(addr[..., W + 2 + S])
-        erase, erase_c = ops.sigmoid_forward(extra[..., :W])                  # (B, H, W)
-        add, add_c = ops.tanh_forward(extra[..., W:])
-        w_prev = np.concatenate([state.read_weights, state.write_weights], axis=1)   # (B, 2H, N)
-        wc, wc_c = ops.content_weights_forward(state.memory, addr[..., :W], beta)
-        wg, wg_c = ops.interpolate_forward(wc, w_prev, g)
-        ws, ws_c = ops.circular_shift_forward(wg, s)
-        w, w_c = ops.sharpen_forward(ws, gamma)
-        reads, read_c = ops.dense_read_forward(state.memory, w[:, :H])
-        memory, write_c = ops.dense_write_forward(state.memory, w[:, H:], erase, add)
-        y, out_c = output_forward(params, h, reads)
-        cache = (ctrl_cache, heads_cache, beta_c, g_c, s_c, gamma_c, erase_c, add_c, wc_c, wg_c, ws_c, w_c,
-                 read_c, write_c, out_c)
-        return y, NTMState(h, c, memory, w[:, :H], w[:, H:], reads), cache
+        """Controller, the 2H heads' addressing on M_{t-1}, read, write, output (module docstring)."""
+        H = self.H
+        (h, c), ctrl_cache = self.controller.forward(params, x, state.reads, state.h, state.c)
+        v, iface_cache = self.interface.forward(params, h)
+        a = {f: np.concatenate([v["read"][f], v["write"][f]], axis=1) for f in ADDRESSING}  # 2H heads, reads first
+        w_prev = np.concatenate([state.read_weights, state.write_weights], axis=1)       # (B, 2H, N)
+        wc, wc_cache = ops.content_weights_forward(state.memory, a["key"], a["strength"])
+        wg, wg_cache = ops.interpolate_forward(wc, w_prev, a["gate"])
+        ws, ws_cache = ops.circular_shift_forward(wg, a["shift"])
+        w, w_cache = ops.sharpen_forward(ws, a["sharpen"])                                # (B, 2H, N)
+        reads, read_cache = ops.dense_read_forward(state.memory, w[:, :H])
+        memory, write_cache = ops.dense_write_forward(state.memory, w[:, H:], v["write"]["erase"], v["write"]["add"])
+        y, out_cache = self.output.forward(params, h, reads)
+        cache = NTMCache(ctrl_cache, iface_cache, wc_cache, wg_cache, ws_cache, w_cache, read_cache, write_cache,
+                         out_cache)
+        return Step(y, NTMState(h, c, memory, w[:, :H], w[:, H:], reads), cache, None)
 
     def step_backward(self, params, dy, dstate, cache, grads):
-        (ctrl_cache, heads_cache, beta_c, g_c, s_c, gamma_c, erase_c, add_c, wc_c, wg_c, ws_c, w_c,
-         read_c, write_c, out_c) = cache
-        H, W, S = self.H, self.W, self.S
+        """VJP of :meth:`step_forward`, in reverse order; returns ∂L/∂state_{t-1}."""
+        H, W = self.H, self.W
         B = dy.shape[0]
-        dh, dreads = output_backward(dy, out_c, grads, self.C)
+        dh, dreads = self.output.backward(params, dy, cache.output, grads)
         dreads = dreads.reshape(B, H, W) + dstate.reads
-        dmemory, dww, derase, dadd = ops.dense_write_backward(dstate.memory, write_c)
-        dmem_read, dwr = ops.dense_read_backward(dreads, read_c)
+        dmemory, dww, derase, dadd = ops.dense_write_backward(dstate.memory, cache.write)
+        dmem_read, dwr = ops.dense_read_backward(dreads, cache.read)
         dmemory = dmemory + dmem_read
         dw = np.concatenate([dwr + dstate.read_weights, dww + dstate.write_weights], axis=1)   # (B, 2H, N)
-        dws, dgamma = ops.sharpen_backward(dw, w_c)
-        dwg, ds = ops.circular_shift_backward(dws, ws_c)
-        dwc, dw_prev, dg = ops.interpolate_backward(dwg, wg_c)
-        dmem_content, dkey, dbeta = ops.content_weights_backward(dwc, wc_c)
+        da = {}
+        dws, da["sharpen"] = ops.sharpen_backward(dw, cache.sharpen)
+        dwg, da["shift"] = ops.circular_shift_backward(dws, cache.shift)
+        dwc, dw_prev, da["gate"] = ops.interpolate_backward(dwg, cache.interpolate)
+        dmem_content, da["key"], da["strength"] = ops.content_weights_backward(dwc, cache.content)
         dmemory = dmemory + dmem_content
-        daddr = np.empty((B, 2 * H, self.P_read), dy.dtype)
-        daddr[..., :W] = dkey
-        daddr[..., W] = ops.softplus_backward(dbeta, beta_c)[0]
-        daddr[..., W + 1] = ops.sigmoid_backward(dg, g_c)[0]
-        daddr[..., W + 2:W + 2 + S] = ops.softmax_backward(ds, s_c)[0]
-        daddr[..., W + 2 + S] = ops.oneplus_backward(dgamma, gamma_c)[0]
-        dpw = np.concatenate([daddr[:, H:], ops.sigmoid_backward(derase, erase_c)[0],
-                              ops.tanh_backward(dadd, add_c)[0]], axis=-1)                 # (B, H, P_write)
-        dp = np.concatenate([daddr[:, :H].reshape(B, -1), dpw.reshape(B, -1)], axis=1)
-        dh_heads, dweight, dbias = ops.linear_backward(dp, heads_cache)
-        grads["heads.weight"] += dweight
-        grads["heads.bias"] += dbias
-        dreads_prev, dh_prev, dc_prev = controller_backward(dh + dh_heads + dstate.h, dstate.c, ctrl_cache, grads,
-                                                            self.X)
+        dv = {"read": {f: d[:, :H] for f, d in da.items()},
+              "write": {**{f: d[:, H:] for f, d in da.items()}, "erase": derase, "add": dadd}}
+        dh_heads = self.interface.backward(params, dv, cache.interface, grads)
+        dreads_prev, dh_prev, dc_prev = self.controller.backward(params, dh + dh_heads + dstate.h, dstate.c,
+                                                                 cache.controller, grads)
         return NTMState(dh_prev, dc_prev, dmemory, dw_prev[:, :H], dw_prev[:, H:], dreads_prev.reshape(B, H, W))
+
+    def initial_memory_grad(self, dstate):
+        """∂L/∂memory0: the memory lives in the state, so the batch's gradients add up."""
+        return dstate.memory.sum(axis=0)

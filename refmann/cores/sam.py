@@ -11,6 +11,12 @@ The memory is one (B, N, W) array per model, written in place. Per step (DESIGN 
 4. usage: slots with :math:`\sum_h (w^W + w^R) > \delta` move to the back of the ring, stamped t;
 5. output :math:`y_t = \mathrm{linear}([h_t ; r_t])`.
 
+Every equation is an op: :func:`~refmann.ops.lra_interpolate_forward` (the write weights),
+:func:`~refmann.ops.sparse_write_inplace` (the write), :func:`~refmann.ops.sparse_content_read_forward`
+(the read). ``fused=True`` (default) runs the write and the read as Numba kernels, ``fused=False``
+as the ops' readable NumPy bodies — the same numbers (tested). The memory, its index, ring and
+row-gradient table live in one :class:`~refmann.memory.SparseMemory`.
+
 Backward at step t starts with the live memory equal to :math:`M_t`: it gathers again the K rows each
 head read, takes the read's small cache (weights, norms, similarities), accumulates the memory
 gradient into a table that holds only the touched rows (:class:`~refmann.memory.RowGradAccumulator`),
@@ -26,17 +32,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from ..kernels import gather_rows_kernel
-from ..kernels.content_read import content_read_backward_kernel, content_read_forward_kernel
-from ..kernels.sparse_write import (
-    accessed_slots_kernel,
-    restore_rows_kernel,
-    sparse_write_inplace_kernel,
-)
-from ..memory.accumulator import RowGradAccumulator
-from ..memory.ring import UsageRing
-from ._common import controller_backward, controller_forward, output_backward, output_forward
-from .dam import DAMCore
+from .. import ops
+from ..memory.sparse_memory import SparseMemory, StepJournal
+from .controller import Controller, Interface, Output
+from .dam import memory_heads_layout
+from .protocol import CoreBase, Step
 
 BPTT_MODES = ("rollback", "cache")
 READ_EPS = 1e-6   # the cosine's eps, as ops.cosine_similarity's default (and DAM's read)
@@ -54,80 +54,58 @@ class SAMState(NamedTuple):
     step: int
 
 
-class ReadCache(NamedTuple):
-    """What the read's backward needs besides the rows, which it gathers again from M_t (rollback)."""
-
-    q: np.ndarray       # (B, H, W)
-    beta: np.ndarray    # (B, H)
-    w: np.ndarray       # (B, H, K)     read weights
-    sim: np.ndarray     # (B, H, K)     cosine similarities
-    qnorm: np.ndarray   # (B, H)
-    rnorm: np.ndarray   # (B, H, K)
-
-
-class SAMStepCache(NamedTuple):
-    ctrl: tuple
-    heads: tuple                # DAMCore.heads_forward's cache
-    alpha: np.ndarray           # (B, H)
-    gate: np.ndarray            # (B, H)
-    q: np.ndarray               # (B, H, W)
-    beta_value: np.ndarray      # (B, H)
-    add: np.ndarray             # (B, H, W)
-    lra: np.ndarray             # int (B, H)
-    read_weights_prev: np.ndarray  # (B, H, K)
-    write_idx: np.ndarray       # int (B, H, K+1)
-    write_weights: np.ndarray   # (B, H, K+1)
-    journal_rows: np.ndarray    # (B, H(K+1), W)  old contents of the written rows
-    index: object               # the index's journal of this step's update
-    read_idx: np.ndarray        # int (B, H, K)
-    read: ReadCache | None    # the read over the K rows (rollback only): O(H·K·W)
-    ring: object                # RingJournal
-    out: tuple
-    snapshot: np.ndarray | None  # (B, N, W) copy of M_t (bptt="cache" only)
-    new_rows: np.ndarray | None  # (B, H(K+1), W) the written rows after the write (restore="final" only)
-    step: int
+class SAMCache(NamedTuple):
+    controller: object               # ops.lstm_step's cache
+    interface: object                # InterfaceCache
+    write_weights: object            # ops.lra_interpolate's cache (sparse form)
+    write: object                    # ops.sparse_write's cache: weights, words, rows (B, H, K+1), LRA rows (B, H)
+    journal: StepJournal             # old rows, index and ring moves: what rollback reverts
+    read: object                     # ops.sparse_content_read's cache (rows dropped under rollback: O(H·K))
+    output: object                   # ops.linear's cache
+    snapshot: np.ndarray | None      # (B, N, W) copy of M_t (bptt="cache" only)
+    step: int                        # t
 
 
-def _gather(table, idx):
-    """table[b, idx[b, ...]] for an int index array of shape (B, ...) -> (B, ..., W)."""
-    B = idx.shape[0]
-    flat = np.ascontiguousarray(idx.reshape(B, -1))
-    out = np.empty((B, flat.shape[1], table.shape[2]), table.dtype)
-    gather_rows_kernel(out, table, flat)
-    return out.reshape(idx.shape + (table.shape[2],))
+class SAMTrace(NamedTuple):
+    """The step's discrete decisions (finite-difference checks watch them for kinks)."""
+
+    lra: np.ndarray       # int (B, H)       the least recently accessed slot of each head
+    touched: np.ndarray   # int (B, H(2K+1)) slots whose summed weight exceeded δ, ascending, −1 padded
+    read_idx: np.ndarray  # int (B, H, K)    the rows each head read, sorted
 
 
-class SAMCore(DAMCore):
-    """SAM's step; shares DAM's parameters and controller (see the module docstring)."""
+class SAMCore(CoreBase):
+    """SAM's step over a :class:`~refmann.memory.SparseMemory`; DAM's parameters and sandwich."""
 
-    def __init__(self, *, k, index_factory, bptt="rollback", restore="initial", **dam_kwargs):
-        super().__init__(usage="timestamp", **dam_kwargs)
+    in_place = True
+
+    def __init__(self, *, input_size, output_size, memory_size, word_size, num_heads, hidden_size, k,
+                 index_factory, bptt="rollback", restore="initial", fused=True, delta=0.005, strength=True):
         if bptt not in BPTT_MODES:
             raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
         if restore not in RESTORE_MODES:
             raise ValueError(f"restore: expected one of {RESTORE_MODES}, got {restore!r}")
-        self.K, self.bptt, self.restore, self.index_factory = k, bptt, restore, index_factory
-        self.B = None
+        if num_heads > memory_size:
+            raise ValueError(f"num_heads: expected at most memory_size = {memory_size} (one LRA slot per head), "
+                             f"got {num_heads}")
+        self.X, self.Y, self.N, self.W = input_size, output_size, memory_size, word_size
+        self.H, self.C, self.K = num_heads, hidden_size, k
+        self.memory_shape = (memory_size, word_size)
+        self.bptt, self.restore, self.fused, self.delta, self.strength = bptt, restore, fused, delta, strength
+        self.controller = Controller(input_size, num_heads * word_size, hidden_size)
+        self.interface = Interface(hidden_size, memory_heads_layout(num_heads, word_size, strength))
+        self.output = Output(hidden_size, num_heads * word_size, output_size)
+        self.memory = SparseMemory(memory_size, word_size, index_factory)
+        self.last_memory_grad = None
 
-    # -- the model-owned, in-place state -------------------------------------------------------------
-    def prepare(self, B, dtype, memory0):
-        """Allocate memory, ring and index for batch size B (O(N), once per B) and the row-gradient table."""
-        if self.B == B and self.memory.dtype == dtype:
-            return
-        self.B = B
-        self.memory = np.ascontiguousarray(np.broadcast_to(memory0, (B, self.N, self.W)).astype(dtype))
-        self.dmemory = RowGradAccumulator(B, self.W, dtype)
-        self.ring = UsageRing(B, self.N)
-        self.index = self.index_factory(self.memory)
-        self.index.rebuild()
-
-    def footprint(self) -> dict[str, int]:
-        """Bytes held by each part of the model-owned state (after :meth:`prepare`)."""
-        return {"memory": self.memory.nbytes, "index": self.index.nbytes(), "usage ring": self.ring.nbytes(),
-                "gradient table": self.dmemory.nbytes()}
+    def init_params(self, rng, dtype):
+        """DAM's parameters: ``controller.*``, ``heads.*``, ``output.*`` (drawn in that order)."""
+        return {**self.controller.init_params(rng, dtype), **self.interface.init_params(rng, dtype),
+                **self.output.init_params(rng, dtype)}
 
     def initial_state(self, params, B, dtype, memory0):
-        self.prepare(B, np.dtype(dtype), memory0)
+        """Prepares the memory for batch size B (O(N), once per B); zero reads on slots 0..K−1 with weight 0."""
+        self.memory.prepare(B, dtype, memory0)
         H, K, W, C = self.H, self.K, self.W, self.C
         read_idx = np.broadcast_to(np.arange(K, dtype=np.int64), (B, H, K)).copy()
         z = np.zeros
@@ -136,131 +114,109 @@ class SAMCore(DAMCore):
 
     # -- forward -----------------------------------------------------------------------------------------
     def step_forward(self, params, x, state):
-        H, W, K = self.H, self.W, self.K
+        """Controller; sparse write (K read slots + the LRA slot); K-sparse read; usage; output."""
+        H, K = self.H, self.K
         B = x.shape[0]
-        (h, c), ctrl_cache = controller_forward(params, x, state.reads, state.h, state.c)
-        q, add, alpha, gate, beta, heads_cache = self.heads_forward(params, h)
-        q, add = np.ascontiguousarray(q), np.ascontiguousarray(add)   # (copies: the heads' output p is freed)
+        mem = self.memory
+        (h, c), ctrl_cache = self.controller.forward(params, x, state.reads, state.h, state.c)
+        values, iface_cache = self.interface.forward(params, h)
+        v = values["head"]
+        q, add = np.ascontiguousarray(v["query"]), np.ascontiguousarray(v["add"])   # copies: p is freed
+        beta = v["strength"] if self.strength else np.ones((B, H), x.dtype)
         # write: K previous read slots and the least recently accessed one, per head
-        lra = self.ring.oldest(H)                                              # (B, H)
-        write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)
-        write_weights = alpha[..., None] * np.concatenate(
-            [gate[..., None] * state.read_weights, (1.0 - gate)[..., None]], axis=-1)   # (B, H, K+1)
-        flat_idx = np.ascontiguousarray(write_idx.reshape(B, -1))
-        journal = np.empty((B, H * (K + 1), W), self.memory.dtype)
-        sparse_write_inplace_kernel(self.memory, lra, flat_idx, np.ascontiguousarray(write_weights.reshape(B, -1)),
-                                    add, K + 1, journal)
-        index_journal = self.index.update(flat_idx)
+        lra = mem.least_recent(H)                                                  # (B, H)
+        write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)      # (B, H, K+1)
+        write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
+        journal, write_cache = mem.write(write_weights, add, indices=write_idx, erase_indices=lra, fused=self.fused,
+                                         keep_new_rows=self.restore == "final")
         # read: K candidates per head from the index, softmax over those K
-        read_idx = self.index.query(q, K)                                      # (B, H, K)
-        rows = _gather(self.memory, read_idx)                                  # (B, H, K, W)
-        read_weights, reads, read_cache = self._read(rows, q, beta)
+        read_idx = mem.query(q, K)                                                 # (B, H, K)
+        (read_weights, reads), read_cache = ops.sparse_content_read_forward(mem.memory, q, beta, indices=read_idx,
+                                                                            eps=READ_EPS, fused=self.fused)
         # usage: slots whose summed weight exceeds δ move to the back of the ring
         t = state.step + 1
-        slots = np.concatenate([flat_idx, read_idx.reshape(B, -1)], axis=1)
-        values = np.concatenate([write_weights.reshape(B, -1), read_weights.reshape(B, -1)], axis=1)
-        touched = np.empty_like(slots)
-        accessed_slots_kernel(slots, values, self.delta, touched)
-        ring_journal = self.ring.touch(touched, t)
-        self.trace = (lra, touched, np.sort(read_idx, axis=-1))  # decisions, for kink detection
-        y, out_c = output_forward(params, h, reads)
-        snapshot = self.memory.copy() if self.bptt == "cache" else None
-        new_rows = _gather(self.memory, flat_idx) if self.restore == "final" else None
-        cache = SAMStepCache(ctrl_cache, heads_cache, alpha, gate, q, beta, add, lra,
-                             state.read_weights, write_idx, write_weights, journal, index_journal, read_idx,
-                             read_cache if self.bptt == "rollback" else None, ring_journal, out_c,
-                             snapshot, new_rows, t)
-        return y, SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t), cache
-
-    def _read(self, rows, q, beta):
-        """Content weights over the K gathered rows and the read (eqs. 1–2): ``ops.content_weights`` and
-        ``ops.dense_read`` on each head's K rows, fused in one kernel; returns (weights, reads, cache)."""
-        B, H, K, W = rows.shape
-        q, beta = np.ascontiguousarray(q), np.ascontiguousarray(beta)
-        w, sim, rnorm = (np.empty((B, H, K), rows.dtype) for _ in range(3))
-        reads, qnorm = np.empty((B, H, W), rows.dtype), np.empty((B, H), rows.dtype)
-        content_read_forward_kernel(rows, q, beta, READ_EPS, w, reads, sim, qnorm, rnorm)
-        return w, reads, ReadCache(q, beta, w, sim, qnorm, rnorm)
+        slots = np.concatenate([journal.rows, read_idx.reshape(B, -1)], axis=1)
+        access = np.concatenate([write_weights.reshape(B, -1), read_weights.reshape(B, -1)], axis=1)
+        touched, journal = mem.touch(slots, access, self.delta, t, journal)
+        y, out_cache = self.output.forward(params, h, reads)
+        snapshot = mem.memory.copy() if self.bptt == "cache" else None
+        if self.bptt == "rollback" and self.fused:
+            read_cache = read_cache._replace(rows=None)   # backward gathers them again from M_t
+        cache = SAMCache(ctrl_cache, iface_cache, ww_cache, write_cache, journal, read_cache, out_cache, snapshot, t)
+        state = SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t)
+        return Step(y, state, cache, SAMTrace(lra, touched, np.sort(read_idx, axis=-1)))
 
     # -- backward ----------------------------------------------------------------------------------------
     def step_backward(self, params, dy, dstate, cache, grads):
-        H, W, K = self.H, self.W, self.K
+        """VJP of one step against the live memory M_t, then revert the step's journal (M_t -> M_{t-1})."""
+        H, W = self.H, self.W
         B = dy.shape[0]
-        dh, dreads = output_backward(dy, cache.out, grads, self.C)
+        mem = self.memory
+        dh, dreads = self.output.backward(params, dy, cache.output, grads)
         dreads = dreads.reshape(B, H, W) + dstate.reads
-        # read backward: rollback keeps the read's caches (K rows per head); "cache" recomputes them from
-        # its full snapshot of M_t — two routes to the same numbers, compared by the tests
+        # read backward: rollback gathers the K rows again from the live memory, which is M_t; "cache"
+        # recomputes the read from its full snapshot of M_t — two routes to the same numbers (tested)
+        rc = cache.read
         if self.bptt == "cache":
-            rows = _gather(cache.snapshot, cache.read_idx)
-            rc = self._read(rows, cache.q, cache.beta_value)[2]
-        else:
-            rows, rc = _gather(self.memory, cache.read_idx), cache.read          # the live memory is M_t
-        drows = np.empty_like(rows)                                           # (B, H, K, W)
-        dq, dbeta = np.empty_like(rc.q), np.empty_like(rc.beta)
-        content_read_backward_kernel(np.ascontiguousarray(dreads), np.ascontiguousarray(dstate.read_weights),
-                                     rows, rc.q, rc.beta, READ_EPS, rc.w, rc.sim, rc.qnorm, rc.rnorm,
-                                     drows, dq, dbeta)
-        read_flat = np.ascontiguousarray(cache.read_idx.reshape(B, -1))
-        self.dmemory.add(read_flat, drows.reshape(B, H * K, W))
-        # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_k w_hk e_{i_hk} a_hᵀ
-        drows_w = self.dmemory.gather(cache.write_idx)                         # (B, H, K+1, W)
-        dwrite_w = np.einsum("bhkw,bhw->bhk", drows_w, cache.add)             # (B, H, K+1)
-        dadd = np.einsum("bhk,bhkw->bhw", cache.write_weights, drows_w)       # (B, H, W)
-        self.dmemory.zero(cache.lra)                                           # erased rows: no gradient to M_{t-1}
-        self._revert(cache)
-        # write weights w = α (γ w^R_{t-1} ⊕ (1-γ)) -> α, γ, w^R_{t-1}
-        alpha, gate = cache.alpha, cache.gate
-        inner = np.concatenate([gate[..., None] * cache.read_weights_prev, (1.0 - gate)[..., None]], axis=-1)
-        dalpha = np.sum(dwrite_w * inner, axis=-1)
-        dinner = alpha[..., None] * dwrite_w
-        dgate = np.sum(dinner[..., :K] * cache.read_weights_prev, axis=-1) - dinner[..., K]
-        dread_weights_prev = gate[..., None] * dinner[..., :K]
-        dh_heads = self.heads_backward(dq.reshape(B, H, W), dadd, dalpha, dgate, dbeta.reshape(B, H), cache.heads,
-                                       grads)
-        dreads_prev, dh_prev, dc_prev = controller_backward(dh + dh_heads + dstate.h, dstate.c, cache.ctrl, grads,
-                                                            self.X)
+            rc = ops.sparse_content_read_forward(cache.snapshot, rc.keys, rc.strengths, indices=rc.indices,
+                                                 eps=READ_EPS, fused=self.fused)[1]
+        elif rc.rows is None:
+            rc = rc._replace(rows=mem.gather(rc.indices))
+        dmem_read, dq, dbeta = ops.sparse_content_read_backward((dstate.read_weights, dreads), rc)
+        mem.grad.add(dmem_read.indices, dmem_read.rows)
+        # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_j w_hj e_{s_hj} a_hᵀ
+        dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
+        mem.grad.zero(cache.write.erase_indices)                                    # erased rows: no gradient
+        mem.revert(cache.journal)                                                   # the live memory is M_{t-1}
+        dread_weights_prev, dalpha, dgate = ops.lra_interpolate_backward(dwrite_weights, cache.write_weights)
+        dvalues = {"head": {"query": dq, "add": dadd, "alpha": dalpha, "gate": dgate,
+                            "strength": dbeta if self.strength else None}}
+        dh_heads = self.interface.backward(params, dvalues, cache.interface, grads)
+        dreads_prev, dh_prev, dc_prev = self.controller.backward(params, dh + dh_heads + dstate.h, dstate.c,
+                                                                 cache.controller, grads)
         return SAMState(dh_prev, dc_prev, None, dread_weights_prev, None, None, dreads_prev.reshape(B, H, W), 0)
 
-    def _revert(self, cache):
-        """Undo one step: memory rows from the journal, their index entries, the ring."""
-        B = cache.journal_rows.shape[0]
-        flat_idx = np.ascontiguousarray(cache.write_idx.reshape(B, -1))
-        restore_rows_kernel(self.memory, flat_idx, cache.journal_rows)
-        self.index.undo(cache.index)
-        self.ring.undo(cache.ring)
+    def zero_dstate(self, state):
+        """Zero gradients for h, c, the read weights (B, H, K) and the reads."""
+        z = np.zeros_like
+        return SAMState(z(state.h), z(state.c), None, z(state.read_weights), None, None, z(state.reads), 0)
 
     # -- ends of a forward or backward pass ---------------------------------------------------------------
     def end_forward(self, caches):
         """After a forward pass without backward: undo every step, newest first (O(T·K)), so the next
         sequence starts from the initial memory."""
         for cache in reversed(caches):
-            self._revert(cache)
-        self.index.maybe_rebuild()
+            self.memory.revert(cache.journal)
+        self.memory.end_pass()
 
     def end_backward(self, caches):
         """After backward: the memory is back at M_0; empty the row-gradient table.
 
         ``last_memory_grad`` keeps ∂L/∂M_0 as a :class:`~refmann.ops.RowGrad`: each row the pass
         read listed once, padded at the end with zero rows (:func:`refmann.ops.densify_rows` gives
-        the dense gradient)."""
-        self.last_memory_grad = self.dmemory.to_rowgrad(self.N)
-        self.dmemory.clear()
+        the dense gradient). With ``restore="final"`` every step is then redone, oldest first: the
+        memory is left at M_T (truncated BPTT)."""
+        mem = self.memory
+        self.last_memory_grad = mem.grad.to_rowgrad(self.N)
+        mem.grad.clear()
         if self.restore == "final":
-            self._reapply(caches)
-        self.index.maybe_rebuild()
+            for cache in caches:
+                mem.reapply(cache.journal, cache.step)
+        mem.end_pass()
 
-    def _reapply(self, caches):
-        """Redo every step's write, index update and ring moves, oldest first: memory back at M_T
-        (O(T·K), for truncated BPTT; the next sequence then starts from this memory)."""
-        for cache in caches:
-            B = cache.new_rows.shape[0]
-            flat_idx = np.ascontiguousarray(cache.write_idx.reshape(B, -1))
-            restore_rows_kernel(self.memory, flat_idx, cache.new_rows)
-            self.index.update(flat_idx)
-            self.ring.touch(cache.ring.slots, cache.step)
+    def dense_weights(self, state):
+        """(B, H, N) read and write weights, the K (K+1) entries of each head scattered (for pictures)."""
+        def scatter(idx, w):
+            dense = np.zeros(w.shape[:2] + (self.N,), w.dtype)
+            for j in range(idx.shape[-1]):                 # repeated slots add up
+                np.add.at(dense, (*np.indices(idx.shape[:2]), idx[..., j]), w[..., j])
+            return dense
+        return scatter(state.read_idx, state.read_weights), scatter(state.write_idx, state.write_weights)
 
-    def zero_dstate(self, B, dtype):
-        H, K, W, C = self.H, self.K, self.W, self.C
-        z = np.zeros
-        return SAMState(z((B, C), dtype), z((B, C), dtype), None, z((B, H, K), dtype), None, None,
-                        z((B, H, W), dtype), 0)
+    def forget_steps(self):
+        """Steps were taken without their caches (the step API): the next initial_state starts afresh."""
+        self.memory.dirty = True
+
+    def footprint(self) -> dict[str, int]:
+        """Bytes held by each part of the model-owned state (after :meth:`initial_state`)."""
+        return self.memory.nbytes()

@@ -18,6 +18,8 @@ Similarity is cosine (DESIGN decision 3), so the index and the read rank candida
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ..kernels.lsh import (
@@ -33,6 +35,17 @@ from ..ops import cosine_similarity_forward, top_k
 def cosine_scores(memory, keys, eps=1e-6):
     """Cosine similarity of each key with every row, (B, H, N): the read's own op, so both rank alike."""
     return cosine_similarity_forward(memory, keys, eps=eps)[0]
+
+
+class LSHJournal(NamedTuple):
+    """What :meth:`LSHIndex.update` changed, so that :meth:`LSHIndex.undo` restores it exactly."""
+
+    rows: np.ndarray     # int (B, J)     the re-hashed rows
+    codes: np.ndarray    # int32 (B, J, L)  their old bucket codes, per table
+    prev: np.ndarray     # int32 (B, J, L)  their old list neighbours
+    next: np.ndarray     # int32 (B, J, L)
+    recent: np.ndarray   # int (B, R)     the fill-in ring of recently written rows
+    recent_pos: int      # its write position
 
 
 class LinearIndex:
@@ -171,8 +184,8 @@ class LSHIndex:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         B, J = rows.shape
         L = self.num_tables
-        journal = (rows, np.empty((B, J, L), np.int32), np.empty((B, J, L), np.int32),
-                   np.empty((B, J, L), np.int32), self.recent.copy(), self._recent_pos)
+        journal = LSHJournal(rows, np.empty((B, J, L), np.int32), np.empty((B, J, L), np.int32),
+                             np.empty((B, J, L), np.int32), self.recent.copy(), self._recent_pos)
         lsh_update_kernel(self.memory, self._planes_t, self.num_bits, rows, self._codes, self.heads, self._nxt,
                           self._prv, *journal[1:4])
         R = self.recent.shape[1]
@@ -184,11 +197,11 @@ class LSHIndex:
 
     def undo(self, journal):
         """Revert one :meth:`update` exactly (bucket lists, fill-in buffer); newest first."""
-        rows, j_code, j_prev, j_next, recent, recent_pos = journal
-        lsh_undo_kernel(rows, self._codes, self.heads, self._nxt, self._prv, j_code, j_prev, j_next)
-        self.recent[:] = recent
-        self._recent_pos = recent_pos
-        self.insertions -= rows.shape[1]
+        lsh_undo_kernel(journal.rows, self._codes, self.heads, self._nxt, self._prv, journal.codes, journal.prev,
+                        journal.next)
+        self.recent[:] = journal.recent
+        self._recent_pos = journal.recent_pos
+        self.insertions -= journal.rows.shape[1]
 
     def maybe_rebuild(self):
         """Rebuild when N insertions have accumulated since the last rebuild (call between sequences).

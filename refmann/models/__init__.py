@@ -1,7 +1,27 @@
-"""User-facing models: ``forward(inputs (T,B,X)) -> logits (T,B,Y)`` and
-``loss_and_grads(inputs, targets, mask=None) -> (loss, grads)`` with ``grads`` keyed like ``params``.
+"""What users build: recurrent models on one BPTT engine, each a config, a core and a registry entry.
+
+``model.forward(inputs (T, B, X)) -> logits (T, B, Y)``; ``model.loss_and_grads(inputs, targets,
+mask=None) -> (loss, grads)`` with ``grads`` keyed like ``model.params``; ``model.initial_state(B)``
+and ``model.step(x_t, state)`` walk one step at a time. :data:`MODELS` is the registry the CLI,
+golden files, benchmarks and the trainer read.
 """
 
-from .models import DAM, LSTM, MODELS, NTM, SAM, make_model
+from .configs import DAMConfig, LSTMConfig, MemoryConfig, ModelConfig, NTMConfig, SAMConfig
+from .feedforward import FeedForwardModel, MLPClassifier, Transformer
+from .losses import LOSSES, Loss, get_loss
+from .recurrent import RecurrentModel, Unroll
+from .registry import MODELS, BenchVariant, ModelSpec, bench_variants, make_model, register_model
 
-__all__ = ["DAM", "LSTM", "MODELS", "NTM", "SAM", "make_model"]
+# isort: off
+# The registry's order is the order of these imports: the order of `refmann golden --model all`,
+# of the CLI's choices and of the benchmark's lines.
+from .lstm import LSTM
+from .ntm import NTM
+from .dam import DAM
+from .sam import SAM
+# isort: on
+
+__all__ = ["DAM", "LOSSES", "LSTM", "MODELS", "NTM", "SAM", "BenchVariant", "DAMConfig", "FeedForwardModel",
+           "LSTMConfig", "Loss", "MLPClassifier", "MemoryConfig", "ModelConfig", "ModelSpec", "NTMConfig",
+           "RecurrentModel", "SAMConfig", "Transformer", "Unroll", "bench_variants", "get_loss", "make_model",
+           "register_model"]

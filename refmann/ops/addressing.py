@@ -11,6 +11,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import as_float_array, check_range, check_shape
+from ._registry import register_op, simplex
 from .activations import softmax
 
 
@@ -301,3 +302,21 @@ def sharpen_backward(dout, cache):
     np.multiply(out, np.log(scaled, out=np.zeros_like(scaled), where=positive), out=ylogw, where=positive)
     dgamma = np.sum(delta * ylogw, axis=-1)
     return dweights, dgamma
+
+
+# -- registry (example inputs away from kinks) -------------------------------------------------------
+def _memory_keys(rng, s):
+    return rng.standard_normal((s.B, s.N, s.W)), rng.standard_normal((s.B, s.H, s.W))
+
+
+register_op("cosine_similarity", cosine_similarity_forward, cosine_similarity_backward,
+            example=lambda rng, s: (_memory_keys(rng, s), {}))
+register_op("content_weights", content_weights_forward, content_weights_backward,
+            example=lambda rng, s: ((*_memory_keys(rng, s), 1.0 + 3 * rng.random((s.B, s.H))), {}))
+register_op("interpolate", interpolate_forward, interpolate_backward,
+            example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), simplex(rng, s.B, s.H, s.N),
+                                     rng.uniform(0.05, 0.95, (s.B, s.H))), {}))
+register_op("circular_shift", circular_shift_forward, circular_shift_backward,
+            example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), simplex(rng, s.B, s.H, s.S)), {}))
+register_op("sharpen", sharpen_forward, sharpen_backward,
+            example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), 1.0 + 3 * rng.random((s.B, s.H))), {}))

@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import as_float_array, check_shape
+from ._registry import register_op
 from .activations import sigmoid
 
 
@@ -147,3 +148,13 @@ def lstm_gates_backward(dout, cache):
         dc * i * (1.0 - g**2),
     ], axis=1)                                                               # (B, 4C)
     return dz, dc * f
+
+
+# -- registry (example inputs) -------------------------------------------------------------------------
+register_op("linear", linear_forward, linear_backward,
+            example=lambda rng, s: ((rng.standard_normal((s.B, s.X)), rng.standard_normal((s.X, s.C)),
+                                     rng.standard_normal(s.C)), {}))
+register_op("lstm_step", lstm_step_forward, lstm_step_backward,
+            example=lambda rng, s: ((rng.standard_normal((s.B, s.X)), rng.standard_normal((s.B, s.C)),
+                                     rng.standard_normal((s.B, s.C)), 0.5 * rng.standard_normal((s.X + s.C, 4 * s.C)),
+                                     rng.standard_normal(4 * s.C)), {}))

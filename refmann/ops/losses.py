@@ -1,6 +1,6 @@
 r"""Losses from logits. Each returns the *sum* over scored entries; models divide by the batch size.
 
-Derivations: ``docs/derivations/losses.md``.
+Derivations: ``docs/derivations/activations.md`` (the losses section).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import as_float_array, as_index_array, check_range, check_shape
+from ._registry import register_op
 from .activations import sigmoid, softmax, softplus
 
 
@@ -111,3 +112,11 @@ def softmax_cross_entropy_backward(dloss, cache):
     .. math:: dx = dL\, m\,(\operatorname{softmax}(x) - \text{onehot}(t))
     """
     return (dloss * cache.mask * (cache.probs - cache.onehot),)
+
+
+# -- registry (example inputs) -------------------------------------------------------------------------
+register_op("sigmoid_cross_entropy", sigmoid_cross_entropy_forward, sigmoid_cross_entropy_backward,
+            example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),),
+                                    {"targets": rng.random((s.B, s.N)), "mask": (rng.random((s.B, s.N)) > 0.3) * 1.0}))
+register_op("softmax_cross_entropy", softmax_cross_entropy_forward, softmax_cross_entropy_backward,
+            example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {"targets": rng.integers(0, s.N, s.B)}))

@@ -13,13 +13,19 @@ import numpy as np
 
 from .._checks import as_float_array, as_index_array, check_finite, check_range, check_shape
 from ..kernels import gather_rows_kernel, scatter_add_rows_kernel
+from ._registry import distinct_indices, register_op, simplex
 
 
 class RowGrad(NamedTuple):
-    """The gradient of an (B, N, W) array that is non-zero only on some rows; duplicates add up."""
+    """The gradient of an array that is non-zero only on some rows; duplicates add up.
 
-    indices: np.ndarray  # int (B, J)   rows of the dense array
-    rows: np.ndarray     # (B, J, W)    gradient rows, duplicates accumulate
+    Two forms: a batch of memories, (B, N, W) with ``indices`` (B, J) and ``rows`` (B, J, W); or one
+    parameter table (a product-key value table, an embedding), (N, D) with ``indices`` (J,) and
+    ``rows`` (J, D).
+    """
+
+    indices: np.ndarray  # int (B, J) or (J,)   rows of the dense array
+    rows: np.ndarray     # (B, J, W) or (J, D)  gradient rows, duplicates accumulate
     num_rows: int        # N
 
 
@@ -40,7 +46,9 @@ def scatter_add_rows_inplace(out, indices, rows):
 
 
 def densify_rows(grad: RowGrad) -> np.ndarray:
-    """The dense (B, N, W) array a :class:`RowGrad` stands for (for tests and checks, O(N))."""
+    """The dense (B, N, W) or (N, D) array a :class:`RowGrad` stands for (for tests and checks, O(N))."""
+    if grad.rows.ndim == 2:                                    # one table: (J, D) rows of an (N, D) array
+        return densify_rows(RowGrad(grad.indices[None], grad.rows[None], grad.num_rows))[0]
     B, J, W = grad.rows.shape
     out = np.zeros((B, grad.num_rows, W), grad.rows.dtype)
     return scatter_add_rows_inplace(out, grad.indices.reshape(B, J), grad.rows)
@@ -312,3 +320,29 @@ def lra_write_backward(dnew, cache):
     dweights = add @ dnew.transpose(0, 2, 1)                                 # (B, H, N)
     dadd = weights @ dnew                                                    # (B, H, W)
     return dmemory, dweights, dadd
+
+
+# -- registry (example inputs) -------------------------------------------------------------------------
+def _dense_write_example(rng, s):
+    memory = rng.standard_normal((s.B, s.N, s.W))
+    return (memory, simplex(rng, s.B, s.H, s.N), rng.uniform(0.05, 0.95, (s.B, s.H, s.W)),
+            rng.standard_normal((s.B, s.H, s.W))), {}
+
+
+def _lra_write_example(rng, s):
+    erase = np.stack([rng.choice(s.N, s.H, replace=False) for _ in range(s.B)])
+    return ((rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.N), rng.standard_normal((s.B, s.H, s.W))),
+            {"erase_indices": erase})
+
+
+register_op("dense_read", dense_read_forward, dense_read_backward,
+            example=lambda rng, s: ((rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.N)), {}))
+register_op("dense_write", dense_write_forward, dense_write_backward, example=_dense_write_example)
+register_op("lra_write", lra_write_forward, lra_write_backward, example=_lra_write_example)
+register_op("sparse_read", sparse_read_forward, sparse_read_backward,
+            example=lambda rng, s: ((rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.K)),
+                                    {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K)}))
+register_op("scatter_add", scatter_add_forward, scatter_add_backward,
+            example=lambda rng, s: ((rng.standard_normal((s.B, s.H * s.K, s.W)),),
+                                    {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K).reshape(s.B, -1),
+                                     "num_rows": s.N}))

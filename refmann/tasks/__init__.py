@@ -12,7 +12,7 @@ Rae et al. (2016), *Scaling Memory-Augmented Neural Networks with Sparse Reads a
 arXiv:1610.09027.
 """
 
-from refmann.tasks._base import Batch, Task, bit_errors
+from refmann.tasks._base import Batch, Task, bit_errors, error_rate
 from refmann.tasks.copying import Copy, RepeatCopy
 from refmann.tasks.curriculum import ExponentialCurriculum
 from refmann.tasks.recall import AssociativeRecall, KeyValueRecall
@@ -30,5 +30,6 @@ __all__ = [
     "RepeatCopy",
     "Task",
     "bit_errors",
+    "error_rate",
     "make_task",
 ]

@@ -156,13 +156,54 @@ def _stack(seqs: list[_Sequence], input_size: int, output_size: int) -> Batch:
     return Batch(inputs, targets, mask)
 
 
+def error_rate(logits, batch: Batch) -> np.ndarray:
+    r"""Fraction of scored positions whose most likely class is wrong, per sequence.
+
+    The metric of the classification tasks (bAbI answers, one-shot episode labels, next tokens),
+    which train on ``"softmax_ce"``.
+
+    Parameters
+    ----------
+    logits : ndarray, shape (T, B, Y)
+        Class scores.
+    batch : Batch
+        ``targets`` int (T, B) class indices, ``mask`` (T, B) 1 where scored.
+
+    Returns
+    -------
+    errors : ndarray, shape (B,)
+        :math:`e_b = \sum_t m_{tb} [\arg\max_y \ell_{tby} \ne y^*_{tb}] / \sum_t m_{tb}` (0 where nothing is scored).
+    """
+    if not isinstance(batch, Batch):
+        raise TypeError(f"batch: expected a refmann.tasks.Batch, got {type(batch).__name__}")
+    logits = as_float_array(logits, "logits", ndim=3)
+    if logits.shape[:2] != batch.targets.shape[:2] or batch.targets.ndim != 2:
+        raise ValueError(f"logits: expected shape (T, B, Y) with (T, B) = {batch.targets.shape}, got {logits.shape}")
+    wrong = (np.argmax(logits, axis=-1) != batch.targets).astype(np.float64)     # (T, B)
+    scored = np.sum(batch.mask, axis=0)
+    return np.where(scored > 0, np.sum(batch.mask * wrong, axis=0) / np.maximum(scored, 1), 0.0)
+
+
 class Task:
-    """Base class of the algorithmic tasks: sampling, levels and the metric.
+    """Base class of the tasks: sampling, levels, and the loss and metric they are scored with.
 
     A subclass is a frozen dataclass of its configuration that defines ``input_size``,
     ``output_size``, ``level_range`` and ``_sequence(n, rng)``, which lays out one sequence of
-    difficulty ``n``.
+    difficulty ``n``. The BPTT engine and the trainer ask the task for its loss (``loss``, a name
+    from :data:`refmann.models.LOSSES`) and its metric (:meth:`metric`, named ``metric_name``,
+    labelled ``metric_label``, "learned" below ``metric_target``). The algorithmic tasks use
+    sigmoid cross-entropy and bit errors; a classification task sets ``loss = "softmax_ce"`` and
+    uses :func:`error_rate`.
     """
+
+    loss = "sigmoid_ce"
+    metric_name = "bit_errors"
+    metric_label = "bit errors per sequence"
+    metric_target = 1.0
+
+    def metric(self, logits, batch: Batch) -> np.ndarray:
+        """The task's metric per sequence, shape (B,): bit errors for the algorithmic tasks."""
+        return bit_errors(logits, batch)
 
     @property
     def input_size(self) -> int:  # pragma: no cover - abstract

@@ -26,21 +26,23 @@ import numpy as np
 
 from .. import _io
 from .._threads import single_threaded_blas
-from ..models import make_model
+from ..models import MODELS, make_model
 from ..ops import sigmoid
 from ..tasks import ExponentialCurriculum, make_task
 from . import optim
 
 log = logging.getLogger(__name__)
 
-_DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3, "sgd": 1e-2}
+#: Optimizers the trainer offers, with their default learning rates.
+DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3, "sgd": 1e-2, "sparse_adam": 1e-3, "rowwise_adagrad": 1e-2}
+_DEFAULT_LR = DEFAULT_LR
 
 
 @dataclasses.dataclass(kw_only=True)
 class TrainConfig:
     """Everything that defines a training run (saved as config.json)."""
 
-    model: str = "ntm"                 # lstm | ntm | dam
+    model: str = "ntm"                 # a name of refmann.models.MODELS (lstm | ntm | dam | sam ...)
     task: str = "copy"                 # copy | repeat_copy | associative_recall | key_value_recall | priority_sort
     task_kwargs: dict = dataclasses.field(default_factory=dict)
     sequences: int = 30_000            # training budget, in sequences (steps × batch size)
@@ -84,10 +86,15 @@ class TrainConfig:
 def build(config: TrainConfig):
     """The task and the model a config describes."""
     task = make_task(config.task, **config.task_kwargs)
+    if config.model not in MODELS:
+        raise ValueError(f"model: expected one of {sorted(MODELS)}, got {config.model!r}")
+    fields = MODELS[config.model].fields()
     kwargs = dict(input_size=task.input_size, output_size=task.output_size, hidden_size=config.hidden_size,
-                  seed=config.seed, **config.model_kwargs)
-    if config.model != "lstm":
-        kwargs.update(memory_size=config.memory_size, word_size=config.word_size, num_heads=config.num_heads)
+                  seed=config.seed)
+    for name in ("memory_size", "word_size", "num_heads"):     # the shared sizes, where the model has them
+        if name in fields:
+            kwargs[name] = getattr(config, name)
+    kwargs.update(config.model_kwargs)
     return task, make_model(config.model, **kwargs)
 
 
@@ -162,7 +169,7 @@ class Trainer:
         c = self.config
         level = self.curriculum.draw(self.rng) if self.curriculum is not None else None
         batch = self.task.sample(c.batch_size, self.rng, level=level)
-        loss, grads = self.model.loss_and_grads(batch.inputs, batch.targets, batch.mask)
+        loss, grads = self.model.loss_and_grads(batch.inputs, batch.targets, batch.mask, loss=self.task.loss)
         if c.clip is not None:
             grads = optim.clip_elementwise(grads, c.clip)
         if c.clip_norm is not None:
@@ -175,7 +182,7 @@ class Trainer:
 
     def evaluate(self):
         logits = self.model.forward(self.eval_batch.inputs)
-        return float(np.mean(self.task.bit_errors(logits, self.eval_batch)))
+        return float(np.mean(self.task.metric(logits, self.eval_batch)))
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self):
@@ -189,6 +196,7 @@ class Trainer:
         interrupted = False
         next_eval = (self.step * c.batch_size // c.eval_every + 1) * c.eval_every
         losses = []
+        metric = self.task.metric_name
         try:
             with single_threaded_blas():
                 while self.step < total_steps:
@@ -197,18 +205,18 @@ class Trainer:
                     self.seconds += time.perf_counter() - t0
                     losses.append(loss)
                     if self.step % c.log_every == 0 or self.step == total_steps:
-                        logits_bits = float(np.mean(self.task.bit_errors(self.model.forward(batch.inputs), batch)))
+                        value = float(np.mean(self.task.metric(self.model.forward(batch.inputs), batch)))
                         record = {"step": self.step, "sequences": self.step * c.batch_size,
-                                  "loss": float(np.mean(losses)), "bit_errors": logits_bits,
+                                  "loss": float(np.mean(losses)), metric: value,
                                   "seconds": round(self.seconds, 3)}
                         if self.curriculum is not None:
                             record["level"] = self.curriculum.current_max
                         if self.step * c.batch_size >= next_eval or self.step == total_steps:
-                            record["eval_bit_errors"] = self.evaluate()
+                            record[f"eval_{metric}"] = self.evaluate()
                             next_eval += c.eval_every
                         self.records.append(record)
-                        bar.set_postfix(loss=f"{record['loss']:.3g}", bits=f"{logits_bits:.2f}",
-                                        eval=record.get("eval_bit_errors", ""))
+                        bar.set_postfix(loss=f"{record['loss']:.3g}", metric=f"{value:.2f}",
+                                        eval=record.get(f"eval_{metric}", ""))
                         losses = []
                     bar.update(1)
                     if self.step % c.checkpoint_every == 0:
@@ -227,12 +235,16 @@ class Trainer:
 
     def summary(self, interrupted=False):
         c = self.config
-        evals = [(r["sequences"], r["eval_bit_errors"]) for r in self.records if "eval_bit_errors" in r]
-        reached = next((s for s, e in evals if e < 1.0), None)
+        metric = self.task.metric_name
+        evals = [(r["sequences"], r[f"eval_{metric}"]) for r in self.records if f"eval_{metric}" in r]
+        reached = next((s for s, e in evals if e < self.task.metric_target), None)
         seqs = self.step * c.batch_size
-        return {"model": c.model, "task": c.task, "seed": c.seed, "steps": self.step, "sequences": seqs,
-                "final_eval_bit_errors": evals[-1][1] if evals else None,
-                "sequences_to_under_1_bit": reached,
+        out = {"model": c.model, "task": c.task, "seed": c.seed, "steps": self.step, "sequences": seqs,
+               "metric": metric, "metric_label": self.task.metric_label,
+               f"final_eval_{metric}": evals[-1][1] if evals else None, "sequences_to_target": reached}
+        if metric == "bit_errors":
+            out["sequences_to_under_1_bit"] = reached
+        return {**out,
                 "seconds": round(self.seconds, 2),
                 "seconds_per_1000_sequences": round(1000 * self.seconds / max(seqs, 1), 3),
                 "interrupted": interrupted, "out_dir": str(self.out)}
@@ -242,8 +254,10 @@ class Trainer:
         from .. import viz
 
         c = self.config
+        t = self.task
         curve = viz.plot_learning_curve(self.records, self.out / "learning_curve.png",
-                                        title=f"{c.model.upper()} on {c.task} (seed {c.seed})")
+                                        title=f"{MODELS[c.model].label} on {c.task} (seed {c.seed})",
+                                        metric=t.metric_name, metric_label=t.metric_label, target=t.metric_target)
         lo, hi = self.task.level_range
         batch = self.task.sample(1, np.random.default_rng([c.seed, 2]), level=hi)
         logits = self.model.forward(batch.inputs)

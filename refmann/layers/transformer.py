@@ -1,0 +1,106 @@
+r"""A pre-norm residual transformer block: attention then an MLP, each added to the residual stream."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .. import _checks
+from .activations import ACTIVATIONS
+from .attention import MultiHeadAttention
+from .base import LayerBase, check_dtype, check_features, check_seed, child_seeds, scope
+from .mlp import MLP
+from .norms import LayerNorm, RMSNorm
+
+NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
+
+
+class TransformerBlockCache(NamedTuple):
+    ln1: Any   # norm cache of x                (B, T, D)
+    attn: Any  # MultiHeadAttentionCache
+    ln2: Any   # norm cache of h = x + attn     (B, T, D)
+    mlp: Any   # Sequential cache (tuple of the MLP's layer caches)
+
+
+class TransformerBlock(LayerBase):
+    r"""Pre-norm residual block (GPT-2's arrangement; Vaswani et al. 2017 put the norms after the adds).
+
+    Parameters
+    ----------
+    model_dim : int, keyword-only
+        D.
+    num_heads : int, keyword-only
+        H (must divide D).
+    mlp_dim : int, keyword-only, optional
+        Hidden size of the MLP, default 4·D.
+    activation : {"gelu", "gelu_tanh", "silu", "relu", "tanh"}, keyword-only
+    norm : {"layernorm", "rmsnorm"}, keyword-only
+    eps : float, keyword-only, optional
+        Of both norms (default: the norm's own, 1e-5 or 1e-6).
+    seed : int, keyword-only
+    dtype : float32 or float64, keyword-only
+
+    Attributes
+    ----------
+    params : dict
+        ``"ln1.weight"``, ``"ln1.bias"``, ``"attn.query.weight"``, …, ``"attn.out.bias"``,
+        ``"ln2.weight"``, ``"ln2.bias"``, ``"mlp.fc1.weight"``, …, ``"mlp.fc2.bias"``.
+
+    Notes
+    -----
+    .. math::
+        h = x + \mathrm{MHA}(\mathrm{LN}_1(x)), \qquad y = h + \mathrm{MLP}(\mathrm{LN}_2(h))
+
+    Backward: :math:`dh = dy + J_{\mathrm{LN}_2}^\top J_{\mathrm{MLP}}^\top dy` and
+    :math:`dx = dh + J_{\mathrm{LN}_1}^\top J_{\mathrm{MHA}}^\top dh` — each residual add passes its
+    gradient through unchanged and adds the branch's.
+    """
+
+    def __init__(self, *, model_dim, num_heads, mlp_dim=None, activation="gelu", norm="layernorm", eps=None,
+                 seed=0, dtype=np.float64):
+        D = self.model_dim = _checks.check_positive_int(model_dim, "model_dim")
+        self.mlp_dim = 4 * D if mlp_dim is None else _checks.check_positive_int(mlp_dim, "mlp_dim")
+        if norm not in NORMS:
+            raise ValueError(f"norm: expected one of {sorted(NORMS)}, got {norm!r}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.dtype = check_dtype(dtype)
+        s = child_seeds(check_seed(seed), 2)
+        norm_kw = {"dim": D, "dtype": self.dtype} | ({} if eps is None else {"eps": eps})
+        self._set_children([
+            ("ln1", NORMS[norm](**norm_kw)),
+            ("attn", MultiHeadAttention(model_dim=D, num_heads=num_heads, seed=s[0], dtype=self.dtype)),
+            ("ln2", NORMS[norm](**norm_kw)),
+            ("mlp", MLP(input_dim=D, hidden_dims=self.mlp_dim, activation=activation, seed=s[1], dtype=self.dtype)),
+        ])
+        self.num_heads, self.activation, self.norm = num_heads, activation, norm
+        self._sizes = {"model_dim": D, "num_heads": num_heads, "mlp_dim": self.mlp_dim, "activation": activation,
+                       "norm": norm}
+
+    def forward(self, x, *, params=None, mask=None, causal=False):
+        """(B, T, D) -> (B, T, D); ``mask`` and ``causal`` as for :class:`MultiHeadAttention`."""
+        p = self._params(params)
+        x = check_features(x, "x", self.model_dim, ndim=3, dtype=self.dtype)
+        c = self.children
+        a, c_ln1 = c["ln1"].forward(x, params=self._child_params(p, "ln1"))
+        a, c_attn = c["attn"].forward(a, params=self._child_params(p, "attn"), mask=mask, causal=causal)
+        h = x + a                                                               # (B, T, D) residual
+        m, c_ln2 = c["ln2"].forward(h, params=self._child_params(p, "ln2"))
+        m, c_mlp = c["mlp"].forward(m, params=self._child_params(p, "mlp"))
+        return h + m, TransformerBlockCache(c_ln1, c_attn, c_ln2, c_mlp)
+
+    def backward(self, dy, cache):
+        """``(dx, grads)``, dx of shape (B, T, D), grads keyed like ``params``."""
+        c = self.children
+        grads = {}
+        dm, g = c["mlp"].backward(dy, cache.mlp)
+        grads.update(scope("mlp", g))
+        dm, g = c["ln2"].backward(dm, cache.ln2)
+        grads.update(scope("ln2", g))
+        dh = dy + dm                                                            # both paths into h
+        da, g = c["attn"].backward(dh, cache.attn)
+        grads.update(scope("attn", g))
+        da, g = c["ln1"].backward(da, cache.ln1)
+        grads.update(scope("ln1", g))
+        return dh + da, {key: grads[key] for key in self.params}

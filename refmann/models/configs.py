@@ -1,0 +1,142 @@
+"""One frozen config dataclass per model: every option with its default, validated in one place.
+
+A model is built from its config (``SAM(**kwargs)`` makes a ``SAMConfig(**kwargs)`` first), so the
+command line (``--set k=8``), golden files, benchmarks and the trainer all read the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from .. import _checks
+
+MEMORY_INITS = ("constant", "zeros", "random", "learned")
+
+
+def _set(obj, name, value):
+    object.__setattr__(obj, name, value)   # normalising a field of a frozen dataclass in __post_init__
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """What every recurrent model takes."""
+
+    input_size: int                 # X
+    output_size: int                # Y
+    hidden_size: int = 100          # C, LSTM cells of the controller
+    seed: int = 0                   # seeds the parameters (and the LSH hyperplanes)
+    dtype: Any = np.float64         # float64 (default) or float32
+
+    def __post_init__(self):
+        for name in ("input_size", "output_size", "hidden_size"):
+            _checks.check_positive_int(getattr(self, name), name)
+        try:
+            dtype = np.dtype(self.dtype)
+        except TypeError:
+            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype!r}") from None
+        if dtype not in (np.float32, np.float64):
+            raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
+        _set(self, "dtype", dtype)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise TypeError(f"seed: expected a non-negative int, got {self.seed!r}")
+
+    def to_kwargs(self) -> dict:
+        """The constructor keywords this config was made from (``dtype`` as a string)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["dtype"] = np.dtype(out["dtype"]).name
+        return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class LSTMConfig(ModelConfig):
+    """The LSTM baseline: no memory."""
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class MemoryConfig(ModelConfig):
+    """What every memory model adds."""
+
+    memory_size: int = 128          # N
+    word_size: int = 20             # W
+    #: "constant" (1e-6, DESIGN decision 9), "zeros", "random", "learned", or an (N, W) array
+    memory_init: Any = field(default="constant")
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("memory_size", "word_size"):
+            _checks.check_positive_int(getattr(self, name), name)
+        init = self.memory_init
+        if isinstance(init, str):
+            if init not in MEMORY_INITS:
+                raise ValueError(f"memory_init: expected one of {MEMORY_INITS} or an (N, W) array, got {init!r}")
+        else:
+            shape = (self.memory_size, self.word_size)
+            arr = _checks.as_float_array(init, "memory_init", ndim=2)
+            _checks.check_shape(arr, "memory_init", shape)
+            arr = np.array(arr, dtype=self.dtype)          # a private copy: later edits of the caller's array
+            arr.flags.writeable = False                    # cannot change the model
+            _set(self, "memory_init", arr)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class NTMConfig(MemoryConfig):
+    """Neural Turing Machine (Graves et al. 2014)."""
+
+    num_heads: int = 1              # H read heads and H write heads
+    shift_range: int = 1            # R: shifts −R..R
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.check_positive_int(self.num_heads, "num_heads")
+        _checks.check_positive_int(self.shift_range, "shift_range", minimum=0)
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DAMConfig(MemoryConfig):
+    """Dense Access Memory, SAM's dense twin (Rae et al. 2016)."""
+
+    num_heads: int = 4              # H
+    usage: str = "discounted"       # "discounted" (U1) or "timestamp"
+    discount: float = 0.99          # λ of U1
+    delta: float = 0.005            # δ of the access rule
+    strength: bool = True           # learn β = 1 + softplus (False: the paper's β = 1)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.check_positive_int(self.num_heads, "num_heads")
+        _checks.check_real(self.discount, "discount", 0.0, 1.0)
+        _checks.check_real(self.delta, "delta", 0.0)
+        _checks.check_bool(self.strength, "strength")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SAMConfig(MemoryConfig):
+    """Sparse Access Memory (Rae et al. 2016)."""
+
+    num_heads: int = 4              # H
+    k: int = 4                      # K, slots read per head
+    index: str = "linear"           # "linear" (exact) or "lsh"
+    index_kwargs: dict | None = None
+    delta: float = 0.005            # δ of the access rule
+    bptt: str = "rollback"          # or "cache" (a copy of M_t per step, for comparison)
+    restore: str = "initial"        # what loss_and_grads leaves in memory: "initial" or "final"
+    strength: bool = True
+    fused: bool = True              # Numba kernels for the write and read (False: the ops' NumPy bodies)
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.check_positive_int(self.num_heads, "num_heads")
+        _checks.check_positive_int(self.k, "k")
+        if self.k > self.memory_size:
+            raise ValueError(f"k: expected 1 <= k <= memory_size = {self.memory_size}, got {self.k}")
+        if isinstance(self.memory_init, str) and self.memory_init == "learned":
+            raise ValueError("memory_init: 'learned' is not available for SAM (it would rewrite all N rows per "
+                             "sequence); expected 'constant', 'zeros', 'random' or an (N, W) array")
+        _checks.check_real(self.delta, "delta", 0.0)
+        _checks.check_bool(self.strength, "strength")
+        _checks.check_bool(self.fused, "fused")
+        if self.index_kwargs is not None and not isinstance(self.index_kwargs, dict):
+            raise TypeError(f"index_kwargs: expected a dict or None, got {type(self.index_kwargs).__name__}")

@@ -1,0 +1,161 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from refmann import layers, ops
+from refmann.gradcheck import TOLERANCES, check_model
+from refmann.models.feedforward import FeedForwardModel, MLPClassifier, Transformer, TransformerConfig
+
+rng = np.random.default_rng(0)
+
+
+def _assert_check(model, *args, **kwargs):
+    report = check_model(model, *args, **kwargs)
+    assert not report.crossed_kink
+    assert report.ok(TOLERANCES["model"]), str(report)
+    return report
+
+
+@given(B=st.integers(1, 4), hidden=st.lists(st.integers(1, 4), min_size=1, max_size=2),
+       activation=st.sampled_from(["gelu", "silu", "tanh"]), seed=st.integers(0, 99))
+def test_mlp_classifier_gradients_match_for_softmax_cross_entropy(B, hidden, activation, seed):
+    model = MLPClassifier(input_size=3, output_size=4, hidden_sizes=hidden, activation=activation, seed=seed)
+    r = np.random.default_rng(seed)
+    x, y = r.standard_normal((B, 3)), r.integers(0, 4, B)
+    _assert_check(model, x, y, (r.random(B) > 0.3) * 1.0)
+
+
+def test_mlp_classifier_gradients_match_for_sigmoid_cross_entropy():
+    model = MLPClassifier(input_size=3, output_size=2, hidden_sizes=(4,), activation="gelu", loss="sigmoid_ce")
+    x, y = rng.standard_normal((5, 3)), (rng.random((5, 2)) > 0.5) * 1.0
+    _assert_check(model, x, y)
+
+
+@settings(max_examples=5)
+@given(T=st.integers(1, 4), B=st.integers(1, 2), norm=st.sampled_from(["layernorm", "rmsnorm"]),
+       seed=st.integers(0, 99))
+def test_transformer_gradients_match_on_time_major_vectors(T, B, norm, seed):
+    model = Transformer(input_size=3, output_size=2, model_dim=4, num_heads=2, num_layers=2, mlp_dim=6, max_len=5,
+                        norm=norm, seed=seed)
+    r = np.random.default_rng(seed)
+    x, y = r.standard_normal((T, B, 3)), (r.random((T, B, 2)) > 0.5) * 1.0
+    _assert_check(model, x, y, (r.random((T, B, 1)) > 0.3) * 1.0, max_entries=6, seed=seed)
+
+
+def test_transformer_on_tokens_gradients_match_with_softmax_cross_entropy():
+    model = Transformer(input_size=5, output_size=5, model_dim=4, num_heads=2, num_layers=1, mlp_dim=6, max_len=4,
+                        tokens=True, loss="softmax_ce", seed=1)
+    x, y = rng.integers(0, 5, (4, 2)), rng.integers(0, 5, (4, 2))
+    x[1] = x[0]                                                   # a repeated token: its embedding row adds up
+    _assert_check(model, x, y)
+    _, sparse = model.loss_and_grads(x, y, row_grads=True)
+    _, dense = model.loss_and_grads(x, y)
+    assert isinstance(sparse["embed.weight"], ops.RowGrad)
+    np.testing.assert_allclose(ops.densify_rows(sparse["embed.weight"]), dense["embed.weight"], rtol=1e-14)
+
+
+def test_loss_is_the_summed_cross_entropy_averaged_over_the_batch():
+    model = MLPClassifier(input_size=3, output_size=4, hidden_sizes=(5,))
+    x, y, m = rng.standard_normal((6, 3)), rng.integers(0, 4, 6), np.array([1, 0, 1, 1, 0, 1.0])
+    z = model.forward(x)
+    logp = z - np.log(np.exp(z).sum(-1, keepdims=True))
+    expected = -(m * logp[np.arange(6), y]).sum() / 6
+    assert model.loss(x, y, m) == pytest.approx(expected, rel=1e-13)
+    assert model.loss_and_grads(x, y, m)[0] == pytest.approx(expected, rel=1e-13)
+    t = Transformer(input_size=3, output_size=2, model_dim=4, num_heads=2, num_layers=1)
+    xs, ys = rng.standard_normal((5, 3, 3)), (rng.random((5, 3, 2)) > 0.5) * 1.0
+    zs = t.forward(xs)
+    bce = np.logaddexp(0, zs) - ys * zs
+    assert t.loss(xs, ys) == pytest.approx(bce.sum() / 3, rel=1e-13)            # B = 3 is axis 1 (time-major)
+
+
+def test_grads_have_the_params_keys_and_shapes():
+    for model, x, y in [(MLPClassifier(input_size=3, output_size=2), rng.standard_normal((4, 3)),
+                         rng.integers(0, 2, 4)),
+                        (Transformer(input_size=3, output_size=2, model_dim=8, num_heads=2),
+                         rng.standard_normal((3, 2, 3)), (rng.random((3, 2, 2)) > 0.5) * 1.0)]:
+        loss, grads = model.loss_and_grads(x, y)
+        assert np.isfinite(loss)
+        assert list(grads) == list(model.params)
+        assert all(grads[k].shape == v.shape for k, v in model.params.items())
+
+
+def test_transformer_parameter_names():
+    t = Transformer(input_size=3, output_size=2, model_dim=4, num_heads=2, num_layers=2, max_len=7)
+    keys = list(t.params)
+    assert keys[:2] == ["embed.weight", "embed.bias"] and keys[-1] == "position"
+    assert "block1.attn.query.weight" in keys and "ln_f.weight" in keys and "head.weight" in keys
+    assert t.params["position"].shape == (7, 4)
+
+
+def test_transformer_is_causal_like_a_recurrent_model():
+    t = Transformer(input_size=3, output_size=2, model_dim=4, num_heads=2, num_layers=2, seed=3)
+    x = rng.standard_normal((6, 2, 3))
+    x2 = x.copy()
+    x2[4:] += 2.0
+    np.testing.assert_allclose(t.forward(x)[:4], t.forward(x2)[:4], rtol=1e-13, atol=1e-14)
+    assert t.forward(x).shape == (6, 2, 2)
+    both = Transformer(input_size=3, output_size=2, model_dim=4, num_heads=2, num_layers=1, causal=False)
+    assert not np.allclose(both.forward(x)[:4], both.forward(x2)[:4])
+
+
+def test_replacing_params_is_what_the_next_call_uses_and_sgd_learns():
+    """model.params is the source of truth: a few plain SGD steps (new arrays each time) lower the loss."""
+    model = MLPClassifier(input_size=2, output_size=2, hidden_sizes=(8,), activation="tanh", seed=0)
+    x = rng.standard_normal((32, 2))
+    y = (x[:, 0] * x[:, 1] > 0).astype(int)
+    first = model.loss(x, y)
+    for _ in range(200):
+        _, grads = model.loss_and_grads(x, y)
+        model.params = {k: v - 0.5 * grads[k] for k, v in model.params.items()}
+    assert model.loss(x, y) < 0.5 * first
+
+
+def test_a_network_of_any_layers_can_be_hosted():
+    net = layers.Sequential(layers={"fc": layers.Linear(input_dim=3, output_dim=4), "bn": layers.BatchNorm(dim=4),
+                                    "act": layers.SiLU(), "out": layers.Linear(input_dim=4, output_dim=2)})
+    model = FeedForwardModel(net, loss="softmax_ce")
+    x, y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
+    _assert_check(model, x, y)
+    model.eval()
+    assert not net.children["bn"].training
+    stats = net.buffers
+    model.forward(x)
+    assert all(net.buffers[k] is v for k, v in stats.items())          # evaluation leaves the statistics alone
+
+
+def test_feedforward_models_reject_bad_input_naming_the_argument():
+    model = MLPClassifier(input_size=3, output_size=2)
+    with pytest.raises(ValueError, match=r"inputs: expected shape \(·, 3\)"):
+        model.forward(np.ones((2, 4)))
+    with pytest.raises(ValueError, match="inputs: expected a 2-d array"):
+        model.forward(np.ones((2, 2, 3)))
+    with pytest.raises(TypeError, match="targets: expected integer class indices"):
+        model.loss(np.ones((2, 3)), np.ones(2))
+    with pytest.raises(ValueError, match=r"targets: expected indices in \[0, 2\)"):
+        model.loss(np.ones((2, 3)), np.array([0, 2]))
+    with pytest.raises(ValueError, match="mask: expected a shape that broadcasts"):
+        model.loss(np.ones((2, 3)), np.array([0, 1]), np.ones(3))
+    with pytest.raises(ValueError, match="loss: expected one of"):
+        MLPClassifier(input_size=3, output_size=2, loss="mse")
+    with pytest.raises(ValueError, match="num_heads: expected a divisor of model_dim = 6"):
+        Transformer(input_size=3, output_size=2, model_dim=6, num_heads=4)
+    t = Transformer(input_size=3, output_size=2, model_dim=4, num_heads=2, max_len=3)
+    with pytest.raises(ValueError, match="inputs: expected at most max_len = 3 time steps, got 4"):
+        t.forward(np.ones((4, 1, 3)))
+    with pytest.raises(ValueError, match=r"targets: expected shape \(2, 1, 2\)"):
+        t.loss(np.ones((2, 1, 3)), np.ones((2, 1, 3)))
+    tok = Transformer(input_size=5, output_size=5, model_dim=4, num_heads=2, tokens=True)
+    with pytest.raises(ValueError, match=r"inputs: expected indices in \[0, 5\)"):
+        tok.forward(np.array([[5]]))
+    with pytest.raises(ValueError, match=r"inputs: expected int tokens of shape \(T, B\)"):
+        tok.forward(np.array([1, 2]))
+    with pytest.raises(TypeError, match="config: expected a TransformerConfig"):
+        Transformer(config=TransformerConfig(input_size=3, output_size=2), seed=1)
+    with pytest.raises(TypeError, match="network: expected a layer"):
+        FeedForwardModel(np.tanh)
+    bad = MLPClassifier(input_size=3, output_size=2)
+    bad.params["fc1.bias"] = np.full_like(bad.params["fc1.bias"], np.nan)
+    with pytest.raises(ValueError, match=r"params\['fc1.bias'\]: expected finite values"):
+        bad.forward(np.ones((1, 3)))
