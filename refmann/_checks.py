@@ -137,3 +137,21 @@ def check_positive_finite(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or value <= 0:
         raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
     return float(value)
+
+
+def check_dtype(dtype) -> np.dtype:
+    """``dtype`` as float32 or float64, or a TypeError naming it."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
+    return dt
+
+
+def check_seed(seed) -> int:
+    """``seed`` as a non-negative int (bools refused), or a TypeError naming it."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
+    return int(seed)

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -29,7 +28,6 @@ def atomic_write(path, write, mode) -> Path:
     return path
 
 
-_atomic = atomic_write   # the older name, still used by refmann.viz
 
 
 def atomic_savez(path, **arrays) -> Path:
@@ -49,9 +47,3 @@ def load_npz(path) -> dict[str, np.ndarray]:
     """Every array of an ``.npz`` file, never unpickling anything."""
     with np.load(path, allow_pickle=False) as data:
         return {key: data[key] for key in data.files}
-
-
-def append_jsonl(path, record: dict) -> None:
-    """Append one JSON line (a log; appends of whole lines are the unit of progress)."""
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")

@@ -41,7 +41,8 @@ def _model_names() -> tuple[str, ...]:
     return tuple(MODELS)
 
 
-#: Models with golden files, in the order ``"all"`` expands to (the model registry's).
+#: Models with golden files when refmann was imported, in the order ``"all"`` expands to (the model
+#: registry's; a model registered later is found too).
 MODEL_NAMES = _model_names()
 #: The default sizes: small enough to read every number, large enough to exercise every code path
 #: (two heads, K < N, a masked loss).
@@ -83,17 +84,17 @@ def _expand_models(model) -> list[str]:
     else:
         raise TypeError(f"model: expected a model name or a list of names, got {type(model).__name__}")
     if not names:
-        raise ValueError(f"model: expected at least one of {MODEL_NAMES} or 'all', got none")
+        raise ValueError(f"model: expected at least one of {_model_names()} or 'all', got none")
     out = []
     for name in names:
         if not isinstance(name, str):
             raise TypeError(f"model: expected names as str, got {type(name).__name__}")
         if name == "all":
-            out.extend(MODEL_NAMES)
-        elif name in MODEL_NAMES:
+            out.extend(_model_names())
+        elif name in _model_names():
             out.append(name)
         else:
-            raise ValueError(f"model: expected one of {MODEL_NAMES} or 'all', got {name!r}")
+            raise ValueError(f"model: expected one of {_model_names()} or 'all', got {name!r}")
     return list(dict.fromkeys(out))   # keep order, drop repeats
 
 
@@ -103,8 +104,8 @@ def model_kwargs(name: str, *, seed: int = 0, **sizes) -> dict:
     Memory models start from ``memory_init="random"`` (so that no two rows tie in a content
     lookup) and SAM uses the exact ``index="linear"`` (so its top-K choices are reproducible).
     """
-    if name not in MODEL_NAMES:
-        raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")
+    if name not in _model_names():
+        raise ValueError(f"name: expected one of {_model_names()}, got {name!r}")
     unknown = sorted(set(sizes) - set(DEFAULT_SIZES))
     if unknown:
         raise TypeError(f"sizes: unexpected size(s) {unknown}; expected some of {sorted(DEFAULT_SIZES)}")
@@ -125,8 +126,8 @@ def build_model(name: str, kwargs: dict):
     """The refmann model ``name`` built from (stored) constructor kwargs; its params come from the seed."""
     from .models import MODELS
 
-    if name not in MODEL_NAMES:
-        raise ValueError(f"name: expected one of {MODEL_NAMES}, got {name!r}")
+    if name not in _model_names():
+        raise ValueError(f"name: expected one of {_model_names()}, got {name!r}")
     kwargs = dict(kwargs)
     kwargs["dtype"] = np.dtype(kwargs.get("dtype", "float64"))
     return MODELS[name].cls(**kwargs)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import _atomic
+from ._io import atomic_write
 
 
 def subplots(nrows=1, ncols=1, **kwargs):
@@ -25,7 +25,7 @@ def subplots(nrows=1, ncols=1, **kwargs):
 def _save(fig, path) -> Path:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return _atomic(path, lambda f: f.write(buf.getvalue()), "wb")
+    return atomic_write(path, lambda f: f.write(buf.getvalue()), "wb")
 
 
 def figure(figsize=None):

@@ -1,7 +1,7 @@
 r"""Figure 1 of Rae et al. 2016: time and memory of NTM, DAM and SAM against the memory size N.
 
 ``refmann bench scaling`` (or :func:`run_scaling`) measures, in one run on one machine (DESIGN
-decision 14):
+decision 15):
 
 - **time** (Figure 1a): one time step, forward + backward, at batch 8 (W = 32, 4 heads, K = 4,
   LSTM 100, 8 inputs and outputs) — a T-step ``loss_and_grads`` divided by T, the median of

@@ -1,6 +1,6 @@
 """Per-step forward+backward time of one model against memory size N (``refmann bench steps``).
 
-The time points of :mod:`refmann.bench.scaling` (DESIGN decision 14's setup), measured in this process:
+The time points of :mod:`refmann.bench.scaling` (DESIGN decision 15's setup), measured in this process:
 a T-step ``loss_and_grads`` divided by T, the median of ``repeats`` runs after a warm-up run; set-up
 (allocating the memory, building the index, loading the kernels) is reported separately.
 """

@@ -64,6 +64,21 @@ def memory_heads_layout(H: int, W: int, strength: bool = True) -> InterfaceLayou
     return InterfaceLayout(HeadGroup("head", H, fields))
 
 
+def heads_backward(core, params, dh, dstate, cache, dq, dadd, dwrite_weights, dbeta, grads):
+    """The end of DAM's and SAM's backward, shared: the write weights' VJP, the head fields' and the controller's.
+
+    Returns ``(dread_weights_prev, dreads_prev (B, H, W), dh_prev, dc_prev)``; ``cache`` has the fields
+    ``write_weights``, ``interface`` and ``controller`` (DAMCache, SAMCache).
+    """
+    dread_weights_prev, dalpha, dgate = ops.lra_interpolate_backward(dwrite_weights, cache.write_weights)
+    dvalues = {"head": {"query": dq, "add": dadd, "alpha": dalpha, "gate": dgate,
+                        "strength": dbeta if core.strength else None}}
+    dh_heads = core.interface.backward(params, dvalues, cache.interface, grads)
+    dreads_prev, dh_prev, dc_prev = core.controller.backward(params, dh + dh_heads + dstate.h, dstate.c,
+                                                             cache.controller, grads)
+    return dread_weights_prev, dreads_prev.reshape(dadd.shape), dh_prev, dc_prev
+
+
 class DAMCore(CoreBase):
     """Sizes, options and the step of DAM; see the module docstring for the equations."""
 
@@ -145,13 +160,9 @@ class DAMCore(CoreBase):
         dmemory = dmemory + dstate.memory
         dmem_content, dq, dbeta = ops.content_weights_backward(dread_weights + dstate.read_weights, cache.content)
         dmemory_prev, dwrite_weights, dadd = ops.lra_write_backward(dmemory + dmem_content, cache.write)
-        dread_weights_prev, dalpha, dgate = ops.lra_interpolate_backward(dwrite_weights, cache.write_weights)
-        dvalues = {"head": {"query": dq, "add": dadd, "alpha": dalpha, "gate": dgate,
-                            "strength": dbeta if self.strength else None}}
-        dh_heads = self.interface.backward(params, dvalues, cache.interface, grads)
-        dreads_prev, dh_prev, dc_prev = self.controller.backward(params, dh + dh_heads + dstate.h, dstate.c,
-                                                                 cache.controller, grads)
-        return DAMState(dh_prev, dc_prev, dmemory_prev, dread_weights_prev, None, dreads_prev.reshape(B, H, W), None, 0)
+        dread_weights_prev, dreads_prev, dh_prev, dc_prev = heads_backward(
+            self, params, dh, dstate, cache, dq, dadd, dwrite_weights, dbeta, grads)
+        return DAMState(dh_prev, dc_prev, dmemory_prev, dread_weights_prev, None, dreads_prev, None, 0)
 
     def initial_memory_grad(self, dstate):
         """∂L/∂memory0: the memory lives in the state, so the batch's gradients add up."""

@@ -35,7 +35,7 @@ import numpy as np
 from .. import ops
 from ..memory.sparse_memory import SparseMemory, StepJournal
 from .controller import Controller, Interface, Output
-from .dam import memory_heads_layout
+from .dam import heads_backward, memory_heads_layout
 from .protocol import CoreBase, Step
 
 BPTT_MODES = ("rollback", "cache")
@@ -168,13 +168,9 @@ class SAMCore(CoreBase):
         dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
         mem.grad.zero(cache.write.erase_indices)                                    # erased rows: no gradient
         mem.revert(cache.journal)                                                   # the live memory is M_{t-1}
-        dread_weights_prev, dalpha, dgate = ops.lra_interpolate_backward(dwrite_weights, cache.write_weights)
-        dvalues = {"head": {"query": dq, "add": dadd, "alpha": dalpha, "gate": dgate,
-                            "strength": dbeta if self.strength else None}}
-        dh_heads = self.interface.backward(params, dvalues, cache.interface, grads)
-        dreads_prev, dh_prev, dc_prev = self.controller.backward(params, dh + dh_heads + dstate.h, dstate.c,
-                                                                 cache.controller, grads)
-        return SAMState(dh_prev, dc_prev, None, dread_weights_prev, None, None, dreads_prev.reshape(B, H, W), 0)
+        dread_weights_prev, dreads_prev, dh_prev, dc_prev = heads_backward(
+            self, params, dh, dstate, cache, dq, dadd, dwrite_weights, dbeta, grads)
+        return SAMState(dh_prev, dc_prev, None, dread_weights_prev, None, None, dreads_prev, 0)
 
     def zero_dstate(self, state):
         """Zero gradients for h, c, the read weights (B, H, K) and the reads."""

@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .. import _checks
+from .._checks import check_dtype, check_seed  # noqa: F401  (re-exported for the layers)
 from ..ops import RowGrad, densify_rows
 
 
@@ -64,24 +65,6 @@ def unscope(prefix: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
 def densify(grad):
     """A gradient as a dense ndarray (a :class:`~refmann.ops.RowGrad` is scatter-added; O(N))."""
     return densify_rows(grad) if isinstance(grad, RowGrad) else grad
-
-
-def check_dtype(dtype) -> np.dtype:
-    """``dtype`` as float32 or float64, or a TypeError naming it."""
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    return dt
-
-
-def check_seed(seed) -> int:
-    """``seed`` as a non-negative int, or a TypeError naming it."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise TypeError(f"seed: expected a non-negative int, got {seed!r}")
-    return int(seed)
 
 
 def child_seeds(seed: int, count: int) -> list[int]:

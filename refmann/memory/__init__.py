@@ -1,8 +1,10 @@
-"""Non-differentiable state of the sparse models: the usage ring and the nearest-neighbour indexes."""
+"""Non-differentiable state of the sparse models: the usage ring, the nearest-neighbour indexes, the
+row-gradient table, and the sparse memory that holds them with its step journal."""
 
 from .accumulator import RowGradAccumulator
 from .index import LinearIndex, LSHIndex, cosine_scores
 from .ring import RingJournal, UsageRing
+from .sparse_memory import SparseMemory, StepJournal
 
 INDEXES = {"linear": LinearIndex, "lsh": LSHIndex}
 
@@ -19,5 +21,5 @@ def make_index_factory(name, *, seed=0, **kwargs):
     return lambda memory: cls(memory, seed=seed, **kwargs)
 
 
-__all__ = ["INDEXES", "LSHIndex", "LinearIndex", "RingJournal", "RowGradAccumulator", "UsageRing", "cosine_scores",
-           "make_index_factory"]
+__all__ = ["INDEXES", "LSHIndex", "LinearIndex", "RingJournal", "RowGradAccumulator", "SparseMemory", "StepJournal",
+           "UsageRing", "cosine_scores", "make_index_factory"]

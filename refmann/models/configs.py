@@ -33,15 +33,8 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("input_size", "output_size", "hidden_size"):
             _checks.check_positive_int(getattr(self, name), name)
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            raise TypeError(f"dtype: expected float32 or float64, got {self.dtype!r}") from None
-        if dtype not in (np.float32, np.float64):
-            raise TypeError(f"dtype: expected float32 or float64, got {dtype}")
-        _set(self, "dtype", dtype)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
-            raise TypeError(f"seed: expected a non-negative int, got {self.seed!r}")
+        _set(self, "dtype", _checks.check_dtype(self.dtype))
+        _checks.check_seed(self.seed)
 
     def to_kwargs(self) -> dict:
         """The constructor keywords this config was made from (``dtype`` as a string)."""

@@ -163,20 +163,10 @@ class FeedForwardModel:
 # -- configs -----------------------------------------------------------------------------------------------
 
 
-def _check_dtype(dtype):
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype: expected float32 or float64, got {dt}")
-    return dt
-
-
 def _check_common(config):
     for name in ("input_size", "output_size"):
         _checks.check_positive_int(getattr(config, name), name)
-    object.__setattr__(config, "dtype", _check_dtype(config.dtype))
+    object.__setattr__(config, "dtype", _checks.check_dtype(config.dtype))
     if isinstance(config.seed, bool) or not isinstance(config.seed, (int, np.integer)) or config.seed < 0:
         raise TypeError(f"seed: expected a non-negative int, got {config.seed!r}")
     if config.loss not in LOSSES:

@@ -70,7 +70,7 @@ def simplex(rng: np.random.Generator, *shape: int) -> np.ndarray:
 
 
 def away_from_zero(rng: np.random.Generator, *shape: int) -> np.ndarray:
-    """Entries with 0.1 ≤ |x| ≤ 2 (relu's kink stays outside a finite-difference stencil)."""
+    """Entries with 0.1 ≤ :math:`|x|` ≤ 2 (relu's kink stays outside a finite-difference stencil)."""
     return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(0.1, 2.0, size=shape)
 
 

@@ -129,7 +129,7 @@ def attention_forward(q, k, v, *, mask=None, causal=False, scale=None):
 
 
 def attention_backward(dout, cache):
-    r"""VJP of :func:`attention_forward` (docs/derivations/layers.md, eqs. lay-attn-vjp-*).
+    r"""VJP of :func:`attention_forward` (``docs/derivations/layers.md``, the attention VJP).
 
     .. math::
         dV = A^\top dO, \quad dA = dO\, V^\top, \quad

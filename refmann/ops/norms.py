@@ -267,7 +267,7 @@ def batchnorm_forward(x, gamma, beta, *, training=True, running_mean=None, runni
 
 
 def batchnorm_backward(dy, cache):
-    r"""VJP of :func:`batchnorm_forward` (docs/derivations/layers.md, eqs. lay-bn-vjp-*).
+    r"""VJP of :func:`batchnorm_forward` (``docs/derivations/layers.md``, the batch-norm VJP).
 
     Training mode: the statistics depend on x, so, with :math:`g = dy \odot \gamma` and
     :math:`\langle\cdot\rangle` the mean over a feature's n values (Ioffe & Szegedy 2015, §3),

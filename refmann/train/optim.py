@@ -575,7 +575,7 @@ def sparse_adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, e
     \epsilon\sqrt{1-\beta_2^t}`, so the two differ only at the size of ε.
 
     This function is pure: it copies each parameter and its two moments (O(N) memory traffic per
-    step) and then rewrites the touched rows of the copies; the arithmetic is O(|R_t|).
+    step) and then rewrites the touched rows of the copies; the arithmetic is O(:math:`|R_t|`).
 
     References
     ----------
