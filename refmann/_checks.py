@@ -77,9 +77,7 @@ def check_shape(arr: np.ndarray, name: str, expected: tuple) -> None:
 def check_range(arr: np.ndarray, name: str, lo: float, hi: float = np.inf) -> None:
     """Raise ValueError unless every entry of ``arr`` lies in ``[lo, hi]``."""
     if enabled() and arr.size and (arr.min() < lo or arr.max() > hi):
-        raise ValueError(
-            f"{name}: expected values in [{lo}, {hi}], got values in [{arr.min():.6g}, {arr.max():.6g}]"
-        )
+        raise ValueError(f"{name}: expected values in [{lo}, {hi}], got values in [{arr.min():.6g}, {arr.max():.6g}]")
 
 
 def as_index_array(x, name: str, *, upper: int, shape: tuple | None = None) -> np.ndarray:

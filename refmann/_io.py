@@ -28,8 +28,6 @@ def atomic_write(path, write, mode) -> Path:
     return path
 
 
-
-
 def atomic_savez(path, **arrays) -> Path:
     """``np.savez`` to ``path`` atomically; object arrays are refused (they would need pickle)."""
     for key, value in arrays.items():

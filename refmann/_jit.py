@@ -43,8 +43,8 @@ def _numba_version() -> str | None:
     if _numba is not None:
         return _numba.__version__
     if not _DISABLED_BY_ENV:  # pragma: no cover - depends on the environment
-        return None           # numba failed to import: not (usably) installed
-    try:                      # switched off: still report what is installed, without importing it
+        return None  # numba failed to import: not (usably) installed
+    try:  # switched off: still report what is installed, without importing it
         return importlib.metadata.version("numba")
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - depends on the environment
         return None

@@ -42,13 +42,24 @@ def _cmd_gradcheck(args) -> int:
     results = []
     for name in names:
         arrays, hyper = gradcheck.op_example(name, rng)
-        report = gradcheck.check_op(getattr(ops, f"{name}_forward"), getattr(ops, f"{name}_backward"), *arrays,
-                                    seed=args.seed, **hyper)
+        report = gradcheck.check_op(
+            getattr(ops, f"{name}_forward"), getattr(ops, f"{name}_backward"), *arrays, seed=args.seed, **hyper
+        )
         results.append(report)
     if args.json:
-        print(json.dumps({r.op: {"max_rel_error": r.max_rel_error, "ok": r.ok(tol),
-                                 "inputs": {i.name: i.max_rel_error for i in r.inputs}} for r in results},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    r.op: {
+                        "max_rel_error": r.max_rel_error,
+                        "ok": r.ok(tol),
+                        "inputs": {i.name: i.max_rel_error for i in r.inputs},
+                    }
+                    for r in results
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"{'op':<24} {'max rel error':>14}  {'inputs':<40} status   (float64, tolerance {tol:g})")
         for r in results:
@@ -63,13 +74,24 @@ def _train_config(args):
     task_kwargs = {}
     if args.max_length is not None:
         task_kwargs["max_length"] = args.max_length
-    return TrainConfig(model=getattr(args, "model", "ntm"), task=args.task, task_kwargs=task_kwargs,
-                       sequences=args.sequences,
-                       batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                       clip=None if args.clip <= 0 else args.clip,
-                       clip_norm=None if args.clip_norm <= 0 else args.clip_norm, memory_size=args.memory_size,
-                       word_size=args.word_size, num_heads=args.num_heads, hidden_size=args.hidden_size,
-                       curriculum=args.curriculum, eval_every=args.eval_every, seed=getattr(args, "seed", 0))
+    return TrainConfig(
+        model=getattr(args, "model", "ntm"),
+        task=args.task,
+        task_kwargs=task_kwargs,
+        sequences=args.sequences,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        clip=None if args.clip <= 0 else args.clip,
+        clip_norm=None if args.clip_norm <= 0 else args.clip_norm,
+        memory_size=args.memory_size,
+        word_size=args.word_size,
+        num_heads=args.num_heads,
+        hidden_size=args.hidden_size,
+        curriculum=args.curriculum,
+        eval_every=args.eval_every,
+        seed=getattr(args, "seed", 0),
+    )
 
 
 def _parse_value(text: str):
@@ -100,16 +122,19 @@ def model_overrides(pairs, models) -> dict[str, dict]:
         takers = [name for name in models if key in MODELS[name].fields()]
         if not takers:
             known = sorted({f for name in models for f in MODELS[name].fields()})
-            raise ValueError(f"--set: no model among {', '.join(models)} has an option {key!r}; "
-                             f"options: {', '.join(known)}")
+            raise ValueError(
+                f"--set: no model among {', '.join(models)} has an option {key!r}; options: {', '.join(known)}"
+            )
         for name in takers:
             out[name][key] = _parse_value(value)
     return out
 
 
 def _report_run(summary, out):
-    print(f"trained {summary['model']} on {summary['task']}: {summary['sequences']} sequences in "
-          f"{summary['seconds']:.0f} s ({summary['seconds_per_1000_sequences']:.2f} s per 1000 sequences)")
+    print(
+        f"trained {summary['model']} on {summary['task']}: {summary['sequences']} sequences in "
+        f"{summary['seconds']:.0f} s ({summary['seconds_per_1000_sequences']:.2f} s per 1000 sequences)"
+    )
     metric = summary["metric"]
     final = summary[f"final_eval_{metric}"]
     print(f"evaluation {summary['metric_label']}: " + ("none yet" if final is None else f"{final:.3f}"))
@@ -171,17 +196,21 @@ def _cmd_bench(args) -> int:
 
         sizes = args.sizes or ([1_000] if args.quick else [1_000_000])
         rounds = 3 if args.quick else 15
-        print(f"per-step forward+backward against LSTM-only steps of the same controller, measured side by side "
-              f"(minimum of {rounds} interleaved rounds), batch 8, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS "
-              f"thread")
+        print(
+            f"per-step forward+backward against LSTM-only steps of the same controller, measured side by side "
+            f"(minimum of {rounds} interleaved rounds), batch 8, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS "
+            f"thread"
+        )
         print("| model | N | model ms | LSTM (X + H·W inputs) ms | LSTM (X inputs) ms | ratio | ratio (X inputs) |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for model in args.models or ["sam-lsh"]:
             for N in sizes:
                 r = controller_ratio(model, N, rounds=rounds)
-                print(f"| {r['model']} | {N:,} | {r['model_ms']:.3f} | {r['lstm_same_input_ms']:.3f} | "
-                      f"{r['lstm_task_input_ms']:.3f} | {r['ratio_same_input']:.2f} | {r['ratio_task_input']:.2f} |",
-                      flush=True)
+                print(
+                    f"| {r['model']} | {N:,} | {r['model_ms']:.3f} | {r['lstm_same_input_ms']:.3f} | "
+                    f"{r['lstm_task_input_ms']:.3f} | {r['ratio_same_input']:.2f} | {r['ratio_task_input']:.2f} |",
+                    flush=True,
+                )
     elif args.what == "steps":
         from .bench.steps import step_time
 
@@ -195,19 +224,30 @@ def _cmd_bench(args) -> int:
             for N in sizes:
                 r = step_time(model, N, batch_size=batch, repeats=2 if args.quick else 5)
                 first = first or r["seconds_per_step"]
-                print(f"| {r['model']} | {N:,} | {1e3 * r['seconds_per_step']:.2f} | "
-                      f"{r['seconds_per_step'] / first:.2f} | {r['setup_seconds']:.1f} |", flush=True)
+                print(
+                    f"| {r['model']} | {N:,} | {1e3 * r['seconds_per_step']:.2f} | "
+                    f"{r['seconds_per_step'] / first:.2f} | {r['setup_seconds']:.1f} |",
+                    flush=True,
+                )
     elif args.what == "scaling":
         return _bench_scaling(args)
     elif args.what == "footprint":
         from .bench.footprint import footprint_run, format_footprint
 
         N = (args.sizes or [10_000 if args.quick else 10_000_000])[0]
+
         def report(u, total, loss, seconds):
             if not args.quiet:
                 print(f"update {u}/{total}: loss {loss:.3f}, {seconds:.2f} s", file=sys.stderr, flush=True)
-        result = footprint_run(N, batch_size=args.batch_size or 1, dtype=args.dtype or "float32",
-                               updates=3 if args.quick else args.updates, length=args.length, progress=report)
+
+        result = footprint_run(
+            N,
+            batch_size=args.batch_size or 1,
+            dtype=args.dtype or "float32",
+            updates=3 if args.quick else args.updates,
+            length=args.length,
+            progress=report,
+        )
         print(format_footprint(result))
     return 0
 
@@ -215,11 +255,20 @@ def _cmd_bench(args) -> int:
 def _bench_scaling(args) -> int:
     from .bench import scaling
 
-    fields = {"models": args.models, "sizes": args.sizes, "memory_sizes": args.memory_sizes, "steps": args.steps,
-              "repeats": args.repeats, "trials": args.trials, "memory_steps": args.memory_steps,
-              "batch_size": args.batch_size,
-              "time_budget": args.time_budget, "memory_budget": args.memory_budget, "dtype": args.dtype,
-              "point_timeout": args.point_timeout}
+    fields = {
+        "models": args.models,
+        "sizes": args.sizes,
+        "memory_sizes": args.memory_sizes,
+        "steps": args.steps,
+        "repeats": args.repeats,
+        "trials": args.trials,
+        "memory_steps": args.memory_steps,
+        "batch_size": args.batch_size,
+        "time_budget": args.time_budget,
+        "memory_budget": args.memory_budget,
+        "dtype": args.dtype,
+        "point_timeout": args.point_timeout,
+    }
     if args.sizes is not None and args.memory_sizes is None:
         fields["memory_sizes"] = args.sizes
     fields = {key: value for key, value in fields.items() if value is not None}
@@ -229,8 +278,9 @@ def _bench_scaling(args) -> int:
         print(f"refmann bench scaling: {exc}", file=sys.stderr)
         return 2
     out = args.out or "runs/bench-scaling"
-    result = scaling.run_scaling(out, config, progress=None if args.quiet else
-                                 (lambda line: print(line, file=sys.stderr, flush=True)))
+    result = scaling.run_scaling(
+        out, config, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    )
     print(result.table)
     print(f"\npoints: {result.files['csv']}, {result.files['json']}")
     print(f"plots:  {result.files['time_png']}, {result.files['memory_png']}")
@@ -241,8 +291,9 @@ def _cmd_golden(args) -> int:
     from . import golden
 
     try:
-        paths = golden.write_golden(args.model, out=args.out, seed=args.seed, steps=args.steps,
-                                    batch_size=args.batch_size)
+        paths = golden.write_golden(
+            args.model, out=args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size
+        )
     except (TypeError, ValueError) as exc:
         print(f"refmann golden: {exc}", file=sys.stderr)
         return 2
@@ -262,9 +313,23 @@ def _cmd_demo(args) -> int:
     out = Path(args.out)
     print("refmann demo: an NTM (Graves et al. 2014) learns to copy sequences of up to 5 random 8-bit vectors.")
     print("Every gradient comes from hand-written backward passes in refmann.ops.\n")
-    config = TrainConfig(model="ntm", task="copy", task_kwargs={"max_length": 5}, sequences=args.sequences,
-                         batch_size=16, optimizer="adam", lr=3e-3, clip=10.0, memory_size=16, word_size=8,
-                         num_heads=1, hidden_size=64, eval_every=1000, log_every=5, seed=args.seed)
+    config = TrainConfig(
+        model="ntm",
+        task="copy",
+        task_kwargs={"max_length": 5},
+        sequences=args.sequences,
+        batch_size=16,
+        optimizer="adam",
+        lr=3e-3,
+        clip=10.0,
+        memory_size=16,
+        word_size=8,
+        num_heads=1,
+        hidden_size=64,
+        eval_every=1000,
+        log_every=5,
+        seed=args.seed,
+    )
     trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
     summary = trainer.run()
     print()
@@ -296,8 +361,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("golden", help="write golden .npz files (inputs, params, logits, loss, every gradient)")
-    p.add_argument("--model", nargs="+", default=["all"], metavar="MODEL",
-                   help=f"{', '.join(_model_names())} or all (default: all); several may be given")
+    p.add_argument(
+        "--model",
+        nargs="+",
+        default=["all"],
+        metavar="MODEL",
+        help=f"{', '.join(_model_names())} or all (default: all); several may be given",
+    )
     p.add_argument("--seed", type=int, default=0, help="seeds the parameters and the data (default 0)")
     p.add_argument("--out", required=True, help="directory for MODEL_seedSEED.npz (created if missing)")
     p.add_argument("--steps", type=int, default=5, help="T (default 5)")
@@ -305,37 +375,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_golden)
 
     p = sub.add_parser("bench", help="benchmarks that print tables measured in one run")
-    p.add_argument("what", choices=["lsh", "steps", "scaling", "footprint"],
-                   help="lsh: recall and speed of the LSH index against the exact index; "
-                        "steps: per-step forward+backward time against N; "
-                        "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models); "
-                        "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part")
+    p.add_argument(
+        "what",
+        choices=["lsh", "steps", "scaling", "footprint"],
+        help="lsh: recall and speed of the LSH index against the exact index; "
+        "steps: per-step forward+backward time against N; "
+        "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models); "
+        "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part",
+    )
     p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
-    p.add_argument("--models", nargs="+", default=None,
-                   help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; default sam-lsh for steps, all "
-                        "four for scaling)")
+    p.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; default sam-lsh for steps, all four for scaling)",
+    )
     p.add_argument("--sizes", nargs="+", type=int, default=None, help="steps, scaling: memory sizes N")
     p.add_argument("--batch-size", type=int, default=None, help="batch of the time points (default 8)")
-    p.add_argument("--memory-sizes", nargs="+", type=int, default=None,
-                   help="scaling: N of the memory points (default: --sizes, else 1e2..1e7 and 65536)")
+    p.add_argument(
+        "--memory-sizes",
+        nargs="+",
+        type=int,
+        default=None,
+        help="scaling: N of the memory points (default: --sizes, else 1e2..1e7 and 65536)",
+    )
     p.add_argument("--steps", type=int, default=None, help="scaling: T of a timed call (default 10; quick 2)")
     p.add_argument("--repeats", type=int, default=None, help="scaling: timed calls after the warm-up (default 3)")
-    p.add_argument("--trials", type=int, default=None,
-                   help="scaling: fresh processes per time point, median taken (default 1)")
-    p.add_argument("--memory-steps", type=int, default=None,
-                   help="scaling: T of the memory points (default 100, the paper's; quick 10)")
-    p.add_argument("--time-budget", type=float, default=None,
-                   help="scaling: skip a point predicted to take longer than this many seconds (default 30)")
-    p.add_argument("--memory-budget", type=float, default=None,
-                   help="scaling: skip a point whose process is predicted to peak above this many GiB (default 8)")
-    p.add_argument("--dtype", choices=["float64", "float32"], default=None,
-                   help="scaling: default float64; footprint: default float32")
-    p.add_argument("--point-timeout", type=float, default=None,
-                   help="scaling: kill a point after this many seconds (default 3600)")
+    p.add_argument(
+        "--trials", type=int, default=None, help="scaling: fresh processes per time point, median taken (default 1)"
+    )
+    p.add_argument(
+        "--memory-steps",
+        type=int,
+        default=None,
+        help="scaling: T of the memory points (default 100, the paper's; quick 10)",
+    )
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="scaling: skip a point predicted to take longer than this many seconds (default 30)",
+    )
+    p.add_argument(
+        "--memory-budget",
+        type=float,
+        default=None,
+        help="scaling: skip a point whose process is predicted to peak above this many GiB (default 8)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float64", "float32"],
+        default=None,
+        help="scaling: default float64; footprint: default float32",
+    )
+    p.add_argument(
+        "--point-timeout", type=float, default=None, help="scaling: kill a point after this many seconds (default 3600)"
+    )
     p.add_argument("--out", default=None, help="scaling: output folder (default runs/bench-scaling)")
     p.add_argument("--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr")
-    p.add_argument("--versus-lstm", action="store_true",
-                   help="steps: each model against LSTM-only steps of its controller, side by side")
+    p.add_argument(
+        "--versus-lstm",
+        action="store_true",
+        help="steps: each model against LSTM-only steps of its controller, side by side",
+    )
     p.add_argument("--updates", type=int, default=10, help="footprint: Adam updates (default 10)")
     p.add_argument("--length", type=int, default=10, help="footprint: copy sequence length (default 10)")
     p.set_defaults(func=_cmd_bench)
@@ -367,9 +469,14 @@ def _train_arguments(p, default_out):
     from .train.trainer import DEFAULT_LR
 
     p.add_argument("--task", choices=list(TASKS), default="copy")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a model option (a field of its config, e.g. k=8, index=linear, usage=timestamp); "
-                        "repeatable; applies to every model that has the field")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a model option (a field of its config, e.g. k=8, index=linear, usage=timestamp); "
+        "repeatable; applies to every model that has the field",
+    )
     p.add_argument("--sequences", type=int, default=30_000, help="training budget in sequences")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--optimizer", choices=list(DEFAULT_LR), default="rmsprop")
@@ -389,8 +496,11 @@ def _train_arguments(p, default_out):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        stream=sys.stderr,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     return args.func(args)
 
 

@@ -34,6 +34,8 @@ from .gradcheck import rel_error
 FORMAT = "refmann-golden"
 #: Bumped whenever a key, shape or meaning changes; readers should check it.
 FORMAT_VERSION = 1
+
+
 def _model_names() -> tuple[str, ...]:
     """Models with golden files: every registered model, in registration order (``"all"``)."""
     from .models import MODELS
@@ -46,30 +48,39 @@ def _model_names() -> tuple[str, ...]:
 MODEL_NAMES = _model_names()
 #: The default sizes: small enough to read every number, large enough to exercise every code path
 #: (two heads, K < N, a masked loss).
-DEFAULT_SIZES = {"input_size": 4, "output_size": 3, "memory_size": 16, "word_size": 6, "num_heads": 2, "k": 3,
-                 "hidden_size": 10}
-LOSS_CONVENTION = ("sigmoid cross-entropy from logits, L = (1/B) * sum over t, b, y of mask * (softplus(z) - "
-                   "target * z): summed over time and outputs, entries weighted by mask (0 ignores an entry), "
-                   "averaged over the batch B; grad/* are dL/dparam of this L")
+DEFAULT_SIZES = {
+    "input_size": 4,
+    "output_size": 3,
+    "memory_size": 16,
+    "word_size": 6,
+    "num_heads": 2,
+    "k": 3,
+    "hidden_size": 10,
+}
+LOSS_CONVENTION = (
+    "sigmoid cross-entropy from logits, L = (1/B) * sum over t, b, y of mask * (softplus(z) - "
+    "target * z): summed over time and outputs, entries weighted by mask (0 ignores an entry), "
+    "averaged over the batch B; grad/* are dL/dparam of this L"
+)
 #: Layout facts a port needs (also in docs/golden.md), copied into every file's meta.
 CONVENTIONS = {
     "linear": "y = x @ weight + bias, weight stored (in, out)",
     "lstm": "controller.weight rows act on [x_t ; r_{t-1} ; h_{t-1}] (memory models) or [x_t ; h_{t-1}] (lstm), "
-            "columns are the gates i, f, o, g in blocks of C; forget-gate bias initialised to 1; "
-            "c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t); h_0 = c_0 = 0",
+    "columns are the gates i, f, o, g in blocks of C; forget-gate bias initialised to 1; "
+    "c_t = f*c_{t-1} + i*g, h_t = o*tanh(c_t); h_0 = c_0 = 0",
     "output": "logits_t = [h_t ; r_t flattened over heads] @ output.weight + output.bias (lstm: h_t only)",
     "cosine": "K(k, m) = k.m / (|k| |m| + 1e-6)",
     "dam_sam_heads": "heads.weight columns: per head h (blocks of 2W+3): q (W), a (W), alpha logit, gamma logit, "
-                     "beta logit; alpha, gamma = sigmoid, beta = 1 + softplus",
+    "beta logit; alpha, gamma = sigmoid, beta = 1 + softplus",
     "ntm_heads": "heads.weight columns: H read heads of W+S+3 (key W, beta = softplus, g = sigmoid, shift S=2R+1 "
-                 "softmax, gamma = 1 + softplus), then H write heads of W+S+3+2W (the same, then erase = sigmoid W, "
-                 "add = tanh W)",
+    "softmax, gamma = 1 + softplus), then H write heads of W+S+3+2W (the same, then erase = sigmoid W, "
+    "add = tanh W)",
     "memory0": "every batch element starts from memory0 (N, W); reads r_0 = 0; NTM weights start one-hot on slot 0; "
-               "DAM/SAM read weights start at 0 (SAM's previous read slots are 0..K-1 with weight 0)",
+    "DAM/SAM read weights start at 0 (SAM's previous read slots are 0..K-1 with weight 0)",
     "trace": "trace/* are the discrete choices and access weights of each step t = 1..T, after the step",
 }
 
-_DATA_SEED_OFFSET = 7919   # inputs come from default_rng(seed + this), parameters from the model's default_rng(seed)
+_DATA_SEED_OFFSET = 7919  # inputs come from default_rng(seed + this), parameters from the model's default_rng(seed)
 #: Trace fields stored as ``trace/<field>`` (T, ...) when a model's trace has them: the LRA slot per head
 #: (DAM, SAM), the rows each head read (SAM, sorted), the slots the usage rule touched (SAM, −1 padded).
 _TRACE_FIELDS = ("lra", "read_idx", "touched")
@@ -95,7 +106,7 @@ def _expand_models(model) -> list[str]:
             out.append(name)
         else:
             raise ValueError(f"model: expected one of {_model_names()} or 'all', got {name!r}")
-    return list(dict.fromkeys(out))   # keep order, drop repeats
+    return list(dict.fromkeys(out))  # keep order, drop repeats
 
 
 def model_kwargs(name: str, *, seed: int = 0, **sizes) -> dict:
@@ -116,7 +127,7 @@ def model_kwargs(name: str, *, seed: int = 0, **sizes) -> dict:
     spec = MODELS[name]
     merged = {**DEFAULT_SIZES, **sizes}
     kwargs = {key: _checks.check_positive_int(merged[key], key) for key in DEFAULT_SIZES if key in spec.fields()}
-    kwargs.update(spec.golden)                  # e.g. memory_init="random", SAM's exact index
+    kwargs.update(spec.golden)  # e.g. memory_init="random", SAM's exact index
     kwargs["seed"] = int(seed)
     kwargs["dtype"] = "float64"
     return kwargs
@@ -159,22 +170,27 @@ def golden_arrays(name: str, *, seed: int = 0, steps: int = 5, batch_size: int =
     model = build_model(name, kwargs)
     X, Y = kwargs["input_size"], kwargs["output_size"]
     rng = np.random.default_rng(int(seed) + _DATA_SEED_OFFSET)
-    inputs = rng.standard_normal((T, B, X))                                   # (T, B, X)
-    targets = rng.integers(0, 2, (T, B, Y)).astype(np.float64)                # (T, B, Y) bits
-    mask = (rng.random((T, B, Y)) < 0.8).astype(np.float64)                   # (T, B, Y) ~20% ignored
-    logits = model.forward(inputs)                                            # (T, B, Y)
+    inputs = rng.standard_normal((T, B, X))  # (T, B, X)
+    targets = rng.integers(0, 2, (T, B, Y)).astype(np.float64)  # (T, B, Y) bits
+    mask = (rng.random((T, B, Y)) < 0.8).astype(np.float64)  # (T, B, Y) ~20% ignored
+    logits = model.forward(inputs)  # (T, B, Y)
     loss, grads = model.loss_and_grads(inputs, targets, mask)
-    arrays = {"inputs": inputs, "targets": targets, "mask": mask, "logits": logits,
-              "loss": np.array(loss, dtype=np.float64)}
+    arrays = {
+        "inputs": inputs,
+        "targets": targets,
+        "mask": mask,
+        "logits": logits,
+        "loss": np.array(loss, dtype=np.float64),
+    }
     trace_keys = []
     if model.has_memory:
-        arrays["memory0"] = np.array(model.memory0)                            # (N, W)
+        arrays["memory0"] = np.array(model.memory0)  # (N, W)
         access = model.access_weights(inputs)
-        arrays["trace/read_weights"] = access["read"]                          # (T, B, H, N)
-        arrays["trace/write_weights"] = access["write"]                        # (T, B, H, N)
+        arrays["trace/read_weights"] = access["read"]  # (T, B, H, N)
+        arrays["trace/write_weights"] = access["write"]  # (T, B, H, N)
         trace_keys += ["trace/read_weights", "trace/write_weights"]
-        traces = model.unroll(inputs).traces                                     # a NamedTuple per step
-        for field in _TRACE_FIELDS:                   # the discrete decisions the model's trace names
+        traces = model.unroll(inputs).traces  # a NamedTuple per step
+        for field in _TRACE_FIELDS:  # the discrete decisions the model's trace names
             if traces[0] is not None and field in traces[0]._fields:
                 arrays[f"trace/{field}"] = np.array([getattr(tr, field) for tr in traces], dtype=np.int64)
                 trace_keys.append(f"trace/{field}")
@@ -237,7 +253,7 @@ def write_golden(model="all", *, out, seed: int = 0, steps: int = 5, batch_size:
     """
     names = _expand_models(model)
     directory = _check_out(out)
-    for name in names:          # validate every argument (the constructors check sizes) before writing anything
+    for name in names:  # validate every argument (the constructors check sizes) before writing anything
         build_model(name, model_kwargs(name, seed=seed, **sizes))
     _checks.check_positive_int(steps, "steps")
     _checks.check_positive_int(batch_size, "batch_size")
@@ -276,7 +292,8 @@ def load_golden(path) -> dict:
         golden[key] = arrays[key]
     for group in ("param", "grad", "trace"):
         golden[f"{group}s" if group != "trace" else group] = {
-            key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith(group + "/")}
+            key.split("/", 1)[1]: value for key, value in arrays.items() if key.startswith(group + "/")
+        }
     return golden
 
 
@@ -291,16 +308,20 @@ def model_from_golden(golden):
     meta = golden["meta"]
     model = build_model(meta["model"], meta["kwargs"])
     if set(model.params) != set(golden["params"]):
-        raise ValueError(f"golden: parameter names {sorted(golden['params'])} differ from the model's "
-                         f"{sorted(model.params)}")
+        raise ValueError(
+            f"golden: parameter names {sorted(golden['params'])} differ from the model's {sorted(model.params)}"
+        )
     for key, value in golden["params"].items():
         if model.params[key].shape != value.shape:
-            raise ValueError(f"golden: params[{key!r}] has shape {value.shape}, the model's is "
-                             f"{model.params[key].shape}")
+            raise ValueError(
+                f"golden: params[{key!r}] has shape {value.shape}, the model's is {model.params[key].shape}"
+            )
         model.params[key][...] = value
     if golden["memory0"] is not None and not np.array_equal(model.memory0, golden["memory0"]):
-        raise ValueError("golden: the rebuilt model's initial memory differs from the file's memory0 "
-                         "(written by another refmann version?)")
+        raise ValueError(
+            "golden: the rebuilt model's initial memory differs from the file's memory0 "
+            "(written by another refmann version?)"
+        )
     return model
 
 

@@ -113,7 +113,7 @@ def numerical_vjp(f: Callable, inputs, dout, *, step: float = DEFAULT_STEP, whic
 
 
 class InputReport(NamedTuple):
-    name: str             # the positional argument's name
+    name: str  # the positional argument's name
     shape: tuple
     max_abs_error: float
     max_rel_error: float  # see rel_error
@@ -135,8 +135,10 @@ class GradCheckReport(NamedTuple):
         return self.max_rel_error <= tol
 
     def __str__(self) -> str:
-        lines = [f"{self.op}: max relative error {self.max_rel_error:.2e}"
-                 + ("  (a perturbation crossed a kink)" if self.crossed_kink else "")]
+        lines = [
+            f"{self.op}: max relative error {self.max_rel_error:.2e}"
+            + ("  (a perturbation crossed a kink)" if self.crossed_kink else "")
+        ]
         for r in self.inputs:
             lines.append(f"  {r.name:<12} {str(r.shape):<16} abs {r.max_abs_error:.2e}  rel {r.max_rel_error:.2e}")
         return "\n".join(lines)
@@ -159,8 +161,9 @@ def _random_like(out, rng):
     return rng.standard_normal(np.shape(out))
 
 
-def check_op(forward: Callable, backward: Callable, *inputs, seed: int = 0, step: float = DEFAULT_STEP,
-             dout=None, **hyper) -> GradCheckReport:
+def check_op(
+    forward: Callable, backward: Callable, *inputs, seed: int = 0, step: float = DEFAULT_STEP, dout=None, **hyper
+) -> GradCheckReport:
     """Check ``backward`` against finite differences of ``forward`` for every positional input.
 
     Parameters
@@ -210,8 +213,14 @@ def check_op(forward: Callable, backward: Callable, *inputs, seed: int = 0, step
         g = densify_rows(grads[i]) if isinstance(grads[i], RowGrad) else np.asarray(grads[i])
         if g.shape != xs[i].shape:
             raise ValueError(f"backward: gradient {i} ({names[i]}) has shape {g.shape}, expected {xs[i].shape}")
-        rows.append(InputReport(names[i], xs[i].shape, float(np.max(np.abs(g - numeric[i]), initial=0.0)),
-                                rel_error(g, numeric[i], floor=floor)))
+        rows.append(
+            InputReport(
+                names[i],
+                xs[i].shape,
+                float(np.max(np.abs(g - numeric[i]), initial=0.0)),
+                rel_error(g, numeric[i], floor=floor),
+            )
+        )
     return GradCheckReport(getattr(forward, "__name__", "op").removesuffix("_forward"), rows)
 
 
@@ -225,8 +234,18 @@ def _same_trace(a, b) -> bool:
     return True
 
 
-def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=None, seed=0,
-                step: float = DEFAULT_MODEL_STEP, **loss_kwargs) -> GradCheckReport:
+def check_model(
+    model,
+    inputs,
+    targets,
+    mask=None,
+    *,
+    keys=None,
+    max_entries=None,
+    seed=0,
+    step: float = DEFAULT_MODEL_STEP,
+    **loss_kwargs,
+) -> GradCheckReport:
     """Check ``model.loss_and_grads`` against finite differences of ``model.loss`` for every parameter.
 
     Parameters
@@ -256,7 +275,7 @@ def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=Non
     trace0 = list(model.last_trace)
     crossed = False
     rows = []
-    for key in (sorted(model.params) if keys is None else keys):
+    for key in sorted(model.params) if keys is None else keys:
         param = model.params[key]
         flat = param.reshape(-1)
         entries = np.arange(flat.size)
@@ -274,14 +293,21 @@ def check_model(model, inputs, targets, mask=None, *, keys=None, max_entries=Non
             numeric[n] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
         analytic = grads[key].reshape(-1)[entries]
         floor = SCALE_FLOOR * max(1.0, abs(loss0))
-        rows.append(InputReport(key, param.shape, float(np.max(np.abs(analytic - numeric), initial=0.0)),
-                                rel_error(analytic, numeric, floor=floor)))
+        rows.append(
+            InputReport(
+                key,
+                param.shape,
+                float(np.max(np.abs(analytic - numeric), initial=0.0)),
+                rel_error(analytic, numeric, floor=floor),
+            )
+        )
     return GradCheckReport(type(model).__name__, rows, crossed)
 
 
 # --------------------------------------------------------------------------------------------
 # Well-conditioned example inputs for every op in refmann.ops (used by `refmann gradcheck`)
 # --------------------------------------------------------------------------------------------
+
 
 def op_example(name: str, rng: np.random.Generator, **sizes):
     """Inputs ``(arrays, hyper)`` for op ``name``, drawn away from kinks (relu at 0, top-k ties).

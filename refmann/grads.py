@@ -88,8 +88,11 @@ class Grads:
                 parts = self._sparse[key]
                 width = value.shape[1:]
                 indices = np.concatenate([p.indices.reshape(-1) for p in parts]) if parts else np.zeros(0, np.int64)
-                rows = (np.concatenate([p.rows.reshape((-1,) + width) for p in parts]) if parts
-                        else np.zeros((0,) + width, value.dtype))
+                rows = (
+                    np.concatenate([p.rows.reshape((-1,) + width) for p in parts])
+                    if parts
+                    else np.zeros((0,) + width, value.dtype)
+                )
                 out[key] = RowGrad(indices, rows, value.shape[0])
             else:
                 out[key] = self._dense[key]
@@ -128,7 +131,7 @@ class DeferredGrads(Grads):
             out = gemm(1.0, dy, x, beta=1.0, c=target.T, trans_a=True, overwrite_c=True)
             if np.shares_memory(out, target):
                 return
-            target[...] = out.T                                            # pragma: no cover (BLAS copied)
+            target[...] = out.T  # pragma: no cover (BLAS copied)
         else:
             target += x.T @ dy
 

@@ -423,5 +423,6 @@ def assert_linear_in_dout(op, *inputs, rtol=1e-10, atol=1e-10, **hyper) -> None:
     g1 = _grads_as_arrays(backward(d1, cache))
     g2 = _grads_as_arrays(backward(d2, cache))
     for i, (a, b, c) in enumerate(zip(g, g1, g2)):
-        np.testing.assert_allclose(a, 2.0 * b - 3.0 * c, rtol=rtol, atol=atol,
-                                   err_msg=f"gradient {i} is not linear in dout")
+        np.testing.assert_allclose(
+            a, 2.0 * b - 3.0 * c, rtol=rtol, atol=atol, err_msg=f"gradient {i} is not linear in dout"
+        )

@@ -41,8 +41,9 @@ def save_png(fig, path) -> Path:
     return _save(fig, path)
 
 
-def plot_learning_curve(records, path, *, title="", metric="bit_errors", metric_label="bit errors per sequence",
-                        target=1.0) -> Path:
+def plot_learning_curve(
+    records, path, *, title="", metric="bit_errors", metric_label="bit errors per sequence", target=1.0
+) -> Path:
     """The task's metric and the loss against sequences seen, from a training log.
 
     Parameters
@@ -118,8 +119,10 @@ def plot_access(inputs, targets, outputs, read_weights, write_weights, path, *, 
     if N:
         used = np.flatnonzero((read_weights.max(0) > 1e-3) | (write_weights.max(0) > 1e-3))
         hi = min(N, max(int(used.max()) + 2 if used.size else N, 8))
-        panels += [(f"write weights (slots 0–{hi - 1})", write_weights[:, :hi]),
-                   (f"read weights (slots 0–{hi - 1})", read_weights[:, :hi])]
+        panels += [
+            (f"write weights (slots 0–{hi - 1})", write_weights[:, :hi]),
+            (f"read weights (slots 0–{hi - 1})", read_weights[:, :hi]),
+        ]
     for ax, (name, img) in zip(axes, panels):
         ax.imshow(np.asarray(img).T, aspect="auto", cmap="gray_r", interpolation="nearest", origin="lower")
         ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)

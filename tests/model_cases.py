@@ -33,9 +33,16 @@ def build(name, sizes, *, seed=0, dtype=np.float64, **options):
 def model_sizes(draw, min_word=1):
     """T in 1..4, B in 1..2, N in 2..6, W in min_word..3, H in 1..2 (H <= N), C in 1..4, X and Y in 1..3."""
     N = draw(st.integers(2, 6))
-    return dict(T=draw(st.integers(1, 4)), B=draw(st.integers(1, 2)), N=N, W=draw(st.integers(min_word, 3)),
-                H=draw(st.integers(1, min(2, N))), C=draw(st.integers(1, 4)), X=draw(st.integers(1, 3)),
-                Y=draw(st.integers(1, 3)))
+    return dict(
+        T=draw(st.integers(1, 4)),
+        B=draw(st.integers(1, 2)),
+        N=N,
+        W=draw(st.integers(min_word, 3)),
+        H=draw(st.integers(1, min(2, N))),
+        C=draw(st.integers(1, 4)),
+        X=draw(st.integers(1, 3)),
+        Y=draw(st.integers(1, 3)),
+    )
 
 
 def binary(shape):
@@ -48,5 +55,4 @@ def problems(draw, sizes=None):
     """(sizes, inputs (T,B,X), binary targets (T,B,Y), 0/1 mask (T,B,Y))."""
     sizes = draw(model_sizes()) if sizes is None else sizes
     T, B = sizes["T"], sizes["B"]
-    return (sizes, draw(f64((T, B, sizes["X"]))), draw(binary((T, B, sizes["Y"]))),
-            draw(binary((T, B, sizes["Y"]))))
+    return (sizes, draw(f64((T, B, sizes["X"]))), draw(binary((T, B, sizes["Y"]))), draw(binary((T, B, sizes["Y"]))))

@@ -17,6 +17,7 @@ def _sum_in_order(terms):
         total += term
     return total
 
+
 # -- top-k ------------------------------------------------------------------------------------------------
 
 
@@ -97,8 +98,7 @@ def naive_lsh_buckets(codes, num_buckets):
     """
     B, L, N = codes.shape
     return [
-        [[[i for i in range(N) if codes[b, t, i] == c] for c in range(num_buckets)] for t in range(L)]
-        for b in range(B)
+        [[[i for i in range(N) if codes[b, t, i] == c] for c in range(num_buckets)] for t in range(L)] for b in range(B)
     ]
 
 
@@ -140,7 +140,7 @@ def naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, re
     B, N, W = memory.shape
     L, nbits, _ = planes.shape
     H = keys.shape[1]
-    proj = naive_lsh_projections(keys, planes)                        # (B, H, L, nbits)
+    proj = naive_lsh_projections(keys, planes)  # (B, H, L, nbits)
     out = np.zeros((B, H, k), np.int64)
     counts = np.zeros((B, H), np.int64)
     for b in range(B):
@@ -229,7 +229,7 @@ def naive_sparse_write(memory, erase, idx, w, add, per_head):
     (duplicates accumulate, in order: ``np.add.at``)."""
     memory = np.array(memory)
     B, J = idx.shape
-    journal = np.stack([memory[b, idx[b]] for b in range(B)])                     # (B, J, W)
+    journal = np.stack([memory[b, idx[b]] for b in range(B)])  # (B, J, W)
     for b in range(B):
         memory[b, erase[b]] = 0.0
         heads = np.arange(J) // per_head

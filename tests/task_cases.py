@@ -34,14 +34,13 @@ def copy_tasks(draw):
 def repeat_copy_tasks(draw):
     lo, hi = draw(ranges(1, 4))
     rlo, rhi = draw(ranges(1, 4))
-    return RepeatCopy(bits=draw(st.integers(1, 4)), min_length=lo, max_length=hi,
-                      min_repeats=rlo, max_repeats=rhi)
+    return RepeatCopy(bits=draw(st.integers(1, 4)), min_length=lo, max_length=hi, min_repeats=rlo, max_repeats=rhi)
 
 
 @st.composite
 def associative_recall_tasks(draw):
     bits, item_length = draw(st.integers(1, 4)), draw(st.integers(1, 3))
-    lo, hi = draw(ranges(2, min(6, 2 ** (bits * item_length))))   # bits=item_length=1: 2 items only
+    lo, hi = draw(ranges(2, min(6, 2 ** (bits * item_length))))  # bits=item_length=1: 2 items only
     return AssociativeRecall(bits=bits, item_length=item_length, min_items=lo, max_items=hi)
 
 
@@ -58,8 +57,9 @@ def priority_sort_tasks(draw):
     return PrioritySort(bits=draw(st.integers(1, 4)), num_inputs=num_inputs, num_outputs=num_outputs)
 
 
-any_task = st.one_of(copy_tasks(), repeat_copy_tasks(), associative_recall_tasks(),
-                     key_value_recall_tasks(), priority_sort_tasks())
+any_task = st.one_of(
+    copy_tasks(), repeat_copy_tasks(), associative_recall_tasks(), key_value_recall_tasks(), priority_sort_tasks()
+)
 
 
 # ----------------------------------------------------------------------------- decoders
@@ -107,7 +107,7 @@ def decode_associative_recall(task, x):
     q0, q1 = _flag_steps(x, bits + 1)
     assert q1 - q0 == L + 1
     query = x[q0 + 1 : q1, :bits]
-    (q,) = np.flatnonzero(np.all(items == query, axis=(1, 2)))   # exactly one match
+    (q,) = np.flatnonzero(np.all(items == query, axis=(1, 2)))  # exactly one match
     T_b = q1 + 1 + L
     y = np.zeros((T_b, bits))
     y[q1 + 1 :] = items[q + 1]

@@ -11,10 +11,10 @@ def test_footprint_run_trains_and_reports_each_part():
     result = footprint_run(3_000, batch_size=2, dtype="float32", updates=2, length=3)
     parts = result["parts"]
     assert set(parts) >= {"memory", "index", "usage ring", "gradient table"}
-    assert parts["memory"] == 2 * 3_000 * 32 * 4                    # (B, N, W) float32
-    assert parts["gradient table"] < parts["memory"] / 10            # touched rows only, not (B, N, W)
+    assert parts["memory"] == 2 * 3_000 * 32 * 4  # (B, N, W) float32
+    assert parts["gradient table"] < parts["memory"] / 10  # touched rows only, not (B, N, W)
     assert len(result["update_seconds"]) == 2 and all(np.isfinite(result["losses"]))
-    assert result["peak_rss_bytes"] is None or result["peak_rss_bytes"] > sum(parts.values())   # None: no /proc
+    assert result["peak_rss_bytes"] is None or result["peak_rss_bytes"] > sum(parts.values())  # None: no /proc
     text = format_footprint(result)
     assert "| memory |" in text and "N = 3,000" in text and "KiB" in text
 

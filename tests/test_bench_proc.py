@@ -33,7 +33,7 @@ def test_mib_converts_bytes_and_keeps_none():
 @linux
 def test_peak_rss_sees_an_allocation_held_over_the_block():
     with PeakRSS() as rss:
-        block = np.ones(64 * 2**20 // 8)                # 64 MiB, every page written
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, every page written
     assert rss.method in ("clear_refs", "sampled")
     assert rss.increase >= 32 * MIB and rss.peak >= rss.before + rss.increase
     del block
@@ -41,23 +41,37 @@ def test_peak_rss_sees_an_allocation_held_over_the_block():
 
 def test_traced_peak_counts_an_allocation_freed_inside_the_block():
     with TracedPeak() as traced:
-        block = np.ones(10**6)                            # 8 MB, then freed
+        block = np.ones(10**6)  # 8 MB, then freed
         del block
     assert traced.peak >= 8 * 10**6
 
 
 def test_machine_info_reports_the_versions_that_decide_the_speed():
     info = machine_info()
-    assert list(info) == ["cpu", "cores", "memory_gib", "load_average_1min", "python", "numpy", "numba", "jit",
-                          "refmann", "platform", "blas_threads", "date"]
+    assert list(info) == [
+        "cpu",
+        "cores",
+        "memory_gib",
+        "load_average_1min",
+        "python",
+        "numpy",
+        "numba",
+        "jit",
+        "refmann",
+        "platform",
+        "blas_threads",
+        "date",
+    ]
     assert info["numba"] == (_jit.NUMBA_VERSION or "not installed") and info["numpy"] == np.__version__
     assert info["jit"] == ("on" if _jit.JIT_ENABLED else "off")
 
 
 @pytest.mark.skipif(_jit.NUMBA_VERSION is None, reason="numba is not installed")
 def test_with_the_jit_off_numba_is_still_reported_but_never_imported():
-    code = ("import json, sys; from refmann.bench._proc import machine_info; "
-            "print(json.dumps([machine_info()['numba'], machine_info()['jit'], 'numba' in sys.modules]))")
+    code = (
+        "import json, sys; from refmann.bench._proc import machine_info; "
+        "print(json.dumps([machine_info()['numba'], machine_info()['jit'], 'numba' in sys.modules]))"
+    )
     env = dict(os.environ, NUMBA_DISABLE_JIT="1")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
     assert json.loads(out) == [_jit.NUMBA_VERSION, "off", False]

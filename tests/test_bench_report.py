@@ -12,8 +12,17 @@ MACHINE = {"cpu": "test CPU", "cores": 2, "numpy": "2", "numba": "0", "jit": "of
 
 def _row(kind, model, N, **values):
     row = dict.fromkeys(CSV_FIELDS)
-    row.update(kind=kind, model=model, N=N, batch=8 if kind == "time" else 1, steps=2, repeats=1, skipped="",
-               dtype="float64", **{key: MACHINE[key] for key in ("cpu", "cores", "numpy", "numba", "jit")})
+    row.update(
+        kind=kind,
+        model=model,
+        N=N,
+        batch=8 if kind == "time" else 1,
+        steps=2,
+        repeats=1,
+        skipped="",
+        dtype="float64",
+        **{key: MACHINE[key] for key in ("cpu", "cores", "numpy", "numba", "jit")},
+    )
     row.update(values)
     return row
 

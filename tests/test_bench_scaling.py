@@ -19,8 +19,20 @@ from refmann.bench.scaling import (
     run_scaling,
 )
 
-TINY = dict(sizes=(8, 16), memory_sizes=(8, 16), steps=2, repeats=1, memory_steps=3, batch_size=2, word_size=4,
-            num_heads=2, k=2, hidden_size=8, input_size=3, output_size=3)
+TINY = dict(
+    sizes=(8, 16),
+    memory_sizes=(8, 16),
+    steps=2,
+    repeats=1,
+    memory_steps=3,
+    batch_size=2,
+    word_size=4,
+    num_heads=2,
+    k=2,
+    hidden_size=8,
+    input_size=3,
+    output_size=3,
+)
 
 
 def test_the_model_table_names_each_model_once_and_the_public_dicts_follow_it():
@@ -39,14 +51,20 @@ def test_build_model_makes_each_model_through_the_public_constructors_sam_with_k
     config = ScalingConfig(**dict(TINY, k=3))
     built = {m: scaling.build_model(m, 16, config) for m in MODELS}
     assert {m: type(model).__name__ for m, model in built.items()} == {
-        "ntm": "NTM", "dam": "DAM", "sam-linear": "SAM", "sam-lsh": "SAM"}
+        "ntm": "NTM",
+        "dam": "DAM",
+        "sam-linear": "SAM",
+        "sam-lsh": "SAM",
+    }
     assert built["sam-lsh"].core.K == built["sam-linear"].core.K == 3
 
 
 def test_the_names_that_moved_out_stay_importable_from_scaling():
-    for module, names in ((budget, ("Prediction", "extrapolate", "predict_point", "prior_peak_gib", "skipped_row")),
-                          (report, ("CSV_FIELDS", "format_table", "plot_memory", "plot_time", "write_outputs")),
-                          (_proc, ("GIB", "MIB", "machine_info"))):
+    for module, names in (
+        (budget, ("Prediction", "extrapolate", "predict_point", "prior_peak_gib", "skipped_row")),
+        (report, ("CSV_FIELDS", "format_table", "plot_memory", "plot_time", "write_outputs")),
+        (_proc, ("GIB", "MIB", "machine_info")),
+    ):
         for name in names:
             assert getattr(scaling, name) is getattr(module, name), name
     assert set(scaling.__all__) <= set(dir(scaling))
@@ -99,12 +117,13 @@ def test_quick_run_draws_both_figures_and_tabulates_the_ratios(tiny_run):
     assert "| NTM | DAM | SAM linear | SAM LSH | NTM / SAM LSH | DAM / SAM LSH |" in table
     assert "Memory at N = 16: NTM / SAM LSH" in table
     assert "SAM LSH time per step from N = 8 to 16" in table
-    assert sum(line.startswith("| 8 |") for line in table.splitlines()) == 2   # time and memory tables
+    assert sum(line.startswith("| 8 |") for line in table.splitlines()) == 2  # time and memory tables
 
 
 def test_a_tiny_time_budget_skips_every_point_after_the_first_with_the_reason(tmp_path):
-    config = ScalingConfig(**dict(TINY, models=("dam", "sam-lsh"), sizes=(8, 16, 32), memory_sizes=(8,)),
-                           time_budget=1e-9)
+    config = ScalingConfig(
+        **dict(TINY, models=("dam", "sam-lsh"), sizes=(8, 16, 32), memory_sizes=(8,)), time_budget=1e-9
+    )
     result = run_scaling(tmp_path, config, isolate=False, progress=lambda line: None)
     time_rows = {(r["model"], r["N"]): r for r in result.rows if r["kind"] == "time"}
     for model in ("dam", "sam-lsh"):
@@ -121,24 +140,43 @@ def test_a_tiny_time_budget_skips_every_point_after_the_first_with_the_reason(tm
     assert (tmp_path / "figure1a_time.png").exists()
 
 
-@pytest.mark.parametrize("field, value", [
-    ("models", ("ntm", "lstm")), ("models", ()), ("models", "ntm"), ("sizes", (100, 0)), ("sizes", (2,)),
-    ("memory_sizes", (100.5,)), ("steps", 0), ("repeats", 0), ("memory_steps", -1), ("batch_size", 1.5),
-    ("time_budget", 0.0), ("memory_budget", -1.0), ("memory_budget", float("inf")), ("dtype", "int32"),
-    ("dtype", "float16"), ("word_size", True), ("point_timeout", "60"),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("models", ("ntm", "lstm")),
+        ("models", ()),
+        ("models", "ntm"),
+        ("sizes", (100, 0)),
+        ("sizes", (2,)),
+        ("memory_sizes", (100.5,)),
+        ("steps", 0),
+        ("repeats", 0),
+        ("memory_steps", -1),
+        ("batch_size", 1.5),
+        ("time_budget", 0.0),
+        ("memory_budget", -1.0),
+        ("memory_budget", float("inf")),
+        ("dtype", "int32"),
+        ("dtype", "float16"),
+        ("word_size", True),
+        ("point_timeout", "60"),
+    ],
+)
 def test_bad_arguments_raise_value_error_naming_the_argument(field, value):
     with pytest.raises(ValueError, match=field):
         ScalingConfig(**{field: value})
 
 
-@pytest.mark.parametrize("field, value, message", [
-    ("steps", 0, "steps: expected an int >= 1, got 0"),
-    ("batch_size", 1.5, "batch_size: expected an int >= 1, got 1.5"),
-    ("seed", -1, "seed: expected an int >= 0, got -1"),
-    ("sizes", (2,), "sizes: expected memory sizes N >= k = 4, got 2"),
-    ("point_timeout", "60", "point_timeout: expected a positive finite number, got '60'"),
-])
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("steps", 0, "steps: expected an int >= 1, got 0"),
+        ("batch_size", 1.5, "batch_size: expected an int >= 1, got 1.5"),
+        ("seed", -1, "seed: expected an int >= 0, got -1"),
+        ("sizes", (2,), "sizes: expected memory sizes N >= k = 4, got 2"),
+        ("point_timeout", "60", "point_timeout: expected a positive finite number, got '60'"),
+    ],
+)
 def test_bad_arguments_say_what_was_expected_and_what_came(field, value, message):
     with pytest.raises(ValueError) as info:
         ScalingConfig(**{field: value})
@@ -158,8 +196,12 @@ def test_quick_config_is_the_ci_run():
 
 
 def test_cli_runs_one_isolated_point_and_reports_the_files(tmp_path, capsys):
-    assert cli.main(["bench", "scaling", "--quick", "--models", "sam-lsh", "--sizes", "16", "--out", str(tmp_path),
-                     "--quiet"]) == 0
+    assert (
+        cli.main(
+            ["bench", "scaling", "--quick", "--models", "sam-lsh", "--sizes", "16", "--out", str(tmp_path), "--quiet"]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| 16 |" in out and "points:" in out and "plots:" in out
     rows = json.loads((tmp_path / "points.json").read_text())["points"]
@@ -180,8 +222,10 @@ def test_a_failing_point_is_recorded_and_its_larger_sizes_skipped(tmp_path, monk
     monkeypatch.setattr(scaling, "run_point", boom)
     config = ScalingConfig(**dict(TINY, models=("ntm",), memory_sizes=()))
     rows = run_scaling(tmp_path, config, isolate=False, progress=lambda line: None).rows
-    assert [r["skipped"] for r in rows] == ["killed: RSS 99 GiB passed 12 GiB",
-                                            "not run: N = 8 killed: RSS 99 GiB passed 12 GiB"]
+    assert [r["skipped"] for r in rows] == [
+        "killed: RSS 99 GiB passed 12 GiB",
+        "not run: N = 8 killed: RSS 99 GiB passed 12 GiB",
+    ]
 
 
 def test_trials_take_the_median_of_several_processes_and_keep_the_spread(tmp_path):

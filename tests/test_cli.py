@@ -47,9 +47,35 @@ def test_demo_trains_and_says_where_its_pictures_are(tmp_path, capsys):
 
 
 def test_curves_trains_every_model_and_seed_and_tabulates(tmp_path, capsys):
-    args = ["curves", "--task", "copy", "--max-length", "2", "--sequences", "16", "--batch-size", "8",
-            "--memory-size", "5", "--word-size", "3", "--hidden-size", "4", "--eval-every", "8",
-            "--models", "lstm", "sam", "--seeds", "0", "1", "--jobs", "1", "--out", str(tmp_path)]
+    args = [
+        "curves",
+        "--task",
+        "copy",
+        "--max-length",
+        "2",
+        "--sequences",
+        "16",
+        "--batch-size",
+        "8",
+        "--memory-size",
+        "5",
+        "--word-size",
+        "3",
+        "--hidden-size",
+        "4",
+        "--eval-every",
+        "8",
+        "--models",
+        "lstm",
+        "sam",
+        "--seeds",
+        "0",
+        "1",
+        "--jobs",
+        "1",
+        "--out",
+        str(tmp_path),
+    ]
     assert cli.main(args) == 0
     table = capsys.readouterr().out
     assert "| LSTM |" in table and "| SAM |" in table
@@ -72,9 +98,39 @@ def test_bench_steps_quick_prints_per_step_times(capsys):
 
 def test_train_sam_with_an_lsh_index(tmp_path, capsys):
     out = tmp_path / "sam"
-    assert cli.main(["train", "--model", "sam", "--set", "k=2", "--set", "index=lsh", "--task", "copy", "--max-length", "2",
-                     "--sequences", "16", "--batch-size", "8", "--memory-size", "8", "--word-size", "4",
-                     "--hidden-size", "8", "--eval-every", "8", "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--model",
+                "sam",
+                "--set",
+                "k=2",
+                "--set",
+                "index=lsh",
+                "--task",
+                "copy",
+                "--max-length",
+                "2",
+                "--sequences",
+                "16",
+                "--batch-size",
+                "8",
+                "--memory-size",
+                "8",
+                "--word-size",
+                "4",
+                "--hidden-size",
+                "8",
+                "--eval-every",
+                "8",
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     import json
 
     config = json.loads((out / "config.json").read_text())
@@ -95,10 +151,13 @@ def test_set_values_are_parsed_and_reach_only_models_with_the_field():
 
 def test_bench_steps_versus_lstm_prints_one_row_per_model_with_both_ratios(capsys):
     assert cli.main(["bench", "steps", "--versus-lstm", "--quick", "--sizes", "200", "--models", "sam-lsh", "dam"]) == 0
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sam-lsh") or
-            line.startswith("| dam")]
+    rows = [
+        line
+        for line in capsys.readouterr().out.splitlines()
+        if line.startswith("| sam-lsh") or line.startswith("| dam")
+    ]
     assert len(rows) == 2
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         model_ms, same_ms, ratio = float(cells[2]), float(cells[3]), float(cells[5])
-        assert ratio == pytest.approx(model_ms / same_ms, rel=0.02)     # the ratio is of the printed minima
+        assert ratio == pytest.approx(model_ms / same_ms, rel=0.02)  # the ratio is of the printed minima

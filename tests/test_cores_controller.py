@@ -13,8 +13,11 @@ from refmann.testing import f64
 
 def _layout(H, W):
     return InterfaceLayout(
-        HeadGroup("read", H, (Field("key", W, "identity"), scalar("strength", "softplus"), Field("mode", 3, "softmax"))),
-        HeadGroup("write", 1, (Field("erase", W, "sigmoid"), Field("add", W, "tanh"), scalar("gate", "oneplus"))))
+        HeadGroup(
+            "read", H, (Field("key", W, "identity"), scalar("strength", "softplus"), Field("mode", 3, "softmax"))
+        ),
+        HeadGroup("write", 1, (Field("erase", W, "sigmoid"), Field("add", W, "tanh"), scalar("gate", "oneplus"))),
+    )
 
 
 @given(H=st.integers(1, 3), W=st.integers(1, 4), B=st.integers(1, 3), data=st.data())
@@ -23,11 +26,11 @@ def test_fields_are_cut_head_after_head_field_after_field(H, W, B, data):
     assert layout.width == H * (W + 1 + 3) + 2 * W + 1
     p = data.draw(f64((B, layout.width)))
     values, _ = layout.split_forward(p)
-    read = p[:, :H * (W + 4)].reshape(B, H, W + 4)
+    read = p[:, : H * (W + 4)].reshape(B, H, W + 4)
     np.testing.assert_array_equal(values["read"]["key"], read[..., :W])
-    assert values["read"]["strength"].shape == (B, H)                   # a scalar field: one number per head
+    assert values["read"]["strength"].shape == (B, H)  # a scalar field: one number per head
     np.testing.assert_allclose(values["read"]["mode"].sum(-1), 1.0)
-    np.testing.assert_allclose(values["write"]["add"][:, 0], np.tanh(p[:, H * (W + 4) + W:H * (W + 4) + 2 * W]))
+    np.testing.assert_allclose(values["write"]["add"][:, 0], np.tanh(p[:, H * (W + 4) + W : H * (W + 4) + 2 * W]))
 
 
 @given(H=st.integers(1, 3), W=st.integers(1, 3), B=st.integers(1, 2), data=st.data())

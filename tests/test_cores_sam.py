@@ -18,9 +18,15 @@ def sam_case(draw, max_n=7, min_word=1):
     T, B = draw(st.integers(1, 5)), draw(st.integers(1, 2))
     N = draw(st.integers(2, max_n))
     H = draw(st.integers(1, min(2, N)))
-    sizes = dict(input_size=draw(st.integers(1, 3)), output_size=draw(st.integers(1, 3)), memory_size=N,
-                 word_size=draw(st.integers(min_word, 3)), num_heads=H, hidden_size=draw(st.integers(1, 4)),
-                 seed=draw(st.integers(0, 2**16)))
+    sizes = dict(
+        input_size=draw(st.integers(1, 3)),
+        output_size=draw(st.integers(1, 3)),
+        memory_size=N,
+        word_size=draw(st.integers(min_word, 3)),
+        num_heads=H,
+        hidden_size=draw(st.integers(1, 4)),
+        seed=draw(st.integers(0, 2**16)),
+    )
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
     x = rng.standard_normal((T, B, sizes["input_size"]))
     y = (rng.random((T, B, sizes["output_size"])) > 0.5).astype(float)
@@ -54,12 +60,12 @@ def test_sam_with_k_equal_n_and_an_exact_index_equals_dam_with_timestamp_usage(c
 def test_sam_memory_gradient_equals_dams_gradient_of_its_initial_memory(case):
     sizes, x, y, mask = case
     dam = models.DAM(usage="timestamp", memory_init="learned", **sizes)
-    dam.params["memory.init"][:] = 1e-6                      # the constant initial memory of SAM
+    dam.params["memory.init"][:] = 1e-6  # the constant initial memory of SAM
     sam = models.SAM(k=sizes["memory_size"], index="linear", **sizes)
     sam.params = {k: v.copy() for k, v in dam.params.items() if k != "memory.init"}
     _, grads_d = dam.loss_and_grads(x, y, mask)
     sam.loss_and_grads(x, y, mask)
-    dense = ops.densify_rows(sam.last_memory_grad)        # each touched row listed once (plus zero padding)
+    dense = ops.densify_rows(sam.last_memory_grad)  # each touched row listed once (plus zero padding)
     np.testing.assert_allclose(dense.sum(axis=0), grads_d["memory.init"], rtol=1e-9, atol=1e-12)
 
 
@@ -69,7 +75,7 @@ def test_rollback_gradients_equal_full_cache_gradients_and_memory_is_restored(ca
     k = min(k, sizes["memory_size"])
     kw = dict(k=k, index=index, memory_init="random", **sizes)
     rollback, cache = models.SAM(bptt="rollback", **kw), models.SAM(bptt="cache", **kw)
-    rollback.forward(x[:1])                                   # allocate, then snapshot the initial state
+    rollback.forward(x[:1])  # allocate, then snapshot the initial state
     m0 = rollback.memory.copy()
     ring = rollback.core.memory.ring
     ring0 = (ring.nxt.copy(), ring.prv.copy(), ring.head.copy(), ring.stamps.copy())
@@ -78,11 +84,11 @@ def test_rollback_gradients_equal_full_cache_gradients_and_memory_is_restored(ca
     assert loss_r == loss_c
     for key in grads_c:
         np.testing.assert_allclose(grads_r[key], grads_c[key], rtol=1e-10, atol=1e-14, err_msg=key)
-    np.testing.assert_array_equal(rollback.memory, m0)        # bit for bit
+    np.testing.assert_array_equal(rollback.memory, m0)  # bit for bit
     for before, after in zip(ring0, (ring.nxt, ring.prv, ring.head, ring.stamps)):
         np.testing.assert_array_equal(before, after)
-    assert rollback.core.memory.grad.rows_held == 0               # the row-gradient table is emptied
-    if index == "lsh":                                        # the index is back in step with the memory
+    assert rollback.core.memory.grad.rows_held == 0  # the row-gradient table is emptied
+    if index == "lsh":  # the index is back in step with the memory
         ix = rollback.core.memory.index
         fresh = LSHIndex(rollback.memory, seed=sizes["seed"])
         fresh.planes = ix.planes
@@ -122,21 +128,32 @@ def test_sam_gradients_match_finite_differences(case, k, index):
     # meaningless there (a drawn key of norm 4e-5 gave 6e-3 at h = 1e-5 and agreement at h = 1e-7)
     assume(_min_key_norm(sam, x) > 1e-2)
     report = check_model(sam, x, y, mask, max_entries=6)
-    assume(not report.crossed_kink)       # a top-k, δ or LRA decision flipped: no derivative there
+    assume(not report.crossed_kink)  # a top-k, δ or LRA decision flipped: no derivative there
     assert report.ok(TOLERANCES["model"]), str(report)
 
 
 # ---- nothing in a step scans N ----------------------------------------------------------------------
 
+
 def _step_profile(N, index):
     """Rows changed, rows scored by the index, and peak bytes allocated, for steps after the first."""
     T, B, X, Y, W, H, K = 6, 2, 4, 3, 8, 2, 3
-    sam = models.SAM(input_size=X, output_size=Y, memory_size=N, word_size=W, num_heads=H, hidden_size=8, k=K,
-                     index=index, memory_init="random", seed=0)
+    sam = models.SAM(
+        input_size=X,
+        output_size=Y,
+        memory_size=N,
+        word_size=W,
+        num_heads=H,
+        hidden_size=8,
+        k=K,
+        index=index,
+        memory_init="random",
+        seed=0,
+    )
     rng = np.random.default_rng(0)
     x = rng.standard_normal((T, B, X))
-    sam.forward(x[:1])                                     # allocation and compilation happen here
-    state = sam.initial_state(B)                           # the public step API
+    sam.forward(x[:1])  # allocation and compilation happen here
+    state = sam.initial_state(B)  # the public step API
     index_ = sam.core.memory.index
     changed, scored, peaks = [], [], []
     for t in range(T):
@@ -168,8 +185,9 @@ def test_an_lsh_step_scores_a_bounded_number_of_rows_and_allocates_the_same_at_a
 
 
 def test_a_failing_forward_leaves_the_memory_at_its_initial_state():
-    sam = models.SAM(input_size=2, output_size=2, memory_size=6, word_size=3, num_heads=1, hidden_size=3, k=2,
-                     memory_init="random")
+    sam = models.SAM(
+        input_size=2, output_size=2, memory_size=6, word_size=3, num_heads=1, hidden_size=3, k=2, memory_init="random"
+    )
     x = np.random.default_rng(0).standard_normal((4, 1, 2))
     sam.forward(x)
     m0 = sam.memory.copy()
@@ -197,8 +215,8 @@ def test_restore_final_leaves_the_memory_of_the_last_step(case, k, index):
     final = models.SAM(restore="final", **kw)
     cache = models.SAM(bptt="cache", **kw)
     final.loss_and_grads(x, y, mask)
-    cache.core.end_forward = lambda caches: None          # keep the cached run's memory at M_T ...
-    logits = cache.forward(x)                              # ... after a forward of the same sequence
+    cache.core.end_forward = lambda caches: None  # keep the cached run's memory at M_T ...
+    logits = cache.forward(x)  # ... after a forward of the same sequence
     del cache.core.end_forward
     np.testing.assert_array_equal(final.memory, cache.memory)
     assert logits.shape == (x.shape[0], x.shape[1], sizes["output_size"])

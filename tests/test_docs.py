@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "docs" / "derivations").glob("*.md")) + [
-    ROOT / "README.md"]
+PAGES = (
+    sorted((ROOT / "docs").glob("*.md")) + sorted((ROOT / "docs" / "derivations").glob("*.md")) + [ROOT / "README.md"]
+)
 DEFINED = {m for path in (ROOT / "tests").glob("*.py") for m in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
 
 

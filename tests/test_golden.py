@@ -75,7 +75,7 @@ def test_building_from_the_stored_kwargs_and_seed_gives_the_stored_params(cli_fi
     arrays, meta = _read(cli_files[name])
     kwargs = dict(meta["kwargs"], dtype=np.dtype(meta["kwargs"]["dtype"]))
     assert kwargs["seed"] == meta["seed"] == 0
-    model = getattr(models, meta["model_class"])(**kwargs)     # parameters from the seed alone
+    model = getattr(models, meta["model_class"])(**kwargs)  # parameters from the seed alone
     for key, value in model.params.items():
         np.testing.assert_array_equal(value, arrays[f"param/{key}"], err_msg=key)
     if model.has_memory:
@@ -84,7 +84,7 @@ def test_building_from_the_stored_kwargs_and_seed_gives_the_stored_params(cli_fi
 
 @pytest.mark.parametrize("name", ALL)
 def test_file_holds_no_object_arrays_and_everything_is_float64_or_int64(cli_files, name):
-    arrays, meta = _read(cli_files[name])      # allow_pickle=False would raise on an object array
+    arrays, meta = _read(cli_files[name])  # allow_pickle=False would raise on an object array
     assert all(value.dtype != object for value in arrays.values())
     assert arrays["meta"].shape == () and arrays["meta"].dtype.kind == "U"
     for key, value in arrays.items():
@@ -92,7 +92,7 @@ def test_file_holds_no_object_arrays_and_everything_is_float64_or_int64(cli_file
             assert value.dtype == np.int64, key
         elif key != "meta":
             assert value.dtype == np.float64, key
-    with zipfile.ZipFile(cli_files[name]) as z:   # plain .npy members only
+    with zipfile.ZipFile(cli_files[name]) as z:  # plain .npy members only
         assert all(info.filename.endswith(".npy") for info in z.infolist())
 
 
@@ -114,7 +114,7 @@ def test_loss_follows_the_documented_convention(cli_files):
     z, t, m = arrays["logits"], arrays["targets"], arrays["mask"]
     expected = np.sum(m * (np.logaddexp(0.0, z) - t * z)) / meta["shapes"]["B"]
     assert float(arrays["loss"]) == pytest.approx(expected, rel=1e-12)
-    assert 0 < m.sum() < m.size   # the mask really ignores some entries
+    assert 0 < m.sum() < m.size  # the mask really ignores some entries
 
 
 def test_sam_trace_is_consistent_with_its_read_and_write_weights(cli_files):
@@ -123,13 +123,13 @@ def test_sam_trace_is_consistent_with_its_read_and_write_weights(cli_files):
     read_idx, read_w = arrays["trace/read_idx"], arrays["trace/read_weights"]
     lra, write_w = arrays["trace/lra"], arrays["trace/write_weights"]
     assert read_idx.shape == (T, B, H, K) and lra.shape == (T, B, H)
-    assert np.all(np.diff(read_idx, axis=-1) > 0)                        # K distinct slots, ascending
+    assert np.all(np.diff(read_idx, axis=-1) > 0)  # K distinct slots, ascending
     np.testing.assert_allclose(read_w.sum(axis=-1), 1.0, rtol=1e-12)
     off_support = np.ones_like(read_w, dtype=bool)
     np.put_along_axis(off_support, read_idx, False, axis=-1)
-    assert np.all(read_w[off_support] == 0.0)                            # reads only the K chosen slots
+    assert np.all(read_w[off_support] == 0.0)  # reads only the K chosen slots
     assert np.all((lra >= 0) & (lra < N))
-    for t in range(T):                                                   # writes hit only w^R_{t-1}'s slots and the LRA
+    for t in range(T):  # writes hit only w^R_{t-1}'s slots and the LRA
         allowed = np.zeros((B, H, N), bool)
         np.put_along_axis(allowed, lra[t][..., None], True, axis=-1)
         if t > 0:
@@ -181,6 +181,7 @@ def test_check_golden_reports_a_tampered_gradient(tmp_path):
 
 # -- bad arguments -------------------------------------------------------------------------------------
 
+
 def test_unknown_model_is_refused_by_the_function_and_the_cli(tmp_path, capsys):
     with pytest.raises(ValueError, match="model: expected one of"):
         golden.write_golden("ntmx", out=tmp_path)
@@ -188,7 +189,7 @@ def test_unknown_model_is_refused_by_the_function_and_the_cli(tmp_path, capsys):
         golden.write_golden(3, out=tmp_path)
     assert cli.main(["golden", "--model", "lstm", "gru", "--out", str(tmp_path)]) == 2
     assert "'gru'" in capsys.readouterr().err
-    assert not list(tmp_path.iterdir())        # nothing written when any name is bad
+    assert not list(tmp_path.iterdir())  # nothing written when any name is bad
 
 
 def test_out_that_is_a_file_is_refused(tmp_path, capsys):
@@ -212,12 +213,12 @@ def test_bad_sizes_and_seeds_name_the_argument(tmp_path, capsys):
         golden.write_golden("lstm", out=tmp_path, memory_sise=8)
     with pytest.raises(ValueError, match="k: expected 1 <= k <= memory_size"):
         golden.write_golden("all", out=tmp_path, k=20)
-    assert not list(tmp_path.iterdir())        # the LSTM's file was not written before SAM failed
+    assert not list(tmp_path.iterdir())  # the LSTM's file was not written before SAM failed
     with pytest.raises(TypeError, match="out:"):
         golden.write_golden("lstm", out=None)
     assert cli.main(["golden", "--model", "lstm", "--seed", "-1", "--out", str(tmp_path)]) == 2
     assert "seed" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as exc:       # --out is required
+    with pytest.raises(SystemExit) as exc:  # --out is required
         cli.main(["golden", "--model", "lstm"])
     assert exc.value.code == 2
 

@@ -19,7 +19,7 @@ from refmann.golden import load_golden
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = sorted((FIXTURES / "golden_before").glob("*.npz"))
 VARIANTS = sorted((FIXTURES / "variants_before").glob("*.npz"))
-TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-6}   # float32: rounding of reordered sums
+TOL = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-6}  # float32: rounding of reordered sums
 
 
 def _max_rel(a, b):
@@ -58,12 +58,12 @@ def test_variant_files_written_before_the_refactor_are_reproduced(path):
     if "memory0" in data:
         kwargs["memory_init"] = data["memory0"]
     model = getattr(M, meta["class"])(**kwargs)
-    model.params = {k[len("param/"):]: v for k, v in data.items() if k.startswith("param/")}
+    model.params = {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")}
     tol = TOL[model.dtype]
     logits = model.forward(data["inputs"])
     loss, grads = model.loss_and_grads(data["inputs"], data["targets"], data["mask"])
     assert _max_rel(logits, data["logits"]) <= tol
     assert abs(loss - float(data["loss"])) <= tol * max(1.0, abs(loss))
-    assert set(grads) == {k[len("grad/"):] for k in data if k.startswith("grad/")}
+    assert set(grads) == {k[len("grad/") :] for k in data if k.startswith("grad/")}
     for key, value in grads.items():
         assert _max_rel(value, data[f"grad/{key}"]) <= tol, key

@@ -37,14 +37,16 @@ def test_check_op_passes_a_users_correct_function():
 
 def test_check_op_catches_a_missing_transpose():
     rng = np.random.default_rng(0)
-    report = check_op(matmul_forward, matmul_backward_transposed_bug, rng.standard_normal((3, 4)),
-                      rng.standard_normal((4, 4)))
+    report = check_op(
+        matmul_forward, matmul_backward_transposed_bug, rng.standard_normal((3, 4)), rng.standard_normal((4, 4))
+    )
     assert not report.ok()
     assert report.inputs[0].max_rel_error > 1e-2 and report.inputs[1].max_rel_error < 1e-9
 
 
 def test_check_op_catches_a_dropped_duplicate_index():
     """A sparse backward that writes ``d[idx] = ...`` instead of accumulating loses repeated rows."""
+
     def lossy_scatter_backward(dout, cache):
         (drows,) = ops.scatter_add_backward(dout, cache)
         return (drows * 0.5,)
@@ -53,20 +55,23 @@ def test_check_op_catches_a_dropped_duplicate_index():
         rowgrad, dweights = ops.sparse_read_backward(dreads, cache)
         dense = np.zeros((rowgrad.rows.shape[0], rowgrad.num_rows, rowgrad.rows.shape[2]))
         for b in range(dense.shape[0]):
-            dense[b, rowgrad.indices[b]] = rowgrad.rows[b]                     # drops duplicates
+            dense[b, rowgrad.indices[b]] = rowgrad.rows[b]  # drops duplicates
         return dense, dweights
 
     rng = np.random.default_rng(1)
     M = rng.standard_normal((1, 4, 3))
     idx = np.array([[[2, 2, 0]]])
-    report = check_op(ops.sparse_read_forward, lossy_sparse_read_backward, M, rng.dirichlet(np.ones(3), (1, 1)),
-                      indices=idx)
+    report = check_op(
+        ops.sparse_read_forward, lossy_sparse_read_backward, M, rng.dirichlet(np.ones(3), (1, 1)), indices=idx
+    )
     assert not report.ok() and report.inputs[0].max_rel_error > 1e-2
-    assert check_op(ops.sparse_read_forward, ops.sparse_read_backward, M, rng.dirichlet(np.ones(3), (1, 1)),
-                    indices=idx).ok()
+    assert check_op(
+        ops.sparse_read_forward, ops.sparse_read_backward, M, rng.dirichlet(np.ones(3), (1, 1)), indices=idx
+    ).ok()
     rows = rng.standard_normal((1, 3, 2))
-    assert not check_op(ops.scatter_add_forward, lossy_scatter_backward, rows, indices=np.array([[1, 1, 0]]),
-                        num_rows=3).ok()
+    assert not check_op(
+        ops.scatter_add_forward, lossy_scatter_backward, rows, indices=np.array([[1, 1, 0]]), num_rows=3
+    ).ok()
 
 
 def test_check_op_catches_a_subtly_wrong_softmax_backward():

@@ -22,7 +22,7 @@ def test_fused_content_read_kernel_and_twin_equal_the_ops_forward_and_backward(d
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     rows = rng.standard_normal((B, H, K, W))
     if data.draw(st.booleans()):
-        rows[0, 0, 0] = 0.0                                  # a zero row: its unit vector reads as 0
+        rows[0, 0, 0] = 0.0  # a zero row: its unit vector reads as 0
     q, beta = rng.standard_normal((B, H, W)), 1.0 + rng.random((B, H)) * 5
     dreads, dw_extra = rng.standard_normal((B, H, W)), rng.standard_normal((B, H, K))
     flat = rows.reshape(B * H, K, W)
@@ -30,8 +30,10 @@ def test_fused_content_read_kernel_and_twin_equal_the_ops_forward_and_backward(d
     r_ref, read_cache = ops.dense_read_forward(flat, w_ref)
     drows_r, dw_r = ops.dense_read_backward(dreads.reshape(B * H, 1, W), read_cache)
     drows_c, dq_ref, dbeta_ref = ops.content_weights_backward(dw_r + dw_extra.reshape(B * H, 1, K), cw_cache)
-    for forward, backward in ((cr.content_read_forward_kernel, cr.content_read_backward_kernel),
-                              (cr._content_read_forward_loops, cr._content_read_backward_loops)):
+    for forward, backward in (
+        (cr.content_read_forward_kernel, cr.content_read_backward_kernel),
+        (cr._content_read_forward_loops, cr._content_read_backward_loops),
+    ):
         w, sim, rnorm = (np.empty((B, H, K)) for _ in range(3))
         reads, qnorm = np.empty((B, H, W)), np.empty((B, H))
         forward(rows, q, beta, 1e-6, w, reads, sim, qnorm, rnorm)

@@ -25,8 +25,10 @@ pytestmark = pytest.mark.kernel
 
 CODES = {"compiled": lsh.lsh_codes_from_projections_kernel, "twin": lsh._lsh_codes_from_projections_loops}
 LINK = {"compiled": lsh.lsh_link_kernel, "twin": lsh._lsh_link_loops}
-UPDATE_UNDO = {"compiled": (lsh.lsh_update_kernel, lsh.lsh_undo_kernel),
-               "twin": (lsh._lsh_update_loops, lsh._lsh_undo_loops)}
+UPDATE_UNDO = {
+    "compiled": (lsh.lsh_update_kernel, lsh.lsh_undo_kernel),
+    "twin": (lsh._lsh_update_loops, lsh._lsh_undo_loops),
+}
 QUERY = {"compiled": lsh.lsh_query_kernel, "twin": lsh._lsh_query_loops}
 
 
@@ -77,8 +79,7 @@ def shuffled_buckets(codes, num_buckets, order):
     """Bucket lists in an arbitrary order (rows listed as they come in ``order[b]``), as after many moves."""
     B, L, _ = codes.shape
     return [
-        [[[i for i in order[b] if codes[b, t, i] == c] for c in range(num_buckets)] for t in range(L)]
-        for b in range(B)
+        [[[i for i in order[b] if codes[b, t, i] == c] for c in range(num_buckets)] for t in range(L)] for b in range(B)
     ]
 
 
@@ -90,8 +91,13 @@ def memories(shape):
 @st.composite
 def lsh_sizes(draw):
     """(B, N, W, L, nbits) with small sizes."""
-    return (draw(st.integers(1, 2)), draw(st.integers(1, 10)), draw(st.integers(1, 4)), draw(st.integers(1, 3)),
-            draw(st.integers(1, 3)))
+    return (
+        draw(st.integers(1, 2)),
+        draw(st.integers(1, 10)),
+        draw(st.integers(1, 4)),
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 3)),
+    )
 
 
 @given(data=st.data(), sizes=lsh_sizes())
@@ -101,7 +107,7 @@ def test_codes_from_projections_equal_the_exact_order_codes_even_when_the_given_
     B, N, W, L, nbits = sizes
     planes = data.draw(f64((L, nbits, W)))
     memory = data.draw(memories((B, N, W)))
-    for b, i in np.ndindex(B, N):                                   # some rows onto a hyperplane
+    for b, i in np.ndindex(B, N):  # some rows onto a hyperplane
         t, j = data.draw(st.integers(0, L - 1)), data.draw(st.integers(0, nbits - 1))
         plane = planes[t, j]
         if data.draw(st.booleans()) and plane @ plane > 0:
@@ -109,19 +115,27 @@ def test_codes_from_projections_equal_the_exact_order_codes_even_when_the_given_
     exact = naive_lsh_projections(memory, planes).reshape(B, N, L * nbits)
     planes_t = planes_t_of(planes)
     plane_norms = np.linalg.norm(planes_t, axis=0)
-    bound = W * 2.0**-53 * np.linalg.norm(memory, axis=-1)[..., None] * plane_norms    # (B, N, L·bits)
+    bound = W * 2.0**-53 * np.linalg.norm(memory, axis=-1)[..., None] * plane_norms  # (B, N, L·bits)
     off = data.draw(f64((B, N, L * nbits), -1.0, 1.0))
     given_proj = exact + off * bound
     b = data.draw(st.integers(0, B - 1))
     start = data.draw(st.integers(0, N - 1))
     n = data.draw(st.integers(1, N - start))
     expected = np.full((B, N, L), -5, np.int32)
-    expected[b, start:start + n] = naive_lsh_codes(memory, planes).transpose(0, 2, 1)[b, start:start + n]
+    expected[b, start : start + n] = naive_lsh_codes(memory, planes).transpose(0, 2, 1)[b, start : start + n]
     for kernel in CODES.values():
         codes = np.full((B, N, L), -5, np.int32)
-        kernel(memory, b, start, np.ascontiguousarray(given_proj[b, start:start + n]), planes_t, plane_norms,
-               nbits, codes)
-        np.testing.assert_array_equal(codes, expected)      # only rows start..start+n−1 of batch element b
+        kernel(
+            memory,
+            b,
+            start,
+            np.ascontiguousarray(given_proj[b, start : start + n]),
+            planes_t,
+            plane_norms,
+            nbits,
+            codes,
+        )
+        np.testing.assert_array_equal(codes, expected)  # only rows start..start+n−1 of batch element b
 
 
 @given(data=st.data(), sizes=lsh_sizes())
@@ -130,7 +144,7 @@ def test_link_kernel_and_twin_list_every_bucket_in_index_order(data, sizes):
     codes = data.draw(arrays(np.int32, (B, N, L), elements=st.integers(0, 2**nbits - 1)))
     expected = naive_lsh_buckets(codes.transpose(0, 2, 1), 2**nbits)
     for kernel in LINK.values():
-        heads = np.full((B, L, 2**nbits), 7, np.int32)             # stale contents: all overwritten
+        heads = np.full((B, L, 2**nbits), 7, np.int32)  # stale contents: all overwritten
         nxt, prv = np.full((B, N, L), 7, np.int32), np.full((B, N, L), 7, np.int32)
         for b in range(B):
             kernel(b, codes, heads, nxt, prv)
@@ -144,11 +158,11 @@ def test_update_kernel_and_twin_move_rows_like_the_list_model_and_undo_restores_
     B, N, W, L, nbits = sizes
     planes = data.draw(f64((L, nbits, W)))
     memory = data.draw(memories((B, N, W)))
-    codes = naive_lsh_codes(memory, planes)                            # (B, L, N)
+    codes = naive_lsh_codes(memory, planes)  # (B, L, N)
     order = [data.draw(st.permutations(range(N))) for _ in range(B)]
     buckets = shuffled_buckets(codes, 2**nbits, order)
     J = data.draw(st.integers(1, 6))
-    rows = data.draw(indices(N + 1, (B, J), force_duplicates=True).map(lambda a: a - 1))   # −1 = padding
+    rows = data.draw(indices(N + 1, (B, J), force_duplicates=True).map(lambda a: a - 1))  # −1 = padding
     for b, i in zip(*np.nonzero(rows >= 0)):
         memory[b, rows[b, i]] = data.draw(memories((W,)))
     expected_codes, expected_buckets = naive_lsh_update(memory, planes, rows, codes, buckets)
@@ -187,8 +201,9 @@ def test_query_kernel_and_twin_equal_the_spelled_out_query(data, sizes):
     for kernel in QUERY.values():
         out, counts = np.full((B, H, k), -9, np.int64), np.full((B, H), -9, np.int64)
         seen = np.full((B, N), -1, np.int32)
-        kernel(memory, planes_t_of(planes), nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen,
-               counts)
+        kernel(
+            memory, planes_t_of(planes), nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen, counts
+        )
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(counts, expected_counts)
-        np.testing.assert_array_equal(seen, -1)                      # left as found, for the next query
+        np.testing.assert_array_equal(seen, -1)  # left as found, for the next query

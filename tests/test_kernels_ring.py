@@ -64,8 +64,9 @@ def ring_problems(draw):
     orders = [draw(st.permutations(range(N))) for _ in range(B)]
     stamps = draw(f64((B, N), -10.0, 0.0))
     J = draw(st.integers(1, 6))
-    touches = draw(st.lists(indices(N + 1, (B, J), force_duplicates=True).map(lambda a: a - 1),
-                            min_size=1, max_size=4))                     # entries in [−1, N): −1 = padding
+    touches = draw(
+        st.lists(indices(N + 1, (B, J), force_duplicates=True).map(lambda a: a - 1), min_size=1, max_size=4)
+    )  # entries in [−1, N): −1 = padding
     return orders, stamps, touches
 
 
@@ -77,8 +78,12 @@ def run_touches_then_undo(impl, orders, stamps, touches):
     states, journals = [(nxt.copy(), prv.copy(), head.copy(), stamps.copy())], []
     for t, slots in enumerate(touches, start=1):
         shape = slots.shape
-        journal = (np.full(shape, -9, np.int32), np.full(shape, -9, np.int32), np.full(shape, -9, np.int64),
-                   np.full(shape, np.nan))
+        journal = (
+            np.full(shape, -9, np.int32),
+            np.full(shape, -9, np.int32),
+            np.full(shape, -9, np.int64),
+            np.full(shape, np.nan),
+        )
         touch(nxt, prv, head, stamps, slots, float(t), *journal)
         states.append((nxt.copy(), prv.copy(), head.copy(), stamps.copy()))
         journals.append(journal)
@@ -93,7 +98,7 @@ def run_touches_then_undo(impl, orders, stamps, touches):
 def test_ring_touch_kernel_and_twin_equal_the_list_model_and_undo_restores_every_earlier_state(problem):
     orders, stamps, touches = problem
     runs = {name: run_touches_then_undo(impl, orders, stamps, touches) for name, impl in IMPLEMENTATIONS.items()}
-    assert_same_arrays(runs["compiled"], runs["twin"])                  # every state and journal, bit for bit
+    assert_same_arrays(runs["compiled"], runs["twin"])  # every state and journal, bit for bit
     states, _, undone = runs["twin"]
     expected_orders, expected_stamps = orders, stamps
     for state, slots, t in zip(states[1:], touches, range(1, len(touches) + 1)):
@@ -101,13 +106,13 @@ def test_ring_touch_kernel_and_twin_equal_the_list_model_and_undo_restores_every
         nxt, prv, head, got_stamps = state
         assert ring_orders(nxt, prv, head) == expected_orders
         np.testing.assert_array_equal(got_stamps, expected_stamps)
-    assert_same_arrays(undone, states[-2::-1])                         # each undo restores the state before its touch
+    assert_same_arrays(undone, states[-2::-1])  # each undo restores the state before its touch
 
 
 @given(data=st.data(), problem=ring_problems())
 def test_ring_oldest_kernel_and_twin_list_the_first_slots_of_the_list_model(data, problem):
     orders, stamps, touches = problem
-    orders, _ = naive_ring_touch(orders, stamps, touches[0], 1.0)     # any ring, not only index order
+    orders, _ = naive_ring_touch(orders, stamps, touches[0], 1.0)  # any ring, not only index order
     N = len(orders[0])
     count = data.draw(st.integers(1, N))
     nxt, prv, head = ring_arrays(orders)

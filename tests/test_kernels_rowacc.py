@@ -18,10 +18,18 @@ from tests.naive import naive_rowacc_add, naive_rowacc_gather, naive_rowacc_zero
 pytestmark = pytest.mark.kernel
 
 IMPLEMENTATIONS = {
-    "compiled": (rowacc.rowacc_add_kernel, rowacc.rowacc_gather_kernel, rowacc.rowacc_zero_kernel,
-                 rowacc.rowacc_rehash_kernel),
-    "twin": (rowacc._rowacc_add_loops, rowacc._rowacc_gather_loops, rowacc._rowacc_zero_loops,
-             rowacc._rowacc_rehash_loops),
+    "compiled": (
+        rowacc.rowacc_add_kernel,
+        rowacc.rowacc_gather_kernel,
+        rowacc.rowacc_zero_kernel,
+        rowacc.rowacc_rehash_kernel,
+    ),
+    "twin": (
+        rowacc._rowacc_add_loops,
+        rowacc._rowacc_gather_loops,
+        rowacc._rowacc_zero_loops,
+        rowacc._rowacc_rehash_loops,
+    ),
 }
 
 # Slots: a few small ones (so they repeat), −1 padding, and large ones (so their hashes collide in a
@@ -31,10 +39,12 @@ SLOTS = st.one_of(st.integers(-1, 5), st.integers(0, 2**31 - 1))
 
 def slot_arrays(B, J):
     """int64 (B, J) slots whose last column repeats the first (a duplicate in every row when J >= 2)."""
+
     def dup(a):
         a = a.copy()
         a[:, -1] = a[:, 0]
         return a
+
     return arrays(np.int64, (B, J), elements=SLOTS).map(dup)
 
 
@@ -60,7 +70,7 @@ def table_size(capacity):
 def run(impl, B, W, steps):
     """Replay ``steps`` on an empty table; returns each gather's output and, after every step, the arrays."""
     add, gather, zero, rehash = impl
-    capacity = max(1, sum(s[1].shape[1] for s in steps if s[0] == "add"))   # room for every new slot
+    capacity = max(1, sum(s[1].shape[1] for s in steps if s[0] == "add"))  # room for every new slot
     keys, where = np.full((B, table_size(capacity)), -1, np.int64), np.zeros((B, table_size(capacity)), np.int64)
     slot_of, count = np.full((B, capacity), -1, np.int64), np.zeros(B, np.int64)
     pool = np.zeros((B, capacity, W))
@@ -74,7 +84,7 @@ def run(impl, B, W, steps):
             out = np.full(step[1].shape + (W,), np.nan)
             gather(keys, where, pool, step[1], out)
             history.append((out,))
-        else:                                                  # a bigger, empty table: re-insert the pool rows
+        else:  # a bigger, empty table: re-insert the pool rows
             keys, where = np.full((B, 2 * keys.shape[1]), -1, np.int64), np.zeros((B, 2 * keys.shape[1]), np.int64)
             rehash(keys, where, slot_of, count)
         history.append((keys.copy(), where.copy(), slot_of.copy(), count.copy(), pool.copy()))
@@ -85,7 +95,7 @@ def run(impl, B, W, steps):
 def test_rowacc_kernels_and_twins_equal_the_dict_model_over_a_sequence_of_operations(problem):
     B, W, steps = problem
     histories = {name: run(impl, B, W, steps) for name, impl in IMPLEMENTATIONS.items()}
-    for a, b in zip(histories["compiled"], histories["twin"]):    # compiled == twin, every array after every step
+    for a, b in zip(histories["compiled"], histories["twin"]):  # compiled == twin, every array after every step
         for x, y in zip(a, b):
             np.testing.assert_array_equal(x, y)
     tables = [{} for _ in range(B)]
@@ -101,10 +111,10 @@ def test_rowacc_kernels_and_twins_equal_the_dict_model_over_a_sequence_of_operat
         keys, where, slot_of, count, pool = next(history)
         for b, table in enumerate(tables):
             n = int(count[b])
-            assert slot_of[b, :n].tolist() == list(table)               # pool rows in order of first touch
+            assert slot_of[b, :n].tolist() == list(table)  # pool rows in order of first touch
             np.testing.assert_array_equal(pool[b, :n], np.array(list(table.values())).reshape(n, W))
             held = keys[b][keys[b] >= 0]
-            assert sorted(held.tolist()) == sorted(table)               # the hash holds each slot once
+            assert sorted(held.tolist()) == sorted(table)  # the hash holds each slot once
             np.testing.assert_array_equal(np.sort(where[b][keys[b] >= 0]), np.arange(n))
 
 

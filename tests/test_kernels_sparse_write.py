@@ -21,7 +21,7 @@ pytestmark = pytest.mark.kernel
 WRITE = {"compiled": sw.sparse_write_inplace_kernel, "twin": sw._sparse_write_inplace_loops}
 RESTORE = {"compiled": sw.restore_rows_kernel, "twin": sw._restore_rows_loops}
 ACCESSED = {"compiled": sw.accessed_slots_kernel, "twin": sw._accessed_slots_loops}
-DELTA = 0.005   # SAM's access threshold δ
+DELTA = 0.005  # SAM's access threshold δ
 
 
 @st.composite
@@ -35,7 +35,7 @@ def sparse_writes(draw):
     idx = draw(indices(N, (B, J), force_duplicates=True))
     E = draw(st.integers(1, J))
     picks = draw(arrays(np.int64, (B, E), elements=st.integers(0, J - 1)))
-    erase = np.take_along_axis(idx, picks, axis=1)                  # every erased row is also written
+    erase = np.take_along_axis(idx, picks, axis=1)  # every erased row is also written
     w = draw(f64((B, J), 0.0, 1.0))
     add = draw(f64((B, H, W)))
     return memory, erase, idx, w, add, per_head
@@ -51,10 +51,10 @@ def test_sparse_write_kernel_and_twin_equal_erase_then_add_at_and_restore_undoes
         journal = np.full(idx.shape + (memory.shape[2],), np.nan)
         write(memory, erase, idx, w, add, per_head, journal)
         np.testing.assert_allclose(memory, expected, rtol=1e-14, atol=1e-15)
-        np.testing.assert_array_equal(journal, expected_journal)      # rows as they were, even when repeated
+        np.testing.assert_array_equal(journal, expected_journal)  # rows as they were, even when repeated
         results[name] = memory.copy(), journal
         RESTORE[name](memory, idx, journal)
-        np.testing.assert_array_equal(memory, memory0)                 # the step undone, bit for bit
+        np.testing.assert_array_equal(memory, memory0)  # the step undone, bit for bit
     for x, y in zip(results["compiled"], results["twin"]):
         np.testing.assert_array_equal(x, y)
 

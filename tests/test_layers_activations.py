@@ -8,8 +8,13 @@ from refmann.layers.activations import ACTIVATIONS
 from tests.helpers import assert_gradients_match
 from tests.strategies import away_from_zero, f64
 
-CASES = [(layers.GELU, {}, "gelu", {}), (layers.GELU, {"approximate": "tanh"}, "gelu", {"approximate": "tanh"}),
-         (layers.SiLU, {}, "silu", {}), (layers.Tanh, {}, "tanh", {}), (layers.ReLU, {}, "relu", {})]
+CASES = [
+    (layers.GELU, {}, "gelu", {}),
+    (layers.GELU, {"approximate": "tanh"}, "gelu", {"approximate": "tanh"}),
+    (layers.SiLU, {}, "silu", {}),
+    (layers.Tanh, {}, "tanh", {}),
+    (layers.ReLU, {}, "relu", {}),
+]
 SHAPES = st.tuples(st.integers(1, 3), st.integers(1, 5))
 
 

@@ -41,7 +41,7 @@ def naive_mha(layer, x, causal):
     q, k, v = (x @ p[f"{n}.weight"] + p[f"{n}.bias"] for n in ("query", "key", "value"))
     heads = []
     for h in range(H):
-        qh, kh, vh = q[..., h * dk:(h + 1) * dk], k[..., h * dk:(h + 1) * dk], v[..., h * dv:(h + 1) * dv]
+        qh, kh, vh = q[..., h * dk : (h + 1) * dk], k[..., h * dk : (h + 1) * dk], v[..., h * dv : (h + 1) * dv]
         o, _ = ops.attention_forward(qh[:, None], kh[:, None], vh[:, None], causal=causal)
         heads.append(o[:, 0])
     return np.concatenate(heads, axis=-1) @ p["out.weight"] + p["out.bias"]
@@ -51,8 +51,15 @@ def naive_mha(layer, x, causal):
 def test_multi_head_attention_equals_its_heads_computed_one_by_one(causal):
     layer = layers.MultiHeadAttention(model_dim=6, num_heads=3, key_dim=2, value_dim=4, seed=1)
     assert {k: v.shape for k, v in layer.params.items()} == {
-        "query.weight": (6, 6), "query.bias": (6,), "key.weight": (6, 6), "key.bias": (6,),
-        "value.weight": (6, 12), "value.bias": (12,), "out.weight": (12, 6), "out.bias": (6,)}
+        "query.weight": (6, 6),
+        "query.bias": (6,),
+        "key.weight": (6, 6),
+        "key.bias": (6,),
+        "value.weight": (6, 12),
+        "value.bias": (12,),
+        "out.weight": (12, 6),
+        "out.bias": (6,),
+    }
     x = np.random.default_rng(0).standard_normal((2, 4, 6))
     y, cache = layer.forward(x, causal=causal)
     np.testing.assert_allclose(y, naive_mha(layer, x, causal), rtol=1e-12, atol=1e-13)
@@ -77,7 +84,7 @@ def test_padded_positions_do_not_change_the_others():
     x2 = np.where(valid[..., None], x, -5.0)
     np.testing.assert_allclose(layer.forward(x2, mask=mask)[0][valid], y[valid], rtol=1e-13, atol=1e-14)
     dx, _ = layer.backward(np.where(valid[..., None], 1.0, 0.0) * np.ones_like(y), cache)
-    np.testing.assert_array_equal(dx[~valid], 0.0)              # a loss on valid outputs reaches no padded input
+    np.testing.assert_array_equal(dx[~valid], 0.0)  # a loss on valid outputs reaches no padded input
 
 
 def test_multi_head_attention_rejects_bad_input_naming_the_argument():

@@ -26,7 +26,7 @@ EXAMPLES = {
     "MLP": (dict(input_dim=4, hidden_dims=(5,), output_dim=3), (2, 4), {}),
     "TransformerBlock": (dict(model_dim=4, num_heads=2, mlp_dim=6), (2, 3, 4), {"causal": True}),
 }
-EXTRA = {"Sequential", "Layer", "LayerBase"}   # built from other layers, or the interface itself
+EXTRA = {"Sequential", "Layer", "LayerBase"}  # built from other layers, or the interface itself
 
 
 def _example(name, seed=0, dtype=np.float64):
@@ -80,7 +80,7 @@ def test_forward_reads_params_and_never_writes_them(name):
     layer.backward(np.ones_like(y), cache)
     for key, value in layer.params.items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
-    if layer.params:                                               # params= overrides layer.params
+    if layer.params:  # params= overrides layer.params
         other = {k: v + 0.5 for k, v in layer.params.items()}
         y2, _ = layer.forward(x, params=other, **options)
         assert not np.allclose(y, y2)
@@ -89,7 +89,7 @@ def test_forward_reads_params_and_never_writes_them(name):
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_layer_gradients_match_finite_differences(name):
     layer, x, options = _example(name)
-    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in layer.params.items()}   # off γ = 1, β = 0
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in layer.params.items()}  # off γ = 1, β = 0
     if name == "Embedding":
         fwd, bwd = layers.as_op(layer, differentiate_input=False)
         report = check_op(fwd, bwd, *params.values(), x=x, seed=5)
@@ -125,10 +125,10 @@ def test_sequential_nests_names_and_the_hosts_dict_is_the_source_of_truth():
     x = rng.standard_normal((2, 3, 4))
     y, _ = outer.forward(x)
     params = dict(outer.params)
-    params["block0.attn.out.bias"] = params["block0.attn.out.bias"] + 1.0      # replaced, not written
+    params["block0.attn.out.bias"] = params["block0.attn.out.bias"] + 1.0  # replaced, not written
     y2, _ = outer.forward(x, params=params)
     np.testing.assert_allclose(y2, y + 1.0, rtol=1e-12)
-    outer.params["block0.attn.out.bias"] = params["block0.attn.out.bias"]      # as an optimizer does
+    outer.params["block0.attn.out.bias"] = params["block0.attn.out.bias"]  # as an optimizer does
     np.testing.assert_allclose(outer.forward(x)[0], y2, rtol=0)
 
 
@@ -168,7 +168,7 @@ def test_layer_construction_and_calls_reject_bad_input_naming_the_argument():
     with pytest.raises(TypeError, match="dtype: expected float32 or float64"):
         layers.RMSNorm(dim=2, dtype=np.int32)
     with pytest.raises(TypeError):
-        layers.Linear(2, 3)                                                 # keyword-only
+        layers.Linear(2, 3)  # keyword-only
     with pytest.raises(ValueError, match=r"x: expected shape \(\.\.\., 2\), got \(3, 4\)"):
         layers.Linear(input_dim=2, output_dim=3).forward(np.ones((3, 4)))
     with pytest.raises(ValueError, match=r"params: missing \['bias'\]"):

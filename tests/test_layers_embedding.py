@@ -8,8 +8,12 @@ from refmann.gradcheck import TOLERANCES, check_op
 from tests.strategies import indices
 
 
-@given(N=st.integers(1, 6), D=st.integers(1, 4), shape=st.lists(st.integers(1, 3), min_size=1, max_size=3).map(tuple),
-       data=st.data())
+@given(
+    N=st.integers(1, 6),
+    D=st.integers(1, 4),
+    shape=st.lists(st.integers(1, 3), min_size=1, max_size=3).map(tuple),
+    data=st.data(),
+)
 def test_embedding_layer_gradient_matches_and_equals_add_at(N, D, shape, data):
     layer = layers.Embedding(num_embeddings=N, embedding_dim=D, seed=data.draw(st.integers(0, 99)))
     idx = data.draw(indices(N, shape, force_duplicates=True))
@@ -22,7 +26,7 @@ def test_embedding_layer_gradient_matches_and_equals_add_at(N, D, shape, data):
     dx, grads = layer.backward(dy, cache)
     assert dx is None and list(grads) == ["weight"]
     g = grads["weight"]
-    assert isinstance(g, ops.RowGrad) and g.rows.shape == (idx.size, D)   # J rows, never N
+    assert isinstance(g, ops.RowGrad) and g.rows.shape == (idx.size, D)  # J rows, never N
     expected = np.zeros((N, D))
     np.add.at(expected, idx.reshape(-1), dy.reshape(-1, D))
     np.testing.assert_allclose(layers.densify(g), expected, rtol=1e-14, atol=1e-14)

@@ -29,7 +29,7 @@ def test_linear_init_is_pytorchs_uniform_bound():
     layer = layers.Linear(input_dim=100, output_dim=50, seed=0)
     for value in layer.params.values():
         assert np.abs(value).max() <= 0.1
-        assert np.abs(value).max() > 0.09                         # it does use the range
+        assert np.abs(value).max() > 0.09  # it does use the range
 
 
 def test_linear_without_bias_has_no_bias_key_and_no_offset():

@@ -8,11 +8,15 @@ from tests.helpers import assert_gradients_match
 from tests.strategies import f64
 
 
-@given(hidden=st.lists(st.integers(1, 4), min_size=1, max_size=3), activation=st.sampled_from(["gelu", "silu", "tanh"]),
-       data=st.data())
+@given(
+    hidden=st.lists(st.integers(1, 4), min_size=1, max_size=3),
+    activation=st.sampled_from(["gelu", "silu", "tanh"]),
+    data=st.data(),
+)
 def test_mlp_gradients_match(hidden, activation, data):
-    mlp = layers.MLP(input_dim=3, hidden_dims=hidden, output_dim=2, activation=activation,
-                     seed=data.draw(st.integers(0, 9)))
+    mlp = layers.MLP(
+        input_dim=3, hidden_dims=hidden, output_dim=2, activation=activation, seed=data.draw(st.integers(0, 9))
+    )
     x = data.draw(f64((data.draw(st.integers(1, 3)), 3)))
     assert_gradients_match(layers.as_op(mlp), x, *mlp.params.values(), seed=8)
 

@@ -17,7 +17,7 @@ def _affine(layer, data):
 @given(B=st.integers(1, 3), T=st.integers(1, 3), D=st.integers(2, 5), data=st.data())
 def test_row_norm_layers_gradients_match(cls, B, T, D, data):
     layer = cls(dim=D)
-    x = data.draw(f64((B, T, D))) + np.linspace(-1, 1, D)          # rows never constant
+    x = data.draw(f64((B, T, D))) + np.linspace(-1, 1, D)  # rows never constant
     assert_gradients_match(layers.as_op(layer), x, *_affine(layer, data).values(), seed=4)
 
 
@@ -26,7 +26,7 @@ def test_row_norm_layers_gradients_match(cls, B, T, D, data):
 def test_batchnorm_layer_gradients_match_in_both_modes(training, B, D, data):
     layer = layers.BatchNorm(dim=D).train(training)
     layer.load_buffers({"running_mean": data.draw(f64((D,))), "running_var": data.draw(f64((D,), 0.5, 2.0))})
-    x = data.draw(f64((B, D))) + np.linspace(-1, 1, B)[:, None]    # features never constant over the batch
+    x = data.draw(f64((B, D))) + np.linspace(-1, 1, B)[:, None]  # features never constant over the batch
     assert_gradients_match(layers.as_op(layer), x, *_affine(layer, data).values(), seed=4)
 
 
@@ -47,9 +47,9 @@ def test_batchnorm_training_replaces_the_running_statistics_and_evaluation_uses_
     assert set(bn.buffers) == {"running_mean", "running_var"} and set(bn.params) == {"weight", "bias"}
     old = bn.buffers
     x = rng.standard_normal((8, 3)) * 2 + 1
-    y, _ = bn.forward(x)                                           # training (the default)
+    y, _ = bn.forward(x)  # training (the default)
     np.testing.assert_allclose(y.mean(0), 0.0, atol=1e-12)
-    np.testing.assert_array_equal(old["running_mean"], 0.0)         # the old arrays were not written
+    np.testing.assert_array_equal(old["running_mean"], 0.0)  # the old arrays were not written
     np.testing.assert_array_equal(old["running_var"], 1.0)
     np.testing.assert_allclose(bn.buffers["running_mean"], 0.5 * x.mean(0), rtol=1e-12)
     np.testing.assert_allclose(bn.buffers["running_var"], 0.5 + 0.5 * x.var(0, ddof=1), rtol=1e-12)
@@ -57,11 +57,10 @@ def test_batchnorm_training_replaces_the_running_statistics_and_evaluation_uses_
     bn.eval()
     y_eval, cache = bn.forward(x)
     assert not cache.training
-    np.testing.assert_allclose(y_eval, (x - stats["running_mean"]) / np.sqrt(stats["running_var"] + 1e-5),
-                               rtol=1e-12)
-    for key in stats:                                               # evaluation changes nothing
+    np.testing.assert_allclose(y_eval, (x - stats["running_mean"]) / np.sqrt(stats["running_var"] + 1e-5), rtol=1e-12)
+    for key in stats:  # evaluation changes nothing
         assert bn.buffers[key] is stats[key]
-    bn.forward(x, training=True)                                    # a per-call override
+    bn.forward(x, training=True)  # a per-call override
     assert not np.array_equal(bn.buffers["running_mean"], stats["running_mean"])
     assert not bn.training
 

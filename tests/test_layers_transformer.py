@@ -8,11 +8,18 @@ from tests.helpers import assert_gradients_match
 from tests.strategies import f64
 
 
-@given(norm=st.sampled_from(["layernorm", "rmsnorm"]), activation=st.sampled_from(["gelu", "gelu_tanh", "silu"]),
-       causal=st.booleans(), B=st.integers(1, 2), T=st.integers(1, 4), seed=st.integers(0, 99), data=st.data())
+@given(
+    norm=st.sampled_from(["layernorm", "rmsnorm"]),
+    activation=st.sampled_from(["gelu", "gelu_tanh", "silu"]),
+    causal=st.booleans(),
+    B=st.integers(1, 2),
+    T=st.integers(1, 4),
+    seed=st.integers(0, 99),
+    data=st.data(),
+)
 def test_transformer_block_gradients_match(norm, activation, causal, B, T, seed, data):
     block = layers.TransformerBlock(model_dim=4, num_heads=2, mlp_dim=6, norm=norm, activation=activation, seed=seed)
-    x = data.draw(f64((B, T, 4))) + np.linspace(-1, 1, 4)             # rows never constant (the norms)
+    x = data.draw(f64((B, T, 4))) + np.linspace(-1, 1, 4)  # rows never constant (the norms)
     params = {k: v + data.draw(f64(v.shape, -0.3, 0.3)) for k, v in block.params.items()}
     assert_gradients_match(layers.as_op(block, causal=causal), x, *params.values(), seed=9)
 
@@ -20,11 +27,24 @@ def test_transformer_block_gradients_match(norm, activation, causal, B, T, seed,
 def test_block_parameter_names_are_scoped():
     block = layers.TransformerBlock(model_dim=4, num_heads=2)
     assert list(block.params) == [
-        "ln1.weight", "ln1.bias",
-        "attn.query.weight", "attn.query.bias", "attn.key.weight", "attn.key.bias",
-        "attn.value.weight", "attn.value.bias", "attn.out.weight", "attn.out.bias",
-        "ln2.weight", "ln2.bias", "mlp.fc1.weight", "mlp.fc1.bias", "mlp.fc2.weight", "mlp.fc2.bias"]
-    assert block.params["mlp.fc1.weight"].shape == (4, 16)                # mlp_dim = 4·D
+        "ln1.weight",
+        "ln1.bias",
+        "attn.query.weight",
+        "attn.query.bias",
+        "attn.key.weight",
+        "attn.key.bias",
+        "attn.value.weight",
+        "attn.value.bias",
+        "attn.out.weight",
+        "attn.out.bias",
+        "ln2.weight",
+        "ln2.bias",
+        "mlp.fc1.weight",
+        "mlp.fc1.bias",
+        "mlp.fc2.weight",
+        "mlp.fc2.bias",
+    ]
+    assert block.params["mlp.fc1.weight"].shape == (4, 16)  # mlp_dim = 4·D
     host = layers.Sequential(layers={"block0": block})
     assert "block0.attn.query.weight" in host.params
     assert list(layers.TransformerBlock(model_dim=4, num_heads=2, norm="rmsnorm").params)[:1] == ["ln1.weight"]

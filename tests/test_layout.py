@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "refmann"
 #: Each floor may import the floors listed after it (lower), never one before it.
 FLOORS = ["cli", "bench", "train", "viz", "tasks", "models", "layers", "cores", "memory", "grads", "ops", "kernels"]
-TOOLS = {"gradcheck", "golden", "testing"}      # beside the floors: they use ops and models, nothing uses them
+TOOLS = {"gradcheck", "golden", "testing"}  # beside the floors: they use ops and models, nothing uses them
 
 
 def _floor(module: str) -> str:
@@ -28,7 +28,7 @@ def _imports(path: Path):
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 yield ".".join(base + ([node.module] if node.module else []))
             else:
                 yield node.module
@@ -48,7 +48,7 @@ def test_numba_is_imported_only_by_the_jit_shim(path):
 def test_imports_only_point_down(path):
     me = _floor(".".join(("refmann",) + path.relative_to(ROOT).with_suffix("").parts))
     if me not in FLOORS:
-        return                                           # tools, private helpers, the package itself
+        return  # tools, private helpers, the package itself
     mine = FLOORS.index(me)
     for target in _imports(path):
         if not target or not target.startswith("refmann."):

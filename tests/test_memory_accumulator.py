@@ -25,7 +25,7 @@ def programs(draw):
 @given(programs())
 def test_accumulator_behaves_like_a_dense_array(program):
     B, N, W, steps = program
-    acc = RowGradAccumulator(B, W, np.float64, capacity=1)      # capacity 1: growth happens on the way
+    acc = RowGradAccumulator(B, W, np.float64, capacity=1)  # capacity 1: growth happens on the way
     dense = np.zeros((B, N, W))
     for op, idx, seed in steps:
         if op == "add":
@@ -44,7 +44,7 @@ def test_accumulator_behaves_like_a_dense_array(program):
             np.testing.assert_array_equal(got, np.stack([dense[b, idx[b]] for b in range(B)]))
     grad = acc.to_rowgrad(N)
     np.testing.assert_allclose(ops.densify_rows(grad), dense, rtol=0, atol=1e-12)
-    for b in range(B):                                   # each held row listed once, before the padding
+    for b in range(B):  # each held row listed once, before the padding
         n = int(acc.count[b])
         assert len(set(grad.indices[b, :n].tolist())) == n
         assert not grad.rows[b, n:].any()
@@ -56,7 +56,7 @@ def test_accumulator_behaves_like_a_dense_array(program):
 def test_accumulator_size_follows_the_rows_touched_not_n():
     acc = RowGradAccumulator(2, 8, np.float64)
     rng = np.random.default_rng(0)
-    for _ in range(50):                                  # 50 steps of 20 rows out of ten million slots
+    for _ in range(50):  # 50 steps of 20 rows out of ten million slots
         acc.add(rng.integers(0, 10_000_000, (2, 20)), rng.standard_normal((2, 20, 8)))
     assert acc.rows_held <= 1000
-    assert acc.nbytes() < 64 * 1000 * 8 * 8              # a few times the held rows, nothing N-sized
+    assert acc.nbytes() < 64 * 1000 * 8 * 8  # a few times the held rows, nothing N-sized

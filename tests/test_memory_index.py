@@ -36,12 +36,12 @@ def test_lsh_index_contents_equal_the_memory_after_ten_thousand_random_writes():
             memory[b, rows[b]] = rng.standard_normal((5, W))
         index.update(rows)
         if step % 20 == 0:
-            index.maybe_rebuild()                          # between "sequences"
-    assert index.rebuilds > rebuilds                       # rebuilt after every N insertions, as in the paper
+            index.maybe_rebuild()  # between "sequences"
+    assert index.rebuilds > rebuilds  # rebuilt after every N insertions, as in the paper
     fresh = LSHIndex(memory, num_tables=4, num_bits=6, seed=1)
     fresh.rebuild()
     np.testing.assert_array_equal(index.codes, fresh.codes)
-    for b in range(B):                                     # every bucket list holds exactly its rows
+    for b in range(B):  # every bucket list holds exactly its rows
         for t in range(4):
             listed = []
             for code in range(2**6):
@@ -62,16 +62,16 @@ def test_lsh_rebuild_codes_equal_the_exact_order_sums_even_on_a_hyperplane(dtype
     memory = rng.standard_normal((B, N, W))
     index = LSHIndex(memory, num_tables=3, num_bits=4, seed=2)
     plane = index.planes[1, 2]
-    memory[:, :20] -= (memory[:, :20] @ plane)[..., None] * plane / (plane @ plane)   # on hyperplane (1, 2)
-    memory[:, 20:25] = 0.0                                                          # zero rows
-    memory[:, 25:30] = 1e-6                                                         # the constant initial memory
+    memory[:, :20] -= (memory[:, :20] @ plane)[..., None] * plane / (plane @ plane)  # on hyperplane (1, 2)
+    memory[:, 20:25] = 0.0  # zero rows
+    memory[:, 25:30] = 1e-6  # the constant initial memory
     memory = memory.astype(dtype)
     index = LSHIndex(memory, num_tables=3, num_bits=4, seed=2)
-    index.rebuild(chunk=7)                                                          # several chunks, one partial
+    index.rebuild(chunk=7)  # several chunks, one partial
     np.testing.assert_array_equal(index.codes, _naive_codes(memory, index.planes))
     rows = np.tile(np.arange(N), (B, 1))
     before = index.codes.copy()
-    index.update(rows)                                   # the update kernel agrees: nothing moves
+    index.update(rows)  # the update kernel agrees: nothing moves
     np.testing.assert_array_equal(index.codes, before)
 
 

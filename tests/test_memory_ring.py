@@ -17,10 +17,10 @@ def test_ring_oldest_equals_argmin_of_timestamps_and_undo_restores_it(N, data):
         slots = np.full((2, J), -1)
         for b in range(2):
             chosen = sorted(data.draw(st.sets(st.integers(0, N - 1), max_size=J)))
-            slots[b, :len(chosen)] = chosen
+            slots[b, : len(chosen)] = chosen
         journals.append(ring.touch(slots, t))
         for b in range(2):
-            brute = np.lexsort((np.arange(N), ring.stamps[b]))       # timestamp, then index
+            brute = np.lexsort((np.arange(N), ring.stamps[b]))  # timestamp, then index
             np.testing.assert_array_equal(ring.order(b), brute)
             count = data.draw(st.integers(1, N))
             np.testing.assert_array_equal(ring.oldest(count)[b], brute[:count])

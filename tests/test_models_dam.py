@@ -16,7 +16,7 @@ def test_dam_timestamp_lra_is_the_argmin_of_the_last_access_times(problem, seed,
     N, H = sizes["N"], sizes["H"]
     model = build("dam", sizes, seed=seed, usage="timestamp", delta=delta)
     model.forward(x)
-    times = np.tile(np.arange(-N, 0, dtype=float), (sizes["B"], 1))     # (B, N)
+    times = np.tile(np.arange(-N, 0, dtype=float), (sizes["B"], 1))  # (B, N)
     for t, (lra, accessed) in enumerate(model.last_trace, start=1):
         assert accessed.shape == (sizes["B"], N) and accessed.dtype == np.bool_
         np.testing.assert_array_equal(lra, np.argsort(times, axis=1, kind="stable")[:, :H], err_msg=f"step {t}")

@@ -17,8 +17,12 @@ def _assert_check(model, *args, **kwargs):
     return report
 
 
-@given(B=st.integers(1, 4), hidden=st.lists(st.integers(1, 4), min_size=1, max_size=2),
-       activation=st.sampled_from(["gelu", "silu", "tanh"]), seed=st.integers(0, 99))
+@given(
+    B=st.integers(1, 4),
+    hidden=st.lists(st.integers(1, 4), min_size=1, max_size=2),
+    activation=st.sampled_from(["gelu", "silu", "tanh"]),
+    seed=st.integers(0, 99),
+)
 def test_mlp_classifier_gradients_match_for_softmax_cross_entropy(B, hidden, activation, seed):
     model = MLPClassifier(input_size=3, output_size=4, hidden_sizes=hidden, activation=activation, seed=seed)
     r = np.random.default_rng(seed)
@@ -33,21 +37,33 @@ def test_mlp_classifier_gradients_match_for_sigmoid_cross_entropy():
 
 
 @settings(max_examples=5)
-@given(T=st.integers(1, 4), B=st.integers(1, 2), norm=st.sampled_from(["layernorm", "rmsnorm"]),
-       seed=st.integers(0, 99))
+@given(
+    T=st.integers(1, 4), B=st.integers(1, 2), norm=st.sampled_from(["layernorm", "rmsnorm"]), seed=st.integers(0, 99)
+)
 def test_transformer_gradients_match_on_time_major_vectors(T, B, norm, seed):
-    model = Transformer(input_size=3, output_size=2, model_dim=4, num_heads=2, num_layers=2, mlp_dim=6, max_len=5,
-                        norm=norm, seed=seed)
+    model = Transformer(
+        input_size=3, output_size=2, model_dim=4, num_heads=2, num_layers=2, mlp_dim=6, max_len=5, norm=norm, seed=seed
+    )
     r = np.random.default_rng(seed)
     x, y = r.standard_normal((T, B, 3)), (r.random((T, B, 2)) > 0.5) * 1.0
     _assert_check(model, x, y, (r.random((T, B, 1)) > 0.3) * 1.0, max_entries=6, seed=seed)
 
 
 def test_transformer_on_tokens_gradients_match_with_softmax_cross_entropy():
-    model = Transformer(input_size=5, output_size=5, model_dim=4, num_heads=2, num_layers=1, mlp_dim=6, max_len=4,
-                        tokens=True, loss="softmax_ce", seed=1)
+    model = Transformer(
+        input_size=5,
+        output_size=5,
+        model_dim=4,
+        num_heads=2,
+        num_layers=1,
+        mlp_dim=6,
+        max_len=4,
+        tokens=True,
+        loss="softmax_ce",
+        seed=1,
+    )
     x, y = rng.integers(0, 5, (4, 2)), rng.integers(0, 5, (4, 2))
-    x[1] = x[0]                                                   # a repeated token: its embedding row adds up
+    x[1] = x[0]  # a repeated token: its embedding row adds up
     _assert_check(model, x, y)
     _, sparse = model.loss_and_grads(x, y, row_grads=True)
     _, dense = model.loss_and_grads(x, y)
@@ -67,14 +83,18 @@ def test_loss_is_the_summed_cross_entropy_averaged_over_the_batch():
     xs, ys = rng.standard_normal((5, 3, 3)), (rng.random((5, 3, 2)) > 0.5) * 1.0
     zs = t.forward(xs)
     bce = np.logaddexp(0, zs) - ys * zs
-    assert t.loss(xs, ys) == pytest.approx(bce.sum() / 3, rel=1e-13)            # B = 3 is axis 1 (time-major)
+    assert t.loss(xs, ys) == pytest.approx(bce.sum() / 3, rel=1e-13)  # B = 3 is axis 1 (time-major)
 
 
 def test_grads_have_the_params_keys_and_shapes():
-    for model, x, y in [(MLPClassifier(input_size=3, output_size=2), rng.standard_normal((4, 3)),
-                         rng.integers(0, 2, 4)),
-                        (Transformer(input_size=3, output_size=2, model_dim=8, num_heads=2),
-                         rng.standard_normal((3, 2, 3)), (rng.random((3, 2, 2)) > 0.5) * 1.0)]:
+    for model, x, y in [
+        (MLPClassifier(input_size=3, output_size=2), rng.standard_normal((4, 3)), rng.integers(0, 2, 4)),
+        (
+            Transformer(input_size=3, output_size=2, model_dim=8, num_heads=2),
+            rng.standard_normal((3, 2, 3)),
+            (rng.random((3, 2, 2)) > 0.5) * 1.0,
+        ),
+    ]:
         loss, grads = model.loss_and_grads(x, y)
         assert np.isfinite(loss)
         assert list(grads) == list(model.params)
@@ -113,8 +133,14 @@ def test_replacing_params_is_what_the_next_call_uses_and_sgd_learns():
 
 
 def test_a_network_of_any_layers_can_be_hosted():
-    net = layers.Sequential(layers={"fc": layers.Linear(input_dim=3, output_dim=4), "bn": layers.BatchNorm(dim=4),
-                                    "act": layers.SiLU(), "out": layers.Linear(input_dim=4, output_dim=2)})
+    net = layers.Sequential(
+        layers={
+            "fc": layers.Linear(input_dim=3, output_dim=4),
+            "bn": layers.BatchNorm(dim=4),
+            "act": layers.SiLU(),
+            "out": layers.Linear(input_dim=4, output_dim=2),
+        }
+    )
     model = FeedForwardModel(net, loss="softmax_ce")
     x, y = rng.standard_normal((6, 3)), rng.integers(0, 2, 6)
     _assert_check(model, x, y)
@@ -122,7 +148,7 @@ def test_a_network_of_any_layers_can_be_hosted():
     assert not net.children["bn"].training
     stats = net.buffers
     model.forward(x)
-    assert all(net.buffers[k] is v for k, v in stats.items())          # evaluation leaves the statistics alone
+    assert all(net.buffers[k] is v for k, v in stats.items())  # evaluation leaves the statistics alone
 
 
 def test_feedforward_models_reject_bad_input_naming_the_argument():

@@ -26,6 +26,6 @@ def test_ntm_addressing_receives_a_gradient_from_a_featureless_memory(memory_ini
     x, targets = rng.standard_normal((6, 2, 3)), (rng.random((6, 2, 3)) > 0.5) * 1.0
     model = build("ntm", dict(X=3, Y=3, C=5, N=8, W=3, H=1), seed=3, memory_init=memory_init)
     _, grads = model.loss_and_grads(x, targets)
-    P = model.core.interface.layout.groups[0].width          # a read head: key, β, g, shift, γ
-    read_addressing, write_addressing = grads["heads.bias"][:P], grads["heads.bias"][P:2 * P]   # k, β, g, s, γ
+    P = model.core.interface.layout.groups[0].width  # a read head: key, β, g, shift, γ
+    read_addressing, write_addressing = grads["heads.bias"][:P], grads["heads.bias"][P : 2 * P]  # k, β, g, s, γ
     assert np.max(np.abs(read_addressing)) > 1e-6 and np.max(np.abs(write_addressing)) > 1e-6

@@ -45,8 +45,18 @@ def test_golden_files_are_written_for_a_newly_registered_model(toy, tmp_path):
 
 
 def test_the_trainer_builds_it_from_the_registry_with_its_own_options(toy):
-    _, model = build(TrainConfig(model="toy", task="copy", task_kwargs={"bits": 2}, model_kwargs={"wobble": 0.25},
-                                 memory_size=4, word_size=2, num_heads=1, hidden_size=3))
+    _, model = build(
+        TrainConfig(
+            model="toy",
+            task="copy",
+            task_kwargs={"bits": 2},
+            model_kwargs={"wobble": 0.25},
+            memory_size=4,
+            word_size=2,
+            num_heads=1,
+            hidden_size=3,
+        )
+    )
     assert isinstance(model, Toy) and model.config.wobble == 0.25 and model.config.memory_size == 4
 
 

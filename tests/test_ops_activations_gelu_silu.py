@@ -30,7 +30,7 @@ def test_exact_gelu_is_x_times_the_normal_cdf_and_the_tanh_form_is_close(x):
     exact, _ = ops.gelu_forward(x)
     np.testing.assert_allclose(exact, x * scipy.stats.norm.cdf(x), rtol=1e-13, atol=1e-15)
     approx, _ = ops.gelu_forward(x, approximate="tanh")
-    np.testing.assert_allclose(approx, exact, atol=1e-3)           # Hendrycks & Gimpel's approximation
+    np.testing.assert_allclose(approx, exact, atol=1e-3)  # Hendrycks & Gimpel's approximation
 
 
 @given(x=SHAPES.flatmap(lambda s: f64(s, -8, 8)))
@@ -40,9 +40,11 @@ def test_silu_is_x_times_the_sigmoid(x):
 
 
 def test_derivatives_at_zero_are_one_half():
-    for dx in (ops.gelu_backward(np.ones(1), ops.gelu_forward(np.zeros(1))[1])[0],
-               ops.gelu_backward(np.ones(1), ops.gelu_forward(np.zeros(1), approximate="tanh")[1])[0],
-               ops.silu_backward(np.ones(1), ops.silu_forward(np.zeros(1))[1])[0]):
+    for dx in (
+        ops.gelu_backward(np.ones(1), ops.gelu_forward(np.zeros(1))[1])[0],
+        ops.gelu_backward(np.ones(1), ops.gelu_forward(np.zeros(1), approximate="tanh")[1])[0],
+        ops.silu_backward(np.ones(1), ops.silu_forward(np.zeros(1))[1])[0],
+    ):
         np.testing.assert_allclose(dx, 0.5, rtol=1e-15)
 
 

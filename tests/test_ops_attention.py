@@ -21,8 +21,8 @@ def attention_case(draw, causal=False, masked=True):
     if masked:
         shape = draw(st.sampled_from([(B, H, Tq, Tk), (B, 1, 1, Tk), (1, 1, Tq, Tk), (Tq, Tk)]))
         mask = draw(arrays(np.bool_, shape))
-        keep = draw(st.integers(0, Tk - 1))                         # one column always kept (the diagonal's
-        mask = mask.copy()                                          # first entry, key 0, under causal)
+        keep = draw(st.integers(0, Tk - 1))  # one column always kept (the diagonal's
+        mask = mask.copy()  # first entry, key 0, under causal)
         mask[..., 0 if causal else keep] = True
     return q, k, v, mask
 
@@ -97,12 +97,12 @@ def test_all_but_one_key_masked_copies_that_value_and_has_no_score_gradient(case
     B, H, Tq, _ = q.shape
     Tk = k.shape[2]
     only = data.draw(arrays(np.int64, (B, H, Tq), elements=st.integers(0, Tk - 1)))
-    mask = np.arange(Tk) == only[..., None]                           # (B, H, Tq, Tk), one True per row
+    mask = np.arange(Tk) == only[..., None]  # (B, H, Tq, Tk), one True per row
     out, cache = ops.attention_forward(q, k, v, mask=mask)
     np.testing.assert_array_equal(cache.weights, mask.astype(float))
     np.testing.assert_array_equal(out, np.take_along_axis(v, only.reshape(B, H, Tq, 1), axis=2))
     dq, dk, dv = ops.attention_backward(np.ones_like(out), cache)
-    np.testing.assert_array_equal(dq, 0.0)                            # a one-entry softmax is constant
+    np.testing.assert_array_equal(dq, 0.0)  # a one-entry softmax is constant
     np.testing.assert_array_equal(dk, 0.0)
     assert_gradients_match("attention", q, k, v, mask=mask)
 
@@ -111,13 +111,13 @@ def test_masked_keys_receive_no_gradient():
     rng = np.random.default_rng(1)
     q, k, v = rng.standard_normal((2, 1, 4, 3)), rng.standard_normal((2, 1, 6, 3)), rng.standard_normal((2, 1, 6, 2))
     mask = np.ones((2, 1, 1, 6), bool)
-    mask[..., 4:] = False                                             # keys 4, 5 are padding
+    mask[..., 4:] = False  # keys 4, 5 are padding
     out, cache = ops.attention_forward(q, k, v, mask=mask)
     _, dk, dv = ops.attention_backward(rng.standard_normal(out.shape), cache)
     np.testing.assert_array_equal(dk[:, :, 4:], 0.0)
     np.testing.assert_array_equal(dv[:, :, 4:], 0.0)
     k2 = k.copy()
-    k2[:, :, 4:] = 1e3                                                # what a padded key holds does not matter
+    k2[:, :, 4:] = 1e3  # what a padded key holds does not matter
     np.testing.assert_array_equal(ops.attention_forward(q, k2, v, mask=mask)[0], out)
 
 
@@ -173,10 +173,13 @@ def test_attention_rejects_bad_input_naming_the_argument():
     q, k, v = rng.standard_normal((2, 2, 3, 4)), rng.standard_normal((2, 2, 5, 4)), rng.standard_normal((2, 2, 5, 3))
     empty_row = np.ones((3, 5), bool)
     empty_row[1] = False
-    with pytest.raises(ValueError, match=r"mask: every query must keep at least one key; query \(b, h, i\) = "
-                                         r"\(0, 0, 1\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"mask: every query must keep at least one key; query \(b, h, i\) = "
+        r"\(0, 0, 1\)",
+    ):
         ops.attention_forward(q, k, v, mask=empty_row)
-    with pytest.raises(ValueError, match="mask: every query"):          # causal and a mask that drops key 0
+    with pytest.raises(ValueError, match="mask: every query"):  # causal and a mask that drops key 0
         ops.attention_forward(q, q, q, mask=np.array([False, True, True]), causal=True)
     with pytest.raises(TypeError, match="mask: expected a bool ndarray"):
         ops.attention_forward(q, k, v, mask=np.ones((3, 5)))

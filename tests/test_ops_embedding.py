@@ -45,7 +45,7 @@ def test_embedding_row_gradient_equals_add_at_with_duplicates(case, seed):
     expected = np.zeros_like(table)
     np.add.at(expected, idx.reshape(-1), dout.reshape(-1, D))
     np.testing.assert_allclose(ops.densify_rows(grad), expected, rtol=1e-14, atol=1e-14)
-    if idx.shape[-1] >= 2:                                  # the forced duplicate really adds up
+    if idx.shape[-1] >= 2:  # the forced duplicate really adds up
         row = idx.reshape(-1, idx.shape[-1])[0, 0]
         assert np.count_nonzero(grad.indices == row) >= 2
 
@@ -55,7 +55,7 @@ def test_a_plain_fancy_index_add_would_lose_the_duplicate():
     out, cache = ops.embedding_forward(table, indices=np.array([1, 1, 2]))
     (grad,) = ops.embedding_backward(np.ones_like(out), cache)
     lossy = np.zeros((3, 1))
-    lossy[grad.indices] += grad.rows                        # keeps one of the two updates of row 1
+    lossy[grad.indices] += grad.rows  # keeps one of the two updates of row 1
     np.testing.assert_array_equal(lossy[:, 0], [0, 1, 1])
     np.testing.assert_array_equal(ops.densify_rows(grad)[:, 0], [0, 2, 1])
 
@@ -104,6 +104,6 @@ def test_embedding_rejects_bad_input_naming_the_argument():
         ops.embedding_forward([[1.0]], indices=np.array([0]))
     bad = table.copy()
     bad[3, 1] = np.nan
-    ops.embedding_forward(bad, indices=np.array([0, 1]))            # the NaN row is not looked up: fine
+    ops.embedding_forward(bad, indices=np.array([0, 1]))  # the NaN row is not looked up: fine
     with pytest.raises(ValueError, match=r"table \(the looked-up rows\): expected finite values"):
         ops.embedding_forward(bad, indices=np.array([0, 3]))

@@ -14,8 +14,14 @@ def test_linear_gradients_match_over_any_leading_axes(data, lead, I, O):
 
 @given(data=st.data(), B=SMALL, X=SMALL, C=SMALL)
 def test_lstm_step_gradients_match(data, B, X, C):
-    assert_gradients_match("lstm_step", data.draw(f64((B, X))), data.draw(f64((B, C))), data.draw(f64((B, C))),
-                           data.draw(f64((X + C, 4 * C), -1, 1)), data.draw(f64((4 * C,), -1, 1)))
+    assert_gradients_match(
+        "lstm_step",
+        data.draw(f64((B, X))),
+        data.draw(f64((B, C))),
+        data.draw(f64((B, C))),
+        data.draw(f64((X + C, 4 * C), -1, 1)),
+        data.draw(f64((4 * C,), -1, 1)),
+    )
 
 
 def test_lstm_step_matches_the_equations_and_accepts_missing_upstream():
@@ -39,5 +45,11 @@ def test_linear_and_lstm_are_pure_and_linear_in_dout():
     inputs = (rng.standard_normal((2, 3, 4)), rng.standard_normal((4, 5)), rng.standard_normal(5))
     assert_pure("linear", *inputs)
     assert_linear_in_dout("linear", *inputs)
-    assert_pure("lstm_step", rng.standard_normal((2, 3)), rng.standard_normal((2, 4)), rng.standard_normal((2, 4)),
-                rng.standard_normal((7, 16)), rng.standard_normal(16))
+    assert_pure(
+        "lstm_step",
+        rng.standard_normal((2, 3)),
+        rng.standard_normal((2, 4)),
+        rng.standard_normal((2, 4)),
+        rng.standard_normal((7, 16)),
+        rng.standard_normal(16),
+    )

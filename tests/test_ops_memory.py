@@ -17,8 +17,13 @@ def test_dense_read_gradients_match(dims, data):
 @given(dims=memory_dims(), data=st.data())
 def test_dense_write_gradients_match_with_several_heads(dims, data):
     B, H, N, W = dims
-    assert_gradients_match("dense_write", data.draw(f64((B, N, W))), data.draw(simplex((B, H, N))),
-                           data.draw(gates((B, H, W))), data.draw(f64((B, H, W))))
+    assert_gradients_match(
+        "dense_write",
+        data.draw(f64((B, N, W))),
+        data.draw(simplex((B, H, N))),
+        data.draw(gates((B, H, W))),
+        data.draw(f64((B, H, W))),
+    )
 
 
 def test_dense_write_backward_handles_a_full_erase():
@@ -74,7 +79,7 @@ def test_sparse_read_gradients_match_with_repeated_indices(case):
 def test_sparse_read_over_all_n_rows_equals_dense_read(dims, data):
     B, H, N, W = dims
     M, w = data.draw(f64((B, N, W))), data.draw(simplex((B, H, N)))
-    perm = data.draw(distinct_indices(N, (B, H, N)))             # every row, in a random order
+    perm = data.draw(distinct_indices(N, (B, H, N)))  # every row, in a random order
     w_sparse = np.take_along_axis(w, perm, axis=-1)
     r_sparse, c_sparse = ops.sparse_read_forward(M, w_sparse, indices=perm)
     r_dense, c_dense = ops.dense_read_forward(M, w)
@@ -95,7 +100,7 @@ def test_sparse_read_backward_returns_row_gradients_not_an_n_sized_array():
     dM, dw = ops.sparse_read_backward(np.ones_like(r), cache)
     assert isinstance(dM, ops.RowGrad)
     assert dM.rows.shape == (2, 3 * K, 8) and dM.indices.shape == (2, 3 * K) and dM.num_rows == N
-    assert cache.rows.shape == (2, 3, K, 8)                      # the cache holds K rows, not the memory
+    assert cache.rows.shape == (2, 3, K, 8)  # the cache holds K rows, not the memory
     assert all(np.size(field) < N for field in cache if isinstance(field, np.ndarray))
 
 
@@ -137,8 +142,13 @@ def test_memory_ops_are_pure_and_linear_in_dout(name):
 def test_lra_write_gradients_match(dims, data):
     B, H, N, W = dims
     erase = data.draw(indices(N, (B, H)))
-    assert_gradients_match("lra_write", data.draw(f64((B, N, W))), data.draw(simplex((B, H, N))),
-                           data.draw(f64((B, H, W))), erase_indices=erase)
+    assert_gradients_match(
+        "lra_write",
+        data.draw(f64((B, N, W))),
+        data.draw(simplex((B, H, N))),
+        data.draw(f64((B, H, W))),
+        erase_indices=erase,
+    )
 
 
 def test_lra_write_zeroes_the_erased_rows_then_adds():

@@ -79,24 +79,30 @@ def test_rmsnorm_rows_have_unit_root_mean_square_and_keep_their_direction(shape,
     x = data.draw(spread_rows(shape))
     y, _ = ops.rmsnorm_forward(x, np.ones(shape[-1]), eps=1e-12)
     np.testing.assert_allclose(np.sqrt((y * y).mean(-1)), 1.0, rtol=1e-9)
-    np.testing.assert_allclose(y * np.linalg.norm(x, axis=-1, keepdims=True),
-                               x * np.linalg.norm(y, axis=-1, keepdims=True), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        y * np.linalg.norm(x, axis=-1, keepdims=True),
+        x * np.linalg.norm(y, axis=-1, keepdims=True),
+        rtol=1e-10,
+        atol=1e-12,
+    )
 
 
 @given(case=batch_case())
 def test_batchnorm_training_normalises_each_feature_and_updates_the_running_statistics(case):
     x, gamma, beta, running = case
     before = {k: v.copy() for k, v in running.items()}
-    y, cache = ops.batchnorm_forward(x, np.ones_like(gamma), np.zeros_like(beta), training=True, momentum=0.25,
-                                     eps=1e-12, **running)
+    y, cache = ops.batchnorm_forward(
+        x, np.ones_like(gamma), np.zeros_like(beta), training=True, momentum=0.25, eps=1e-12, **running
+    )
     flat, D = y.reshape(-1, y.shape[-1]), y.shape[-1]
     np.testing.assert_allclose(flat.mean(0), 0.0, atol=1e-12)
     np.testing.assert_allclose(flat.var(0), 1.0, rtol=1e-9)
     xs = x.reshape(-1, D)
     n = xs.shape[0]
     np.testing.assert_allclose(cache.running_mean, 0.75 * before["running_mean"] + 0.25 * xs.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(cache.running_var, 0.75 * before["running_var"] + 0.25 * xs.var(0) * n / (n - 1),
-                               rtol=1e-12)                            # the running variance is unbiased (PyTorch)
+    np.testing.assert_allclose(
+        cache.running_var, 0.75 * before["running_var"] + 0.25 * xs.var(0) * n / (n - 1), rtol=1e-12
+    )  # the running variance is unbiased (PyTorch)
     for key, value in running.items():
         np.testing.assert_array_equal(value, before[key], err_msg=f"{key} was written")
 
@@ -110,7 +116,7 @@ def test_batchnorm_evaluation_is_the_affine_map_of_the_running_statistics(case):
     assert cache.running_mean is running["running_mean"] and cache.running_var is running["running_var"]
     dy = np.random.default_rng(0).standard_normal(y.shape)
     dx, _, _ = ops.batchnorm_backward(dy, cache)
-    np.testing.assert_allclose(dx, dy * gamma * rstd, rtol=1e-12)   # constants: no path through the statistics
+    np.testing.assert_allclose(dx, dy * gamma * rstd, rtol=1e-12)  # constants: no path through the statistics
 
 
 def test_batchnorm_over_a_sequence_equals_batchnorm_of_the_flattened_batch():
@@ -148,8 +154,9 @@ def test_norms_are_pure_and_linear_in_dout(name):
     rng = np.random.default_rng(4)
     x, gamma, beta = rng.standard_normal((3, 2, 4)), rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
     arrays = (x, gamma) if name == "rmsnorm" else (x, gamma, beta)
-    hyper = {"running_mean": rng.standard_normal(4), "running_var": rng.uniform(0.5, 2, 4)} if name == "batchnorm" \
-        else {}
+    hyper = (
+        {"running_mean": rng.standard_normal(4), "running_var": rng.uniform(0.5, 2, 4)} if name == "batchnorm" else {}
+    )
     assert_pure(name, *arrays, **hyper)
     assert_linear_in_dout(name, *arrays, **hyper)
     if name == "batchnorm":

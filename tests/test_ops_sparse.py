@@ -27,9 +27,11 @@ def write_case(draw, force_duplicates=True):
     B, H, N, W = draw(memory_dims())
     J = draw(st.integers(1, 4))
     idx = draw(indices(N, (B, H, J), force_duplicates=force_duplicates))
-    erase = idx[:, :, -1].copy()                                           # (B, H)
-    return (draw(f64((B, N, W))), draw(gates((B, H, J))), draw(f64((B, H, W)))), {"indices": idx,
-                                                                                  "erase_indices": erase}
+    erase = idx[:, :, -1].copy()  # (B, H)
+    return (draw(f64((B, N, W))), draw(gates((B, H, J))), draw(f64((B, H, W)))), {
+        "indices": idx,
+        "erase_indices": erase,
+    }
 
 
 @given(case=write_case())
@@ -56,7 +58,7 @@ def test_sparse_write_inplace_equals_the_pure_op_fused_or_not_and_journals_the_o
         np.testing.assert_allclose(live, expected, rtol=0, atol=1e-15)
         flat = hyper["indices"].reshape(B, -1)
         np.testing.assert_array_equal(old_rows, np.take_along_axis(memory, flat[..., None], axis=1))
-        for b in range(B):                                 # restoring the journal newest-first undoes the step
+        for b in range(B):  # restoring the journal newest-first undoes the step
             for j in range(flat.shape[1] - 1, -1, -1):
                 live[b, flat[b, j]] = old_rows[b, j]
         np.testing.assert_array_equal(live, memory)
@@ -81,7 +83,7 @@ def test_a_planted_sign_error_in_the_sparse_write_backward_is_caught():
 
     def wrong_backward(dnew, cache):
         dmemory, dweights, dadd = ops.sparse_write_backward(dnew, cache)
-        return dmemory, -dweights, dadd                    # the weights' gradient with the wrong sign
+        return dmemory, -dweights, dadd  # the weights' gradient with the wrong sign
 
     report = check_op(ops.sparse_write_forward, wrong_backward, *arrays, **hyper)
     assert not report.ok(1e-6) and report.inputs[1].max_rel_error > 0.5 and report.inputs[0].max_rel_error < 1e-8
@@ -90,21 +92,24 @@ def test_a_planted_sign_error_in_the_sparse_write_backward_is_caught():
 def test_the_sparse_write_refuses_rows_outside_the_memory():
     memory = np.zeros((1, 4, 2))
     with pytest.raises(ValueError, match=r"indices: expected indices in \[0, 4\)"):
-        ops.sparse_write_inplace(memory, np.ones((1, 1, 1)), np.ones((1, 1, 2)), indices=np.array([[[4]]]),
-                                 erase_indices=np.array([[0]]))
+        ops.sparse_write_inplace(
+            memory, np.ones((1, 1, 1)), np.ones((1, 1, 2)), indices=np.array([[[4]]]), erase_indices=np.array([[0]])
+        )
     with pytest.raises(ValueError, match="erase_indices"):
-        ops.sparse_write_forward(memory, np.ones((1, 1, 1)), np.ones((1, 1, 2)), indices=np.array([[[1]]]),
-                                 erase_indices=np.array([[-1]]))
+        ops.sparse_write_forward(
+            memory, np.ones((1, 1, 1)), np.ones((1, 1, 2)), indices=np.array([[[1]]]), erase_indices=np.array([[-1]])
+        )
 
 
 # -- the content read over K rows ---------------------------------------------------------------------
+
 
 @st.composite
 def read_case(draw):
     B, H, N, W = draw(memory_dims())
     K = draw(st.integers(1, N))
     memory = draw(f64((B, N, W)))
-    memory = memory + np.where(np.linalg.norm(memory, axis=-1, keepdims=True) < 0.1, 0.5, 0.0)   # off ‖m‖ = 0
+    memory = memory + np.where(np.linalg.norm(memory, axis=-1, keepdims=True) < 0.1, 0.5, 0.0)  # off ‖m‖ = 0
     keys = draw(away_from_zero((B, H, W), margin=0.2))
     return memory, keys, draw(f64((B, H), 0.5, 10.0)), draw(distinct_indices(N, (B, H, K)))
 
@@ -147,15 +152,17 @@ def test_the_content_read_over_every_row_equals_dense_content_weights_and_read(c
 def test_the_content_read_backward_never_returns_an_n_sized_array():
     memory = np.random.default_rng(0).standard_normal((2, 10_000, 3))
     idx = np.array([[[5, 9]], [[0, 9_999]]])
-    (w, r), cache = ops.sparse_content_read_forward(memory, np.ones((2, 1, 3)), np.ones((2, 1)), indices=idx,
-                                                    fused=True)
+    (w, r), cache = ops.sparse_content_read_forward(
+        memory, np.ones((2, 1, 3)), np.ones((2, 1)), indices=idx, fused=True
+    )
     dmemory, _, _ = ops.sparse_content_read_backward((np.zeros_like(w), np.ones_like(r)), cache)
     assert isinstance(dmemory, ops.RowGrad) and dmemory.rows.shape == (2, 2, 3)
 
 
 def test_a_dropped_row_cache_must_be_given_back():
     memory = np.ones((1, 4, 2))
-    (w, r), cache = ops.sparse_content_read_forward(memory, np.ones((1, 1, 2)), np.ones((1, 1)),
-                                                    indices=np.array([[[0, 1]]]), fused=True)
+    (w, r), cache = ops.sparse_content_read_forward(
+        memory, np.ones((1, 1, 2)), np.ones((1, 1)), indices=np.array([[[0, 1]]]), fused=True
+    )
     with pytest.raises(ValueError, match="rows were dropped"):
         ops.sparse_content_read_backward((w, r), cache._replace(rows=None))

@@ -24,11 +24,12 @@ def test_the_sparse_form_scattered_equals_the_dense_form(dims, data):
     B, H, N, _ = dims
     w, alpha, gate = data.draw(simplex((B, H, N))), data.draw(gates((B, H))), data.draw(gates((B, H)))
     lra = data.draw(distinct_indices(N, (B, H, 1)))[..., 0]
-    sparse, sc = ops.lra_interpolate_forward(w, alpha, gate)               # (B, H, N+1): rows 0..N-1, then LRA
-    dense, dc = ops.lra_interpolate_forward(w, alpha, gate, lra=lra)       # (B, H, N)
+    sparse, sc = ops.lra_interpolate_forward(w, alpha, gate)  # (B, H, N+1): rows 0..N-1, then LRA
+    dense, dc = ops.lra_interpolate_forward(w, alpha, gate, lra=lra)  # (B, H, N)
     scattered = sparse[..., :N].copy()
-    np.put_along_axis(scattered, lra[..., None], np.take_along_axis(scattered, lra[..., None], -1) + sparse[..., N:],
-                      axis=-1)
+    np.put_along_axis(
+        scattered, lra[..., None], np.take_along_axis(scattered, lra[..., None], -1) + sparse[..., N:], axis=-1
+    )
     np.testing.assert_allclose(scattered, dense, rtol=1e-14, atol=1e-15)
     dw = data.draw(simplex((B, H, N)))
     dsparse = np.concatenate([dw, np.take_along_axis(dw, lra[..., None], -1)], axis=-1)

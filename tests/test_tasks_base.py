@@ -61,7 +61,7 @@ def test_padding_is_never_scored_and_batch_is_as_long_as_its_longest_sequence(ta
     for b, T_b in enumerate(lengths):
         assert np.all(batch.mask[T_b:, b] == 0)
         assert np.all(batch.inputs[T_b:, b] == 0) and np.all(batch.targets[T_b:, b] == 0)
-        assert np.any(batch.mask[T_b - 1, b] == 1)          # the sequence ends on a scored step
+        assert np.any(batch.mask[T_b - 1, b] == 1)  # the sequence ends on a scored step
 
 
 @given(any_task, batch_sizes, seeds, st.data())
@@ -84,7 +84,7 @@ def test_perfect_predictor_has_no_errors_and_one_flipped_scored_bit_is_one_error
 def test_unscored_outputs_never_count_as_errors(task, B, seed):
     batch = task.sample(B, np.random.default_rng(seed))
     logits = 20.0 * (2.0 * batch.targets - 1.0)
-    logits[batch.mask == 0] *= -1.0                          # every unscored (and padding) bit wrong
+    logits[batch.mask == 0] *= -1.0  # every unscored (and padding) bit wrong
     np.testing.assert_array_equal(task.bit_errors(logits, batch), np.zeros(B))
     # everything wrong: the error count is the number of scored bits
     np.testing.assert_array_equal(task.bit_errors(-logits, batch), batch.mask.sum(axis=(0, 2)))

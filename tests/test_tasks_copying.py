@@ -35,11 +35,11 @@ def test_copy_lengths_cover_the_configured_range():
 def test_repeat_count_code_has_mean_zero_and_unit_variance_over_the_range(lo, hi):
     task = RepeatCopy(bits=2, min_length=1, max_length=1, min_repeats=lo, max_repeats=hi)
     codes = []
-    for R in range(lo, hi + 1):                      # find one sequence per count
+    for R in range(lo, hi + 1):  # find one sequence per count
         rng = np.random.default_rng(R)
         while True:
             x = task.sample(1, rng).inputs[:, 0]
-            if x.shape[0] == 1 + 2 + R + 1:          # L = 1: length tells R
+            if x.shape[0] == 1 + 2 + R + 1:  # L = 1: length tells R
                 codes.append(x[2, 3])
                 break
     assert np.mean(codes) == pytest.approx(0.0, abs=1e-12)

@@ -15,7 +15,7 @@ def test_curriculum_doubles_after_a_window_of_low_losses_and_clears_the_window()
     cur = ExponentialCurriculum(1, 100, threshold=0.5, window=3)
     assert [cur.update(0.1) for _ in range(3)] == [False, False, True]
     assert cur.current_max == 2
-    assert [cur.update(0.1) for _ in range(3)] == [False, False, True]   # a fresh window was needed
+    assert [cur.update(0.1) for _ in range(3)] == [False, False, True]  # a fresh window was needed
     assert cur.current_max == 4
 
 
@@ -29,7 +29,7 @@ def test_curriculum_uses_the_mean_of_the_last_window_losses():
 
 def test_curriculum_does_not_double_while_the_loss_is_high():
     cur = ExponentialCurriculum(3, 100, threshold=0.5, window=2)
-    assert not any(cur.update(0.5 + i * 0.01) for i in range(50))       # equal to threshold: not below
+    assert not any(cur.update(0.5 + i * 0.01) for i in range(50))  # equal to threshold: not below
     assert cur.current_max == 3
 
 
@@ -53,13 +53,13 @@ def test_curriculum_draws_cover_min_level_to_current_max(levels, doublings, seed
     draws = [cur.draw(rng) for _ in range(600)]
     assert all(isinstance(d, int) for d in draws)
     assert min(draws) >= lo and max(draws) <= cur.current_max
-    if cur.current_max - lo < 20:                             # small ranges: both ends appear
+    if cur.current_max - lo < 20:  # small ranges: both ends appear
         assert {lo, cur.current_max} <= set(draws)
 
 
 def test_curriculum_state_round_trips_through_npz():
     cur = ExponentialCurriculum(1, 64, threshold=0.3, window=4)
-    for v in (0.1, 0.2, 0.1, 0.2, 0.9, 0.1):               # one doubling, then two losses recorded
+    for v in (0.1, 0.2, 0.1, 0.2, 0.9, 0.1):  # one doubling, then two losses recorded
         cur.update(v)
     buf = io.BytesIO()
     np.savez(buf, **cur.state_dict())

@@ -39,12 +39,12 @@ def test_associative_recall_queries_every_item_but_the_last_including_the_second
     assert sorted(seen) == [2, 3, 4, 5, 6]
     for n, qs in seen.items():
         counts = np.bincount(qs, minlength=n)
-        assert counts[n - 1] == 0                           # the last item has no successor
+        assert counts[n - 1] == 0  # the last item has no successor
         assert np.all(counts[: n - 1] > 0.5 * len(qs) / (n - 1)), (n, counts)
 
 
 def test_associative_recall_fills_a_tiny_pattern_space_without_repeats():
-    task = AssociativeRecall(bits=1, item_length=2, min_items=4, max_items=4)   # all 4 patterns
+    task = AssociativeRecall(bits=1, item_length=2, min_items=4, max_items=4)  # all 4 patterns
     batch = task.sample(20, np.random.default_rng(0))
     for b in range(20):
         items = decode_associative_recall(task, batch.inputs[:, b])[4]

@@ -7,8 +7,13 @@ from refmann.tasks import AssociativeRecall, Copy, KeyValueRecall, PrioritySort,
 
 @pytest.mark.parametrize(
     ("name", "cls"),
-    [("copy", Copy), ("repeat_copy", RepeatCopy), ("associative_recall", AssociativeRecall),
-     ("key_value_recall", KeyValueRecall), ("priority_sort", PrioritySort)],
+    [
+        ("copy", Copy),
+        ("repeat_copy", RepeatCopy),
+        ("associative_recall", AssociativeRecall),
+        ("key_value_recall", KeyValueRecall),
+        ("priority_sort", PrioritySort),
+    ],
 )
 def test_make_task_builds_the_named_class_with_its_config(name, cls):
     task = make_task(name, bits=3)

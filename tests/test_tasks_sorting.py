@@ -11,7 +11,7 @@ from tests.task_cases import batch_sizes, priority_sort_tasks, seeds
 def test_priority_sort_target_is_the_inputs_sorted_by_descending_priority(task, B, seed):
     batch = task.sample(B, np.random.default_rng(seed))
     n, k = task.num_inputs, task.num_outputs
-    assert batch.inputs.shape[0] == n + 1 + k                # full difficulty: no padding
+    assert batch.inputs.shape[0] == n + 1 + k  # full difficulty: no padding
     for b in range(B):
         vectors, priority = batch.inputs[:n, b, : task.bits], batch.inputs[:n, b, task.bits]
         assert np.all((-1 <= priority) & (priority <= 1))

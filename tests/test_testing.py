@@ -80,7 +80,7 @@ def test_away_from_zero_draws_both_signs_and_rejects_an_impossible_margin():
 def test_separated_scores_keep_every_pairwise_gap_along_the_last_axis(data, shape, gap):
     s = data.draw(separated_scores(shape, gap))
     assert s.shape == shape and s.dtype == np.float64
-    gaps = np.diff(np.sort(s, axis=-1), axis=-1)     # the smallest pairwise gaps are between neighbours
+    gaps = np.diff(np.sort(s, axis=-1), axis=-1)  # the smallest pairwise gaps are between neighbours
     assert np.all(gaps >= gap), gaps.min()
 
 
@@ -139,7 +139,7 @@ def forward_that_writes_into_its_input(x, w):
 
 
 def backward_that_writes_into_dout(dout, cache):
-    dout *= 1.0 + cache.w        # in place: the caller's upstream gradient changes
+    dout *= 1.0 + cache.w  # in place: the caller's upstream gradient changes
     return dout * 1.0, dout * cache.x
 
 
@@ -157,9 +157,10 @@ def backward_that_writes_into_the_cache(dout, cache):
 def make_backward_with_state():
     calls = []
 
-    def backward(dout, cache):   # remembers how often it ran: the answer drifts from call to call
+    def backward(dout, cache):  # remembers how often it ran: the answer drifts from call to call
         calls.append(1)
         return dout * cache.w * len(calls), dout * cache.x
+
     return backward
 
 
@@ -190,8 +191,11 @@ def _inputs(seed=0):
     return rng.standard_normal((2, 3)), rng.standard_normal((2, 3))
 
 
-@pytest.mark.parametrize("op", [(scale_forward, scale_backward), (two_outputs_forward, two_outputs_backward)],
-                         ids=["one-output", "two-outputs"])
+@pytest.mark.parametrize(
+    "op",
+    [(scale_forward, scale_backward), (two_outputs_forward, two_outputs_backward)],
+    ids=["one-output", "two-outputs"],
+)
 def test_every_assertion_passes_on_a_correct_op(op):
     x, w = _inputs()
     report = assert_gradients_match(op, x, w)
@@ -268,7 +272,7 @@ def test_every_public_name_exists_and_the_old_test_modules_re_export_them():
 def test_without_hypothesis_the_import_error_says_how_to_install_it():
     code = (
         "import sys\n"
-        "sys.modules['hypothesis'] = None\n"      # makes `import hypothesis` fail, as if not installed
+        "sys.modules['hypothesis'] = None\n"  # makes `import hypothesis` fail, as if not installed
         "try:\n"
         "    import refmann.testing\n"
         "except ImportError as exc:\n"
@@ -278,6 +282,7 @@ def test_without_hypothesis_the_import_error_says_how_to_install_it():
     )
     root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root,
-                          timeout=120, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=root, timeout=120, check=True
+    )
     assert 'pip install "refmann[test]"' in done.stdout, done.stdout + done.stderr

@@ -70,6 +70,7 @@ def _long(a):
 # The ops, once more in torch: one twin per name in refmann.ops.OP_NAMES, from the docstrings
 # ------------------------------------------------------------------------------------------------
 
+
 def softplus_t(x):
     """log(1 + e^x) (inputs here are O(1), so the direct form is exact enough)."""
     return torch.log1p(torch.exp(x))
@@ -86,8 +87,8 @@ def softmax_t(x, dim=-1):
 
 def cosine_t(memory, keys, eps=1e-6):
     """K(k_h, M(i)) = k_h·M(i) / (‖k_h‖ ‖M(i)‖ + eps): (B, N, W), (B, H, W) -> (B, H, N)."""
-    knorm = torch.sqrt((keys * keys).sum(-1))                  # (B, H)
-    mnorm = torch.sqrt((memory * memory).sum(-1))              # (B, N)
+    knorm = torch.sqrt((keys * keys).sum(-1))  # (B, H)
+    mnorm = torch.sqrt((memory * memory).sum(-1))  # (B, N)
     return torch.einsum("bhw,bnw->bhn", keys, memory) / (knorm[:, :, None] * mnorm[:, None, :] + eps)
 
 
@@ -95,8 +96,8 @@ def lstm_t(x, h, c, weight, bias):
     """[î, f̂, ô, ĝ] = [x; h] W + b; c' = σ(f̂) c + σ(î) tanh(ĝ); h' = σ(ô) tanh(c')."""
     C = h.shape[1]
     z = torch.cat([x, h], dim=1) @ weight + bias
-    i, f, o = sigmoid_t(z[:, :C]), sigmoid_t(z[:, C:2 * C]), sigmoid_t(z[:, 2 * C:3 * C])
-    g = torch.tanh(z[:, 3 * C:])
+    i, f, o = sigmoid_t(z[:, :C]), sigmoid_t(z[:, C : 2 * C]), sigmoid_t(z[:, 2 * C : 3 * C])
+    g = torch.tanh(z[:, 3 * C :])
     c_new = f * c + i * g
     return o * torch.tanh(c_new), c_new
 
@@ -125,7 +126,7 @@ def lra_write_t(memory, weights, add, *, erase_indices):
 def sparse_read_t(memory, weights, *, indices):
     """r_h = Σ_k w_h(k) M(s_hk), by advanced indexing (repeats add up under autograd)."""
     idx = _long(indices)
-    rows = memory[torch.arange(memory.shape[0])[:, None, None], idx]   # (B, H, K, W)
+    rows = memory[torch.arange(memory.shape[0])[:, None, None], idx]  # (B, H, K, W)
     return torch.einsum("bhk,bhkw->bhw", weights, rows)
 
 
@@ -173,9 +174,9 @@ def sparse_write_t(memory, weights, add, *, indices, erase_indices):
 
 def sparse_content_read_t(memory, keys, strengths, *, indices, eps=1e-6, fused=False):
     """w = softmax_k(β cos(q, M(s_k))), r = Σ_k w_k M(s_k) on the gathered rows."""
-    rows = memory[torch.arange(memory.shape[0])[:, None, None], _long(indices)]          # (B, H, K, W)
-    qn = torch.sqrt((keys * keys).sum(-1))                                               # (B, H)
-    rn = torch.sqrt((rows * rows).sum(-1))                                               # (B, H, K)
+    rows = memory[torch.arange(memory.shape[0])[:, None, None], _long(indices)]  # (B, H, K, W)
+    qn = torch.sqrt((keys * keys).sum(-1))  # (B, H)
+    rn = torch.sqrt((rows * rows).sum(-1))  # (B, H, K)
     sim = torch.einsum("bhw,bhkw->bhk", keys, rows) / (qn[..., None] * rn + eps)
     w = softmax_t(strengths[..., None] * sim)
     return w, torch.einsum("bhk,bhkw->bhw", w, rows)
@@ -190,7 +191,8 @@ TWINS = {
     "softmax": lambda x, *, axis=-1: softmax_t(x, dim=axis),
     "cosine_similarity": lambda memory, keys, *, eps=1e-6: cosine_t(memory, keys, eps),
     "content_weights": lambda memory, keys, strengths, *, eps=1e-6: softmax_t(
-        strengths[..., None] * cosine_t(memory, keys, eps)),
+        strengths[..., None] * cosine_t(memory, keys, eps)
+    ),
     "interpolate": lambda content, previous, gate: gate[..., None] * content + (1.0 - gate[..., None]) * previous,
     "circular_shift": circular_shift_t,
     "sharpen": lambda weights, gamma: (lambda p: p / p.sum(-1, keepdim=True))(weights ** gamma[..., None]),
@@ -208,7 +210,7 @@ TWINS = {
     "sparse_write": sparse_write_t,
     "sparse_content_read": sparse_content_read_t,
 }
-TWINS.update(LAYER_OP_TWINS)   # attention, the norms, GELU, SiLU, embedding: twins beside the layers' cross-check
+TWINS.update(LAYER_OP_TWINS)  # attention, the norms, GELU, SiLU, embedding: twins beside the layers' cross-check
 
 
 def crosscheck_op(name, arrays, hyper, *, seed=0) -> dict:
@@ -229,7 +231,7 @@ def crosscheck_op(name, arrays, hyper, *, seed=0) -> dict:
     assert len(t_outs) == len(outs)
     phi = sum((o * _t(d)).sum() for o, d in zip(t_outs, douts))
     t_grads = torch.autograd.grad(phi, xs, allow_unused=True)
-    names = list(inspect.signature(forward).parameters)[:len(arrays)]
+    names = list(inspect.signature(forward).parameters)[: len(arrays)]
     errors = {}
     for j, (o, to) in enumerate(zip(outs, t_outs)):
         errors["out" if j == 0 else f"out{j}"] = scaled_error(o, to)
@@ -250,9 +252,16 @@ def test_every_op_in_op_names_has_a_torch_twin():
 def op_sizes(draw):
     """Sizes for :func:`refmann.gradcheck.op_example` (K ≤ N and H ≤ N, S odd)."""
     N = draw(st.integers(2, 7))
-    return dict(B=draw(st.integers(1, 3)), H=draw(st.integers(1, min(3, N))), N=N, W=draw(st.integers(1, 4)),
-                K=draw(st.integers(1, N)), S=draw(st.sampled_from([1, 3, 5])), X=draw(st.integers(1, 4)),
-                C=draw(st.integers(1, 4)))
+    return dict(
+        B=draw(st.integers(1, 3)),
+        H=draw(st.integers(1, min(3, N))),
+        N=N,
+        W=draw(st.integers(1, 4)),
+        K=draw(st.integers(1, N)),
+        S=draw(st.sampled_from([1, 3, 5])),
+        X=draw(st.integers(1, 4)),
+        C=draw(st.integers(1, 4)),
+    )
 
 
 @pytest.mark.parametrize("name", ops.OP_NAMES)
@@ -277,12 +286,19 @@ def test_sparse_read_and_scatter_add_with_repeated_rows_equal_torch(seed, N, K):
     rng = np.random.default_rng(seed)
     B, H, W = 2, 2, 3
     idx = rng.integers(0, N, (B, H, K))
-    idx[..., -1] = idx[..., 0]                                  # at least one repeat per head
+    idx[..., -1] = idx[..., 0]  # at least one repeat per head
     e = np.exp(rng.standard_normal((B, H, K)))
-    errors = crosscheck_op("sparse_read", (rng.standard_normal((B, N, W)), e / e.sum(-1, keepdims=True)),
-                           {"indices": idx}, seed=seed)
-    errors.update(crosscheck_op("scatter_add", (rng.standard_normal((B, H * K, W)),),
-                                {"indices": idx.reshape(B, -1), "num_rows": N}, seed=seed))
+    errors = crosscheck_op(
+        "sparse_read", (rng.standard_normal((B, N, W)), e / e.sum(-1, keepdims=True)), {"indices": idx}, seed=seed
+    )
+    errors.update(
+        crosscheck_op(
+            "scatter_add",
+            (rng.standard_normal((B, H * K, W)),),
+            {"indices": idx.reshape(B, -1), "num_rows": N},
+            seed=seed,
+        )
+    )
     assert max(errors.values()) <= TOL, errors
 
 
@@ -290,8 +306,10 @@ def test_sparse_read_and_scatter_add_with_repeated_rows_equal_torch(seed, N, K):
 # DAM and SAM, once more in torch (refmann/cores/dam.py, sam.py, _common.py; DESIGN "SAM in one step")
 # ------------------------------------------------------------------------------------------------
 
-def torch_memory_model(params, x, m0, *, kind, H, K=None, usage="timestamp", discount=0.99, delta=0.005,
-                       strength=True, decisions=None):
+
+def torch_memory_model(
+    params, x, m0, *, kind, H, K=None, usage="timestamp", discount=0.99, delta=0.005, strength=True, decisions=None
+):
     """Logits (T, B, Y) of DAM (``kind="dam"``) or SAM (``kind="sam"``, exact top-K read) and the decisions.
 
     The memory is kept dense (B, N, W); SAM's sparse write is the same dense write with the weights
@@ -309,21 +327,25 @@ def torch_memory_model(params, x, m0, *, kind, H, K=None, usage="timestamp", dis
     c = torch.zeros((B, C), dtype=F64)
     M = m0.expand(B, N, W)
     reads = torch.zeros((B, H, W), dtype=F64)
-    w_read = torch.zeros((B, H, N), dtype=F64)                   # previous read weights, dense
-    if usage == "timestamp":                                     # time of last access; untouched: −N..−1
+    w_read = torch.zeros((B, H, N), dtype=F64)  # previous read weights, dense
+    if usage == "timestamp":  # time of last access; untouched: −N..−1
         used = torch.arange(-N, 0, dtype=F64).expand(B, N).clone()
-    else:                                                        # U1, λ-discounted
+    else:  # U1, λ-discounted
         used = torch.zeros((B, N), dtype=F64)
     bidx = torch.arange(B)[:, None]
-    info = {"lra": [], "accessed": [], "read_idx": [], "topk_gap": np.inf, "usage_gap": np.inf,
-            "delta_gap": np.inf}
+    info = {"lra": [], "accessed": [], "read_idx": [], "topk_gap": np.inf, "usage_gap": np.inf, "delta_gap": np.inf}
     logits = []
     for t in range(T):
         # 1. controller on [x_t ; r_{t-1}], then per head q, a, α, γ, β
-        h, c = lstm_t(torch.cat([x[t], reads.reshape(B, H * W)], dim=1), h, c,
-                      params["controller.weight"], params["controller.bias"])
+        h, c = lstm_t(
+            torch.cat([x[t], reads.reshape(B, H * W)], dim=1),
+            h,
+            c,
+            params["controller.weight"],
+            params["controller.bias"],
+        )
         p = (h @ params["heads.weight"] + params["heads.bias"]).reshape(B, H, P)
-        q, a = p[..., :W], p[..., W:2 * W]
+        q, a = p[..., :W], p[..., W : 2 * W]
         alpha, gamma = sigmoid_t(p[..., 2 * W]), sigmoid_t(p[..., 2 * W + 1])
         beta = 1.0 + softplus_t(p[..., 2 * W + 2]) if strength else torch.ones((B, H), dtype=F64)
         # 2. write: the H least-used slots (usage ascending, ties by index), erase them, add
@@ -341,7 +363,7 @@ def torch_memory_model(params, x, m0, *, kind, H, K=None, usage="timestamp", dis
         keep[bidx, lra] = 0.0
         M = M * keep[..., None] + w_write.transpose(1, 2) @ a
         # 3. read: softmax over all N (DAM) or over the top-K cosine scores (SAM)
-        scores = beta[..., None] * cosine_t(M, q)                 # (B, H, N)
+        scores = beta[..., None] * cosine_t(M, q)  # (B, H, N)
         if kind == "dam":
             w_read = softmax_t(scores)
         else:
@@ -368,8 +390,7 @@ def torch_memory_model(params, x, m0, *, kind, H, K=None, usage="timestamp", dis
             used = discount * used + access
         info["lra"].append(lra.numpy())
         # 5. output y_t = linear([h_t ; r_t])
-        logits.append(torch.cat([h, reads.reshape(B, H * W)], dim=1) @ params["output.weight"]
-                      + params["output.bias"])
+        logits.append(torch.cat([h, reads.reshape(B, H * W)], dim=1) @ params["output.weight"] + params["output.bias"])
     return torch.stack(logits), info
 
 
@@ -380,8 +401,11 @@ def torch_loss(logits, targets, mask):
 
 def _problem(seed, T, B, X, Y):
     rng = np.random.default_rng([seed, 99])
-    return (rng.standard_normal((T, B, X)), (rng.random((T, B, Y)) > 0.5).astype(float),
-            (rng.random((T, B, Y)) > 0.25).astype(float))
+    return (
+        rng.standard_normal((T, B, X)),
+        (rng.random((T, B, Y)) > 0.5).astype(float),
+        (rng.random((T, B, Y)) > 0.25).astype(float),
+    )
 
 
 def _first_difference(kind, usage, trace, info):
@@ -405,8 +429,9 @@ def away_from_kinks(info, margin=1e-6) -> bool:
     return min(info["topk_gap"], info["usage_gap"], info["delta_gap"]) > margin
 
 
-def crosscheck_model(kind, *, T=3, B=2, N=8, W=5, H=2, K=3, C=6, X=4, Y=3, seed=0, decisions="recompute",
-                     **options) -> tuple[dict, dict]:
+def crosscheck_model(
+    kind, *, T=3, B=2, N=8, W=5, H=2, K=3, C=6, X=4, Y=3, seed=0, decisions="recompute", **options
+) -> tuple[dict, dict]:
     """Errors of a refmann DAM/SAM's logits, loss and every gradient against the torch twin.
 
     Returns ``(errors, info)``; ``errors`` is keyed "logits", "loss" and each parameter name;
@@ -419,20 +444,28 @@ def crosscheck_model(kind, *, T=3, B=2, N=8, W=5, H=2, K=3, C=6, X=4, Y=3, seed=
         assert options.get("memory_init", "constant") in ("constant", "learned"), "the twin knows these two"
         model = models.DAM(**sizes, **options)
         logits = model.forward(x)
-        m0 = np.full((N, W), 1e-6)                               # the constant initial memory (DESIGN decision 9)
+        m0 = np.full((N, W), 1e-6)  # the constant initial memory (DESIGN decision 9)
     else:
         model = models.SAM(k=K, index="linear", **sizes, **options)
         logits = model.forward(x)
-        m0 = model.memory[0].copy()                              # the initial memory (restored after forward)
+        m0 = model.memory[0].copy()  # the initial memory (restored after forward)
         assert np.array_equal(model.memory, np.broadcast_to(m0, model.memory.shape))
     loss, grads = model.loss_and_grads(x, y, mask)
     trace = model.last_trace
     params = {key: _t(value, grad=True) for key, value in model.params.items()}
     m0_t = params["memory.init"] if "memory.init" in params else _t(m0)
     usage = "timestamp" if kind == "sam" else options.get("usage", "discounted")
-    t_logits, info = torch_memory_model(params, _t(x), m0_t, kind=kind, H=H, K=K, usage=usage,
-                                        strength=options.get("strength", True),
-                                        decisions=trace if decisions == "trace" else None)
+    t_logits, info = torch_memory_model(
+        params,
+        _t(x),
+        m0_t,
+        kind=kind,
+        H=H,
+        K=K,
+        usage=usage,
+        strength=options.get("strength", True),
+        decisions=trace if decisions == "trace" else None,
+    )
     t_loss = torch_loss(t_logits, y, mask)
     t_grads = torch.autograd.grad(t_loss, list(params.values()))
     info["decisions_differ"] = _first_difference(kind, usage, trace, info) if decisions == "recompute" else None
@@ -457,8 +490,9 @@ MODEL_CASES = [
     ("sam", dict(memory_init="random", strength=False), 3, "recompute"),
     ("sam", dict(), 3, "trace"),
 ]
-MODEL_IDS = [f"{kind}-T{T}-" + "-".join(f"{k}={v}" for k, v in opts.items()) + f"-{dec}"
-             for kind, opts, T, dec in MODEL_CASES]
+MODEL_IDS = [
+    f"{kind}-T{T}-" + "-".join(f"{k}={v}" for k, v in opts.items()) + f"-{dec}" for kind, opts, T, dec in MODEL_CASES
+]
 
 
 @pytest.mark.parametrize(("kind", "options", "T", "decisions"), MODEL_CASES, ids=MODEL_IDS)
@@ -469,17 +503,26 @@ def test_model_logits_loss_and_every_gradient_equal_torch_autograd(kind, options
     errors, info = crosscheck_model(kind, T=T, K=K, decisions=decisions, **options)
     assert info["decisions_differ"] is None, info["decisions_differ"]
     assert max(errors.values()) <= TOL, errors
-    if decisions == "recompute":                                 # the draw keeps its distance from every kink
+    if decisions == "recompute":  # the draw keeps its distance from every kink
         assert away_from_kinks(info), info
 
 
 @st.composite
 def model_draws(draw):
     N = draw(st.integers(2, 8))
-    return dict(kind=draw(st.sampled_from(["dam", "sam"])), T=draw(st.integers(1, 4)), B=draw(st.integers(1, 3)),
-                N=N, W=draw(st.integers(1, 5)), H=draw(st.integers(1, min(3, N))), K=draw(st.integers(1, N)),
-                C=draw(st.integers(1, 6)), X=draw(st.integers(1, 4)), Y=draw(st.integers(1, 3)),
-                seed=draw(st.integers(0, 2**16)))
+    return dict(
+        kind=draw(st.sampled_from(["dam", "sam"])),
+        T=draw(st.integers(1, 4)),
+        B=draw(st.integers(1, 3)),
+        N=N,
+        W=draw(st.integers(1, 5)),
+        H=draw(st.integers(1, min(3, N))),
+        K=draw(st.integers(1, N)),
+        C=draw(st.integers(1, 6)),
+        X=draw(st.integers(1, 4)),
+        Y=draw(st.integers(1, 3)),
+        seed=draw(st.integers(0, 2**16)),
+    )
 
 
 @given(case=model_draws(), usage=st.sampled_from(["discounted", "timestamp"]))
@@ -489,7 +532,7 @@ def test_models_of_drawn_sizes_equal_torch_autograd(case, usage):
     kind = case.pop("kind")
     options = dict(memory_init="learned", usage=usage) if kind == "dam" else dict(memory_init="random")
     errors, info = crosscheck_model(kind, decisions="recompute", **case, **options)
-    assume(away_from_kinks(info))          # a draw within 1e-6 of a kink is not a fair test of a gradient
+    assume(away_from_kinks(info))  # a draw within 1e-6 of a kink is not a fair test of a gradient
     assert info["decisions_differ"] is None, info["decisions_differ"]
     assert max(errors.values()) <= TOL, errors
 
@@ -497,6 +540,7 @@ def test_models_of_drawn_sizes_equal_torch_autograd(case, usage):
 # ------------------------------------------------------------------------------------------------
 # The measured table of docs/crosscheck.md:  python -m tests.test_torch_crosscheck
 # ------------------------------------------------------------------------------------------------
+
 
 def measured_table(seeds=range(50)) -> list[tuple[str, float, float]]:
     """(name, worst error over outputs, worst error over gradients) per op over ``seeds``, then per model case."""
@@ -514,8 +558,13 @@ def measured_table(seeds=range(50)) -> list[tuple[str, float, float]]:
         options = dict(options)
         K = options.pop("k", 3)
         errors, _ = crosscheck_model(kind, T=T, K=K, decisions=decisions, **options)
-        rows.append((case_id, max(errors["logits"], errors["loss"]),
-                     max(e for k, e in errors.items() if k not in ("logits", "loss"))))
+        rows.append(
+            (
+                case_id,
+                max(errors["logits"], errors["loss"]),
+                max(e for k, e in errors.items() if k not in ("logits", "loss")),
+            )
+        )
     return rows
 
 

@@ -56,6 +56,7 @@ def _t(a, grad=False):
 # The new ops in torch (the signature of the refmann op: arrays positional, hyperparameters keyword)
 # ------------------------------------------------------------------------------------------------
 
+
 def attention_t(q, k, v, *, mask=None, causal=False, scale=None):
     """torch's scaled_dot_product_attention; bool attn_mask True = attend (as refmann's mask)."""
     lead = torch.broadcast_shapes(q.shape[:2], k.shape[:2], v.shape[:2])
@@ -98,7 +99,7 @@ def crosscheck_op(name, arrays, hyper, *, seed=0) -> dict:
     xs = [_t(a, grad=True) for a in arrays]
     t_out = OP_TWINS[name](*xs, **hyper)
     t_grads = torch.autograd.grad((t_out * _t(dout)).sum(), xs, allow_unused=True)
-    names = list(inspect.signature(forward).parameters)[:len(arrays)]
+    names = list(inspect.signature(forward).parameters)[: len(arrays)]
     errors = {"out": scaled_error(out, t_out)}
     for argname, g, tg, x in zip(names, grads, t_grads, arrays):
         errors[f"d{argname}"] = scaled_error(g, torch.zeros(x.shape, dtype=F64) if tg is None else tg)
@@ -114,9 +115,16 @@ def test_every_new_op_is_registered_and_has_a_twin():
 def op_sizes(draw):
     """Sizes for :func:`refmann.gradcheck.op_example`, as in test_torch_crosscheck."""
     N = draw(st.integers(2, 7))
-    return dict(B=draw(st.integers(1, 3)), H=draw(st.integers(1, min(3, N))), N=N, W=draw(st.integers(1, 4)),
-                K=draw(st.integers(1, N)), S=draw(st.sampled_from([1, 3, 5])), X=draw(st.integers(1, 4)),
-                C=draw(st.integers(1, 4)))
+    return dict(
+        B=draw(st.integers(1, 3)),
+        H=draw(st.integers(1, min(3, N))),
+        N=N,
+        W=draw(st.integers(1, 4)),
+        K=draw(st.integers(1, N)),
+        S=draw(st.sampled_from([1, 3, 5])),
+        X=draw(st.integers(1, 4)),
+        C=draw(st.integers(1, 4)),
+    )
 
 
 @pytest.mark.parametrize("name", NEW_OPS)
@@ -127,16 +135,24 @@ def test_new_op_outputs_and_gradients_equal_torch(name, sizes, seed):
     assert max(errors.values()) <= TOL, errors
 
 
-@given(seed=st.integers(0, 2**32 - 1), Tq=st.integers(1, 5), Tk=st.integers(1, 5), shared=st.booleans(),
-       scale=st.one_of(st.none(), st.floats(0.1, 2.0)))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    Tq=st.integers(1, 5),
+    Tk=st.integers(1, 5),
+    shared=st.booleans(),
+    scale=st.one_of(st.none(), st.floats(0.1, 2.0)),
+)
 def test_cross_attention_with_masks_broadcast_keys_and_a_scale_equals_torch(seed, Tq, Tk, shared, scale):
     rng = np.random.default_rng(seed)
     B, H, D, Dv = 2, 3, 4, 2
     kv_lead = (1, 1) if shared else (B, H)
     mask = rng.random((B, 1, Tq, Tk)) > 0.5
     mask[..., rng.integers(Tk)] = True
-    arrays = (rng.standard_normal((B, H, Tq, D)), rng.standard_normal((*kv_lead, Tk, D)),
-              rng.standard_normal((*kv_lead, Tk, Dv)))
+    arrays = (
+        rng.standard_normal((B, H, Tq, D)),
+        rng.standard_normal((*kv_lead, Tk, D)),
+        rng.standard_normal((*kv_lead, Tk, Dv)),
+    )
     errors = crosscheck_op("attention", arrays, {"mask": mask, "scale": scale}, seed=seed)
     assert max(errors.values()) <= TOL, errors
 
@@ -155,35 +171,57 @@ def test_batchnorm_in_both_modes_and_its_running_statistics_equal_torch(seed, B,
     rm_t, rv_t = _t(rm), _t(rv)
     F.batch_norm(_t(x).reshape(-1, D), rm_t, rv_t, _t(gamma), _t(beta), training=True, momentum=momentum)
     assert scaled_error(cache.running_mean, rm_t) <= TOL
-    assert scaled_error(cache.running_var, rv_t) <= TOL             # torch updates with the unbiased variance too
+    assert scaled_error(cache.running_var, rv_t) <= TOL  # torch updates with the unbiased variance too
 
 
 # ------------------------------------------------------------------------------------------------
 # The layers: refmann's params as torch leaf tensors, the layer rebuilt from torch's functionals
 # ------------------------------------------------------------------------------------------------
 
+
 def mha_t(p, x, *, num_heads, mask=None, causal=False, prefix=""):
     """torch's multi_head_attention_forward (nn.MultiheadAttention's body) on refmann's weights, (B, T, D) layout."""
     w = {n: p[f"{prefix}{n}.weight"] for n in ("query", "key", "value", "out")}
     b = {n: p[f"{prefix}{n}.bias"] for n in ("query", "key", "value", "out")}
-    in_w = torch.cat([w["query"].T, w["key"].T, w["value"].T])        # refmann stores (in, out), torch (out, in)
+    in_w = torch.cat([w["query"].T, w["key"].T, w["value"].T])  # refmann stores (in, out), torch (out, in)
     in_b = torch.cat([b["query"], b["key"], b["value"]])
     B, T, D = x.shape
-    blocked = None                                                     # torch's bool attn_mask: True = blocked
+    blocked = None  # torch's bool attn_mask: True = blocked
     if causal:
         blocked = torch.ones((T, T), dtype=torch.bool).triu(1)
     if mask is not None:
         m = ~torch.as_tensor(np.broadcast_to(mask, (B, num_heads, T, T)).copy()).reshape(B * num_heads, T, T)
         blocked = m if blocked is None else m | blocked
-    xt = x.transpose(0, 1)                                             # (T, B, D)
-    y, _ = F.multi_head_attention_forward(xt, xt, xt, D, num_heads, in_w, in_b, None, None, False, 0.0,
-                                          w["out"].T, b["out"], training=False, need_weights=False, attn_mask=blocked)
+    xt = x.transpose(0, 1)  # (T, B, D)
+    y, _ = F.multi_head_attention_forward(
+        xt,
+        xt,
+        xt,
+        D,
+        num_heads,
+        in_w,
+        in_b,
+        None,
+        None,
+        False,
+        0.0,
+        w["out"].T,
+        b["out"],
+        training=False,
+        need_weights=False,
+        attn_mask=blocked,
+    )
     return y.transpose(0, 1)
 
 
 def mlp_t(p, x, *, num_linear, activation, prefix=""):
-    act = {"gelu": F.gelu, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"), "silu": F.silu, "relu": F.relu,
-           "tanh": torch.tanh}[activation]
+    act = {
+        "gelu": F.gelu,
+        "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+        "silu": F.silu,
+        "relu": F.relu,
+        "tanh": torch.tanh,
+    }[activation]
     for i in range(1, num_linear + 1):
         x = x @ p[f"{prefix}fc{i}.weight"] + p[f"{prefix}fc{i}.bias"]
         if i < num_linear:
@@ -196,6 +234,7 @@ def block_t(p, x, *, num_heads, activation="gelu", norm="layernorm", causal=Fals
         if norm == "layernorm":
             return F.layer_norm(z, z.shape[-1:], p[f"{prefix}{name}.weight"], p[f"{prefix}{name}.bias"], 1e-5)
         return F.rms_norm(z, z.shape[-1:], p[f"{prefix}{name}.weight"], 1e-6)
+
     h = x + mha_t(p, nrm("ln1", x), num_heads=num_heads, mask=mask, causal=causal, prefix=prefix + "attn.")
     return h + mlp_t(p, nrm("ln2", h), num_linear=2, activation=activation, prefix=prefix + "mlp.")
 
@@ -203,7 +242,7 @@ def block_t(p, x, *, num_heads, activation="gelu", norm="layernorm", causal=Fals
 def crosscheck_layer(layer, x, torch_fn, *, seed=0, **options) -> dict:
     """Errors of the layer's output, dx and every parameter gradient against ``torch_fn(params_t, x_t)``."""
     rng = np.random.default_rng(seed)
-    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in layer.params.items()}   # off γ = 1, β = 0
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in layer.params.items()}  # off γ = 1, β = 0
     y, cache = layer.forward(x, params=params, **options)
     dy = rng.standard_normal(y.shape)
     dx, grads = layer.backward(dy, cache)
@@ -222,38 +261,80 @@ def crosscheck_layer(layer, x, torch_fn, *, seed=0, **options) -> dict:
 
 
 LAYER_CASES = {
-    "Linear": (lambda: layers.Linear(input_dim=4, output_dim=3), (2, 5, 4), {},
-               lambda p, x: x @ p["weight"] + p["bias"]),
-    "Embedding": (lambda: layers.Embedding(num_embeddings=5, embedding_dim=3), "tokens", {},
-                  lambda p, x: F.embedding(x, p["weight"])),
-    "LayerNorm": (lambda: layers.LayerNorm(dim=4), (2, 5, 4), {},
-                  lambda p, x: F.layer_norm(x, (4,), p["weight"], p["bias"], 1e-5)),
+    "Linear": (
+        lambda: layers.Linear(input_dim=4, output_dim=3),
+        (2, 5, 4),
+        {},
+        lambda p, x: x @ p["weight"] + p["bias"],
+    ),
+    "Embedding": (
+        lambda: layers.Embedding(num_embeddings=5, embedding_dim=3),
+        "tokens",
+        {},
+        lambda p, x: F.embedding(x, p["weight"]),
+    ),
+    "LayerNorm": (
+        lambda: layers.LayerNorm(dim=4),
+        (2, 5, 4),
+        {},
+        lambda p, x: F.layer_norm(x, (4,), p["weight"], p["bias"], 1e-5),
+    ),
     "RMSNorm": (lambda: layers.RMSNorm(dim=4), (2, 5, 4), {}, lambda p, x: F.rms_norm(x, (4,), p["weight"], 1e-6)),
-    "BatchNorm": (lambda: layers.BatchNorm(dim=4), (7, 4), {},
-                  lambda p, x: F.batch_norm(x, None, None, p["weight"], p["bias"], training=True)),
-    "BatchNorm-eval": (lambda: layers.BatchNorm(dim=4).eval(), (7, 4), {},
-                       lambda p, x: F.batch_norm(x, torch.zeros(4, dtype=F64), torch.ones(4, dtype=F64), p["weight"],
-                                                 p["bias"], training=False)),
+    "BatchNorm": (
+        lambda: layers.BatchNorm(dim=4),
+        (7, 4),
+        {},
+        lambda p, x: F.batch_norm(x, None, None, p["weight"], p["bias"], training=True),
+    ),
+    "BatchNorm-eval": (
+        lambda: layers.BatchNorm(dim=4).eval(),
+        (7, 4),
+        {},
+        lambda p, x: F.batch_norm(
+            x, torch.zeros(4, dtype=F64), torch.ones(4, dtype=F64), p["weight"], p["bias"], training=False
+        ),
+    ),
     "GELU": (lambda: layers.GELU(), (3, 4), {}, lambda p, x: F.gelu(x)),
     "GELU-tanh": (lambda: layers.GELU(approximate="tanh"), (3, 4), {}, lambda p, x: F.gelu(x, approximate="tanh")),
     "SiLU": (lambda: layers.SiLU(), (3, 4), {}, lambda p, x: F.silu(x)),
     "ReLU": (lambda: layers.ReLU(), (3, 4), {}, lambda p, x: F.relu(x)),
     "Tanh": (lambda: layers.Tanh(), (3, 4), {}, lambda p, x: torch.tanh(x)),
-    "MultiHeadAttention": (lambda: layers.MultiHeadAttention(model_dim=6, num_heads=3), (2, 4, 6), {},
-                           lambda p, x: mha_t(p, x, num_heads=3)),
-    "MultiHeadAttention-causal": (lambda: layers.MultiHeadAttention(model_dim=6, num_heads=2), (2, 4, 6),
-                                  {"causal": True}, lambda p, x: mha_t(p, x, num_heads=2, causal=True)),
+    "MultiHeadAttention": (
+        lambda: layers.MultiHeadAttention(model_dim=6, num_heads=3),
+        (2, 4, 6),
+        {},
+        lambda p, x: mha_t(p, x, num_heads=3),
+    ),
+    "MultiHeadAttention-causal": (
+        lambda: layers.MultiHeadAttention(model_dim=6, num_heads=2),
+        (2, 4, 6),
+        {"causal": True},
+        lambda p, x: mha_t(p, x, num_heads=2, causal=True),
+    ),
     "MultiHeadAttention-padding": (
-        lambda: layers.MultiHeadAttention(model_dim=4, num_heads=2), (2, 4, 4),
+        lambda: layers.MultiHeadAttention(model_dim=4, num_heads=2),
+        (2, 4, 4),
         {"mask": np.array([[1, 1, 0, 0], [1, 1, 1, 0]], bool)[:, None, None, :]},
-        lambda p, x: mha_t(p, x, num_heads=2, mask=np.array([[1, 1, 0, 0], [1, 1, 1, 0]], bool)[:, None, None, :])),
-    "MLP": (lambda: layers.MLP(input_dim=4, hidden_dims=(5, 3), output_dim=2, activation="silu"), (3, 4), {},
-            lambda p, x: mlp_t(p, x, num_linear=3, activation="silu")),
-    "TransformerBlock": (lambda: layers.TransformerBlock(model_dim=6, num_heads=2, mlp_dim=8), (2, 4, 6),
-                         {"causal": True}, lambda p, x: block_t(p, x, num_heads=2, causal=True)),
+        lambda p, x: mha_t(p, x, num_heads=2, mask=np.array([[1, 1, 0, 0], [1, 1, 1, 0]], bool)[:, None, None, :]),
+    ),
+    "MLP": (
+        lambda: layers.MLP(input_dim=4, hidden_dims=(5, 3), output_dim=2, activation="silu"),
+        (3, 4),
+        {},
+        lambda p, x: mlp_t(p, x, num_linear=3, activation="silu"),
+    ),
+    "TransformerBlock": (
+        lambda: layers.TransformerBlock(model_dim=6, num_heads=2, mlp_dim=8),
+        (2, 4, 6),
+        {"causal": True},
+        lambda p, x: block_t(p, x, num_heads=2, causal=True),
+    ),
     "TransformerBlock-rmsnorm-silu": (
         lambda: layers.TransformerBlock(model_dim=4, num_heads=2, mlp_dim=6, norm="rmsnorm", activation="silu"),
-        (2, 3, 4), {}, lambda p, x: block_t(p, x, num_heads=2, norm="rmsnorm", activation="silu")),
+        (2, 3, 4),
+        {},
+        lambda p, x: block_t(p, x, num_heads=2, norm="rmsnorm", activation="silu"),
+    ),
 }
 
 
@@ -269,7 +350,7 @@ def test_layer_output_and_gradients_equal_torch(case, seed):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, 5, (2, 4)) if shape == "tokens" else rng.standard_normal(shape)
     if shape == "tokens":
-        x[:, -1] = x[:, 0]                                             # repeated rows
+        x[:, -1] = x[:, 0]  # repeated rows
     errors = crosscheck_layer(make(), x, torch_fn, seed=seed, **options)
     assert max(errors.values()) <= TOL, errors
 
@@ -294,19 +375,25 @@ def test_transformer_block_equals_torchs_pre_norm_encoder_layer():
     block = layers.TransformerBlock(model_dim=D, num_heads=H, mlp_dim=M, seed=4)
     rng = np.random.default_rng(1)
     params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in block.params.items()}
-    enc = torch.nn.TransformerEncoderLayer(D, H, dim_feedforward=M, dropout=0.0, activation="gelu", batch_first=True,
-                                           norm_first=True, dtype=F64)
+    enc = torch.nn.TransformerEncoderLayer(
+        D, H, dim_feedforward=M, dropout=0.0, activation="gelu", batch_first=True, norm_first=True, dtype=F64
+    )
     sd = {
         "self_attn.in_proj_weight": np.concatenate([params[f"attn.{n}.weight"].T for n in ("query", "key", "value")]),
         "self_attn.in_proj_bias": np.concatenate([params[f"attn.{n}.bias"] for n in ("query", "key", "value")]),
-        "self_attn.out_proj.weight": params["attn.out.weight"].T, "self_attn.out_proj.bias": params["attn.out.bias"],
-        "linear1.weight": params["mlp.fc1.weight"].T, "linear1.bias": params["mlp.fc1.bias"],
-        "linear2.weight": params["mlp.fc2.weight"].T, "linear2.bias": params["mlp.fc2.bias"],
-        "norm1.weight": params["ln1.weight"], "norm1.bias": params["ln1.bias"],
-        "norm2.weight": params["ln2.weight"], "norm2.bias": params["ln2.bias"],
+        "self_attn.out_proj.weight": params["attn.out.weight"].T,
+        "self_attn.out_proj.bias": params["attn.out.bias"],
+        "linear1.weight": params["mlp.fc1.weight"].T,
+        "linear1.bias": params["mlp.fc1.bias"],
+        "linear2.weight": params["mlp.fc2.weight"].T,
+        "linear2.bias": params["mlp.fc2.bias"],
+        "norm1.weight": params["ln1.weight"],
+        "norm1.bias": params["ln1.bias"],
+        "norm2.weight": params["ln2.weight"],
+        "norm2.bias": params["ln2.bias"],
     }
     enc.load_state_dict({k: _t(v) for k, v in sd.items()})
-    enc.train()                                                        # the slow path (no fused inference kernel)
+    enc.train()  # the slow path (no fused inference kernel)
     x = rng.standard_normal((2, 5, D))
     y, cache = block.forward(x, params=params, causal=True)
     x_t = _t(x, grad=True)
@@ -325,6 +412,7 @@ def test_transformer_block_equals_torchs_pre_norm_encoder_layer():
 # The hosts: loss and every gradient
 # ------------------------------------------------------------------------------------------------
 
+
 def _model_errors(model, x, y, mask, torch_logits, loss):
     value, grads = model.loss_and_grads(x, y, mask)
     p_t = {k: _t(v, grad=True) for k, v in model.params.items()}
@@ -332,8 +420,10 @@ def _model_errors(model, x, y, mask, torch_logits, loss):
     B = x.shape[model.batch_axis]
     m = torch.ones(()) if mask is None else _t(mask)
     if loss == "softmax_ce":
-        t_loss = (F.cross_entropy(z.reshape(-1, z.shape[-1]), torch.as_tensor(y).reshape(-1), reduction="none")
-                  * m.expand(y.shape).reshape(-1)).sum() / B
+        t_loss = (
+            F.cross_entropy(z.reshape(-1, z.shape[-1]), torch.as_tensor(y).reshape(-1), reduction="none")
+            * m.expand(y.shape).reshape(-1)
+        ).sum() / B
     else:
         t_loss = (F.binary_cross_entropy_with_logits(z, _t(y), reduction="none") * m).sum() / B
     t_grads = torch.autograd.grad(t_loss, list(p_t.values()))
@@ -358,8 +448,18 @@ def test_mlp_classifier_loss_and_gradients_equal_torch(seed, loss):
 def test_transformer_loss_and_gradients_equal_torch(tokens, seed):
     T, B, X, Y, D, H = 4, 2, 5, 3, 6, 2
     loss = "softmax_ce" if tokens else "sigmoid_ce"
-    model = Transformer(input_size=X, output_size=Y, model_dim=D, num_heads=H, num_layers=2, mlp_dim=8, max_len=6,
-                        tokens=tokens, loss=loss, seed=seed)
+    model = Transformer(
+        input_size=X,
+        output_size=Y,
+        model_dim=D,
+        num_heads=H,
+        num_layers=2,
+        mlp_dim=8,
+        max_len=6,
+        tokens=tokens,
+        loss=loss,
+        seed=seed,
+    )
     rng = np.random.default_rng(seed)
     x = rng.integers(0, X, (T, B)) if tokens else rng.standard_normal((T, B, X))
     y = rng.integers(0, Y, (T, B)) if tokens else (rng.random((T, B, Y)) > 0.5) * 1.0
@@ -370,7 +470,7 @@ def test_transformer_loss_and_gradients_equal_torch(tokens, seed):
             e = F.embedding(torch.as_tensor(x), p["embed.weight"])
         else:
             e = _t(x) @ p["embed.weight"] + p["embed.bias"]
-        h = e.transpose(0, 1) + p["position"][:T]                       # (B, T, D)
+        h = e.transpose(0, 1) + p["position"][:T]  # (B, T, D)
         for i in range(2):
             h = block_t(p, h, num_heads=H, causal=True, prefix=f"block{i}.")
         h = F.layer_norm(h, (D,), p["ln_f.weight"], p["ln_f.bias"], 1e-5)

@@ -55,11 +55,11 @@ def naive_rmsprop(params, grads_seq, *, lr, decay, momentum, eps, centered):
             theta, n, gbar, delta = float(p[idx]), 0.0, 0.0, 0.0
             for grads in grads_seq:
                 g = float(grads[k][idx])
-                n = decay * n + (1 - decay) * g * g                # Graves (2013) eq. (38)
-                gbar = decay * gbar + (1 - decay) * g             # eq. (39)
+                n = decay * n + (1 - decay) * g * g  # Graves (2013) eq. (38)
+                gbar = decay * gbar + (1 - decay) * g  # eq. (39)
                 var = n - gbar * gbar if centered else n
                 delta = momentum * delta - lr * g / math.sqrt(var + eps)  # eq. (40)
-                theta = theta + delta                             # eq. (41)
+                theta = theta + delta  # eq. (41)
             p[idx] = theta
         out[k] = p
     return out
@@ -97,8 +97,7 @@ def problems(draw, max_steps=4):
     params = {k: draw(hnp.arrays(np.float64, s, elements=ELEMENTS)) for k, s in shapes.items()}
     steps = draw(st.integers(1, max_steps))
     grads_seq = [
-        {k: draw(hnp.arrays(np.float64, s, elements=ELEMENTS)) for k, s in shapes.items()}
-        for _ in range(steps)
+        {k: draw(hnp.arrays(np.float64, s, elements=ELEMENTS)) for k, s in shapes.items()} for _ in range(steps)
     ]
     return params, grads_seq
 

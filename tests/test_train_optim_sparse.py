@@ -31,8 +31,8 @@ from refmann.train import (
     state_to_arrays,
 )
 
-RTOL_LOOP = 1e-12   # vectorised NumPy vs a scalar loop in float64: same operations, summation order may differ
-RTOL_NORM = 1e-12   # a norm over coalesced rows vs over the dense array (pairwise sums in another order)
+RTOL_LOOP = 1e-12  # vectorised NumPy vs a scalar loop in float64: same operations, summation order may differ
+RTOL_NORM = 1e-12  # a norm over coalesced rows vs over the dense array (pairwise sums in another order)
 ELEMENTS = st.floats(-10, 10, allow_nan=False, allow_subnormal=False)
 
 # --------------------------------------------------------------------------- naive references
@@ -82,7 +82,7 @@ def naive_rowwise_adagrad(p0, grads_seq, *, lr, eps):
     """G[r] += mean_j g[r, j]^2; theta[r, j] -= lr g[r, j] / (sqrt(G[r]) + eps), row by row."""
     p = p0.astype(np.float64).copy()
     D = p.shape[-1] if p.ndim else 1
-    rows = p.reshape(-1, D)                                     # a view: writes go into p
+    rows = p.reshape(-1, D)  # a view: writes go into p
     G = np.zeros(rows.shape[0])
     for g in grads_seq:
         d = (naive_densify(g) if isinstance(g, RowGrad) else np.asarray(g, np.float64)).reshape(rows.shape)
@@ -160,7 +160,7 @@ def test_clip_global_norm_treats_a_rowgrad_as_its_densified_gradient(problem, ma
     np.testing.assert_allclose(norm, ref_norm, rtol=RTOL_NORM)
     np.testing.assert_allclose(naive_densify(clipped["values"]), ref["values"], rtol=RTOL_NORM, atol=0)
     np.testing.assert_allclose(clipped["w"], ref["w"], rtol=RTOL_NORM, atol=0)
-    if norm <= max_norm:                                          # unclipped: the very same numbers
+    if norm <= max_norm:  # unclipped: the very same numbers
         np.testing.assert_array_equal(naive_densify(clipped["values"]), naive_densify(g))
 
 
@@ -178,7 +178,7 @@ def test_clipping_returns_a_coalesced_rowgrad_with_the_same_rows_present(problem
     for clipped in (clip_elementwise({"v": g}, np.inf)["v"], clip_global_norm({"v": g}, np.inf)[0]["v"]):
         assert clipped.indices.ndim == g.indices.ndim and clipped.rows.dtype == g.rows.dtype
         assert naive_present(clipped) == naive_present(g)
-        for b_indices in np.atleast_2d(clipped.indices):         # padding repeats a present index with a zero row
+        for b_indices in np.atleast_2d(clipped.indices):  # padding repeats a present index with a zero row
             distinct = np.unique(b_indices)
             assert b_indices[: distinct.size].tolist() == distinct.tolist()
         np.testing.assert_array_equal(naive_densify(clipped), naive_densify(g))
@@ -192,9 +192,9 @@ def test_clipping_never_builds_the_n_row_table(layout):
     rows = np.array([[3.0, 4.0], [1.0, -1.0], [3.0, 4.0], [0.0, 0.0]])
     if layout == "table":
         g = RowGrad(idx, rows, N)
-    else:                                                         # two copies of the table's rows, reordered
+    else:  # two copies of the table's rows, reordered
         g = RowGrad(np.stack([idx, idx[::-1]]), np.stack([rows, rows[::-1]]), N)
-    per_copy = math.sqrt(6.0**2 + 8.0**2 + 1.0 + 1.0)              # row N-1 holds (6, 8) once its repeats are summed
+    per_copy = math.sqrt(6.0**2 + 8.0**2 + 1.0 + 1.0)  # row N-1 holds (6, 8) once its repeats are summed
     copies = 1 if layout == "table" else 2
     clipped, norm = clip_global_norm({"values": g}, 1.0)
     np.testing.assert_allclose(norm, per_copy * math.sqrt(copies), rtol=1e-15)
@@ -230,8 +230,13 @@ def test_dense_optimizers_take_a_rowgrad_as_its_densified_gradient(problem, name
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@given(data=st.data(), lr=st.floats(1e-4, 1e-1), beta1=st.sampled_from([0.0, 0.9]),
-       beta2=st.sampled_from([0.0, 0.999]), eps=st.sampled_from([1e-8, 1e-3]))
+@given(
+    data=st.data(),
+    lr=st.floats(1e-4, 1e-1),
+    beta1=st.sampled_from([0.0, 0.9]),
+    beta2=st.sampled_from([0.0, 0.999]),
+    eps=st.sampled_from([1e-8, 1e-3]),
+)
 def test_sparse_adam_equals_dense_adam_when_every_row_is_touched(dtype, data, lr, beta1, beta2, eps):
     """Exact, not 1e-15: with every row present, sparse Adam applies the very operations of Adam
     (one shared elementwise rule) to the very gradient (repeats summed in the order a scatter-add
@@ -247,8 +252,13 @@ def test_sparse_adam_equals_dense_adam_when_every_row_is_touched(dtype, data, lr
     assert s_got["step"] == s_ref["step"] == len(seq)
 
 
-@given(sparse_problems(max_steps=5), st.floats(1e-4, 1e-1), st.sampled_from([0.0, 0.9]),
-       st.sampled_from([0.0, 0.999]), st.sampled_from([1e-8, 1e-3]))
+@given(
+    sparse_problems(max_steps=5),
+    st.floats(1e-4, 1e-1),
+    st.sampled_from([0.0, 0.9]),
+    st.sampled_from([0.0, 0.999]),
+    st.sampled_from([1e-8, 1e-3]),
+)
 def test_sparse_adam_matches_lazy_scalar_loop(problem, lr, beta1, beta2, eps):
     p, seq = problem
     hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps)
@@ -261,7 +271,7 @@ def test_sparse_adam_matches_lazy_scalar_loop(problem, lr, beta1, beta2, eps):
 
 @given(data=st.data())
 def test_sparse_adam_leaves_untouched_rows_and_their_moments_unchanged(data):
-    p, warmup = data.draw(sparse_problems(every_row=True, max_steps=2))   # non-zero moments everywhere
+    p, warmup = data.draw(sparse_problems(every_row=True, max_steps=2))  # non-zero moments everywhere
     N, D = p.shape[-2], p.shape[-1]
     batch = None if p.ndim == 2 else p.shape[0]
     g = data.draw(row_grads(N, D, batch=batch))
@@ -321,8 +331,9 @@ def test_adam_state_continues_under_sparse_adam():
 @given(sparse_problems(max_steps=5), st.floats(1e-3, 1.0), st.sampled_from([1e-10, 1e-3]))
 def test_rowwise_adagrad_matches_naive_loop_on_rowgrads(problem, lr, eps):
     p, seq = problem
-    got, state = run(lambda q, g, s: rowwise_adagrad(q, g, s, lr=lr, eps=eps), {"values": p},
-                     [{"values": g} for g in seq])
+    got, state = run(
+        lambda q, g, s: rowwise_adagrad(q, g, s, lr=lr, eps=eps), {"values": p}, [{"values": g} for g in seq]
+    )
     p_ref, G_ref = naive_rowwise_adagrad(p, seq, lr=lr, eps=eps)
     np.testing.assert_allclose(got["values"], p_ref, rtol=RTOL_LOOP, atol=1e-13)
     np.testing.assert_allclose(state["sum"]["values"], G_ref, rtol=RTOL_LOOP, atol=1e-13)
@@ -354,8 +365,10 @@ def test_rowwise_adagrad_of_a_rowgrad_equals_it_on_the_densified_gradient(dtype,
 
 def test_rowwise_adagrad_keeps_one_scalar_per_row():
     params = {"values": np.ones((5, 4)), "bias": np.ones(4), "scale": np.array(2.0)}
-    _, state = rowwise_adagrad(params, {"values": RowGrad(np.array([3]), np.full((1, 4), 2.0), 5),
-                                        "bias": np.full(4, 3.0), "scale": np.array(1.0)})
+    _, state = rowwise_adagrad(
+        params,
+        {"values": RowGrad(np.array([3]), np.full((1, 4), 2.0), 5), "bias": np.full(4, 3.0), "scale": np.array(1.0)},
+    )
     np.testing.assert_array_equal(state["sum"]["values"], [0.0, 0.0, 0.0, 4.0, 0.0])
     assert state["sum"]["bias"].shape == () and float(state["sum"]["bias"]) == 9.0
     assert state["sum"]["scale"].shape == () and float(state["sum"]["scale"]) == 1.0
@@ -366,20 +379,28 @@ def test_rowwise_adagrad_keeps_one_scalar_per_row():
 SPARSE_STEPS = {
     "sparse_adam": make_optimizer("sparse_adam", lr=1e-2),
     "rowwise_adagrad": make_optimizer("rowwise_adagrad", lr=1e-1),
-    "combine": combine({"values": make_optimizer("sparse_adam", lr=1e-2), "rest": make_optimizer("adam", lr=1e-3)},
-                       group_of=lambda key: "values" if key == "pkm.values" else "rest"),
+    "combine": combine(
+        {"values": make_optimizer("sparse_adam", lr=1e-2), "rest": make_optimizer("adam", lr=1e-3)},
+        group_of=lambda key: "values" if key == "pkm.values" else "rest",
+    ),
 }
 
 
 def sparse_stream(dtype, steps, seed=0):
     rng = np.random.default_rng(seed)
-    params = {"pkm.values": rng.normal(size=(7, 3)).astype(dtype),
-              "query.weight": rng.normal(size=(3, 2)).astype(dtype)}
+    params = {
+        "pkm.values": rng.normal(size=(7, 3)).astype(dtype),
+        "query.weight": rng.normal(size=(3, 2)).astype(dtype),
+    }
     seq = []
     for _ in range(steps):
         idx = rng.integers(0, 7, size=5)
-        seq.append({"pkm.values": RowGrad(idx, rng.normal(size=(5, 3)).astype(dtype), 7),
-                    "query.weight": rng.normal(size=(3, 2)).astype(dtype)})
+        seq.append(
+            {
+                "pkm.values": RowGrad(idx, rng.normal(size=(5, 3)).astype(dtype), 7),
+                "query.weight": rng.normal(size=(3, 2)).astype(dtype),
+            }
+        )
     return params, seq
 
 
@@ -428,15 +449,26 @@ def test_sparse_state_round_trip_through_npz_resumes_bit_identically(name, tmp_p
 def test_combine_equals_each_optimizer_on_its_own_group():
     params, seq = sparse_stream(np.float64, 3, seed=1)
     got, state = run(SPARSE_STEPS["combine"], params, seq)
-    values, _ = run(make_optimizer("sparse_adam", lr=1e-2), {"pkm.values": params["pkm.values"]},
-                    [{"pkm.values": g["pkm.values"]} for g in seq])
-    rest, _ = run(make_optimizer("adam", lr=1e-3), {"query.weight": params["query.weight"]},
-                  [{"query.weight": g["query.weight"]} for g in seq])
+    values, _ = run(
+        make_optimizer("sparse_adam", lr=1e-2),
+        {"pkm.values": params["pkm.values"]},
+        [{"pkm.values": g["pkm.values"]} for g in seq],
+    )
+    rest, _ = run(
+        make_optimizer("adam", lr=1e-3),
+        {"query.weight": params["query.weight"]},
+        [{"query.weight": g["query.weight"]} for g in seq],
+    )
     assert list(got) == list(params)
     np.testing.assert_array_equal(got["pkm.values"], values["pkm.values"])
     np.testing.assert_array_equal(got["query.weight"], rest["query.weight"])
-    assert sorted(state_to_arrays(state)) == ["rest:m/query.weight", "rest:v/query.weight", "step",
-                                              "values:m/pkm.values", "values:v/pkm.values"]
+    assert sorted(state_to_arrays(state)) == [
+        "rest:m/query.weight",
+        "rest:v/query.weight",
+        "step",
+        "values:m/pkm.values",
+        "values:v/pkm.values",
+    ]
 
 
 def test_combine_skips_groups_without_parameters():
@@ -525,7 +557,7 @@ def test_rowwise_adagrad_rejects_an_accumulator_of_the_wrong_shape():
 
 def test_combine_rejects_a_state_of_other_groups():
     params = {"w": np.ones(2)}
-    _, state = adam(params, params)                               # slots "m", "v": no group prefix
+    _, state = adam(params, params)  # slots "m", "v": no group prefix
     with pytest.raises(ValueError, match=r"^state: expected 'step' and '<group>:<slot>' entries.*'m', 'step', 'v'"):
         SPARSE_STEPS["combine"](params, params, state)
 
@@ -533,8 +565,11 @@ def test_combine_rejects_a_state_of_other_groups():
 @pytest.mark.parametrize("layout", ["table", "batch"])
 def test_an_empty_rowgrad_changes_nothing_but_the_step(layout):
     params = {"values": np.ones((4, 2)) if layout == "table" else np.ones((3, 4, 2))}
-    g = RowGrad(np.zeros(0, np.int64), np.zeros((0, 2)), 4) if layout == "table" else \
-        RowGrad(np.zeros((3, 0), np.int64), np.zeros((3, 0, 2)), 4)
+    g = (
+        RowGrad(np.zeros(0, np.int64), np.zeros((0, 2)), 4)
+        if layout == "table"
+        else RowGrad(np.zeros((3, 0), np.int64), np.zeros((3, 0, 2)), 4)
+    )
     for step in (sparse_adam, rowwise_adagrad):
         new, state = step(params, {"values": g})
         np.testing.assert_array_equal(new["values"], params["values"])

@@ -8,8 +8,18 @@ import pytest
 from refmann import _io, cli
 from refmann.train import TrainConfig, Trainer
 
-TINY = dict(task="copy", task_kwargs={"max_length": 3, "bits": 4}, batch_size=8, memory_size=8, word_size=6,
-            hidden_size=16, eval_every=80, eval_size=16, log_every=2, checkpoint_every=5)
+TINY = dict(
+    task="copy",
+    task_kwargs={"max_length": 3, "bits": 4},
+    batch_size=8,
+    memory_size=8,
+    word_size=6,
+    hidden_size=16,
+    eval_every=80,
+    eval_size=16,
+    log_every=2,
+    checkpoint_every=5,
+)
 
 
 @pytest.mark.parametrize("model", ["lstm", "ntm", "dam"])
@@ -86,9 +96,32 @@ def test_train_config_rejects_bad_values():
 
 def test_cli_train_writes_the_run_and_reports_it(tmp_path, capsys):
     out = tmp_path / "run"
-    code = cli.main(["train", "--model", "dam", "--task", "copy", "--max-length", "2", "--sequences", "32",
-                     "--batch-size", "8", "--memory-size", "6", "--word-size", "4", "--hidden-size", "8",
-                     "--eval-every", "16", "--out", str(out), "--quiet"])
+    code = cli.main(
+        [
+            "train",
+            "--model",
+            "dam",
+            "--task",
+            "copy",
+            "--max-length",
+            "2",
+            "--sequences",
+            "32",
+            "--batch-size",
+            "8",
+            "--memory-size",
+            "6",
+            "--word-size",
+            "4",
+            "--hidden-size",
+            "8",
+            "--eval-every",
+            "16",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert code == 0
     text = capsys.readouterr().out
     assert "learning curve:" in text and str(out) in text
@@ -96,8 +129,9 @@ def test_cli_train_writes_the_run_and_reports_it(tmp_path, capsys):
 
 
 def test_curriculum_runs_and_logs_its_level(tmp_path):
-    config = TrainConfig(model="lstm", sequences=8 * 6, curriculum=True, curriculum_threshold=1e9,
-                         curriculum_window=2, seed=0, **TINY)
+    config = TrainConfig(
+        model="lstm", sequences=8 * 6, curriculum=True, curriculum_threshold=1e9, curriculum_window=2, seed=0, **TINY
+    )
     trainer = Trainer(config, tmp_path, progress=False)
     trainer.run()
     levels = [r["level"] for r in trainer.records]

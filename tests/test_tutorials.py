@@ -45,6 +45,7 @@ def code(nb):
 
 # -- existence ------------------------------------------------------------------------------------------
 
+
 def test_all_eight_expected_tutorials_exist():
     """NAME-EXISTENCE TEST: fails until every one of the eight notebooks of the teaching issue is written
     (01-03 first; 04-08 are being written separately). The other tests check whichever notebooks exist."""
@@ -59,6 +60,7 @@ def test_every_tutorial_is_one_of_the_expected_names():
 
 # -- format ---------------------------------------------------------------------------------------------
 
+
 @notebooks
 def test_notebook_is_valid_nbformat_4_with_a_python3_kernel(path):
     nb = load(path)
@@ -70,12 +72,16 @@ def test_notebook_is_valid_nbformat_4_with_a_python3_kernel(path):
 @notebooks
 def test_outputs_are_stripped(path):
     nb = load(path)
-    dirty = [i for i, cell in enumerate(nb.cells)
-             if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)]
+    dirty = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (cell.outputs or cell.execution_count is not None)
+    ]
     assert not dirty, f"code cells {dirty} carry outputs or an execution count: run nbstripout on {path.name}"
 
 
 # -- content --------------------------------------------------------------------------------------------
+
 
 @notebooks
 def test_notebook_starts_with_a_title_cell(path):
@@ -94,13 +100,17 @@ def test_notebook_imports_refmann(path):
 @notebooks
 def test_notebook_has_a_quick_mode(path):
     sources = "\n".join(code(load(path)))
-    assert "REFMANN_QUICK" in sources and re.search(r"^QUICK\s*=", sources, re.MULTILINE), \
+    assert "REFMANN_QUICK" in sources and re.search(r"^QUICK\s*=", sources, re.MULTILINE), (
         'expected a cell with QUICK = os.environ.get("REFMANN_QUICK") == "1"'
+    )
 
 
 def _heading_cells(nb, heading):
-    return [i for i, cell in enumerate(nb.cells)
-            if cell.cell_type == "markdown" and re.search(rf"^## {heading}\s*$", cell.source, re.MULTILINE)]
+    return [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "markdown" and re.search(rf"^## {heading}\s*$", cell.source, re.MULTILINE)
+    ]
 
 
 @notebooks

@@ -60,11 +60,20 @@ def machine_info() -> dict:
                 break
     mem_total = _read_kib("/proc/meminfo", ("MemTotal",)).get("MemTotal")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": None if mem_total is None else round(mem_total / GIB, 1),
-            "load_average_1min": None if load is None else round(load, 2), "python": platform.python_version(),
-            "numpy": np.__version__, "numba": _jit.NUMBA_VERSION or "not installed",
-            "jit": "on" if _jit.JIT_ENABLED else "off", "refmann": __version__, "platform": platform.platform(),
-            "blas_threads": 1, "date": time.strftime("%Y-%m-%d %H:%M:%S %z")}
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": None if mem_total is None else round(mem_total / GIB, 1),
+        "load_average_1min": None if load is None else round(load, 2),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": _jit.NUMBA_VERSION or "not installed",
+        "jit": "on" if _jit.JIT_ENABLED else "off",
+        "refmann": __version__,
+        "platform": platform.platform(),
+        "blas_threads": 1,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+    }
 
 
 def reset_peak_rss() -> bool:
@@ -99,9 +108,11 @@ class PeakRSS:
         self.method = "clear_refs" if reset_peak_rss() else ("sampled" if self.before is not None else "unavailable")
         self._peak, self._stop = self.before or 0, threading.Event()
         if self.method == "sampled":
+
             def sample():
                 while not self._stop.wait(0.002):
                     self._peak = max(self._peak, proc_status().get("VmRSS", 0))
+
             self._thread = threading.Thread(target=sample, daemon=True)
             self._thread.start()
         return self

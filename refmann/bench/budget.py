@@ -33,10 +33,10 @@ def _spec(model: str):
 
 
 class Prediction(NamedTuple):
-    seconds_per_step: float | None   # at the point's batch; None without a measured point to go from
-    point_seconds: float | None      # the point's measured runs (warm-up + repeats, or the memory calls)
-    peak_gib: float                  # peak RSS of the point's process
-    reason: str                      # why the point is skipped; "" to run it
+    seconds_per_step: float | None  # at the point's batch; None without a measured point to go from
+    point_seconds: float | None  # the point's measured runs (warm-up + repeats, or the memory calls)
+    peak_gib: float  # peak RSS of the point's process
+    reason: str  # why the point is skipped; "" to run it
 
 
 def prior_peak_gib(model: str, kind: str, N: int, config: ScalingConfig) -> float:
@@ -99,30 +99,48 @@ def predict_point(model: str, kind: str, N: int, history, config: ScalingConfig)
             pts = sps * config.steps * (1 + config.repeats) * config.trials
         else:
             pts = extrapolate(history, N, "measured_seconds", exponent)
-        rises = [{"N": r["N"], "rise": max(0.0, (r["process_peak_mib"] or 0.0) - (r["base_rss_mib"] or 0.0))}
-                 for r in history]
+        rises = [
+            {"N": r["N"], "rise": max(0.0, (r["process_peak_mib"] or 0.0) - (r["base_rss_mib"] or 0.0))}
+            for r in history
+        ]
         peak = ((last["base_rss_mib"] or 0.0) + extrapolate(rises, N, "rise", 1.0)) * MIB / GIB
         source = f"N = {last['N']:,}" if len(history) == 1 else f"N = {history[-2]['N']:,} and {last['N']:,}"
     reason = ""
     if peak > config.memory_budget:
-        reason = (f"memory budget: predicted {peak:.3g} GiB > budget {config.memory_budget:g} GiB "
-                  f"(linear in N from {source})")
+        reason = (
+            f"memory budget: predicted {peak:.3g} GiB > budget {config.memory_budget:g} GiB (linear in N from {source})"
+        )
     elif pts is not None and pts > config.time_budget:
-        reason = (f"time budget: predicted {sps:.3g} s/step, {pts:.3g} s for the point > budget "
-                  f"{config.time_budget:g} s ({'linear in N' if exponent else 'flat'} from {source})")
+        reason = (
+            f"time budget: predicted {sps:.3g} s/step, {pts:.3g} s for the point > budget "
+            f"{config.time_budget:g} s ({'linear in N' if exponent else 'flat'} from {source})"
+        )
     return Prediction(sps, pts, peak, reason)
 
 
-def skipped_row(model: str, kind: str, N: int, history, prediction: Prediction, reason: str,
-                config: ScalingConfig) -> dict:
+def skipped_row(
+    model: str, kind: str, N: int, history, prediction: Prediction, reason: str, config: ScalingConfig
+) -> dict:
     """The row of a point that was not run, with the extrapolated values the plots draw dotted."""
     memory = kind == "memory"
     exponent = _spec(model).memory_exponent
-    return {"kind": kind, "model": model, "N": N, "batch": config.memory_batch_size if memory else config.batch_size,
-            "steps": config.memory_steps if memory else config.steps, "repeats": 1 if memory else config.repeats,
-            "seconds_per_step": None, "setup_seconds": None, "measured_seconds": None,
-            "tracemalloc_peak_mib": extrapolate(history, N, "tracemalloc_peak_mib", exponent) if memory else None,
-            "rss_peak_mib": extrapolate(history, N, "rss_peak_mib", exponent) if memory else None,
-            "rss_method": "", "process_peak_mib": None, "base_rss_mib": None, "skipped": reason,
-            "predicted_seconds_per_step": prediction.seconds_per_step, "predicted_peak_gib": prediction.peak_gib,
-            "dtype": config.dtype}
+    return {
+        "kind": kind,
+        "model": model,
+        "N": N,
+        "batch": config.memory_batch_size if memory else config.batch_size,
+        "steps": config.memory_steps if memory else config.steps,
+        "repeats": 1 if memory else config.repeats,
+        "seconds_per_step": None,
+        "setup_seconds": None,
+        "measured_seconds": None,
+        "tracemalloc_peak_mib": extrapolate(history, N, "tracemalloc_peak_mib", exponent) if memory else None,
+        "rss_peak_mib": extrapolate(history, N, "rss_peak_mib", exponent) if memory else None,
+        "rss_method": "",
+        "process_peak_mib": None,
+        "base_rss_mib": None,
+        "skipped": reason,
+        "predicted_seconds_per_step": prediction.seconds_per_step,
+        "predicted_peak_gib": prediction.peak_gib,
+        "dtype": config.dtype,
+    }

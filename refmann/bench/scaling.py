@@ -50,11 +50,39 @@ from ._proc import GIB, MIB, PeakRSS, TracedPeak, machine_info, mib, proc_status
 from .budget import Prediction, extrapolate, predict_point, prior_peak_gib, skipped_row
 from .report import CSV_FIELDS, format_table, plot_memory, plot_time, write_outputs
 
-__all__ = ["CSV_FIELDS", "COLORS", "DEFAULT_MEMORY_SIZES", "DEFAULT_SIZES", "GIB", "LABELS", "MEMORY_EXPONENT",
-           "MIB", "MODELS", "QUICK_SIZES", "TIME_EXPONENT", "ModelSpec", "Prediction", "ScalingConfig",
-           "ScalingResult", "build_model", "extrapolate", "format_table", "machine_info", "measure_memory",
-           "measure_time", "plot_memory", "plot_time", "predict_point", "prior_peak_gib", "quick_config",
-           "run_point", "run_scaling", "skipped_row", "spawn_point", "write_outputs"]
+__all__ = [
+    "CSV_FIELDS",
+    "COLORS",
+    "DEFAULT_MEMORY_SIZES",
+    "DEFAULT_SIZES",
+    "GIB",
+    "LABELS",
+    "MEMORY_EXPONENT",
+    "MIB",
+    "MODELS",
+    "QUICK_SIZES",
+    "TIME_EXPONENT",
+    "ModelSpec",
+    "Prediction",
+    "ScalingConfig",
+    "ScalingResult",
+    "build_model",
+    "extrapolate",
+    "format_table",
+    "machine_info",
+    "measure_memory",
+    "measure_time",
+    "plot_memory",
+    "plot_time",
+    "predict_point",
+    "prior_peak_gib",
+    "quick_config",
+    "run_point",
+    "run_scaling",
+    "skipped_row",
+    "spawn_point",
+    "write_outputs",
+]
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +91,15 @@ log = logging.getLogger(__name__)
 # Read from the model registry (refmann.models.MODELS): each model lists its Figure 1 lines
 # (refmann.models.BenchVariant); the other modules read only MODELS, RATIO_REFERENCE and _model_spec(name).
 
+
 class ModelSpec(NamedTuple):
-    label: str               # in the tables, the plots and the progress lines
-    color: str               # of the model's lines in the plots
-    constructor: str         # the name refmann.models.make_model takes
-    options: dict            # config fields fixed for this line (SAM's index; built with k = config.k)
-    time_exponent: float     # of N in the per-step time, to extrapolate from measured points (budget.py)
-    memory_exponent: float   # of N in the memory of the unroll (excluding initialisation), likewise
-    is_dense: bool           # addresses every slot and caches a (B, N, W) memory per step
+    label: str  # in the tables, the plots and the progress lines
+    color: str  # of the model's lines in the plots
+    constructor: str  # the name refmann.models.make_model takes
+    options: dict  # config fields fixed for this line (SAM's index; built with k = config.k)
+    time_exponent: float  # of N in the per-step time, to extrapolate from measured points (budget.py)
+    memory_exponent: float  # of N in the memory of the unroll (excluding initialisation), likewise
+    is_dense: bool  # addresses every slot and caches a (B, N, W) memory per step
 
     @property
     def dense(self) -> bool:
@@ -81,9 +110,10 @@ class ModelSpec(NamedTuple):
 def _registry_specs() -> dict[str, ModelSpec]:
     from ..models import bench_variants
 
-    return {name: ModelSpec(v.label, v.color, spec.name, dict(v.options), v.time_exponent, v.memory_exponent,
-                            v.dense)
-            for name, (spec, v) in bench_variants().items()}
+    return {
+        name: ModelSpec(v.label, v.color, spec.name, dict(v.options), v.time_exponent, v.memory_exponent, v.dense)
+        for name, (spec, v) in bench_variants().items()
+    }
 
 
 _MODEL_SPECS = _registry_specs()
@@ -180,8 +210,20 @@ class ScalingConfig:
             raise ValueError(f"models: expected names from {list(MODELS)}, got {unknown}")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models: expected no repeats, got {list(self.models)}")
-        for name in ("steps", "repeats", "trials", "batch_size", "memory_steps", "memory_batch_size", "word_size",
-                     "num_heads", "k", "hidden_size", "input_size", "output_size"):
+        for name in (
+            "steps",
+            "repeats",
+            "trials",
+            "batch_size",
+            "memory_steps",
+            "memory_batch_size",
+            "word_size",
+            "num_heads",
+            "k",
+            "hidden_size",
+            "input_size",
+            "output_size",
+        ):
             check_int_value(getattr(self, name), name, 1)
         check_int_value(self.seed, "seed", 0)
         for name in ("sizes", "memory_sizes"):
@@ -214,15 +256,23 @@ def quick_config(**overrides) -> ScalingConfig:
 
 # -- measuring one point (runs inside the point's own process) --------------------------------------
 
+
 def build_model(model: str, N: int, config: ScalingConfig):
     """The model of one point, through the public constructors."""
     from ..models import MODELS as REGISTRY
     from ..models import make_model
 
     spec = _model_spec(model)
-    kwargs = dict(input_size=config.input_size, output_size=config.output_size, memory_size=N,
-                  word_size=config.word_size, num_heads=config.num_heads, hidden_size=config.hidden_size,
-                  seed=config.seed, dtype=np.dtype(config.dtype))
+    kwargs = dict(
+        input_size=config.input_size,
+        output_size=config.output_size,
+        memory_size=N,
+        word_size=config.word_size,
+        num_heads=config.num_heads,
+        hidden_size=config.hidden_size,
+        seed=config.seed,
+        dtype=np.dtype(config.dtype),
+    )
     if "k" in REGISTRY[spec.constructor].fields():
         kwargs["k"] = config.k
     return make_model(spec.constructor, **kwargs, **spec.options)
@@ -243,7 +293,7 @@ def measure_memory(model_name: str, N: int, config: ScalingConfig) -> dict:
     T, B = config.memory_steps, config.memory_batch_size
     t0 = time.perf_counter()
     model = build_model(model_name, N, config)
-    model.loss_and_grads(*_data(config, 1, B, config.seed + 1))     # memory, index, buffers, kernels
+    model.loss_and_grads(*_data(config, 1, B, config.seed + 1))  # memory, index, buffers, kernels
     setup = time.perf_counter() - t0
     setup_peak = proc_status().get("VmHWM")
     x, y = _data(config, T, B, config.seed)
@@ -256,11 +306,24 @@ def measure_memory(model_name: str, N: int, config: ScalingConfig) -> dict:
         model.loss_and_grads(x, y)
         traced_call = time.perf_counter() - t1
     peaks = [p for p in (setup_peak, rss.peak) if p is not None]
-    return {"kind": "memory", "model": model_name, "N": N, "batch": B, "steps": T, "repeats": 1,
-            "seconds_per_step": call / T, "setup_seconds": setup, "measured_seconds": call + traced_call,
-            "tracemalloc_peak_mib": mib(traced.peak), "rss_peak_mib": mib(rss.increase),
-            "rss_method": rss.method, "process_peak_mib": mib(max(peaks)) if peaks else None,
-            "base_rss_mib": mib(base), "skipped": "", "dtype": config.dtype}
+    return {
+        "kind": "memory",
+        "model": model_name,
+        "N": N,
+        "batch": B,
+        "steps": T,
+        "repeats": 1,
+        "seconds_per_step": call / T,
+        "setup_seconds": setup,
+        "measured_seconds": call + traced_call,
+        "tracemalloc_peak_mib": mib(traced.peak),
+        "rss_peak_mib": mib(rss.increase),
+        "rss_method": rss.method,
+        "process_peak_mib": mib(max(peaks)) if peaks else None,
+        "base_rss_mib": mib(base),
+        "skipped": "",
+        "dtype": config.dtype,
+    }
 
 
 def measure_time(model_name: str, N: int, config: ScalingConfig) -> dict:
@@ -272,10 +335,10 @@ def measure_time(model_name: str, N: int, config: ScalingConfig) -> dict:
     x, y = _data(config, T, B, config.seed)
     t0 = time.perf_counter()
     model = build_model(model_name, N, config)
-    model.loss_and_grads(x[:1], y[:1])                                # memory, index, buffers, kernels
+    model.loss_and_grads(x[:1], y[:1])  # memory, index, buffers, kernels
     setup = time.perf_counter() - t0
     t0 = time.perf_counter()
-    model.loss_and_grads(x, y)                                        # warm-up
+    model.loss_and_grads(x, y)  # warm-up
     times = []
     for _ in range(config.repeats):
         t = time.perf_counter()
@@ -283,10 +346,24 @@ def measure_time(model_name: str, N: int, config: ScalingConfig) -> dict:
         times.append((time.perf_counter() - t) / T)
     measured = time.perf_counter() - t0
     peak = proc_status().get("VmHWM")
-    return {"kind": "time", "model": model_name, "N": N, "batch": B, "steps": T, "repeats": config.repeats,
-            "seconds_per_step": float(np.median(times)), "setup_seconds": setup, "measured_seconds": measured,
-            "tracemalloc_peak_mib": None, "rss_peak_mib": None, "rss_method": "",
-            "process_peak_mib": mib(peak), "base_rss_mib": mib(base), "skipped": "", "dtype": config.dtype}
+    return {
+        "kind": "time",
+        "model": model_name,
+        "N": N,
+        "batch": B,
+        "steps": T,
+        "repeats": config.repeats,
+        "seconds_per_step": float(np.median(times)),
+        "setup_seconds": setup,
+        "measured_seconds": measured,
+        "tracemalloc_peak_mib": None,
+        "rss_peak_mib": None,
+        "rss_method": "",
+        "process_peak_mib": mib(peak),
+        "base_rss_mib": mib(base),
+        "skipped": "",
+        "dtype": config.dtype,
+    }
 
 
 def run_point(model_name: str, N: int, kinds, config: ScalingConfig) -> list[dict]:
@@ -305,6 +382,7 @@ def run_point(model_name: str, N: int, kinds, config: ScalingConfig) -> list[dic
 
 # -- running points in fresh processes --------------------------------------------------------------
 
+
 def _child_env():
     env = dict(os.environ)
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -319,8 +397,13 @@ def spawn_point(model: str, N: int, kinds, config: ScalingConfig) -> list[dict]:
     failures raise RuntimeError with the reason.
     """
     spec = json.dumps({"model": model, "N": N, "kinds": list(kinds), "config": dataclasses.asdict(config)})
-    proc = subprocess.Popen([sys.executable, "-m", "refmann.bench.scaling", "--point", spec],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refmann.bench.scaling", "--point", spec],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_child_env(),
+    )
     limit = max(1.5 * config.memory_budget, config.memory_budget + 1.0)
     start, killed = time.monotonic(), ""
     while True:
@@ -345,15 +428,15 @@ def spawn_point(model: str, N: int, kinds, config: ScalingConfig) -> list[dict]:
 
 # -- the whole run ---------------------------------------------------------------------------------
 
+
 class ScalingResult(NamedTuple):
-    rows: list          # one dict per (kind, model, N), measured or skipped
+    rows: list  # one dict per (kind, model, N), measured or skipped
     machine: dict
-    table: str          # markdown
-    files: dict         # name -> Path
+    table: str  # markdown
+    files: dict  # name -> Path
 
 
-def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool = True,
-                progress=None) -> ScalingResult:
+def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool = True, progress=None) -> ScalingResult:
     """Measure every point, one at a time, and write points.csv, points.json, table.md and two PNGs.
 
     Parameters
@@ -439,27 +522,36 @@ def _add_trials(measured, model, N, config, isolate):
     for _ in range(config.trials - 1):
         again = spawn_point(model, N, ["time"], config) if isolate else run_point(model, N, ["time"], config)
         times.append(again[0]["seconds_per_step"])
-    first.update(trials=config.trials, seconds_per_step=float(np.median(times)),
-                 seconds_per_step_min=float(min(times)), seconds_per_step_max=float(max(times)))
+    first.update(
+        trials=config.trials,
+        seconds_per_step=float(np.median(times)),
+        seconds_per_step_min=float(min(times)),
+        seconds_per_step_max=float(max(times)),
+    )
     return rows + [first]
 
 
 def _describe(row) -> str:
     if row["kind"] == "time":
-        return (f"time   {1e3 * row['seconds_per_step']:9.2f} ms/step (batch {row['batch']}), "
-                f"set-up {row['setup_seconds']:.2f} s")
+        return (
+            f"time   {1e3 * row['seconds_per_step']:9.2f} ms/step (batch {row['batch']}), "
+            f"set-up {row['setup_seconds']:.2f} s"
+        )
     rss = "n/a" if row["rss_peak_mib"] is None else f"{row['rss_peak_mib']:.2f}"
-    return (f"memory {row['tracemalloc_peak_mib']:9.2f} MiB traced, {rss} MiB RSS "
-            f"(T={row['steps']}, batch {row['batch']})")
+    return (
+        f"memory {row['tracemalloc_peak_mib']:9.2f} MiB traced, {rss} MiB RSS (T={row['steps']}, batch {row['batch']})"
+    )
 
 
 # -- ``python -m refmann.bench.scaling --point SPEC`` ----------------------------------------------
 
+
 def _main(argv=None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m refmann.bench.scaling",
-                                     description="one point of `refmann bench scaling`, in this process")
+    parser = argparse.ArgumentParser(
+        prog="python -m refmann.bench.scaling", description="one point of `refmann bench scaling`, in this process"
+    )
     parser.add_argument("--point", required=True, help='JSON: {"model", "N", "kinds", "config"}')
     args = parser.parse_args(argv)
     spec = json.loads(args.point)

@@ -15,16 +15,27 @@ def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float6
     """Returns {"model", "N", "seconds_per_step", "setup_seconds"}; ``model_name`` is one of
     ``ntm``, ``dam``, ``sam-linear``, ``sam-lsh`` (``sam`` means ``sam-lsh``)."""
     model_name = "sam-lsh" if model_name == "sam" else model_name
-    config = ScalingConfig(models=(model_name,), sizes=(N,), memory_sizes=(), batch_size=batch_size, steps=steps,
-                           repeats=repeats, dtype=dtype, seed=seed)
+    config = ScalingConfig(
+        models=(model_name,),
+        sizes=(N,),
+        memory_sizes=(),
+        batch_size=batch_size,
+        steps=steps,
+        repeats=repeats,
+        dtype=dtype,
+        seed=seed,
+    )
     with single_threaded_blas():
         row = measure_time(model_name, N, config)
-    return {"model": model_name, "N": N, "seconds_per_step": row["seconds_per_step"],
-            "setup_seconds": row["setup_seconds"]}
+    return {
+        "model": model_name,
+        "N": N,
+        "seconds_per_step": row["seconds_per_step"],
+        "setup_seconds": row["setup_seconds"],
+    }
 
 
-def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=10, rounds=15, dtype="float64",
-                     seed=0):
+def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=10, rounds=15, dtype="float64", seed=0):
     """A memory model's step against LSTM-only steps of its controller, measured side by side in one run.
 
     Two baselines: an LSTM whose input is the controller's, ``X + H·W`` (the same LSTM the memory model
@@ -43,21 +54,47 @@ def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=1
     from .scaling import _data, build_model
 
     model_name = "sam-lsh" if model_name == "sam" else model_name
-    config = ScalingConfig(models=(model_name,), sizes=(N,), memory_sizes=(), batch_size=batch_size, steps=steps,
-                           repeats=1, dtype=dtype, seed=seed)
+    config = ScalingConfig(
+        models=(model_name,),
+        sizes=(N,),
+        memory_sizes=(),
+        batch_size=batch_size,
+        steps=steps,
+        repeats=1,
+        dtype=dtype,
+        seed=seed,
+    )
     T, B = config.steps, config.batch_size
     x, y = _data(config, T, B, seed)
     reads = config.num_heads * config.word_size
     xl = np.random.default_rng(seed).standard_normal((T, B, config.input_size + reads)).astype(dtype)
     with single_threaded_blas():
-        runs = {"model": (build_model(model_name, N, config), x),
-                "lstm_same_input": (LSTM(input_size=config.input_size + reads, output_size=config.output_size,
-                                         hidden_size=config.hidden_size, seed=seed, dtype=dtype), xl),
-                "lstm_task_input": (LSTM(input_size=config.input_size, output_size=config.output_size,
-                                         hidden_size=config.hidden_size, seed=seed, dtype=dtype), x)}
+        runs = {
+            "model": (build_model(model_name, N, config), x),
+            "lstm_same_input": (
+                LSTM(
+                    input_size=config.input_size + reads,
+                    output_size=config.output_size,
+                    hidden_size=config.hidden_size,
+                    seed=seed,
+                    dtype=dtype,
+                ),
+                xl,
+            ),
+            "lstm_task_input": (
+                LSTM(
+                    input_size=config.input_size,
+                    output_size=config.output_size,
+                    hidden_size=config.hidden_size,
+                    seed=seed,
+                    dtype=dtype,
+                ),
+                x,
+            ),
+        }
         best = {}
         for model, inputs in runs.values():
-            model.loss_and_grads(inputs, y)                       # set-up, compilation, warm-up
+            model.loss_and_grads(inputs, y)  # set-up, compilation, warm-up
         for _ in range(rounds):
             for name, (model, inputs) in runs.items():
                 t = time.perf_counter()

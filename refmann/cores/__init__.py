@@ -14,6 +14,28 @@ from .ntm import NTMCache, NTMCore, NTMState
 from .protocol import Core, CoreBase, Step
 from .sam import SAMCache, SAMCore, SAMState, SAMTrace
 
-__all__ = ["Controller", "Core", "CoreBase", "DAMCache", "DAMCore", "DAMState", "DAMTrace", "Field", "HeadGroup",
-           "Interface", "InterfaceLayout", "LSTMCache", "LSTMCore", "LSTMState", "NTMCache", "NTMCore", "NTMState",
-           "Output", "SAMCache", "SAMCore", "SAMState", "SAMTrace", "Step"]
+__all__ = [
+    "Controller",
+    "Core",
+    "CoreBase",
+    "DAMCache",
+    "DAMCore",
+    "DAMState",
+    "DAMTrace",
+    "Field",
+    "HeadGroup",
+    "Interface",
+    "InterfaceLayout",
+    "LSTMCache",
+    "LSTMCore",
+    "LSTMState",
+    "NTMCache",
+    "NTMCore",
+    "NTMState",
+    "Output",
+    "SAMCache",
+    "SAMCore",
+    "SAMState",
+    "SAMTrace",
+    "Step",
+]

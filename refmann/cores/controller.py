@@ -32,7 +32,7 @@ def init_linear(rng, fan_in: int, fan_out: int, dtype) -> tuple[np.ndarray, np.n
 def init_lstm(rng, in_size: int, hidden: int, dtype) -> tuple[np.ndarray, np.ndarray]:
     """LSTM weight (in + C, 4C) and bias (4C,), forget-gate bias 1 (Gers et al. 2000)."""
     weight, bias = init_linear(rng, in_size + hidden, 4 * hidden, dtype)
-    bias[hidden:2 * hidden] = 1.0
+    bias[hidden : 2 * hidden] = 1.0
     return weight, bias
 
 
@@ -43,9 +43,9 @@ def init_lstm(rng, in_size: int, hidden: int, dtype) -> tuple[np.ndarray, np.nda
 class Controller:
     """LSTM on ``[x_t ; r_{t-1}]`` (the previous reads flattened over heads; none for the plain LSTM)."""
 
-    input_size: int    # X
-    read_size: int     # H·W, the flattened previous reads (0: no memory)
-    hidden_size: int   # C
+    input_size: int  # X
+    read_size: int  # H·W, the flattened previous reads (0: no memory)
+    hidden_size: int  # C
 
     def init_params(self, rng, dtype) -> dict[str, np.ndarray]:
         weight, bias = init_lstm(rng, self.input_size + self.read_size, self.hidden_size, dtype)
@@ -58,8 +58,8 @@ class Controller:
 
     def backward(self, params, dh, dc, cache, grads):
         """VJP: returns (dreads_prev (B, H·W), dh_prev (B, C), dc_prev (B, C)); adds the LSTM's gradients."""
-        dz, dc_prev = ops.lstm_gates_backward((dh, dc), cache)                # dz (B, 4C)
-        dxh = dz @ cache.weight.T                                              # (B, X + H·W + C)
+        dz, dc_prev = ops.lstm_gates_backward((dh, dc), cache)  # dz (B, 4C)
+        dxh = dz @ cache.weight.T  # (B, X + H·W + C)
         grads.add_outer("controller.weight", cache.xh, dz)
         grads.add("controller.bias", dz.sum(axis=0))
         X, Xc = self.input_size, self.input_size + self.read_size
@@ -74,16 +74,16 @@ ACTIVATIONS = {
     "tanh": (ops.tanh_forward, ops.tanh_backward),
     "softplus": (ops.softplus_forward, ops.softplus_backward),
     "oneplus": (ops.oneplus_forward, ops.oneplus_backward),
-    "softmax": (ops.softmax_forward, ops.softmax_backward),   # over the field's entries
+    "softmax": (ops.softmax_forward, ops.softmax_backward),  # over the field's entries
 }
 
 
 class Field(NamedTuple):
     """One per-head field of the interface vector: a vector (B, H, size), or a scalar (B, H)."""
 
-    name: str             # e.g. "key", "strength", "erase"
-    size: int             # entries per head (a scalar field has size 1)
-    activation: str       # a key of ACTIVATIONS
+    name: str  # e.g. "key", "strength", "erase"
+    size: int  # entries per head (a scalar field has size 1)
+    activation: str  # a key of ACTIVATIONS
     scalar: bool = False  # True: one number per head, shaped (B, H)
 
 
@@ -95,8 +95,8 @@ def scalar(name: str, activation: str) -> Field:
 class HeadGroup(NamedTuple):
     """``heads`` heads sharing one field list; their columns are contiguous, head after head."""
 
-    name: str                  # e.g. "read", "write"
-    heads: int                 # H
+    name: str  # e.g. "read", "write"
+    heads: int  # H
     fields: tuple[Field, ...]
 
     @property
@@ -137,17 +137,17 @@ class InterfaceLayout:
         B = p.shape[0]
         values, caches, start = {}, {}, 0
         for g in self.groups:
-            block = p[:, start:start + g.heads * g.width].reshape(B, g.heads, g.width)
+            block = p[:, start : start + g.heads * g.width].reshape(B, g.heads, g.width)
             start += g.heads * g.width
             values[g.name], caches[g.name] = {}, {}
             col = 0
             for f in g.fields:
-                raw = block[..., col] if f.scalar else block[..., col:col + f.size]
+                raw = block[..., col] if f.scalar else block[..., col : col + f.size]
                 col += f.size
                 pair = ACTIVATIONS[f.activation]
                 if pair is None:
                     values[g.name][f.name], caches[g.name][f.name] = raw, None
-                else:   # copies: an activation's cache keeps no view of p
+                else:  # copies: an activation's cache keeps no view of p
                     hyper = {"axis": -1} if f.activation == "softmax" else {}
                     values[g.name][f.name], caches[g.name][f.name] = pair[0](raw.copy(), **hyper)
         return values, caches
@@ -166,22 +166,22 @@ class InterfaceLayout:
                     if f.scalar:
                         dblock[..., col] = d
                     else:
-                        dblock[..., col:col + f.size] = d
+                        dblock[..., col : col + f.size] = d
                 col += f.size
             parts.append(dblock.reshape(B, -1))
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 class InterfaceCache(NamedTuple):
-    linear: ops.linear.LinearCache   # of p = h @ heads.weight + heads.bias
-    fields: dict                     # per group and field: the activation's cache
+    linear: ops.linear.LinearCache  # of p = h @ heads.weight + heads.bias
+    fields: dict  # per group and field: the activation's cache
 
 
 @dataclass(frozen=True)
 class Interface:
     """``p = h_t @ heads.weight + heads.bias`` cut into named per-head fields by ``layout``."""
 
-    hidden_size: int          # C
+    hidden_size: int  # C
     layout: InterfaceLayout
 
     def init_params(self, rng, dtype) -> dict[str, np.ndarray]:
@@ -197,10 +197,10 @@ class Interface:
     def backward(self, params, dvalues, cache, grads):
         """VJP: ∂L/∂h (B, C) from the fields' gradients; adds the head layer's gradients."""
         x = cache.linear.x
-        dp = self.layout.split_backward(dvalues, cache.fields, x.shape[0], x.dtype)   # (B, width)
+        dp = self.layout.split_backward(dvalues, cache.fields, x.shape[0], x.dtype)  # (B, width)
         grads.add_outer("heads.weight", cache.linear.x, dp)
         grads.add("heads.bias", dp.sum(axis=0))
-        return dp @ cache.linear.weight.T                                      # (B, C)
+        return dp @ cache.linear.weight.T  # (B, C)
 
 
 # -- 3. output ------------------------------------------------------------------------------------------
@@ -210,9 +210,9 @@ class Interface:
 class Output:
     """``y_t = [h_t ; r_t] @ output.weight + output.bias`` (r_t flattened over heads; none for the LSTM)."""
 
-    hidden_size: int   # C
-    read_size: int     # H·W
-    output_size: int   # Y
+    hidden_size: int  # C
+    read_size: int  # H·W
+    output_size: int  # Y
 
     def init_params(self, rng, dtype) -> dict[str, np.ndarray]:
         weight, bias = init_linear(rng, self.hidden_size + self.read_size, self.output_size, dtype)
@@ -228,4 +228,4 @@ class Output:
         dhr = dy @ cache.weight.T
         grads.add_outer("output.weight", cache.x, dy)
         grads.add("output.bias", dy.sum(axis=0))
-        return dhr[:, :self.hidden_size], dhr[:, self.hidden_size:]
+        return dhr[:, : self.hidden_size], dhr[:, self.hidden_size :]

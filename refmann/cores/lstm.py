@@ -17,7 +17,7 @@ class LSTMState(NamedTuple):
 
 class LSTMCache(NamedTuple):
     controller: object  # ops.lstm_step's cache
-    output: object      # ops.linear's cache
+    output: object  # ops.linear's cache
 
 
 class LSTMCore(CoreBase):

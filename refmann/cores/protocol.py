@@ -34,10 +34,10 @@ import numpy as np
 class Step(NamedTuple):
     """What :meth:`Core.step_forward` returns."""
 
-    y: np.ndarray      # (B, Y) the step's logits
-    state: Any         # the core's state NamedTuple after the step
-    cache: Any         # what step_backward needs (a NamedTuple)
-    trace: Any         # the step's discrete decisions (a NamedTuple), or None if it takes none
+    y: np.ndarray  # (B, Y) the step's logits
+    state: Any  # the core's state NamedTuple after the step
+    cache: Any  # what step_backward needs (a NamedTuple)
+    trace: Any  # the step's discrete decisions (a NamedTuple), or None if it takes none
 
 
 @runtime_checkable
@@ -89,8 +89,9 @@ class CoreBase:
 
     def zero_dstate(self, state):
         """Zeros for every floating-point array of the state; None for the rest (indices, usage, step)."""
-        return type(state)(*[np.zeros_like(s) if isinstance(s, np.ndarray) and s.dtype.kind == "f" else None
-                             for s in state])
+        return type(state)(
+            *[np.zeros_like(s) if isinstance(s, np.ndarray) and s.dtype.kind == "f" else None for s in state]
+        )
 
     def end_forward(self, caches):
         """Nothing to undo: the memory lives in the state."""

@@ -39,38 +39,38 @@ from .dam import heads_backward, memory_heads_layout
 from .protocol import CoreBase, Step
 
 BPTT_MODES = ("rollback", "cache")
-READ_EPS = 1e-6   # the cosine's eps, as ops.cosine_similarity's default (and DAM's read)
+READ_EPS = 1e-6  # the cosine's eps, as ops.cosine_similarity's default (and DAM's read)
 RESTORE_MODES = ("initial", "final")
 
 
 class SAMState(NamedTuple):
-    h: np.ndarray              # (B, C)
-    c: np.ndarray              # (B, C)
-    read_idx: np.ndarray       # int (B, H, K)
-    read_weights: np.ndarray   # (B, H, K)
-    write_idx: np.ndarray      # int (B, H, K+1)  K previous read slots, then the LRA slot
+    h: np.ndarray  # (B, C)
+    c: np.ndarray  # (B, C)
+    read_idx: np.ndarray  # int (B, H, K)
+    read_weights: np.ndarray  # (B, H, K)
+    write_idx: np.ndarray  # int (B, H, K+1)  K previous read slots, then the LRA slot
     write_weights: np.ndarray  # (B, H, K+1)
-    reads: np.ndarray          # (B, H, W)
+    reads: np.ndarray  # (B, H, W)
     step: int
 
 
 class SAMCache(NamedTuple):
-    controller: object               # ops.lstm_step's cache
-    interface: object                # InterfaceCache
-    write_weights: object            # ops.lra_interpolate's cache (sparse form)
-    write: object                    # ops.sparse_write's cache: weights, words, rows (B, H, K+1), LRA rows (B, H)
-    journal: StepJournal             # old rows, index and ring moves: what rollback reverts
-    read: object                     # ops.sparse_content_read's cache (rows dropped under rollback: O(H·K))
-    output: object                   # ops.linear's cache
-    snapshot: np.ndarray | None      # (B, N, W) copy of M_t (bptt="cache" only)
-    step: int                        # t
+    controller: object  # ops.lstm_step's cache
+    interface: object  # InterfaceCache
+    write_weights: object  # ops.lra_interpolate's cache (sparse form)
+    write: object  # ops.sparse_write's cache: weights, words, rows (B, H, K+1), LRA rows (B, H)
+    journal: StepJournal  # old rows, index and ring moves: what rollback reverts
+    read: object  # ops.sparse_content_read's cache (rows dropped under rollback: O(H·K))
+    output: object  # ops.linear's cache
+    snapshot: np.ndarray | None  # (B, N, W) copy of M_t (bptt="cache" only)
+    step: int  # t
 
 
 class SAMTrace(NamedTuple):
     """The step's discrete decisions (finite-difference checks watch them for kinks)."""
 
-    lra: np.ndarray       # int (B, H)       the least recently accessed slot of each head
-    touched: np.ndarray   # int (B, H(2K+1)) slots whose summed weight exceeded δ, ascending, −1 padded
+    lra: np.ndarray  # int (B, H)       the least recently accessed slot of each head
+    touched: np.ndarray  # int (B, H(2K+1)) slots whose summed weight exceeded δ, ascending, −1 padded
     read_idx: np.ndarray  # int (B, H, K)    the rows each head read, sorted
 
 
@@ -79,15 +79,31 @@ class SAMCore(CoreBase):
 
     in_place = True
 
-    def __init__(self, *, input_size, output_size, memory_size, word_size, num_heads, hidden_size, k,
-                 index_factory, bptt="rollback", restore="initial", fused=True, delta=0.005, strength=True):
+    def __init__(
+        self,
+        *,
+        input_size,
+        output_size,
+        memory_size,
+        word_size,
+        num_heads,
+        hidden_size,
+        k,
+        index_factory,
+        bptt="rollback",
+        restore="initial",
+        fused=True,
+        delta=0.005,
+        strength=True,
+    ):
         if bptt not in BPTT_MODES:
             raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
         if restore not in RESTORE_MODES:
             raise ValueError(f"restore: expected one of {RESTORE_MODES}, got {restore!r}")
         if num_heads > memory_size:
-            raise ValueError(f"num_heads: expected at most memory_size = {memory_size} (one LRA slot per head), "
-                             f"got {num_heads}")
+            raise ValueError(
+                f"num_heads: expected at most memory_size = {memory_size} (one LRA slot per head), got {num_heads}"
+            )
         self.X, self.Y, self.N, self.W = input_size, output_size, memory_size, word_size
         self.H, self.C, self.K = num_heads, hidden_size, k
         self.memory_shape = (memory_size, word_size)
@@ -100,8 +116,11 @@ class SAMCore(CoreBase):
 
     def init_params(self, rng, dtype):
         """DAM's parameters: ``controller.*``, ``heads.*``, ``output.*`` (drawn in that order)."""
-        return {**self.controller.init_params(rng, dtype), **self.interface.init_params(rng, dtype),
-                **self.output.init_params(rng, dtype)}
+        return {
+            **self.controller.init_params(rng, dtype),
+            **self.interface.init_params(rng, dtype),
+            **self.output.init_params(rng, dtype),
+        }
 
     def initial_state(self, params, B, dtype, memory0):
         """Prepares the memory for batch size B (O(N), once per B); zero reads on slots 0..K−1 with weight 0."""
@@ -109,8 +128,16 @@ class SAMCore(CoreBase):
         H, K, W, C = self.H, self.K, self.W, self.C
         read_idx = np.broadcast_to(np.arange(K, dtype=np.int64), (B, H, K)).copy()
         z = np.zeros
-        return SAMState(z((B, C), dtype), z((B, C), dtype), read_idx, z((B, H, K), dtype),
-                        z((B, H, K + 1), np.int64), z((B, H, K + 1), dtype), z((B, H, W), dtype), 0)
+        return SAMState(
+            z((B, C), dtype),
+            z((B, C), dtype),
+            read_idx,
+            z((B, H, K), dtype),
+            z((B, H, K + 1), np.int64),
+            z((B, H, K + 1), dtype),
+            z((B, H, W), dtype),
+            0,
+        )
 
     # -- forward -----------------------------------------------------------------------------------------
     def step_forward(self, params, x, state):
@@ -121,18 +148,25 @@ class SAMCore(CoreBase):
         (h, c), ctrl_cache = self.controller.forward(params, x, state.reads, state.h, state.c)
         values, iface_cache = self.interface.forward(params, h)
         v = values["head"]
-        q, add = np.ascontiguousarray(v["query"]), np.ascontiguousarray(v["add"])   # copies: p is freed
+        q, add = np.ascontiguousarray(v["query"]), np.ascontiguousarray(v["add"])  # copies: p is freed
         beta = v["strength"] if self.strength else np.ones((B, H), x.dtype)
         # write: K previous read slots and the least recently accessed one, per head
-        lra = mem.least_recent(H)                                                  # (B, H)
-        write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)      # (B, H, K+1)
+        lra = mem.least_recent(H)  # (B, H)
+        write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)
         write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
-        journal, write_cache = mem.write(write_weights, add, indices=write_idx, erase_indices=lra, fused=self.fused,
-                                         keep_new_rows=self.restore == "final")
+        journal, write_cache = mem.write(
+            write_weights,
+            add,
+            indices=write_idx,
+            erase_indices=lra,
+            fused=self.fused,
+            keep_new_rows=self.restore == "final",
+        )
         # read: K candidates per head from the index, softmax over those K
-        read_idx = mem.query(q, K)                                                 # (B, H, K)
-        (read_weights, reads), read_cache = ops.sparse_content_read_forward(mem.memory, q, beta, indices=read_idx,
-                                                                            eps=READ_EPS, fused=self.fused)
+        read_idx = mem.query(q, K)  # (B, H, K)
+        (read_weights, reads), read_cache = ops.sparse_content_read_forward(
+            mem.memory, q, beta, indices=read_idx, eps=READ_EPS, fused=self.fused
+        )
         # usage: slots whose summed weight exceeds δ move to the back of the ring
         t = state.step + 1
         slots = np.concatenate([journal.rows, read_idx.reshape(B, -1)], axis=1)
@@ -141,7 +175,7 @@ class SAMCore(CoreBase):
         y, out_cache = self.output.forward(params, h, reads)
         snapshot = mem.memory.copy() if self.bptt == "cache" else None
         if self.bptt == "rollback" and self.fused:
-            read_cache = read_cache._replace(rows=None)   # backward gathers them again from M_t
+            read_cache = read_cache._replace(rows=None)  # backward gathers them again from M_t
         cache = SAMCache(ctrl_cache, iface_cache, ww_cache, write_cache, journal, read_cache, out_cache, snapshot, t)
         state = SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t)
         return Step(y, state, cache, SAMTrace(lra, touched, np.sort(read_idx, axis=-1)))
@@ -158,18 +192,20 @@ class SAMCore(CoreBase):
         # recomputes the read from its full snapshot of M_t — two routes to the same numbers (tested)
         rc = cache.read
         if self.bptt == "cache":
-            rc = ops.sparse_content_read_forward(cache.snapshot, rc.keys, rc.strengths, indices=rc.indices,
-                                                 eps=READ_EPS, fused=self.fused)[1]
+            rc = ops.sparse_content_read_forward(
+                cache.snapshot, rc.keys, rc.strengths, indices=rc.indices, eps=READ_EPS, fused=self.fused
+            )[1]
         elif rc.rows is None:
             rc = rc._replace(rows=mem.gather(rc.indices))
         dmem_read, dq, dbeta = ops.sparse_content_read_backward((dstate.read_weights, dreads), rc)
         mem.grad.add(dmem_read.indices, dmem_read.rows)
         # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_j w_hj e_{s_hj} a_hᵀ
         dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
-        mem.grad.zero(cache.write.erase_indices)                                    # erased rows: no gradient
-        mem.revert(cache.journal)                                                   # the live memory is M_{t-1}
+        mem.grad.zero(cache.write.erase_indices)  # erased rows: no gradient
+        mem.revert(cache.journal)  # the live memory is M_{t-1}
         dread_weights_prev, dreads_prev, dh_prev, dc_prev = heads_backward(
-            self, params, dh, dstate, cache, dq, dadd, dwrite_weights, dbeta, grads)
+            self, params, dh, dstate, cache, dq, dadd, dwrite_weights, dbeta, grads
+        )
         return SAMState(dh_prev, dc_prev, None, dread_weights_prev, None, None, dreads_prev, 0)
 
     def zero_dstate(self, state):
@@ -202,11 +238,13 @@ class SAMCore(CoreBase):
 
     def dense_weights(self, state):
         """(B, H, N) read and write weights, the K (K+1) entries of each head scattered (for pictures)."""
+
         def scatter(idx, w):
             dense = np.zeros(w.shape[:2] + (self.N,), w.dtype)
-            for j in range(idx.shape[-1]):                 # repeated slots add up
+            for j in range(idx.shape[-1]):  # repeated slots add up
                 np.add.at(dense, (*np.indices(idx.shape[:2]), idx[..., j]), w[..., j])
             return dense
+
         return scatter(state.read_idx, state.read_weights), scatter(state.write_idx, state.write_weights)
 
     def forget_steps(self):

@@ -79,7 +79,7 @@ def _lsh_link_loops(b, codes, heads, nxt, prv):
     for l in range(L):
         for c in range(heads.shape[2]):
             heads[b, l, c] = -1
-    for i in range(N - 1, -1, -1):              # push i to the front of its bucket in every table
+    for i in range(N - 1, -1, -1):  # push i to the front of its bucket in every table
         for l in range(L):
             code = codes[b, i, l]
             first = heads[b, l, code]
@@ -103,13 +103,13 @@ def _lsh_update_loops(memory, planes_t, nbits, rows, codes, heads, nxt, prv, j_c
             i = rows[b, j]
             for l in range(L):
                 j_code[b, j, l] = -1
-            repeated = False                             # a row listed twice is re-hashed once
+            repeated = False  # a row listed twice is re-hashed once
             for j2 in range(j):
                 if rows[b, j2] == i:
                     repeated = True
             if i < 0 or repeated:
                 continue
-            for p in range(P):                           # the projections, in the exact order (_project)
+            for p in range(P):  # the projections, in the exact order (_project)
                 proj[p] = 0.0
             for c in range(W):
                 v = np.float64(memory[b, i, c])
@@ -125,13 +125,13 @@ def _lsh_update_loops(memory, planes_t, nbits, rows, codes, heads, nxt, prv, j_c
                     continue
                 p, n = prv[b, i, l], nxt[b, i, l]
                 j_code[b, j, l], j_prev[b, j, l], j_next[b, j, l] = old, p, n
-                if p >= 0:                               # unlink i from bucket ``old``
+                if p >= 0:  # unlink i from bucket ``old``
                     nxt[b, p, l] = n
                 else:
                     heads[b, l, old] = n
                 if n >= 0:
                     prv[b, n, l] = p
-                first = heads[b, l, code]                # push i to the front of bucket ``code``
+                first = heads[b, l, code]  # push i to the front of bucket ``code``
                 nxt[b, i, l] = first
                 prv[b, i, l] = -1
                 if first >= 0:
@@ -154,7 +154,7 @@ def _lsh_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
                 old = j_code[b, j, l]
                 if old < 0:
                     continue
-                p, n = prv[b, i, l], nxt[b, i, l]        # unlink i from its current bucket
+                p, n = prv[b, i, l], nxt[b, i, l]  # unlink i from its current bucket
                 if p >= 0:
                     nxt[b, p, l] = n
                 else:
@@ -173,8 +173,7 @@ def _lsh_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
                     prv[b, n, l] = i
 
 
-def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen,
-                     counts):
+def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen, counts):
     """For each key: gather candidates from its bucket (plus ``probes`` buckets one bit away, lowest
     margins first) in every table, at most ``max_per_bucket`` per bucket; rank them by exact cosine;
     write the best k to ``out[b, h]`` (score descending, index ascending). If fewer than k distinct
@@ -212,7 +211,7 @@ def _lsh_query_loops(memory, planes_t, nbits, keys, k, max_per_bucket, probes, h
                     if v >= 0.0:
                         code |= 1 << j
                 first[l * P] = heads[b, l, code]
-                for p in range(1, P):   # flip the bit of smallest remaining margin (ties: the lower bit)
+                for p in range(1, P):  # flip the bit of smallest remaining margin (ties: the lower bit)
                     best = 0
                     for j in range(1, nbits):
                         if margin[j] < margin[best]:

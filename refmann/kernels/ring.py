@@ -28,15 +28,15 @@ def _ring_touch_loops(nxt, prv, head, stamps, slots, t, j_prev, j_next, j_head, 
             j_stamp[b, j] = stamps[b, s]
             stamps[b, s] = t
             h = head[b]
-            if s == h:                      # the oldest becomes the newest: advance the head
+            if s == h:  # the oldest becomes the newest: advance the head
                 head[b] = nxt[b, s]
                 continue
-            if prv[b, h] == s:              # already the newest
+            if prv[b, h] == s:  # already the newest
                 continue
-            p, n = prv[b, s], nxt[b, s]     # unlink
+            p, n = prv[b, s], nxt[b, s]  # unlink
             nxt[b, p] = n
             prv[b, n] = p
-            tail = prv[b, h]                # insert between the tail and the head
+            tail = prv[b, h]  # insert between the tail and the head
             nxt[b, tail] = s
             prv[b, s] = tail
             nxt[b, s] = h

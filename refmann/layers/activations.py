@@ -11,7 +11,7 @@ from .base import LayerBase, check_dtype, check_seed
 class _Activation(LayerBase):
     """An elementwise op pair as a layer with empty ``params``."""
 
-    _forward = None   # the op's forward
+    _forward = None  # the op's forward
     _backward = None  # the op's backward
 
     def __init__(self, *, seed=0, dtype=np.float64):
@@ -77,5 +77,10 @@ class Tanh(_Activation):
 
 
 #: Activation layers by the name an MLP or a transformer block takes.
-ACTIVATIONS = {"gelu": GELU, "gelu_tanh": lambda **kw: GELU(approximate="tanh", **kw), "silu": SiLU,
-               "relu": ReLU, "tanh": Tanh}
+ACTIVATIONS = {
+    "gelu": GELU,
+    "gelu_tanh": lambda **kw: GELU(approximate="tanh", **kw),
+    "silu": SiLU,
+    "relu": ReLU,
+    "tanh": Tanh,
+}

@@ -12,11 +12,11 @@ from .linear import Linear
 
 
 class MultiHeadAttentionCache(NamedTuple):
-    query: tuple                # LinearCache of the query projection: x (B, T, D) -> (B, T, H·dk)
-    key: tuple                  # LinearCache
-    value: tuple                # LinearCache                            (B, T, D) -> (B, T, H·dv)
-    attn: ops.AttentionCache    # q, k (B, H, T, dk), v (B, H, T, dv), weights (B, H, T, T)
-    out: tuple                  # LinearCache of the output projection: (B, T, H·dv) -> (B, T, D)
+    query: tuple  # LinearCache of the query projection: x (B, T, D) -> (B, T, H·dk)
+    key: tuple  # LinearCache
+    value: tuple  # LinearCache                            (B, T, D) -> (B, T, H·dv)
+    attn: ops.AttentionCache  # q, k (B, H, T, dk), v (B, H, T, dv), weights (B, H, T, T)
+    out: tuple  # LinearCache of the output projection: (B, T, H·dv) -> (B, T, D)
 
 
 class MultiHeadAttention(LayerBase):
@@ -56,8 +56,7 @@ class MultiHeadAttention(LayerBase):
     linear VJPs, with the heads split and merged by reshapes.
     """
 
-    def __init__(self, *, model_dim, num_heads, key_dim=None, value_dim=None, bias=True, seed=0,
-                 dtype=np.float64):
+    def __init__(self, *, model_dim, num_heads, key_dim=None, value_dim=None, bias=True, seed=0, dtype=np.float64):
         D = self.model_dim = _checks.check_positive_int(model_dim, "model_dim")
         H = self.num_heads = _checks.check_positive_int(num_heads, "num_heads")
         if key_dim is None:
@@ -69,12 +68,14 @@ class MultiHeadAttention(LayerBase):
         self.dtype = check_dtype(dtype)
         s = child_seeds(check_seed(seed), 4)
         kw = dict(bias=bias, dtype=self.dtype)
-        self._set_children([
-            ("query", Linear(input_dim=D, output_dim=H * self.key_dim, seed=s[0], **kw)),
-            ("key", Linear(input_dim=D, output_dim=H * self.key_dim, seed=s[1], **kw)),
-            ("value", Linear(input_dim=D, output_dim=H * self.value_dim, seed=s[2], **kw)),
-            ("out", Linear(input_dim=H * self.value_dim, output_dim=D, seed=s[3], **kw)),
-        ])
+        self._set_children(
+            [
+                ("query", Linear(input_dim=D, output_dim=H * self.key_dim, seed=s[0], **kw)),
+                ("key", Linear(input_dim=D, output_dim=H * self.key_dim, seed=s[1], **kw)),
+                ("value", Linear(input_dim=D, output_dim=H * self.value_dim, seed=s[2], **kw)),
+                ("out", Linear(input_dim=H * self.value_dim, output_dim=D, seed=s[3], **kw)),
+            ]
+        )
         self._sizes = {"model_dim": D, "num_heads": H, "key_dim": self.key_dim, "value_dim": self.value_dim}
 
     def _split(self, z):
@@ -109,25 +110,26 @@ class MultiHeadAttention(LayerBase):
         p = self._params(params)
         x = check_features(x, "x", self.model_dim, ndim=3, dtype=self.dtype)
         c = self.children
-        q, cq = c["query"].forward(x, params=self._child_params(p, "query"))   # (B, T, H·dk)
-        k, ck = c["key"].forward(x, params=self._child_params(p, "key"))       # (B, T, H·dk)
-        v, cv = c["value"].forward(x, params=self._child_params(p, "value"))   # (B, T, H·dv)
-        o, ca = ops.attention_forward(self._split(q), self._split(k), self._split(v), mask=mask,
-                                      causal=causal)                          # (B, H, T, dv)
-        y, co = c["out"].forward(self._merge(o), params=self._child_params(p, "out"))   # (B, T, D)
+        q, cq = c["query"].forward(x, params=self._child_params(p, "query"))  # (B, T, H·dk)
+        k, ck = c["key"].forward(x, params=self._child_params(p, "key"))  # (B, T, H·dk)
+        v, cv = c["value"].forward(x, params=self._child_params(p, "value"))  # (B, T, H·dv)
+        o, ca = ops.attention_forward(
+            self._split(q), self._split(k), self._split(v), mask=mask, causal=causal
+        )  # (B, H, T, dv)
+        y, co = c["out"].forward(self._merge(o), params=self._child_params(p, "out"))  # (B, T, D)
         return y, MultiHeadAttentionCache(cq, ck, cv, ca, co)
 
     def backward(self, dy, cache):
         """``(dx, grads)``: dx of shape (B, T, D), grads keyed like ``params``."""
         c = self.children
         grads = {}
-        do, g = c["out"].backward(dy, cache.out)                                # (B, T, H·dv)
+        do, g = c["out"].backward(dy, cache.out)  # (B, T, H·dv)
         grads.update(scope("out", g))
         B, T, _ = dy.shape
-        dq, dk, dv = ops.attention_backward(self._split(do), cache.attn)       # (B, H, T, ·) each
+        dq, dk, dv = ops.attention_backward(self._split(do), cache.attn)  # (B, H, T, ·) each
         dx = np.zeros((B, T, self.model_dim), dy.dtype)
         for name, dz, sub in (("query", dq, cache.query), ("key", dk, cache.key), ("value", dv, cache.value)):
-            dxi, g = c[name].backward(self._merge(dz), sub)                     # (B, T, D): x feeds all three
+            dxi, g = c[name].backward(self._merge(dz), sub)  # (B, T, D): x feeds all three
             dx += dxi
             grads.update(scope(name, g))
         return dx, {key: grads[key] for key in self.params}

@@ -59,7 +59,7 @@ def scope(prefix: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
 def unscope(prefix: str, mapping: Mapping[str, Any]) -> dict[str, Any]:
     """The entries under ``prefix.``, with the prefix removed (the slice a host hands its child)."""
     head = prefix + "."
-    return {key[len(head):]: value for key, value in mapping.items() if key.startswith(head)}
+    return {key[len(head) :]: value for key, value in mapping.items() if key.startswith(head)}
 
 
 def densify(grad):
@@ -113,8 +113,9 @@ class LayerBase:
                 raise ValueError(f"layers: the name {name!r} is used twice")
             for method in ("forward", "backward"):
                 if not callable(getattr(child, method, None)):
-                    raise TypeError(f"layers[{name!r}]: expected a layer with forward/backward, got "
-                                    f"{type(child).__name__}")
+                    raise TypeError(
+                        f"layers[{name!r}]: expected a layer with forward/backward, got {type(child).__name__}"
+                    )
             if not isinstance(getattr(child, "params", None), Mapping):
                 raise TypeError(f"layers[{name!r}]: expected a layer with a params dict, got {type(child).__name__}")
             self.children[name] = child
@@ -227,8 +228,9 @@ class Sequential(LayerBase):
         grads: dict[str, Any] = {}
         for (name, child), c in zip(reversed(self.children.items()), reversed(cache)):
             if dy is None:
-                raise ValueError(f"layers[{name!r}]: a later layer returned no input gradient (an index input "
-                                 f"can only be first)")
+                raise ValueError(
+                    f"layers[{name!r}]: a later layer returned no input gradient (an index input can only be first)"
+                )
             dy, g = child.backward(dy, c)
             grads.update(scope(name, g))
         return dy, {key: grads[key] for key in self.params}
@@ -262,6 +264,7 @@ def as_op(layer, *, differentiate_input: bool = True, **options):
     keys = tuple(layer.params)
 
     if differentiate_input:
+
         def layer_forward(x, *arrays):
             return layer.forward(x, params=dict(zip(keys, arrays)), **options)
 
@@ -269,6 +272,7 @@ def as_op(layer, *, differentiate_input: bool = True, **options):
             dx, grads = layer.backward(dy, cache)
             return (dx, *(grads[k] for k in keys))
     else:
+
         def layer_forward(*arrays, x):
             return layer.forward(x, params=dict(zip(keys, arrays)), **options)
 

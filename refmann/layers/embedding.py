@@ -49,9 +49,10 @@ class Embedding(LayerBase):
         p = self._params(params)
         weight = p["weight"]
         if not isinstance(weight, np.ndarray) or weight.shape != (self.num_embeddings, self.embedding_dim):
-            raise ValueError(f"params['weight']: expected shape {(self.num_embeddings, self.embedding_dim)}, "
-                             f"got {np.shape(weight)}")
-        return ops.embedding_forward(weight, indices=x)                       # cache: EmbeddingCache
+            raise ValueError(
+                f"params['weight']: expected shape {(self.num_embeddings, self.embedding_dim)}, got {np.shape(weight)}"
+            )
+        return ops.embedding_forward(weight, indices=x)  # cache: EmbeddingCache
 
     def backward(self, dy, cache):
         """``(None, {"weight": RowGrad})``."""

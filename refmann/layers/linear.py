@@ -49,7 +49,7 @@ class Linear(LayerBase):
         p = self._params(params)
         x = check_features(x, "x", self.input_dim, dtype=self.dtype)
         bias = p["bias"] if self.bias else np.zeros(self.output_dim, p["weight"].dtype)
-        return ops.linear_forward(x, p["weight"], bias)               # cache: LinearCache(x, weight)
+        return ops.linear_forward(x, p["weight"], bias)  # cache: LinearCache(x, weight)
 
     def backward(self, dy, cache):
         """``(dx, {"weight": dW, "bias": db})``."""

@@ -36,8 +36,9 @@ class MLP(Sequential):
     .. math:: h_0 = x, \quad h_l = f(h_{l-1} W_l + b_l)\ (l < L), \quad y = h_{L-1} W_L + b_L
     """
 
-    def __init__(self, *, input_dim, hidden_dims, output_dim=None, activation="gelu", bias=True, seed=0,
-                 dtype=np.float64):
+    def __init__(
+        self, *, input_dim, hidden_dims, output_dim=None, activation="gelu", bias=True, seed=0, dtype=np.float64
+    ):
         input_dim = _checks.check_positive_int(input_dim, "input_dim")
         output_dim = input_dim if output_dim is None else _checks.check_positive_int(output_dim, "output_dim")
         if isinstance(hidden_dims, (int, np.integer)) and not isinstance(hidden_dims, bool):
@@ -53,12 +54,20 @@ class MLP(Sequential):
         seeds = child_seeds(check_seed(seed), len(sizes) - 1)
         layers = []
         for i in range(1, len(sizes)):
-            layers.append((f"fc{i}", Linear(input_dim=sizes[i - 1], output_dim=sizes[i], bias=bias, seed=seeds[i - 1],
-                                            dtype=dtype)))
+            layers.append(
+                (
+                    f"fc{i}",
+                    Linear(input_dim=sizes[i - 1], output_dim=sizes[i], bias=bias, seed=seeds[i - 1], dtype=dtype),
+                )
+            )
             if i < len(sizes) - 1:
                 layers.append((f"act{i}", ACTIVATIONS[activation](dtype=dtype)))
         super().__init__(layers=layers)
         self.input_dim, self.hidden_dims, self.output_dim, self.activation = input_dim, hidden, output_dim, activation
         self.dtype = dtype
-        self._sizes = {"input_dim": input_dim, "hidden_dims": hidden, "output_dim": output_dim,
-                       "activation": activation}
+        self._sizes = {
+            "input_dim": input_dim,
+            "hidden_dims": hidden,
+            "output_dim": output_dim,
+            "activation": activation,
+        }

@@ -128,10 +128,17 @@ class BatchNorm(_Norm):
         p = self._params(params)
         x = check_features(x, "x", self.dim, dtype=self.dtype)
         training = self.training if training is None else _checks.check_bool(training, "training")
-        y, cache = ops.batchnorm_forward(x, p["weight"], p["bias"], training=training, momentum=self.momentum,
-                                         eps=self.eps, running_mean=self._buffers["running_mean"],
-                                         running_var=self._buffers["running_var"])
-        if training:                                   # the documented side effect: new running statistics
+        y, cache = ops.batchnorm_forward(
+            x,
+            p["weight"],
+            p["bias"],
+            training=training,
+            momentum=self.momentum,
+            eps=self.eps,
+            running_mean=self._buffers["running_mean"],
+            running_var=self._buffers["running_var"],
+        )
+        if training:  # the documented side effect: new running statistics
             self._buffers = {"running_mean": cache.running_mean, "running_var": cache.running_var}
         return y, cache
 

@@ -17,10 +17,10 @@ NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
 
 
 class TransformerBlockCache(NamedTuple):
-    ln1: Any   # norm cache of x                (B, T, D)
+    ln1: Any  # norm cache of x                (B, T, D)
     attn: Any  # MultiHeadAttentionCache
-    ln2: Any   # norm cache of h = x + attn     (B, T, D)
-    mlp: Any   # Sequential cache (tuple of the MLP's layer caches)
+    ln2: Any  # norm cache of h = x + attn     (B, T, D)
+    mlp: Any  # Sequential cache (tuple of the MLP's layer caches)
 
 
 class TransformerBlock(LayerBase):
@@ -57,8 +57,18 @@ class TransformerBlock(LayerBase):
     gradient through unchanged and adds the branch's.
     """
 
-    def __init__(self, *, model_dim, num_heads, mlp_dim=None, activation="gelu", norm="layernorm", eps=None,
-                 seed=0, dtype=np.float64):
+    def __init__(
+        self,
+        *,
+        model_dim,
+        num_heads,
+        mlp_dim=None,
+        activation="gelu",
+        norm="layernorm",
+        eps=None,
+        seed=0,
+        dtype=np.float64,
+    ):
         D = self.model_dim = _checks.check_positive_int(model_dim, "model_dim")
         self.mlp_dim = 4 * D if mlp_dim is None else _checks.check_positive_int(mlp_dim, "mlp_dim")
         if norm not in NORMS:
@@ -68,15 +78,22 @@ class TransformerBlock(LayerBase):
         self.dtype = check_dtype(dtype)
         s = child_seeds(check_seed(seed), 2)
         norm_kw = {"dim": D, "dtype": self.dtype} | ({} if eps is None else {"eps": eps})
-        self._set_children([
-            ("ln1", NORMS[norm](**norm_kw)),
-            ("attn", MultiHeadAttention(model_dim=D, num_heads=num_heads, seed=s[0], dtype=self.dtype)),
-            ("ln2", NORMS[norm](**norm_kw)),
-            ("mlp", MLP(input_dim=D, hidden_dims=self.mlp_dim, activation=activation, seed=s[1], dtype=self.dtype)),
-        ])
+        self._set_children(
+            [
+                ("ln1", NORMS[norm](**norm_kw)),
+                ("attn", MultiHeadAttention(model_dim=D, num_heads=num_heads, seed=s[0], dtype=self.dtype)),
+                ("ln2", NORMS[norm](**norm_kw)),
+                ("mlp", MLP(input_dim=D, hidden_dims=self.mlp_dim, activation=activation, seed=s[1], dtype=self.dtype)),
+            ]
+        )
         self.num_heads, self.activation, self.norm = num_heads, activation, norm
-        self._sizes = {"model_dim": D, "num_heads": num_heads, "mlp_dim": self.mlp_dim, "activation": activation,
-                       "norm": norm}
+        self._sizes = {
+            "model_dim": D,
+            "num_heads": num_heads,
+            "mlp_dim": self.mlp_dim,
+            "activation": activation,
+            "norm": norm,
+        }
 
     def forward(self, x, *, params=None, mask=None, causal=False):
         """(B, T, D) -> (B, T, D); ``mask`` and ``causal`` as for :class:`MultiHeadAttention`."""
@@ -85,7 +102,7 @@ class TransformerBlock(LayerBase):
         c = self.children
         a, c_ln1 = c["ln1"].forward(x, params=self._child_params(p, "ln1"))
         a, c_attn = c["attn"].forward(a, params=self._child_params(p, "attn"), mask=mask, causal=causal)
-        h = x + a                                                               # (B, T, D) residual
+        h = x + a  # (B, T, D) residual
         m, c_ln2 = c["ln2"].forward(h, params=self._child_params(p, "ln2"))
         m, c_mlp = c["mlp"].forward(m, params=self._child_params(p, "mlp"))
         return h + m, TransformerBlockCache(c_ln1, c_attn, c_ln2, c_mlp)
@@ -98,7 +115,7 @@ class TransformerBlock(LayerBase):
         grads.update(scope("mlp", g))
         dm, g = c["ln2"].backward(dm, cache.ln2)
         grads.update(scope("ln2", g))
-        dh = dy + dm                                                            # both paths into h
+        dh = dy + dm  # both paths into h
         da, g = c["attn"].backward(dh, cache.attn)
         grads.update(scope("attn", g))
         da, g = c["ln1"].backward(da, cache.ln1)

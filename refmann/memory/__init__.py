@@ -21,5 +21,15 @@ def make_index_factory(name, *, seed=0, **kwargs):
     return lambda memory: cls(memory, seed=seed, **kwargs)
 
 
-__all__ = ["INDEXES", "LSHIndex", "LinearIndex", "RingJournal", "RowGradAccumulator", "SparseMemory", "StepJournal",
-           "UsageRing", "cosine_scores", "make_index_factory"]
+__all__ = [
+    "INDEXES",
+    "LSHIndex",
+    "LinearIndex",
+    "RingJournal",
+    "RowGradAccumulator",
+    "SparseMemory",
+    "StepJournal",
+    "UsageRing",
+    "cosine_scores",
+    "make_index_factory",
+]

@@ -57,8 +57,15 @@ class RowGradAccumulator:
         """``G[b, indices[b, j]] += rows[b, j]`` (int (B, J), (B, J, W); −1 = padding)."""
         indices = np.ascontiguousarray(indices, dtype=np.int64)
         self._reserve(indices.shape[1])
-        rowacc_add_kernel(self.keys, self.where, self.slot_of, self.count, self.pool, indices,
-                          np.ascontiguousarray(rows, dtype=self.dtype))
+        rowacc_add_kernel(
+            self.keys,
+            self.where,
+            self.slot_of,
+            self.count,
+            self.pool,
+            indices,
+            np.ascontiguousarray(rows, dtype=self.dtype),
+        )
 
     def gather(self, indices):
         """``G[b, indices[b, ...]]``, shape indices.shape + (W,); rows never added are zero."""

@@ -40,12 +40,12 @@ def cosine_scores(memory, keys, eps=1e-6):
 class LSHJournal(NamedTuple):
     """What :meth:`LSHIndex.update` changed, so that :meth:`LSHIndex.undo` restores it exactly."""
 
-    rows: np.ndarray     # int (B, J)     the re-hashed rows
-    codes: np.ndarray    # int32 (B, J, L)  their old bucket codes, per table
-    prev: np.ndarray     # int32 (B, J, L)  their old list neighbours
-    next: np.ndarray     # int32 (B, J, L)
-    recent: np.ndarray   # int (B, R)     the fill-in ring of recently written rows
-    recent_pos: int      # its write position
+    rows: np.ndarray  # int (B, J)     the re-hashed rows
+    codes: np.ndarray  # int32 (B, J, L)  their old bucket codes, per table
+    prev: np.ndarray  # int32 (B, J, L)  their old list neighbours
+    next: np.ndarray  # int32 (B, J, L)
+    recent: np.ndarray  # int (B, R)     the fill-in ring of recently written rows
+    recent_pos: int  # its write position
 
 
 class LinearIndex:
@@ -108,7 +108,7 @@ class LSHIndex:
         from .._checks import check_positive_int
 
         B, N, W = memory.shape
-        if num_bits is None:      # about 8 rows per bucket, so the per-bucket cap rarely truncates
+        if num_bits is None:  # about 8 rows per bucket, so the per-bucket cap rarely truncates
             num_bits = int(min(24, max(4, round(np.log2(N)) - 3)))
         check_positive_int(num_tables, "num_tables")
         check_positive_int(num_bits, "num_bits")
@@ -123,7 +123,7 @@ class LSHIndex:
         self.num_tables, self.num_bits, self.max_per_bucket, self.probes = num_tables, num_bits, max_per_bucket, probes
         rng = np.random.default_rng([seed, 7])
         self.planes = rng.standard_normal((num_tables, num_bits, W))
-        i32 = np.int32                       # N < 2**31 rows: int32 halves the index's footprint
+        i32 = np.int32  # N < 2**31 rows: int32 halves the index's footprint
         # row-major per row: a row's entries for all tables share a cache line (see kernels/lsh.py)
         self._codes = np.zeros((B, N, num_tables), i32)
         self.heads = np.full((B, num_tables, 2**num_bits), -1, i32)
@@ -159,7 +159,7 @@ class LSHIndex:
     def planes(self, planes):
         self._planes = np.array(planes, dtype=np.float64)
         L, nbits, W = self._planes.shape
-        self._planes_t = np.ascontiguousarray(self._planes.reshape(L * nbits, W).T)   # (W, L·bits)
+        self._planes_t = np.ascontiguousarray(self._planes.reshape(L * nbits, W).T)  # (W, L·bits)
 
     def rebuild(self, chunk: int = 65_536):
         """Re-hash every row (O(N)); called at initialisation and after every N insertions.
@@ -169,12 +169,13 @@ class LSHIndex:
         equal what :meth:`update` would compute, bit for bit.
         """
         B, N, _ = self.memory.shape
-        plane_norms = np.linalg.norm(self._planes_t, axis=0)                      # (L·bits,)
+        plane_norms = np.linalg.norm(self._planes_t, axis=0)  # (L·bits,)
         for b in range(B):
             for start in range(0, N, chunk):
-                proj = np.asarray(self.memory[b, start:start + chunk], dtype=np.float64) @ self._planes_t
-                lsh_codes_from_projections_kernel(self.memory, b, start, proj, self._planes_t, plane_norms,
-                                                  self.num_bits, self._codes)
+                proj = np.asarray(self.memory[b, start : start + chunk], dtype=np.float64) @ self._planes_t
+                lsh_codes_from_projections_kernel(
+                    self.memory, b, start, proj, self._planes_t, plane_norms, self.num_bits, self._codes
+                )
             lsh_link_kernel(b, self._codes, self.heads, self._nxt, self._prv)
         self.insertions = 0
         self.rebuilds += 1
@@ -184,12 +185,27 @@ class LSHIndex:
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         B, J = rows.shape
         L = self.num_tables
-        journal = LSHJournal(rows, np.empty((B, J, L), np.int32), np.empty((B, J, L), np.int32),
-                             np.empty((B, J, L), np.int32), self.recent.copy(), self._recent_pos)
-        lsh_update_kernel(self.memory, self._planes_t, self.num_bits, rows, self._codes, self.heads, self._nxt,
-                          self._prv, *journal[1:4])
+        journal = LSHJournal(
+            rows,
+            np.empty((B, J, L), np.int32),
+            np.empty((B, J, L), np.int32),
+            np.empty((B, J, L), np.int32),
+            self.recent.copy(),
+            self._recent_pos,
+        )
+        lsh_update_kernel(
+            self.memory,
+            self._planes_t,
+            self.num_bits,
+            rows,
+            self._codes,
+            self.heads,
+            self._nxt,
+            self._prv,
+            *journal[1:4],
+        )
         R = self.recent.shape[1]
-        for j in range(min(J, R)):                       # a tiny ring buffer of recently written rows
+        for j in range(min(J, R)):  # a tiny ring buffer of recently written rows
             self.recent[:, (self._recent_pos + j) % R] = rows[:, J - 1 - j]
         self._recent_pos = (self._recent_pos + min(J, R)) % R
         self.insertions += J
@@ -197,8 +213,9 @@ class LSHIndex:
 
     def undo(self, journal):
         """Revert one :meth:`update` exactly (bucket lists, fill-in buffer); newest first."""
-        lsh_undo_kernel(journal.rows, self._codes, self.heads, self._nxt, self._prv, journal.codes, journal.prev,
-                        journal.next)
+        lsh_undo_kernel(
+            journal.rows, self._codes, self.heads, self._nxt, self._prv, journal.codes, journal.prev, journal.next
+        )
         self.recent[:] = journal.recent
         self._recent_pos = journal.recent_pos
         self.insertions -= journal.rows.shape[1]
@@ -217,8 +234,21 @@ class LSHIndex:
         B, H, _ = keys.shape
         out = np.empty((B, H, k), np.int64)
         self.last_counts = np.empty((B, H), np.int64)
-        lsh_query_kernel(self.memory, self._planes_t, self.num_bits, keys, k, self.max_per_bucket, self.probes,
-                         self.heads, self._nxt, self.recent, out, self._seen, self.last_counts)
+        lsh_query_kernel(
+            self.memory,
+            self._planes_t,
+            self.num_bits,
+            keys,
+            k,
+            self.max_per_bucket,
+            self.probes,
+            self.heads,
+            self._nxt,
+            self.recent,
+            out,
+            self._seen,
+            self.last_counts,
+        )
         return out
 
     def max_candidates(self, k) -> int:
@@ -227,5 +257,16 @@ class LSHIndex:
 
     def nbytes(self) -> int:
         """Bytes held by the index (hyperplanes, codes, bucket lists)."""
-        return sum(a.nbytes for a in (self._planes, self._planes_t, self._codes, self.heads, self._nxt, self._prv,
-                                      self.recent, self._seen))
+        return sum(
+            a.nbytes
+            for a in (
+                self._planes,
+                self._planes_t,
+                self._codes,
+                self.heads,
+                self._nxt,
+                self._prv,
+                self.recent,
+                self._seen,
+            )
+        )

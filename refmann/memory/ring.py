@@ -13,9 +13,9 @@ class RingJournal(NamedTuple):
     """What one :meth:`UsageRing.touch` changed, so :meth:`UsageRing.undo` can revert it."""
 
     slots: np.ndarray  # int (B, J), -1 = padding
-    prev: np.ndarray   # int (B, J)
-    next: np.ndarray   # int (B, J)
-    head: np.ndarray   # int (B, J)
+    prev: np.ndarray  # int (B, J)
+    next: np.ndarray  # int (B, J)
+    head: np.ndarray  # int (B, J)
     stamp: np.ndarray  # float (B, J)
 
 
@@ -38,7 +38,7 @@ class UsageRing:
     def reset(self):
         """Index order, timestamps −N..−1 (O(N): initialisation only)."""
         B, N = self.B, self.N
-        idx = np.arange(N, dtype=np.int32)      # N < 2**31: int32 links halve the ring's footprint
+        idx = np.arange(N, dtype=np.int32)  # N < 2**31: int32 links halve the ring's footprint
         self.nxt = np.tile((idx + 1) % N, (B, 1))
         self.prv = np.tile((idx - 1) % N, (B, 1))
         self.head = np.zeros(B, np.int64)
@@ -56,16 +56,40 @@ class UsageRing:
         """Move ``slots`` (int (B, J), −1 = none) to the back in the given order and stamp them with ``t``."""
         slots = np.ascontiguousarray(slots, dtype=np.int64)
         shape = slots.shape
-        journal = RingJournal(slots, np.empty(shape, np.int32), np.empty(shape, np.int32),
-                              np.empty(shape, np.int64), np.empty(shape, np.float64))
-        ring_touch_kernel(self.nxt, self.prv, self.head, self.stamps, slots, float(t), journal.prev, journal.next,
-                          journal.head, journal.stamp)
+        journal = RingJournal(
+            slots,
+            np.empty(shape, np.int32),
+            np.empty(shape, np.int32),
+            np.empty(shape, np.int64),
+            np.empty(shape, np.float64),
+        )
+        ring_touch_kernel(
+            self.nxt,
+            self.prv,
+            self.head,
+            self.stamps,
+            slots,
+            float(t),
+            journal.prev,
+            journal.next,
+            journal.head,
+            journal.stamp,
+        )
         return journal
 
     def undo(self, journal: RingJournal) -> None:
         """Revert one :meth:`touch`; touches must be undone newest first."""
-        ring_undo_kernel(self.nxt, self.prv, self.head, self.stamps, journal.slots, journal.prev, journal.next,
-                         journal.head, journal.stamp)
+        ring_undo_kernel(
+            self.nxt,
+            self.prv,
+            self.head,
+            self.stamps,
+            journal.slots,
+            journal.prev,
+            journal.next,
+            journal.head,
+            journal.stamp,
+        )
 
     def nbytes(self) -> int:
         """Bytes held by the ring (links, heads, timestamps)."""

@@ -31,10 +31,10 @@ from .ring import RingJournal, UsageRing
 class StepJournal(NamedTuple):
     """What one step changed, so that :meth:`SparseMemory.revert` restores it bit for bit."""
 
-    rows: np.ndarray             # int (B, J)     rows written, in the order written (J = H·(K+1) in SAM)
-    old_rows: np.ndarray         # (B, J, W)      their contents before the write
-    index: Any                   # the index's journal of its update of those rows
-    ring: RingJournal | None     # the ring's moves (None until touch)
+    rows: np.ndarray  # int (B, J)     rows written, in the order written (J = H·(K+1) in SAM)
+    old_rows: np.ndarray  # (B, J, W)      their contents before the write
+    index: Any  # the index's journal of its update of those rows
+    ring: RingJournal | None  # the ring's moves (None until touch)
     new_rows: np.ndarray | None  # (B, J, W)      the rows after the write (kept only to reapply)
 
 
@@ -53,7 +53,7 @@ class SparseMemory:
         self.N, self.W, self.index_factory = num_slots, word_size, index_factory
         self.B = None
         self.memory = self.index = self.ring = self.grad = None
-        self.dirty = False   # True after steps that were not rolled back (the step API)
+        self.dirty = False  # True after steps that were not rolled back (the step API)
 
     # -- set-up -----------------------------------------------------------------------------------------
     def prepare(self, B: int, dtype, memory0) -> None:
@@ -71,8 +71,12 @@ class SparseMemory:
 
     def nbytes(self) -> dict[str, int]:
         """Bytes held by each part (after :meth:`prepare`)."""
-        return {"memory": self.memory.nbytes, "index": self.index.nbytes(), "usage ring": self.ring.nbytes(),
-                "gradient table": self.grad.nbytes()}
+        return {
+            "memory": self.memory.nbytes,
+            "index": self.index.nbytes(),
+            "usage ring": self.ring.nbytes(),
+            "gradient table": self.grad.nbytes(),
+        }
 
     # -- one step -----------------------------------------------------------------------------------------
     def least_recent(self, count: int) -> np.ndarray:
@@ -85,8 +89,9 @@ class SparseMemory:
         Returns ``(journal, cache)``: the :class:`StepJournal` (ring moves still empty: see :meth:`touch`)
         and the write op's cache (:func:`refmann.ops.sparse_write_inplace`).
         """
-        old_rows, cache = sparse_write_inplace(self.memory, weights, add, indices=indices,
-                                               erase_indices=erase_indices, fused=fused)
+        old_rows, cache = sparse_write_inplace(
+            self.memory, weights, add, indices=indices, erase_indices=erase_indices, fused=fused
+        )
         rows = np.ascontiguousarray(cache.indices.reshape(self.B, -1))
         index_journal = self.index.update(rows)
         new_rows = self.gather(rows) if keep_new_rows else None

@@ -21,7 +21,29 @@ from .dam import DAM
 from .sam import SAM
 # isort: on
 
-__all__ = ["DAM", "LOSSES", "LSTM", "MODELS", "NTM", "SAM", "BenchVariant", "DAMConfig", "FeedForwardModel",
-           "LSTMConfig", "Loss", "MLPClassifier", "MemoryConfig", "ModelConfig", "ModelSpec", "NTMConfig",
-           "RecurrentModel", "SAMConfig", "Transformer", "Unroll", "bench_variants", "get_loss", "make_model",
-           "register_model"]
+__all__ = [
+    "DAM",
+    "LOSSES",
+    "LSTM",
+    "MODELS",
+    "NTM",
+    "SAM",
+    "BenchVariant",
+    "DAMConfig",
+    "FeedForwardModel",
+    "LSTMConfig",
+    "Loss",
+    "MLPClassifier",
+    "MemoryConfig",
+    "ModelConfig",
+    "ModelSpec",
+    "NTMConfig",
+    "RecurrentModel",
+    "SAMConfig",
+    "Transformer",
+    "Unroll",
+    "bench_variants",
+    "get_loss",
+    "make_model",
+    "register_model",
+]

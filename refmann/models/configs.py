@@ -17,18 +17,18 @@ MEMORY_INITS = ("constant", "zeros", "random", "learned")
 
 
 def _set(obj, name, value):
-    object.__setattr__(obj, name, value)   # normalising a field of a frozen dataclass in __post_init__
+    object.__setattr__(obj, name, value)  # normalising a field of a frozen dataclass in __post_init__
 
 
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """What every recurrent model takes."""
 
-    input_size: int                 # X
-    output_size: int                # Y
-    hidden_size: int = 100          # C, LSTM cells of the controller
-    seed: int = 0                   # seeds the parameters (and the LSH hyperplanes)
-    dtype: Any = np.float64         # float64 (default) or float32
+    input_size: int  # X
+    output_size: int  # Y
+    hidden_size: int = 100  # C, LSTM cells of the controller
+    seed: int = 0  # seeds the parameters (and the LSH hyperplanes)
+    dtype: Any = np.float64  # float64 (default) or float32
 
     def __post_init__(self):
         for name in ("input_size", "output_size", "hidden_size"):
@@ -52,8 +52,8 @@ class LSTMConfig(ModelConfig):
 class MemoryConfig(ModelConfig):
     """What every memory model adds."""
 
-    memory_size: int = 128          # N
-    word_size: int = 20             # W
+    memory_size: int = 128  # N
+    word_size: int = 20  # W
     #: "constant" (1e-6, DESIGN decision 9), "zeros", "random", "learned", or an (N, W) array
     memory_init: Any = field(default="constant")
 
@@ -69,8 +69,8 @@ class MemoryConfig(ModelConfig):
             shape = (self.memory_size, self.word_size)
             arr = _checks.as_float_array(init, "memory_init", ndim=2)
             _checks.check_shape(arr, "memory_init", shape)
-            arr = np.array(arr, dtype=self.dtype)          # a private copy: later edits of the caller's array
-            arr.flags.writeable = False                    # cannot change the model
+            arr = np.array(arr, dtype=self.dtype)  # a private copy: later edits of the caller's array
+            arr.flags.writeable = False  # cannot change the model
             _set(self, "memory_init", arr)
 
 
@@ -78,8 +78,8 @@ class MemoryConfig(ModelConfig):
 class NTMConfig(MemoryConfig):
     """Neural Turing Machine (Graves et al. 2014)."""
 
-    num_heads: int = 1              # H read heads and H write heads
-    shift_range: int = 1            # R: shifts −R..R
+    num_heads: int = 1  # H read heads and H write heads
+    shift_range: int = 1  # R: shifts −R..R
 
     def __post_init__(self):
         super().__post_init__()
@@ -91,11 +91,11 @@ class NTMConfig(MemoryConfig):
 class DAMConfig(MemoryConfig):
     """Dense Access Memory, SAM's dense twin (Rae et al. 2016)."""
 
-    num_heads: int = 4              # H
-    usage: str = "discounted"       # "discounted" (U1) or "timestamp"
-    discount: float = 0.99          # λ of U1
-    delta: float = 0.005            # δ of the access rule
-    strength: bool = True           # learn β = 1 + softplus (False: the paper's β = 1)
+    num_heads: int = 4  # H
+    usage: str = "discounted"  # "discounted" (U1) or "timestamp"
+    discount: float = 0.99  # λ of U1
+    delta: float = 0.005  # δ of the access rule
+    strength: bool = True  # learn β = 1 + softplus (False: the paper's β = 1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -109,15 +109,15 @@ class DAMConfig(MemoryConfig):
 class SAMConfig(MemoryConfig):
     """Sparse Access Memory (Rae et al. 2016)."""
 
-    num_heads: int = 4              # H
-    k: int = 4                      # K, slots read per head
-    index: str = "linear"           # "linear" (exact) or "lsh"
+    num_heads: int = 4  # H
+    k: int = 4  # K, slots read per head
+    index: str = "linear"  # "linear" (exact) or "lsh"
     index_kwargs: dict | None = None
-    delta: float = 0.005            # δ of the access rule
-    bptt: str = "rollback"          # or "cache" (a copy of M_t per step, for comparison)
-    restore: str = "initial"        # what loss_and_grads leaves in memory: "initial" or "final"
+    delta: float = 0.005  # δ of the access rule
+    bptt: str = "rollback"  # or "cache" (a copy of M_t per step, for comparison)
+    restore: str = "initial"  # what loss_and_grads leaves in memory: "initial" or "final"
     strength: bool = True
-    fused: bool = True              # Numba kernels for the write and read (False: the ops' NumPy bodies)
+    fused: bool = True  # Numba kernels for the write and read (False: the ops' NumPy bodies)
 
     def __post_init__(self):
         super().__post_init__()
@@ -126,8 +126,10 @@ class SAMConfig(MemoryConfig):
         if self.k > self.memory_size:
             raise ValueError(f"k: expected 1 <= k <= memory_size = {self.memory_size}, got {self.k}")
         if isinstance(self.memory_init, str) and self.memory_init == "learned":
-            raise ValueError("memory_init: 'learned' is not available for SAM (it would rewrite all N rows per "
-                             "sequence); expected 'constant', 'zeros', 'random' or an (N, W) array")
+            raise ValueError(
+                "memory_init: 'learned' is not available for SAM (it would rewrite all N rows per "
+                "sequence); expected 'constant', 'zeros', 'random' or an (N, W) array"
+            )
         _checks.check_real(self.delta, "delta", 0.0)
         _checks.check_bool(self.strength, "strength")
         _checks.check_bool(self.fused, "fused")

@@ -39,10 +39,27 @@ class DAM(RecurrentModel):
     Config = DAMConfig
 
     def make_core(self, c):
-        return DAMCore(input_size=c.input_size, output_size=c.output_size, memory_size=c.memory_size,
-                       word_size=c.word_size, num_heads=c.num_heads, hidden_size=c.hidden_size, usage=c.usage,
-                       discount=c.discount, delta=c.delta, strength=c.strength)
+        return DAMCore(
+            input_size=c.input_size,
+            output_size=c.output_size,
+            memory_size=c.memory_size,
+            word_size=c.word_size,
+            num_heads=c.num_heads,
+            hidden_size=c.hidden_size,
+            usage=c.usage,
+            discount=c.discount,
+            delta=c.delta,
+            strength=c.strength,
+        )
 
 
-register_model(ModelSpec("dam", DAM, label="DAM", color="tab:orange", golden={"memory_init": "random"},
-                         bench=(BenchVariant("dam", "DAM", "tab:orange", {}, 1.0, 1.0, dense=True),)))
+register_model(
+    ModelSpec(
+        "dam",
+        DAM,
+        label="DAM",
+        color="tab:orange",
+        golden={"memory_init": "random"},
+        bench=(BenchVariant("dam", "DAM", "tab:orange", {}, 1.0, 1.0, dense=True),),
+    )
+)

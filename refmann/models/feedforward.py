@@ -179,11 +179,11 @@ def _check_common(config):
 class MLPClassifierConfig:
     """An MLP on (B, X) inputs."""
 
-    input_size: int                      # X
-    output_size: int                     # Y (classes, or bits for "sigmoid_ce")
-    hidden_sizes: tuple = (100,)         # one entry per hidden layer
-    activation: str = "relu"             # "gelu", "gelu_tanh", "silu", "relu", "tanh"
-    loss: str = "softmax_ce"             # or "sigmoid_ce"
+    input_size: int  # X
+    output_size: int  # Y (classes, or bits for "sigmoid_ce")
+    hidden_sizes: tuple = (100,)  # one entry per hidden layer
+    activation: str = "relu"  # "gelu", "gelu_tanh", "silu", "relu", "tanh"
+    loss: str = "softmax_ce"  # or "sigmoid_ce"
     seed: int = 0
     dtype: Any = np.float64
 
@@ -201,18 +201,18 @@ class MLPClassifierConfig:
 class TransformerConfig:
     """A small pre-norm transformer on time-major sequences."""
 
-    input_size: int                      # X (float inputs), or the vocabulary size with tokens=True
-    output_size: int                     # Y
-    model_dim: int = 32                  # D
-    num_heads: int = 4                   # H (divides D)
-    num_layers: int = 2                  # blocks
-    mlp_dim: int | None = None           # default 4·D
-    max_len: int = 256                   # longest sequence (learned positions)
-    tokens: bool = False                 # inputs are int tokens (T, B) instead of vectors (T, B, X)
-    causal: bool = True                  # position t sees positions ≤ t only (a sequence model, like an RNN)
-    norm: str = "layernorm"              # or "rmsnorm"
+    input_size: int  # X (float inputs), or the vocabulary size with tokens=True
+    output_size: int  # Y
+    model_dim: int = 32  # D
+    num_heads: int = 4  # H (divides D)
+    num_layers: int = 2  # blocks
+    mlp_dim: int | None = None  # default 4·D
+    max_len: int = 256  # longest sequence (learned positions)
+    tokens: bool = False  # inputs are int tokens (T, B) instead of vectors (T, B, X)
+    causal: bool = True  # position t sees positions ≤ t only (a sequence model, like an RNN)
+    norm: str = "layernorm"  # or "rmsnorm"
     activation: str = "gelu"
-    loss: str = "sigmoid_ce"             # or "softmax_ce"
+    loss: str = "sigmoid_ce"  # or "softmax_ce"
     seed: int = 0
     dtype: Any = np.float64
 
@@ -255,8 +255,14 @@ class MLPClassifier(FeedForwardModel):
     def __init__(self, **kwargs):
         c = self.config = _config(self.Config, kwargs)
         self.input_size, self.output_size, self.dtype, self.seed = c.input_size, c.output_size, c.dtype, c.seed
-        net = MLP(input_dim=c.input_size, hidden_dims=c.hidden_sizes, output_dim=c.output_size,
-                  activation=c.activation, seed=c.seed, dtype=c.dtype)
+        net = MLP(
+            input_dim=c.input_size,
+            hidden_dims=c.hidden_sizes,
+            output_dim=c.output_size,
+            activation=c.activation,
+            seed=c.seed,
+            dtype=c.dtype,
+        )
         super().__init__(net, loss=c.loss, batch_axis=0)
 
     def _check_inputs(self, inputs):
@@ -268,11 +274,11 @@ class MLPClassifier(FeedForwardModel):
 
 
 class TransformerNetworkCache(NamedTuple):
-    embed: Any      # LinearCache (vectors) or EmbeddingCache (tokens)
-    blocks: tuple   # one TransformerBlockCache per block
-    ln_f: Any       # norm cache
-    head: Any       # LinearCache
-    T: int          # sequence length (rows of "position" used)
+    embed: Any  # LinearCache (vectors) or EmbeddingCache (tokens)
+    blocks: tuple  # one TransformerBlockCache per block
+    ln_f: Any  # norm cache
+    head: Any  # LinearCache
+    T: int  # sequence length (rows of "position" used)
 
 
 class TransformerNetwork(LayerBase):
@@ -295,15 +301,36 @@ class TransformerNetwork(LayerBase):
         c = self.config = config
         D = c.model_dim
         s = child_seeds(c.seed, c.num_layers + 3)
-        embed = (Embedding(num_embeddings=c.input_size, embedding_dim=D, seed=s[0], dtype=c.dtype) if c.tokens
-                 else Linear(input_dim=c.input_size, output_dim=D, seed=s[0], dtype=c.dtype))
-        blocks = [(f"block{i}", TransformerBlock(model_dim=D, num_heads=c.num_heads, mlp_dim=c.mlp_dim,
-                                                 activation=c.activation, norm=c.norm, seed=s[i + 2], dtype=c.dtype))
-                  for i in range(c.num_layers)]
-        self._set_children([("embed", embed), *blocks, ("ln_f", NORMS[c.norm](dim=D, dtype=c.dtype)),
-                            ("head", Linear(input_dim=D, output_dim=c.output_size, seed=s[1], dtype=c.dtype))])
+        embed = (
+            Embedding(num_embeddings=c.input_size, embedding_dim=D, seed=s[0], dtype=c.dtype)
+            if c.tokens
+            else Linear(input_dim=c.input_size, output_dim=D, seed=s[0], dtype=c.dtype)
+        )
+        blocks = [
+            (
+                f"block{i}",
+                TransformerBlock(
+                    model_dim=D,
+                    num_heads=c.num_heads,
+                    mlp_dim=c.mlp_dim,
+                    activation=c.activation,
+                    norm=c.norm,
+                    seed=s[i + 2],
+                    dtype=c.dtype,
+                ),
+            )
+            for i in range(c.num_layers)
+        ]
+        self._set_children(
+            [
+                ("embed", embed),
+                *blocks,
+                ("ln_f", NORMS[c.norm](dim=D, dtype=c.dtype)),
+                ("head", Linear(input_dim=D, output_dim=c.output_size, seed=s[1], dtype=c.dtype)),
+            ]
+        )
         rng = np.random.default_rng(s[-1])
-        self.params["position"] = (0.02 * rng.standard_normal((c.max_len, D))).astype(c.dtype)   # GPT-2's init
+        self.params["position"] = (0.02 * rng.standard_normal((c.max_len, D))).astype(c.dtype)  # GPT-2's init
         self._blocks = [name for name, _ in blocks]
         self._sizes = {"model_dim": D, "num_heads": c.num_heads, "num_layers": c.num_layers}
 
@@ -314,21 +341,21 @@ class TransformerNetwork(LayerBase):
         if T > self.config.max_len:
             raise ValueError(f"inputs: expected at most max_len = {self.config.max_len} time steps, got {T}")
         ch = self.children
-        e, c_embed = ch["embed"].forward(x, params=self._child_params(p, "embed"))     # (T, B, D)
-        h = e.transpose(1, 0, 2) + p["position"][:T]                                   # (B, T, D)
+        e, c_embed = ch["embed"].forward(x, params=self._child_params(p, "embed"))  # (T, B, D)
+        h = e.transpose(1, 0, 2) + p["position"][:T]  # (B, T, D)
         c_blocks = []
         for name in self._blocks:
             h, cb = ch[name].forward(h, params=self._child_params(p, name), causal=self.config.causal)
             c_blocks.append(cb)
         h, c_ln = ch["ln_f"].forward(h, params=self._child_params(p, "ln_f"))
-        z, c_head = ch["head"].forward(h, params=self._child_params(p, "head"))         # (B, T, Y)
+        z, c_head = ch["head"].forward(h, params=self._child_params(p, "head"))  # (B, T, Y)
         return z.transpose(1, 0, 2), TransformerNetworkCache(c_embed, tuple(c_blocks), c_ln, c_head, T)
 
     def backward(self, dy, cache):
         """``(dx, grads)``; dx is None for token inputs."""
         ch = self.children
         grads = {}
-        dh, g = ch["head"].backward(dy.transpose(1, 0, 2), cache.head)                 # (B, T, D)
+        dh, g = ch["head"].backward(dy.transpose(1, 0, 2), cache.head)  # (B, T, D)
         grads.update(scope("head", g))
         dh, g = ch["ln_f"].backward(dh, cache.ln_f)
         grads.update(scope("ln_f", g))
@@ -336,7 +363,7 @@ class TransformerNetwork(LayerBase):
             dh, g = ch[name].backward(dh, cb)
             grads.update(scope(name, g))
         dpos = np.zeros_like(self.params["position"], dtype=dh.dtype)
-        dpos[:cache.T] = dh.sum(axis=0)                                                # (T, D)
+        dpos[: cache.T] = dh.sum(axis=0)  # (T, D)
         grads["position"] = dpos
         dx, g = ch["embed"].backward(dh.transpose(1, 0, 2), cache.embed)
         grads.update(scope("embed", g))
@@ -374,8 +401,14 @@ class Transformer(FeedForwardModel):
 
 
 for _cls in (MLPClassifier, Transformer):
-    _cls.__signature__ = inspect.signature(_cls.Config)   # help() sees the config's fields
+    _cls.__signature__ = inspect.signature(_cls.Config)  # help() sees the config's fields
 del _cls
 
-__all__ = ["FeedForwardModel", "MLPClassifier", "MLPClassifierConfig", "Transformer", "TransformerConfig",
-           "TransformerNetwork"]
+__all__ = [
+    "FeedForwardModel",
+    "MLPClassifier",
+    "MLPClassifierConfig",
+    "Transformer",
+    "TransformerConfig",
+    "TransformerNetwork",
+]

@@ -24,7 +24,7 @@ def _check_mask(mask, shape, dtype):
     if mask is None:
         return None
     if isinstance(mask, np.ndarray) and mask.dtype == np.bool_:
-        mask = mask.astype(dtype)                 # a 0/1 mask is the natural thing to pass
+        mask = mask.astype(dtype)  # a 0/1 mask is the natural thing to pass
     mask = _checks.as_float_array(mask, "mask")
     _checks.check_range(mask, "mask", 0.0)
     try:
@@ -56,8 +56,8 @@ class Loss:
     name: str
     #: ``(targets, mask, logits_shape, dtype) -> (targets, mask)``, raising errors that name the argument
     check_targets: Callable
-    forward: Callable    # ops.<name>_forward(logits, *, targets, mask) -> (loss summed, cache)
-    backward: Callable   # ops.<name>_backward(dloss, cache) -> (dlogits,)
+    forward: Callable  # ops.<name>_forward(logits, *, targets, mask) -> (loss summed, cache)
+    backward: Callable  # ops.<name>_backward(dloss, cache) -> (dlogits,)
 
     def target_shape(self, logits_shape: tuple) -> tuple:
         """The shape targets must have for logits of ``logits_shape``."""
@@ -65,10 +65,12 @@ class Loss:
 
 
 LOSSES = {
-    "sigmoid_ce": Loss("sigmoid_ce", _sigmoid_targets, ops.sigmoid_cross_entropy_forward,
-                       ops.sigmoid_cross_entropy_backward),
-    "softmax_ce": Loss("softmax_ce", _softmax_targets, ops.softmax_cross_entropy_forward,
-                       ops.softmax_cross_entropy_backward),
+    "sigmoid_ce": Loss(
+        "sigmoid_ce", _sigmoid_targets, ops.sigmoid_cross_entropy_forward, ops.sigmoid_cross_entropy_backward
+    ),
+    "softmax_ce": Loss(
+        "softmax_ce", _softmax_targets, ops.softmax_cross_entropy_forward, ops.softmax_cross_entropy_backward
+    ),
 }
 
 

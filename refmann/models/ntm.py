@@ -33,10 +33,24 @@ class NTM(RecurrentModel):
     Config = NTMConfig
 
     def make_core(self, c):
-        return NTMCore(input_size=c.input_size, output_size=c.output_size, memory_size=c.memory_size,
-                       word_size=c.word_size, num_heads=c.num_heads, hidden_size=c.hidden_size,
-                       shift_range=c.shift_range)
+        return NTMCore(
+            input_size=c.input_size,
+            output_size=c.output_size,
+            memory_size=c.memory_size,
+            word_size=c.word_size,
+            num_heads=c.num_heads,
+            hidden_size=c.hidden_size,
+            shift_range=c.shift_range,
+        )
 
 
-register_model(ModelSpec("ntm", NTM, label="NTM", color="tab:red", golden={"memory_init": "random"},
-                         bench=(BenchVariant("ntm", "NTM", "tab:red", {}, 1.0, 1.0, dense=True),)))
+register_model(
+    ModelSpec(
+        "ntm",
+        NTM,
+        label="NTM",
+        color="tab:red",
+        golden={"memory_init": "random"},
+        bench=(BenchVariant("ntm", "NTM", "tab:red", {}, 1.0, 1.0, dense=True),),
+    )
+)

@@ -28,19 +28,19 @@ def init_memory(rng, init, N: int, W: int, dtype):
     """The (N, W) initial memory (DESIGN decision 9): a constant 1e-6 by default, or a given array."""
     if isinstance(init, np.ndarray):
         return init
-    if init in ("constant", "zeros"):   # a read-only broadcast of one value: no N-sized array until written
+    if init in ("constant", "zeros"):  # a read-only broadcast of one value: no N-sized array until written
         return np.broadcast_to(np.asarray(1e-6 if init == "constant" else 0.0, dtype), (N, W))
-    bound = 1.0 / np.sqrt(N + W)   # the "random" (and "learned") scheme of Collier & Beel (2018)
+    bound = 1.0 / np.sqrt(N + W)  # the "random" (and "learned") scheme of Collier & Beel (2018)
     return rng.uniform(-bound, bound, (N, W)).astype(dtype)
 
 
 class Unroll(NamedTuple):
     """What :meth:`RecurrentModel.unroll` returns: one forward pass, every step kept."""
 
-    logits: np.ndarray   # (T, B, Y)
-    states: list         # T state NamedTuples (after each step)
-    traces: list         # T trace NamedTuples (or None)
-    caches: list         # T cache NamedTuples (an in-place memory's journals are already reverted)
+    logits: np.ndarray  # (T, B, Y)
+    states: list  # T state NamedTuples (after each step)
+    traces: list  # T trace NamedTuples (or None)
+    caches: list  # T cache NamedTuples (an in-place memory's journals are already reverted)
 
 
 class RecurrentModel:
@@ -63,7 +63,7 @@ class RecurrentModel:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        cls.__signature__ = inspect.signature(cls.Config)   # help() and the CLI see the config's fields
+        cls.__signature__ = inspect.signature(cls.Config)  # help() and the CLI see the config's fields
 
     def __init__(self, **kwargs):
         config = kwargs.pop("config", None)
@@ -262,7 +262,7 @@ class RecurrentModel:
                     dstate = core.step_backward(self.params, dlogits[t], dstate, caches[t], sink)
                     t -= 1
             except BaseException:
-                core.end_forward(caches[:t + 1])
+                core.end_forward(caches[: t + 1])
                 raise
             finally:
                 core.end_backward(caches)

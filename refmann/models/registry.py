@@ -15,26 +15,26 @@ from .configs import ModelConfig
 class BenchVariant:
     """One line of the Figure 1 benchmark: a model with some options fixed."""
 
-    name: str                 # e.g. "sam-lsh"
-    label: str                # legend text, e.g. "SAM LSH"
-    color: str                # matplotlib colour
-    options: dict             # config fields fixed for this line, e.g. {"index": "lsh"}
-    time_exponent: float      # exponent of N in the per-step time (extrapolation past the budget)
-    memory_exponent: float    # exponent of N in the 100-step memory
-    dense: bool = False       # addresses every slot (the table compares dense lines with the reference)
+    name: str  # e.g. "sam-lsh"
+    label: str  # legend text, e.g. "SAM LSH"
+    color: str  # matplotlib colour
+    options: dict  # config fields fixed for this line, e.g. {"index": "lsh"}
+    time_exponent: float  # exponent of N in the per-step time (extrapolation past the budget)
+    memory_exponent: float  # exponent of N in the 100-step memory
+    dense: bool = False  # addresses every slot (the table compares dense lines with the reference)
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything the tools need to know about one model."""
 
-    name: str                         # "sam": the CLI's --model, golden file names
-    cls: type                         # the model class (built as cls(**kwargs))
-    label: str                        # "SAM"
-    color: str                        # plots
-    golden: dict = field(default_factory=dict)   # config fields fixed in golden files (beyond the sizes)
-    bench: tuple[BenchVariant, ...] = ()         # Figure 1 lines (none: not in the scaling benchmark)
-    train: dict = field(default_factory=dict)    # config fields `refmann train/curves` set unless --set overrides
+    name: str  # "sam": the CLI's --model, golden file names
+    cls: type  # the model class (built as cls(**kwargs))
+    label: str  # "SAM"
+    color: str  # plots
+    golden: dict = field(default_factory=dict)  # config fields fixed in golden files (beyond the sizes)
+    bench: tuple[BenchVariant, ...] = ()  # Figure 1 lines (none: not in the scaling benchmark)
+    train: dict = field(default_factory=dict)  # config fields `refmann train/curves` set unless --set overrides
 
     @property
     def config(self) -> type[ModelConfig]:

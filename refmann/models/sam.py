@@ -53,10 +53,21 @@ class SAM(RecurrentModel):
 
     def make_core(self, c):
         factory = make_index_factory(c.index, seed=c.seed, **(c.index_kwargs or {}))
-        return SAMCore(input_size=c.input_size, output_size=c.output_size, memory_size=c.memory_size,
-                       word_size=c.word_size, num_heads=c.num_heads, hidden_size=c.hidden_size, k=c.k,
-                       index_factory=factory, bptt=c.bptt, restore=c.restore, fused=c.fused, delta=c.delta,
-                       strength=c.strength)
+        return SAMCore(
+            input_size=c.input_size,
+            output_size=c.output_size,
+            memory_size=c.memory_size,
+            word_size=c.word_size,
+            num_heads=c.num_heads,
+            hidden_size=c.hidden_size,
+            k=c.k,
+            index_factory=factory,
+            bptt=c.bptt,
+            restore=c.restore,
+            fused=c.fused,
+            delta=c.delta,
+            strength=c.strength,
+        )
 
     @property
     def memory(self):
@@ -69,7 +80,17 @@ class SAM(RecurrentModel):
         return self.core.last_memory_grad
 
 
-register_model(ModelSpec("sam", SAM, label="SAM", color="tab:blue", golden={"memory_init": "random", "index": "linear"},
-                         train={"index": "lsh"},
-                         bench=(BenchVariant("sam-linear", "SAM linear", "tab:green", {"index": "linear"}, 1.0, 1.0),
-                                BenchVariant("sam-lsh", "SAM LSH", "tab:blue", {"index": "lsh"}, 0.0, 0.0))))
+register_model(
+    ModelSpec(
+        "sam",
+        SAM,
+        label="SAM",
+        color="tab:blue",
+        golden={"memory_init": "random", "index": "linear"},
+        train={"index": "lsh"},
+        bench=(
+            BenchVariant("sam-linear", "SAM linear", "tab:green", {"index": "linear"}, 1.0, 1.0),
+            BenchVariant("sam-lsh", "SAM LSH", "tab:blue", {"index": "lsh"}, 0.0, 0.0),
+        ),
+    )
+)

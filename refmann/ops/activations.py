@@ -16,7 +16,7 @@ from ._registry import away_from_zero, register_op
 
 
 class ActivationCache(NamedTuple):
-    x: np.ndarray    # (...) input
+    x: np.ndarray  # (...) input
     out: np.ndarray  # (...) output
 
 
@@ -156,16 +156,23 @@ def softmax_backward(dout, cache):
 
 
 # -- registry (example inputs away from kinks) -------------------------------------------------------
-register_op("sigmoid", sigmoid_forward, sigmoid_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {}))
+register_op(
+    "sigmoid", sigmoid_forward, sigmoid_backward, example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {})
+)
 register_op("tanh", tanh_forward, tanh_backward, example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {}))
 register_op("relu", relu_forward, relu_backward, example=lambda rng, s: ((away_from_zero(rng, s.B, s.N),), {}))
-register_op("softplus", softplus_forward, softplus_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {}))
-register_op("oneplus", oneplus_forward, oneplus_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {}))
-register_op("softmax", softmax_forward, softmax_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.H, s.N)),), {"axis": -1}))
+register_op(
+    "softplus", softplus_forward, softplus_backward, example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {})
+)
+register_op(
+    "oneplus", oneplus_forward, oneplus_backward, example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {})
+)
+register_op(
+    "softmax",
+    softmax_forward,
+    softmax_backward,
+    example=lambda rng, s: ((rng.standard_normal((s.B, s.H, s.N)),), {"axis": -1}),
+)
 
 
 # -- GELU and SiLU (the layers floor, issue 10) ----------------------------------------------------------
@@ -177,7 +184,7 @@ _GELU_A = 0.044715
 
 
 class GELUCache(NamedTuple):
-    x: np.ndarray     # (...) input
+    x: np.ndarray  # (...) input
     approximate: str  # "none" (erf) or "tanh"
 
 

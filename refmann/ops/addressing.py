@@ -22,11 +22,11 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 class CosineCache(NamedTuple):
     memory: np.ndarray  # (B, N, W)
-    keys: np.ndarray    # (B, H, W)
+    keys: np.ndarray  # (B, H, W)
     key_norm: np.ndarray  # (B, H, 1)  ‖k_h‖
     mem_norm: np.ndarray  # (B, 1, N)  ‖M(i)‖
-    denom: np.ndarray   # (B, H, N)  ‖k_h‖‖M(i)‖ + eps
-    sim: np.ndarray     # (B, H, N)
+    denom: np.ndarray  # (B, H, N)  ‖k_h‖‖M(i)‖ + eps
+    sim: np.ndarray  # (B, H, N)
 
 
 def _check_memory_keys(memory, keys):
@@ -59,10 +59,10 @@ def cosine_similarity_forward(memory, keys, *, eps=1e-6):
     Graves et al. (2014), eq. (6).
     """
     memory, keys = _check_memory_keys(memory, keys)
-    key_norm = np.sqrt(np.sum(keys * keys, axis=-1, keepdims=True))          # (B, H, 1)
-    mem_norm = np.sqrt(np.sum(memory * memory, axis=-1))[:, None, :]         # (B, 1, N)
-    dots = keys @ memory.transpose(0, 2, 1)                                  # (B, H, N)
-    denom = key_norm * mem_norm + eps                                        # (B, H, N)
+    key_norm = np.sqrt(np.sum(keys * keys, axis=-1, keepdims=True))  # (B, H, 1)
+    mem_norm = np.sqrt(np.sum(memory * memory, axis=-1))[:, None, :]  # (B, 1, N)
+    dots = keys @ memory.transpose(0, 2, 1)  # (B, H, N)
+    denom = key_norm * mem_norm + eps  # (B, H, N)
     sim = dots / denom
     return sim, CosineCache(memory, keys, key_norm, mem_norm, denom, sim)
 
@@ -79,12 +79,12 @@ def cosine_similarity_backward(dsim, cache):
         \frac{m_i}{\lVert m_i\rVert}\Big)
     """
     memory, keys, key_norm, mem_norm, denom, sim = cache
-    ddots = dsim / denom                                                     # (B, H, N)
-    dden = -ddots * sim                                                      # (B, H, N)  ∂L/∂D
-    dkey_norm = np.sum(dden * mem_norm, axis=-1, keepdims=True)              # (B, H, 1)
-    dmem_norm = np.sum(dden * key_norm, axis=1)                              # (B, N)
-    dkeys = ddots @ memory + dkey_norm * _safe_divide(keys, key_norm)        # (B, H, W)
-    dmemory = ddots.transpose(0, 2, 1) @ keys                                # (B, N, W)
+    ddots = dsim / denom  # (B, H, N)
+    dden = -ddots * sim  # (B, H, N)  ∂L/∂D
+    dkey_norm = np.sum(dden * mem_norm, axis=-1, keepdims=True)  # (B, H, 1)
+    dmem_norm = np.sum(dden * key_norm, axis=1)  # (B, N)
+    dkeys = ddots @ memory + dkey_norm * _safe_divide(keys, key_norm)  # (B, H, W)
+    dmemory = ddots.transpose(0, 2, 1) @ keys  # (B, N, W)
     dmemory += dmem_norm[..., None] * _safe_divide(memory, mem_norm[:, 0, :, None])
     return dmemory, dkeys
 
@@ -92,7 +92,7 @@ def cosine_similarity_backward(dsim, cache):
 class ContentWeightsCache(NamedTuple):
     cosine: CosineCache
     strengths: np.ndarray  # (B, H)
-    weights: np.ndarray    # (B, H, N)
+    weights: np.ndarray  # (B, H, N)
 
 
 def content_weights_forward(memory, keys, strengths, *, eps=1e-6):
@@ -122,7 +122,7 @@ def content_weights_forward(memory, keys, strengths, *, eps=1e-6):
     strengths = as_float_array(strengths, "strengths", ndim=2)
     check_shape(strengths, "strengths", keys.shape[:2])
     sim, cos_cache = cosine_similarity_forward(memory, keys, eps=eps)
-    weights = softmax(strengths[..., None] * sim, axis=-1)                   # (B, H, N)
+    weights = softmax(strengths[..., None] * sim, axis=-1)  # (B, H, N)
     return weights, ContentWeightsCache(cos_cache, strengths, weights)
 
 
@@ -135,16 +135,16 @@ def content_weights_backward(dweights, cache):
     then the cosine VJP.
     """
     w, sim, strengths = cache.weights, cache.cosine.sim, cache.strengths
-    dz = w * (dweights - np.sum(w * dweights, axis=-1, keepdims=True))       # (B, H, N) softmax VJP
-    dstrengths = np.sum(dz * sim, axis=-1)                                   # (B, H)
+    dz = w * (dweights - np.sum(w * dweights, axis=-1, keepdims=True))  # (B, H, N) softmax VJP
+    dstrengths = np.sum(dz * sim, axis=-1)  # (B, H)
     dmemory, dkeys = cosine_similarity_backward(dz * strengths[..., None], cache.cosine)
     return dmemory, dkeys, dstrengths
 
 
 class InterpolateCache(NamedTuple):
-    content: np.ndarray   # (B, H, N)
+    content: np.ndarray  # (B, H, N)
     previous: np.ndarray  # (B, H, N)
-    gate: np.ndarray      # (B, H)
+    gate: np.ndarray  # (B, H)
 
 
 def interpolate_forward(content, previous, gate):
@@ -184,8 +184,8 @@ def interpolate_backward(dgated, cache):
 
 
 class ShiftCache(NamedTuple):
-    rolled: np.ndarray   # (B, H, S, N)  rolled[..., j, i] = w((i - o_j) mod N)
-    shift: np.ndarray    # (B, H, S)
+    rolled: np.ndarray  # (B, H, S, N)  rolled[..., j, i] = w((i - o_j) mod N)
+    shift: np.ndarray  # (B, H, S)
 
 
 def _shift_index(S: int, N: int, sign: int) -> np.ndarray:
@@ -222,7 +222,7 @@ def circular_shift_forward(weights, shift):
     S, N = shift.shape[-1], weights.shape[-1]
     if S % 2 != 1:
         raise ValueError(f"shift: expected an odd number of offsets 2R+1 on the last axis, got {S}")
-    rolled = weights[..., _shift_index(S, N, +1)]                           # (B, H, S, N)
+    rolled = weights[..., _shift_index(S, N, +1)]  # (B, H, S, N)
     shifted = np.einsum("bhs,bhsn->bhn", shift, rolled)
     return shifted, ShiftCache(rolled, shift)
 
@@ -240,10 +240,10 @@ def circular_shift_backward(dshifted, cache):
 
 class SharpenCache(NamedTuple):
     scaled: np.ndarray  # (B, H, N)  w / max(w), in [0, 1]
-    wmax: np.ndarray    # (B, H, 1)  max(w) (1 where all weights are 0)
-    gamma: np.ndarray   # (B, H)
-    total: np.ndarray   # (B, H, 1)  Σ (w / max w)^γ, ≥ 1 (1 where all weights are 0)
-    out: np.ndarray     # (B, H, N)
+    wmax: np.ndarray  # (B, H, 1)  max(w) (1 where all weights are 0)
+    gamma: np.ndarray  # (B, H)
+    total: np.ndarray  # (B, H, 1)  Σ (w / max w)^γ, ≥ 1 (1 where all weights are 0)
+    out: np.ndarray  # (B, H, N)
 
 
 def sharpen_forward(weights, gamma):
@@ -273,11 +273,11 @@ def sharpen_forward(weights, gamma):
     check_shape(gamma, "gamma", weights.shape[:2])
     check_range(weights, "weights", 0.0)
     check_range(gamma, "gamma", 1.0)
-    wmax = np.max(weights, axis=-1, keepdims=True)                           # (B, H, 1)
+    wmax = np.max(weights, axis=-1, keepdims=True)  # (B, H, 1)
     wmax = np.where(wmax > 0, wmax, 1.0)
-    scaled = weights / wmax                                                  # (B, H, N) in [0, 1]
+    scaled = weights / wmax  # (B, H, N) in [0, 1]
     powered = scaled ** gamma[..., None]
-    total = np.sum(powered, axis=-1, keepdims=True)                          # ≥ 1 unless all zero
+    total = np.sum(powered, axis=-1, keepdims=True)  # ≥ 1 unless all zero
     total = np.where(total > 0, total, 1.0)
     out = powered / total
     return out, SharpenCache(scaled, wmax, gamma, total, out)
@@ -294,7 +294,7 @@ def sharpen_backward(dout, cache):
     :math:`\sum_i \delta_i y_i = 0`; :math:`y_i \log w_i = 0` where :math:`w_i = 0`).
     """
     scaled, wmax, gamma, total, out = cache
-    delta = dout - np.sum(dout * out, axis=-1, keepdims=True)                # (B, H, N)
+    delta = dout - np.sum(dout * out, axis=-1, keepdims=True)  # (B, H, N)
     g = gamma[..., None]
     dweights = delta * g * scaled ** (g - 1.0) / (wmax * total)
     positive = scaled > 0
@@ -309,14 +309,36 @@ def _memory_keys(rng, s):
     return rng.standard_normal((s.B, s.N, s.W)), rng.standard_normal((s.B, s.H, s.W))
 
 
-register_op("cosine_similarity", cosine_similarity_forward, cosine_similarity_backward,
-            example=lambda rng, s: (_memory_keys(rng, s), {}))
-register_op("content_weights", content_weights_forward, content_weights_backward,
-            example=lambda rng, s: ((*_memory_keys(rng, s), 1.0 + 3 * rng.random((s.B, s.H))), {}))
-register_op("interpolate", interpolate_forward, interpolate_backward,
-            example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), simplex(rng, s.B, s.H, s.N),
-                                     rng.uniform(0.05, 0.95, (s.B, s.H))), {}))
-register_op("circular_shift", circular_shift_forward, circular_shift_backward,
-            example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), simplex(rng, s.B, s.H, s.S)), {}))
-register_op("sharpen", sharpen_forward, sharpen_backward,
-            example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), 1.0 + 3 * rng.random((s.B, s.H))), {}))
+register_op(
+    "cosine_similarity",
+    cosine_similarity_forward,
+    cosine_similarity_backward,
+    example=lambda rng, s: (_memory_keys(rng, s), {}),
+)
+register_op(
+    "content_weights",
+    content_weights_forward,
+    content_weights_backward,
+    example=lambda rng, s: ((*_memory_keys(rng, s), 1.0 + 3 * rng.random((s.B, s.H))), {}),
+)
+register_op(
+    "interpolate",
+    interpolate_forward,
+    interpolate_backward,
+    example=lambda rng, s: (
+        (simplex(rng, s.B, s.H, s.N), simplex(rng, s.B, s.H, s.N), rng.uniform(0.05, 0.95, (s.B, s.H))),
+        {},
+    ),
+)
+register_op(
+    "circular_shift",
+    circular_shift_forward,
+    circular_shift_backward,
+    example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), simplex(rng, s.B, s.H, s.S)), {}),
+)
+register_op(
+    "sharpen",
+    sharpen_forward,
+    sharpen_backward,
+    example=lambda rng, s: ((simplex(rng, s.B, s.H, s.N), 1.0 + 3 * rng.random((s.B, s.H))), {}),
+)

@@ -18,11 +18,11 @@ from .activations import softmax
 
 
 class AttentionCache(NamedTuple):
-    q: np.ndarray        # (B, H, Tq, D)   as given (leading axes may be 1)
-    k: np.ndarray        # (B, H, Tk, D)
-    v: np.ndarray        # (B, H, Tk, Dv)
+    q: np.ndarray  # (B, H, Tq, D)   as given (leading axes may be 1)
+    k: np.ndarray  # (B, H, Tk, D)
+    v: np.ndarray  # (B, H, Tk, Dv)
     weights: np.ndarray  # (B, H, Tq, Tk)  A = softmax(c q kᵀ) over the kept keys; masked entries are exactly 0
-    scale: float         # c
+    scale: float  # c
 
 
 def causal_mask(Tq: int, Tk: int | None = None) -> np.ndarray:
@@ -53,11 +53,13 @@ def _attention_mask(mask, causal, lead, Tq, Tk):
         tri = causal_mask(Tq)
         keep = np.broadcast_to(tri, lead + (Tq, Tk)) if keep is None else keep & tri
     if keep is not None and enabled():
-        empty = ~keep.any(axis=-1)                                          # (B, H, Tq)
+        empty = ~keep.any(axis=-1)  # (B, H, Tq)
         if empty.any():
             where = tuple(int(i) for i in np.argwhere(empty)[0])
-            raise ValueError(f"mask: every query must keep at least one key; query (b, h, i) = {where} keeps none "
-                             f"({int(empty.sum())} such rows)")
+            raise ValueError(
+                f"mask: every query must keep at least one key; query (b, h, i) = {where} keeps none "
+                f"({int(empty.sum())} such rows)"
+            )
     return keep
 
 
@@ -112,19 +114,21 @@ def attention_forward(q, k, v, *, mask=None, causal=False, scale=None):
     try:
         lead = np.broadcast_shapes(q.shape[:2], k.shape[:2], v.shape[:2])
     except ValueError:
-        raise ValueError(f"k: expected leading axes (B, H) that broadcast with q's {q.shape[:2]} and v's "
-                         f"{v.shape[:2]}, got {k.shape[:2]}") from None
+        raise ValueError(
+            f"k: expected leading axes (B, H) that broadcast with q's {q.shape[:2]} and v's "
+            f"{v.shape[:2]}, got {k.shape[:2]}"
+        ) from None
     if scale is None:
         scale = 1.0 / np.sqrt(D)
     scale = check_real(scale, "scale")
     if not np.isfinite(scale):
         raise ValueError(f"scale: expected a finite number, got {scale}")
     keep = _attention_mask(mask, causal, lead, q.shape[2], Tk)
-    scores = scale * (q @ k.swapaxes(-1, -2))                               # (B, H, Tq, Tk)
+    scores = scale * (q @ k.swapaxes(-1, -2))  # (B, H, Tq, Tk)
     if keep is not None:
         scores = np.where(keep, scores, -np.inf)
-    weights = softmax(scores, axis=-1)                                      # (B, H, Tq, Tk), exp(-inf) = 0
-    out = weights @ v                                                       # (B, H, Tq, Dv)
+    weights = softmax(scores, axis=-1)  # (B, H, Tq, Tk), exp(-inf) = 0
+    out = weights @ v  # (B, H, Tq, Dv)
     return out, AttentionCache(q, k, v, weights, scale)
 
 
@@ -146,11 +150,11 @@ def attention_backward(dout, cache):
     dv : ndarray of shape (B, H, Tk, Dv)
     """
     q, k, v, A, c = cache
-    dv = A.swapaxes(-1, -2) @ dout                                          # (B, H, Tk, Dv)
-    dA = dout @ v.swapaxes(-1, -2)                                          # (B, H, Tq, Tk)
-    dS = A * (dA - np.sum(A * dA, axis=-1, keepdims=True))                  # softmax VJP
-    dq = c * (dS @ k)                                                       # (B, H, Tq, D)
-    dk = c * (dS.swapaxes(-1, -2) @ q)                                      # (B, H, Tk, D)
+    dv = A.swapaxes(-1, -2) @ dout  # (B, H, Tk, Dv)
+    dA = dout @ v.swapaxes(-1, -2)  # (B, H, Tq, Tk)
+    dS = A * (dA - np.sum(A * dA, axis=-1, keepdims=True))  # softmax VJP
+    dq = c * (dS @ k)  # (B, H, Tq, D)
+    dk = c * (dS.swapaxes(-1, -2) @ q)  # (B, H, Tk, D)
     return _sum_to_shape(dq, q.shape), _sum_to_shape(dk, k.shape), _sum_to_shape(dv, v.shape)
 
 
@@ -160,8 +164,10 @@ def _attention_example(rng, s):
     B, H, T, D, Dv = s.B, s.H, s.N, s.W, s.X
     pad = rng.random((B, 1, 1, T)) > 0.3
     pad[..., 0] = True
-    return ((rng.standard_normal((B, H, T, D)), rng.standard_normal((B, H, T, D)), rng.standard_normal((B, H, T, Dv))),
-            {"mask": pad, "causal": True})
+    return (
+        (rng.standard_normal((B, H, T, D)), rng.standard_normal((B, H, T, D)), rng.standard_normal((B, H, T, Dv))),
+        {"mask": pad, "causal": True},
+    )
 
 
 register_op("attention", attention_forward, attention_backward, example=_attention_example)

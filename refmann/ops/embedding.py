@@ -16,7 +16,7 @@ from .memory import RowGrad
 
 class EmbeddingCache(NamedTuple):
     indices: np.ndarray  # int (...)  the rows looked up, any shape
-    num_rows: int        # N
+    num_rows: int  # N
 
 
 def embedding_forward(table, *, indices):
@@ -47,11 +47,12 @@ def embedding_forward(table, *, indices):
     if not isinstance(table, np.ndarray):
         raise TypeError(f"table: expected a float ndarray, got {type(table).__name__}")
     if table.ndim != 2 or table.dtype.type not in (np.float32, np.float64):
-        raise ValueError(f"table: expected a float32/float64 array of shape (N, D), got {table.dtype} array "
-                         f"of shape {table.shape}")
+        raise ValueError(
+            f"table: expected a float32/float64 array of shape (N, D), got {table.dtype} array of shape {table.shape}"
+        )
     indices = as_index_array(indices, "indices", upper=table.shape[0])
-    out = table[indices]                                                    # (..., D) a copy (fancy indexing)
-    as_float_array(out, "table (the looked-up rows)")                       # finite check on the J rows only
+    out = table[indices]  # (..., D) a copy (fancy indexing)
+    as_float_array(out, "table (the looked-up rows)")  # finite check on the J rows only
     return out, EmbeddingCache(indices, table.shape[0])
 
 
@@ -66,14 +67,14 @@ def embedding_backward(dout, cache):
         :func:`~refmann.ops.densify_rows`) must accumulate, as ``np.add.at`` does.
     """
     D = dout.shape[-1]
-    rows = np.array(dout, copy=True).reshape(-1, D)                         # (J, D) a copy: dout stays the caller's
+    rows = np.array(dout, copy=True).reshape(-1, D)  # (J, D) a copy: dout stays the caller's
     return (RowGrad(cache.indices.reshape(-1), rows, cache.num_rows),)
 
 
 # -- registry (example inputs) -------------------------------------------------------------------------
 def _embedding_example(rng, s):
     idx = rng.integers(0, s.N, (s.B, s.K + 1))
-    idx[:, -1] = idx[:, 0]                                                  # at least one repeat per row
+    idx[:, -1] = idx[:, 0]  # at least one repeat per row
     return (rng.standard_normal((s.N, s.W)),), {"indices": idx}
 
 

@@ -15,7 +15,7 @@ from .activations import sigmoid
 
 
 class LinearCache(NamedTuple):
-    x: np.ndarray       # (..., I)
+    x: np.ndarray  # (..., I)
     weight: np.ndarray  # (I, O)
 
 
@@ -55,14 +55,14 @@ def linear_backward(dy, cache):
 
 
 class LSTMCache(NamedTuple):
-    xh: np.ndarray      # (B, X + C)  [x ; h_prev]
+    xh: np.ndarray  # (B, X + C)  [x ; h_prev]
     weight: np.ndarray  # (X + C, 4C)
     c_prev: np.ndarray  # (B, C)
-    i: np.ndarray       # (B, C) input gate
-    f: np.ndarray       # (B, C) forget gate
-    o: np.ndarray       # (B, C) output gate
-    g: np.ndarray       # (B, C) candidate    (tanh c_t is recomputed in backward: one array less per step)
-    x_size: int         # X
+    i: np.ndarray  # (B, C) input gate
+    f: np.ndarray  # (B, C) forget gate
+    o: np.ndarray  # (B, C) output gate
+    g: np.ndarray  # (B, C) candidate    (tanh c_t is recomputed in backward: one array less per step)
+    x_size: int  # X
 
 
 def lstm_step_forward(x, h_prev, c_prev, weight, bias):
@@ -100,10 +100,10 @@ def lstm_step_forward(x, h_prev, c_prev, weight, bias):
     check_shape(c_prev, "c_prev", (B, C))
     check_shape(weight, "weight", (X + C, 4 * C))
     check_shape(bias, "bias", (4 * C,))
-    xh = np.concatenate([x, h_prev], axis=1)                                 # (B, X + C)
-    z = xh @ weight + bias                                                   # (B, 4C)
-    i, f, o = sigmoid(z[:, :C]), sigmoid(z[:, C:2 * C]), sigmoid(z[:, 2 * C:3 * C])
-    g = np.tanh(z[:, 3 * C:])
+    xh = np.concatenate([x, h_prev], axis=1)  # (B, X + C)
+    z = xh @ weight + bias  # (B, 4C)
+    i, f, o = sigmoid(z[:, :C]), sigmoid(z[:, C : 2 * C]), sigmoid(z[:, 2 * C : 3 * C])
+    g = np.tanh(z[:, 3 * C :])
     c = f * c_prev + i * g
     tanh_c = np.tanh(c)
     h = o * tanh_c
@@ -128,8 +128,8 @@ def lstm_step_backward(dout, cache):
     dx, dh_prev, dc_prev, dweight, dbias
     """
     dz, dc_prev = lstm_gates_backward(dout, cache)
-    dxh = dz @ cache.weight.T                                                # (B, X + C)
-    return dxh[:, :cache.x_size], dxh[:, cache.x_size:], dc_prev, cache.xh.T @ dz, dz.sum(axis=0)
+    dxh = dz @ cache.weight.T  # (B, X + C)
+    return dxh[:, : cache.x_size], dxh[:, cache.x_size :], dc_prev, cache.xh.T @ dz, dz.sum(axis=0)
 
 
 def lstm_gates_backward(dout, cache):
@@ -138,23 +138,43 @@ def lstm_gates_backward(dout, cache):
     BPTT may batch over time steps."""
     dh, dc = dout
     xh, weight, c_prev, i, f, o, g, X = cache
-    tanh_c = np.tanh(f * c_prev + i * g)            # the forward's tanh(c_t), bit for bit (same operations)
+    tanh_c = np.tanh(f * c_prev + i * g)  # the forward's tanh(c_t), bit for bit (same operations)
     dh = np.zeros_like(tanh_c) if dh is None else dh
     dc = (np.zeros_like(tanh_c) if dc is None else dc) + dh * o * (1.0 - tanh_c**2)
-    dz = np.concatenate([
-        dc * g * i * (1.0 - i),
-        dc * c_prev * f * (1.0 - f),
-        dh * tanh_c * o * (1.0 - o),
-        dc * i * (1.0 - g**2),
-    ], axis=1)                                                               # (B, 4C)
+    dz = np.concatenate(
+        [
+            dc * g * i * (1.0 - i),
+            dc * c_prev * f * (1.0 - f),
+            dh * tanh_c * o * (1.0 - o),
+            dc * i * (1.0 - g**2),
+        ],
+        axis=1,
+    )  # (B, 4C)
     return dz, dc * f
 
 
 # -- registry (example inputs) -------------------------------------------------------------------------
-register_op("linear", linear_forward, linear_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.X)), rng.standard_normal((s.X, s.C)),
-                                     rng.standard_normal(s.C)), {}))
-register_op("lstm_step", lstm_step_forward, lstm_step_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.X)), rng.standard_normal((s.B, s.C)),
-                                     rng.standard_normal((s.B, s.C)), 0.5 * rng.standard_normal((s.X + s.C, 4 * s.C)),
-                                     rng.standard_normal(4 * s.C)), {}))
+register_op(
+    "linear",
+    linear_forward,
+    linear_backward,
+    example=lambda rng, s: (
+        (rng.standard_normal((s.B, s.X)), rng.standard_normal((s.X, s.C)), rng.standard_normal(s.C)),
+        {},
+    ),
+)
+register_op(
+    "lstm_step",
+    lstm_step_forward,
+    lstm_step_backward,
+    example=lambda rng, s: (
+        (
+            rng.standard_normal((s.B, s.X)),
+            rng.standard_normal((s.B, s.C)),
+            rng.standard_normal((s.B, s.C)),
+            0.5 * rng.standard_normal((s.X + s.C, 4 * s.C)),
+            rng.standard_normal(4 * s.C),
+        ),
+        {},
+    ),
+)

@@ -15,9 +15,9 @@ from .activations import sigmoid, softmax, softplus
 
 
 class SigmoidCECache(NamedTuple):
-    logits: np.ndarray   # (...)
+    logits: np.ndarray  # (...)
     targets: np.ndarray  # (...)
-    mask: np.ndarray     # (...) broadcast to the logits
+    mask: np.ndarray  # (...) broadcast to the logits
 
 
 def _mask(mask, shape, dtype, name="mask"):
@@ -68,9 +68,9 @@ def sigmoid_cross_entropy_backward(dloss, cache):
 
 
 class SoftmaxCECache(NamedTuple):
-    probs: np.ndarray    # (..., Y)
-    onehot: np.ndarray   # (..., Y)
-    mask: np.ndarray     # (..., 1)
+    probs: np.ndarray  # (..., Y)
+    onehot: np.ndarray  # (..., Y)
+    mask: np.ndarray  # (..., 1)
 
 
 def softmax_cross_entropy_forward(logits, *, targets, mask=None):
@@ -97,7 +97,7 @@ def softmax_cross_entropy_forward(logits, *, targets, mask=None):
         raise ValueError(f"logits: expected at least 1 dimension, got shape {logits.shape}")
     Y = logits.shape[-1]
     targets = as_index_array(targets, "targets", upper=Y, shape=logits.shape[:-1])
-    m = _mask(mask, logits.shape[:-1], logits.dtype)[..., None]                            # (..., 1)
+    m = _mask(mask, logits.shape[:-1], logits.dtype)[..., None]  # (..., 1)
     shifted = logits - logits.max(axis=-1, keepdims=True)
     logprobs = shifted - np.log(np.sum(np.exp(shifted), axis=-1, keepdims=True))
     onehot = np.zeros(logits.shape, logits.dtype)
@@ -115,8 +115,18 @@ def softmax_cross_entropy_backward(dloss, cache):
 
 
 # -- registry (example inputs) -------------------------------------------------------------------------
-register_op("sigmoid_cross_entropy", sigmoid_cross_entropy_forward, sigmoid_cross_entropy_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),),
-                                    {"targets": rng.random((s.B, s.N)), "mask": (rng.random((s.B, s.N)) > 0.3) * 1.0}))
-register_op("softmax_cross_entropy", softmax_cross_entropy_forward, softmax_cross_entropy_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {"targets": rng.integers(0, s.N, s.B)}))
+register_op(
+    "sigmoid_cross_entropy",
+    sigmoid_cross_entropy_forward,
+    sigmoid_cross_entropy_backward,
+    example=lambda rng, s: (
+        (rng.standard_normal((s.B, s.N)),),
+        {"targets": rng.random((s.B, s.N)), "mask": (rng.random((s.B, s.N)) > 0.3) * 1.0},
+    ),
+)
+register_op(
+    "softmax_cross_entropy",
+    softmax_cross_entropy_forward,
+    softmax_cross_entropy_backward,
+    example=lambda rng, s: ((rng.standard_normal((s.B, s.N)),), {"targets": rng.integers(0, s.N, s.B)}),
+)

@@ -25,8 +25,8 @@ class RowGrad(NamedTuple):
     """
 
     indices: np.ndarray  # int (B, J) or (J,)   rows of the dense array
-    rows: np.ndarray     # (B, J, W) or (J, D)  gradient rows, duplicates accumulate
-    num_rows: int        # N
+    rows: np.ndarray  # (B, J, W) or (J, D)  gradient rows, duplicates accumulate
+    num_rows: int  # N
 
 
 def scatter_add_rows_inplace(out, indices, rows):
@@ -47,7 +47,7 @@ def scatter_add_rows_inplace(out, indices, rows):
 
 def densify_rows(grad: RowGrad) -> np.ndarray:
     """The dense (B, N, W) or (N, D) array a :class:`RowGrad` stands for (for tests and checks, O(N))."""
-    if grad.rows.ndim == 2:                                    # one table: (J, D) rows of an (N, D) array
+    if grad.rows.ndim == 2:  # one table: (J, D) rows of an (N, D) array
         return densify_rows(RowGrad(grad.indices[None], grad.rows[None], grad.num_rows))[0]
     B, J, W = grad.rows.shape
     out = np.zeros((B, grad.num_rows, W), grad.rows.dtype)
@@ -96,7 +96,7 @@ def scatter_add_backward(dout, cache):
 
 
 class DenseReadCache(NamedTuple):
-    memory: np.ndarray   # (B, N, W)
+    memory: np.ndarray  # (B, N, W)
     weights: np.ndarray  # (B, H, N)
 
 
@@ -121,23 +121,23 @@ def dense_read_forward(memory, weights):
     cache : DenseReadCache
     """
     memory, weights = _check_memory_weights(memory, weights)
-    reads = weights @ memory                                                 # (B, H, W)
+    reads = weights @ memory  # (B, H, W)
     return reads, DenseReadCache(memory, weights)
 
 
 def dense_read_backward(dreads, cache):
     r"""VJP of :func:`dense_read_forward`: :math:`dM = w^\top dr`, :math:`dw = dr\, M^\top`."""
-    dmemory = cache.weights.transpose(0, 2, 1) @ dreads                      # (B, N, W)
-    dweights = dreads @ cache.memory.transpose(0, 2, 1)                      # (B, H, N)
+    dmemory = cache.weights.transpose(0, 2, 1) @ dreads  # (B, N, W)
+    dweights = dreads @ cache.memory.transpose(0, 2, 1)  # (B, H, N)
     return dmemory, dweights
 
 
 class DenseWriteCache(NamedTuple):
-    memory: np.ndarray   # (B, N, W)
+    memory: np.ndarray  # (B, N, W)
     weights: np.ndarray  # (B, H, N)
-    erase: np.ndarray    # (B, H, W)
-    add: np.ndarray      # (B, H, W)
-    keep: np.ndarray     # (B, H, N, W)  1 − w_h e_hᵀ per head
+    erase: np.ndarray  # (B, H, W)
+    add: np.ndarray  # (B, H, W)
+    keep: np.ndarray  # (B, H, N, W)  1 − w_h e_hᵀ per head
 
 
 def dense_write_forward(memory, weights, erase, add):
@@ -172,7 +172,7 @@ def dense_write_forward(memory, weights, erase, add):
     check_shape(erase, "erase", (B, H, memory.shape[2]))
     check_shape(add, "add", (B, H, memory.shape[2]))
     check_range(erase, "erase", 0.0, 1.0)
-    keep = 1.0 - weights[..., None] * erase[:, :, None, :]                  # (B, H, N, W)
+    keep = 1.0 - weights[..., None] * erase[:, :, None, :]  # (B, H, N, W)
     new_memory = memory * np.prod(keep, axis=1) + weights.transpose(0, 2, 1) @ add
     return new_memory, DenseWriteCache(memory, weights, erase, add, keep)
 
@@ -195,19 +195,19 @@ def dense_write_backward(dnew, cache):
     for h in range(1, H):
         prefix[:, h] = prefix[:, h - 1] * keep[:, h - 1]
         suffix[:, H - 1 - h] = suffix[:, H - h] * keep[:, H - h]
-    dmemory = dnew * (prefix[:, -1] * keep[:, -1])                           # (B, N, W)
-    dkeep = (dnew * memory)[:, None] * prefix * suffix                       # (B, H, N, W)
+    dmemory = dnew * (prefix[:, -1] * keep[:, -1])  # (B, N, W)
+    dkeep = (dnew * memory)[:, None] * prefix * suffix  # (B, H, N, W)
     dweights = -np.einsum("bhnw,bhw->bhn", dkeep, erase) + add @ dnew.transpose(0, 2, 1)
     derase = -np.einsum("bhnw,bhn->bhw", dkeep, weights)
-    dadd = weights @ dnew                                                    # (B, H, W)
+    dadd = weights @ dnew  # (B, H, W)
     return dmemory, dweights, derase, dadd
 
 
 class SparseReadCache(NamedTuple):
-    rows: np.ndarray     # (B, H, K, W)  the K gathered rows per head (not the memory: it may change)
+    rows: np.ndarray  # (B, H, K, W)  the K gathered rows per head (not the memory: it may change)
     weights: np.ndarray  # (B, H, K)
     indices: np.ndarray  # int (B, H, K)
-    num_rows: int        # N
+    num_rows: int  # N
 
 
 def sparse_read_forward(memory, weights, *, indices):
@@ -235,8 +235,10 @@ def sparse_read_forward(memory, weights, *, indices):
     if not isinstance(memory, np.ndarray):
         raise TypeError(f"memory: expected a float ndarray, got {type(memory).__name__}")
     if memory.ndim != 3 or memory.dtype.type not in (np.float32, np.float64):
-        raise ValueError(f"memory: expected a float32/float64 array of shape (B, N, W), got "
-                         f"{memory.dtype} array of shape {memory.shape}")
+        raise ValueError(
+            f"memory: expected a float32/float64 array of shape (B, N, W), got "
+            f"{memory.dtype} array of shape {memory.shape}"
+        )
     weights = as_float_array(weights, "weights", ndim=3)
     B, N, W = memory.shape
     check_shape(weights, "weights", (B, None, None))
@@ -246,7 +248,7 @@ def sparse_read_forward(memory, weights, *, indices):
     gather_rows_kernel(rows, memory, np.ascontiguousarray(indices.reshape(B, H * K)))
     rows = rows.reshape(B, H, K, W)
     check_finite(rows, "memory (the selected rows)")
-    reads = np.einsum("bhk,bhkw->bhw", weights, rows)                       # (B, H, W)
+    reads = np.einsum("bhk,bhkw->bhw", weights, rows)  # (B, H, W)
     return reads, SparseReadCache(rows, weights, indices, N)
 
 
@@ -265,15 +267,15 @@ def sparse_read_backward(dreads, cache):
     """
     rows, weights, indices, N = cache
     B, H, K, W = rows.shape
-    drows = weights[..., None] * dreads[:, :, None, :]                       # (B, H, K, W)
-    dweights = np.einsum("bhkw,bhw->bhk", rows, dreads)                      # (B, H, K)
+    drows = weights[..., None] * dreads[:, :, None, :]  # (B, H, K, W)
+    dweights = np.einsum("bhkw,bhw->bhk", rows, dreads)  # (B, H, K)
     return RowGrad(indices.reshape(B, H * K), drows.reshape(B, H * K, W), N), dweights
 
 
 class LRAWriteCache(NamedTuple):
-    keep: np.ndarray     # (B, N, 1)  0 on the erased rows, 1 elsewhere
+    keep: np.ndarray  # (B, N, 1)  0 on the erased rows, 1 elsewhere
     weights: np.ndarray  # (B, H, N)
-    add: np.ndarray      # (B, H, W)
+    add: np.ndarray  # (B, H, W)
 
 
 def lra_write_forward(memory, weights, add, *, erase_indices):
@@ -308,7 +310,7 @@ def lra_write_forward(memory, weights, add, *, erase_indices):
     erase_indices = as_index_array(erase_indices, "erase_indices", upper=N, shape=(B, None))
     keep = np.ones((B, N, 1), memory.dtype)
     np.put_along_axis(keep[..., 0], erase_indices, 0.0, axis=1)
-    new_memory = memory * keep + weights.transpose(0, 2, 1) @ add          # (B, N, W)
+    new_memory = memory * keep + weights.transpose(0, 2, 1) @ add  # (B, N, W)
     return new_memory, LRAWriteCache(keep, weights, add)
 
 
@@ -317,32 +319,53 @@ def lra_write_backward(dnew, cache):
     :math:`da_h = dM'^\top w_h`."""
     keep, weights, add = cache
     dmemory = dnew * keep
-    dweights = add @ dnew.transpose(0, 2, 1)                                 # (B, H, N)
-    dadd = weights @ dnew                                                    # (B, H, W)
+    dweights = add @ dnew.transpose(0, 2, 1)  # (B, H, N)
+    dadd = weights @ dnew  # (B, H, W)
     return dmemory, dweights, dadd
 
 
 # -- registry (example inputs) -------------------------------------------------------------------------
 def _dense_write_example(rng, s):
     memory = rng.standard_normal((s.B, s.N, s.W))
-    return (memory, simplex(rng, s.B, s.H, s.N), rng.uniform(0.05, 0.95, (s.B, s.H, s.W)),
-            rng.standard_normal((s.B, s.H, s.W))), {}
+    return (
+        memory,
+        simplex(rng, s.B, s.H, s.N),
+        rng.uniform(0.05, 0.95, (s.B, s.H, s.W)),
+        rng.standard_normal((s.B, s.H, s.W)),
+    ), {}
 
 
 def _lra_write_example(rng, s):
     erase = np.stack([rng.choice(s.N, s.H, replace=False) for _ in range(s.B)])
-    return ((rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.N), rng.standard_normal((s.B, s.H, s.W))),
-            {"erase_indices": erase})
+    return (
+        (rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.N), rng.standard_normal((s.B, s.H, s.W))),
+        {"erase_indices": erase},
+    )
 
 
-register_op("dense_read", dense_read_forward, dense_read_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.N)), {}))
+register_op(
+    "dense_read",
+    dense_read_forward,
+    dense_read_backward,
+    example=lambda rng, s: ((rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.N)), {}),
+)
 register_op("dense_write", dense_write_forward, dense_write_backward, example=_dense_write_example)
 register_op("lra_write", lra_write_forward, lra_write_backward, example=_lra_write_example)
-register_op("sparse_read", sparse_read_forward, sparse_read_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.K)),
-                                    {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K)}))
-register_op("scatter_add", scatter_add_forward, scatter_add_backward,
-            example=lambda rng, s: ((rng.standard_normal((s.B, s.H * s.K, s.W)),),
-                                    {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K).reshape(s.B, -1),
-                                     "num_rows": s.N}))
+register_op(
+    "sparse_read",
+    sparse_read_forward,
+    sparse_read_backward,
+    example=lambda rng, s: (
+        (rng.standard_normal((s.B, s.N, s.W)), simplex(rng, s.B, s.H, s.K)),
+        {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K)},
+    ),
+)
+register_op(
+    "scatter_add",
+    scatter_add_forward,
+    scatter_add_backward,
+    example=lambda rng, s: (
+        (rng.standard_normal((s.B, s.H * s.K, s.W)),),
+        {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K).reshape(s.B, -1), "num_rows": s.N},
+    ),
+)

@@ -42,10 +42,10 @@ def _check_eps(eps):
 
 
 class LayerNormCache(NamedTuple):
-    x: np.ndarray      # (..., D)
+    x: np.ndarray  # (..., D)
     gamma: np.ndarray  # (D,)
-    mean: np.ndarray   # (..., 1)  μ of each row
-    rstd: np.ndarray   # (..., 1)  1 / sqrt(σ² + eps)
+    mean: np.ndarray  # (..., 1)  μ of each row
+    rstd: np.ndarray  # (..., 1)  1 / sqrt(σ² + eps)
 
 
 def layernorm_forward(x, gamma, beta, *, eps=1e-5):
@@ -80,10 +80,10 @@ def layernorm_forward(x, gamma, beta, *, eps=1e-5):
     """
     x, gamma, beta = _check_affine(x, gamma, beta)
     eps = _check_eps(eps)
-    mean = x.mean(axis=-1, keepdims=True)                                   # (..., 1)
-    xc = x - mean                                                           # (..., D)
-    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)      # (..., 1)
-    y = xc * rstd * gamma + beta                                            # (..., D)
+    mean = x.mean(axis=-1, keepdims=True)  # (..., 1)
+    xc = x - mean  # (..., D)
+    rstd = 1.0 / np.sqrt((xc * xc).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
+    y = xc * rstd * gamma + beta  # (..., D)
     return y, LayerNormCache(x, gamma, mean, rstd)
 
 
@@ -100,11 +100,11 @@ def layernorm_backward(dy, cache):
     """
     x, gamma, mean, rstd = cache
     D = x.shape[-1]
-    xhat = (x - mean) * rstd                                                # (..., D) recomputed: cheap, one array less
-    g = dy * gamma                                                          # (..., D) ∂L/∂x̂
+    xhat = (x - mean) * rstd  # (..., D) recomputed: cheap, one array less
+    g = dy * gamma  # (..., D) ∂L/∂x̂
     dx = rstd * (g - g.mean(axis=-1, keepdims=True) - xhat * (g * xhat).mean(axis=-1, keepdims=True))
-    dgamma = (dy * xhat).reshape(-1, D).sum(axis=0)                         # (D,)
-    dbeta = dy.reshape(-1, D).sum(axis=0)                                   # (D,)
+    dgamma = (dy * xhat).reshape(-1, D).sum(axis=0)  # (D,)
+    dbeta = dy.reshape(-1, D).sum(axis=0)  # (D,)
     return dx, dgamma, dbeta
 
 
@@ -112,9 +112,9 @@ def layernorm_backward(dy, cache):
 
 
 class RMSNormCache(NamedTuple):
-    x: np.ndarray      # (..., D)
+    x: np.ndarray  # (..., D)
     gamma: np.ndarray  # (D,)
-    rrms: np.ndarray   # (..., 1)  1 / sqrt(mean(x²) + eps)
+    rrms: np.ndarray  # (..., 1)  1 / sqrt(mean(x²) + eps)
 
 
 def rmsnorm_forward(x, gamma, *, eps=1e-6):
@@ -146,7 +146,7 @@ def rmsnorm_forward(x, gamma, *, eps=1e-6):
     """
     x, gamma, _ = _check_affine(x, gamma)
     eps = _check_eps(eps)
-    rrms = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)        # (..., 1)
+    rrms = 1.0 / np.sqrt((x * x).mean(axis=-1, keepdims=True) + eps)  # (..., 1)
     return x * rrms * gamma, RMSNormCache(x, gamma, rrms)
 
 
@@ -160,10 +160,10 @@ def rmsnorm_backward(dy, cache):
     """
     x, gamma, rrms = cache
     D = x.shape[-1]
-    n = x * rrms                                                            # (..., D)
-    g = dy * gamma                                                          # (..., D)
+    n = x * rrms  # (..., D)
+    g = dy * gamma  # (..., D)
     dx = rrms * (g - n * (g * n).mean(axis=-1, keepdims=True))
-    dgamma = (dy * n).reshape(-1, D).sum(axis=0)                            # (D,)
+    dgamma = (dy * n).reshape(-1, D).sum(axis=0)  # (D,)
     return dx, dgamma
 
 
@@ -171,17 +171,16 @@ def rmsnorm_backward(dy, cache):
 
 
 class BatchNormCache(NamedTuple):
-    x: np.ndarray             # (..., D)
-    gamma: np.ndarray         # (D,)
-    mean: np.ndarray          # (D,)  the mean used: the batch's (training) or the running one (eval)
-    rstd: np.ndarray          # (D,)  1 / sqrt(var + eps) of the variance used
-    training: bool            # batch statistics (True) or running statistics (False)
+    x: np.ndarray  # (..., D)
+    gamma: np.ndarray  # (D,)
+    mean: np.ndarray  # (D,)  the mean used: the batch's (training) or the running one (eval)
+    rstd: np.ndarray  # (D,)  1 / sqrt(var + eps) of the variance used
+    training: bool  # batch statistics (True) or running statistics (False)
     running_mean: np.ndarray  # (D,)  updated in training: (1 − m)·running_mean + m·μ_B; else as given
-    running_var: np.ndarray   # (D,)  updated in training: (1 − m)·running_var + m·σ²_B·n/(n − 1); else as given
+    running_var: np.ndarray  # (D,)  updated in training: (1 − m)·running_var + m·σ²_B·n/(n − 1); else as given
 
 
-def batchnorm_forward(x, gamma, beta, *, training=True, running_mean=None, running_var=None, momentum=0.1,
-                      eps=1e-5):
+def batchnorm_forward(x, gamma, beta, *, training=True, running_mean=None, running_var=None, momentum=0.1, eps=1e-5):
     r"""Batch normalisation of each feature over every axis but the last (Ioffe & Szegedy 2015, Alg. 1).
 
     Pure: the inputs are never written. In training mode the updated running statistics are
@@ -248,22 +247,23 @@ def batchnorm_forward(x, gamma, beta, *, training=True, running_mean=None, runni
     if not training:
         if np.any(running_var < 0):
             raise ValueError(f"running_var: expected values >= 0, got minimum {running_var.min():.6g}")
-        mean, rstd = running_mean, 1.0 / np.sqrt(running_var + eps)         # (D,) each
+        mean, rstd = running_mean, 1.0 / np.sqrt(running_var + eps)  # (D,) each
         y = (x - mean) * rstd * gamma + beta
         return y, BatchNormCache(x, gamma, mean, rstd, False, running_mean, running_var)
     n = x.size // D
     if n < 2:
         raise ValueError(f"x: batch norm in training mode needs more than one value per feature, got shape {x.shape}")
     axes = tuple(range(x.ndim - 1))
-    mean = x.mean(axis=axes)                                                # (D,)
-    xc = x - mean                                                           # (..., D)
-    var = (xc * xc).mean(axis=axes)                                         # (D,) biased
-    rstd = 1.0 / np.sqrt(var + eps)                                         # (D,)
+    mean = x.mean(axis=axes)  # (D,)
+    xc = x - mean  # (..., D)
+    var = (xc * xc).mean(axis=axes)  # (D,) biased
+    rstd = 1.0 / np.sqrt(var + eps)  # (D,)
     y = xc * rstd * gamma + beta
-    new_mean = (1.0 - momentum) * running_mean + momentum * mean            # (D,) new arrays: inputs untouched
+    new_mean = (1.0 - momentum) * running_mean + momentum * mean  # (D,) new arrays: inputs untouched
     new_var = (1.0 - momentum) * running_var + momentum * var * (n / (n - 1))
-    return y, BatchNormCache(x, gamma, mean, rstd, True, new_mean.astype(x.dtype, copy=False),
-                             new_var.astype(x.dtype, copy=False))
+    return y, BatchNormCache(
+        x, gamma, mean, rstd, True, new_mean.astype(x.dtype, copy=False), new_var.astype(x.dtype, copy=False)
+    )
 
 
 def batchnorm_backward(dy, cache):
@@ -282,10 +282,10 @@ def batchnorm_backward(dy, cache):
     """
     x, gamma, mean, rstd = cache.x, cache.gamma, cache.mean, cache.rstd
     D = x.shape[-1]
-    xhat = (x - mean) * rstd                                                # (..., D)
-    g = dy * gamma                                                          # (..., D) ∂L/∂x̂
-    dgamma = (dy * xhat).reshape(-1, D).sum(axis=0)                         # (D,)
-    dbeta = dy.reshape(-1, D).sum(axis=0)                                   # (D,)
+    xhat = (x - mean) * rstd  # (..., D)
+    g = dy * gamma  # (..., D) ∂L/∂x̂
+    dgamma = (dy * xhat).reshape(-1, D).sum(axis=0)  # (D,)
+    dbeta = dy.reshape(-1, D).sum(axis=0)  # (D,)
     if not cache.training:
         return g * rstd, dgamma, dbeta
     axes = tuple(range(x.ndim - 1))
@@ -302,15 +302,31 @@ def _norm_x(rng, s):
 def _batchnorm_example(rng, s):
     x = _norm_x(rng, s)
     D = x.shape[-1]
-    return ((x, rng.uniform(0.5, 1.5, D), rng.standard_normal(D)),
-            {"training": True, "running_mean": rng.standard_normal(D), "running_var": rng.uniform(0.5, 2.0, D),
-             "momentum": 0.1, "eps": 1e-5})
+    return (
+        (x, rng.uniform(0.5, 1.5, D), rng.standard_normal(D)),
+        {
+            "training": True,
+            "running_mean": rng.standard_normal(D),
+            "running_var": rng.uniform(0.5, 2.0, D),
+            "momentum": 0.1,
+            "eps": 1e-5,
+        },
+    )
 
 
-register_op("layernorm", layernorm_forward, layernorm_backward,
-            example=lambda rng, s: ((_norm_x(rng, s), rng.uniform(0.5, 1.5, s.W + 1), rng.standard_normal(s.W + 1)),
-                                    {"eps": 1e-5}))
-register_op("rmsnorm", rmsnorm_forward, rmsnorm_backward,
-            example=lambda rng, s: ((_norm_x(rng, s), rng.uniform(0.5, 1.5, s.W + 1)), {"eps": 1e-6}))
+register_op(
+    "layernorm",
+    layernorm_forward,
+    layernorm_backward,
+    example=lambda rng, s: (
+        (_norm_x(rng, s), rng.uniform(0.5, 1.5, s.W + 1), rng.standard_normal(s.W + 1)),
+        {"eps": 1e-5},
+    ),
+)
+register_op(
+    "rmsnorm",
+    rmsnorm_forward,
+    rmsnorm_backward,
+    example=lambda rng, s: ((_norm_x(rng, s), rng.uniform(0.5, 1.5, s.W + 1)), {"eps": 1e-6}),
+)
 register_op("batchnorm", batchnorm_forward, batchnorm_backward, example=_batchnorm_example)
-

@@ -34,20 +34,22 @@ from .memory import RowGrad, scatter_add_rows_inplace, sparse_read_backward, spa
 
 
 class SparseWriteCache(NamedTuple):
-    weights: np.ndarray        # (B, H, J)   write weights on J rows per head (SAM: J = K + 1)
-    add: np.ndarray            # (B, H, W)   write words a_h
-    indices: np.ndarray        # int (B, H, J)  rows written (repeats add up)
+    weights: np.ndarray  # (B, H, J)   write weights on J rows per head (SAM: J = K + 1)
+    add: np.ndarray  # (B, H, W)   write words a_h
+    indices: np.ndarray  # int (B, H, J)  rows written (repeats add up)
     erase_indices: np.ndarray  # int (B, E)     rows zeroed first (SAM: the LRA rows; each also in indices)
 
 
 def _check_write(memory, weights, add, indices, erase_indices):
-    if not enabled():                 # (models validate once, then run their steps unchecked)
+    if not enabled():  # (models validate once, then run their steps unchecked)
         return weights, add, indices, erase_indices
     if not isinstance(memory, np.ndarray):
         raise TypeError(f"memory: expected a float ndarray, got {type(memory).__name__}")
     if memory.ndim != 3 or memory.dtype.type not in (np.float32, np.float64):
-        raise ValueError(f"memory: expected a float32/float64 array of shape (B, N, W), got "
-                         f"{memory.dtype} array of shape {memory.shape}")
+        raise ValueError(
+            f"memory: expected a float32/float64 array of shape (B, N, W), got "
+            f"{memory.dtype} array of shape {memory.shape}"
+        )
     B, N, W = memory.shape
     weights = as_float_array(weights, "weights", ndim=3)
     check_shape(weights, "weights", (B, None, None))
@@ -89,8 +91,8 @@ def sparse_write_forward(memory, weights, add, *, indices, erase_indices):
     weights, add, indices, erase_indices = _check_write(memory, weights, add, indices, erase_indices)
     B, H, J = weights.shape
     new = memory.copy()
-    np.put_along_axis(new, erase_indices[..., None], 0.0, axis=1)               # erase: rows set to 0
-    rows = weights[..., None] * add[:, :, None, :]                              # (B, H, J, W)
+    np.put_along_axis(new, erase_indices[..., None], 0.0, axis=1)  # erase: rows set to 0
+    rows = weights[..., None] * add[:, :, None, :]  # (B, H, J, W)
     scatter_add_rows_inplace(new, indices.reshape(B, H * J), rows.reshape(B, H * J, -1))
     return new, SparseWriteCache(weights, add, indices, erase_indices)
 
@@ -98,8 +100,8 @@ def sparse_write_forward(memory, weights, add, *, indices, erase_indices):
 def sparse_write_rows_backward(drows, cache):
     r"""The VJP's row part: from the upstream gradient of the written rows, ``drows`` (B, H, J, W),
     :math:`dw_{hj} = dM_t(s_{hj}) \cdot a_h` and :math:`da_h = \sum_j w_{hj}\, dM_t(s_{hj})`."""
-    dweights = np.einsum("bhjw,bhw->bhj", drows, cache.add)                    # (B, H, J)
-    dadd = np.einsum("bhj,bhjw->bhw", cache.weights, drows)                    # (B, H, W)
+    dweights = np.einsum("bhjw,bhw->bhj", drows, cache.add)  # (B, H, J)
+    dadd = np.einsum("bhj,bhjw->bhw", cache.weights, drows)  # (B, H, W)
     return dweights, dadd
 
 
@@ -131,24 +133,36 @@ def sparse_write_inplace(memory, weights, add, *, indices, erase_indices, fused=
         if not memory.flags.c_contiguous:
             raise ValueError("memory: expected a C-contiguous array (it is written in place)")
         old_rows = np.empty((B, H * J, memory.shape[2]), memory.dtype)
-        sparse_write_inplace_kernel(memory, np.ascontiguousarray(erase_indices), flat_idx,
-                                    np.ascontiguousarray(weights.reshape(B, H * J), dtype=memory.dtype),
-                                    np.ascontiguousarray(add, dtype=memory.dtype), J, old_rows)
+        sparse_write_inplace_kernel(
+            memory,
+            np.ascontiguousarray(erase_indices),
+            flat_idx,
+            np.ascontiguousarray(weights.reshape(B, H * J), dtype=memory.dtype),
+            np.ascontiguousarray(add, dtype=memory.dtype),
+            J,
+            old_rows,
+        )
     else:
-        old_rows = np.take_along_axis(memory, flat_idx[..., None], axis=1)     # journal: (B, H·J, W)
-        np.put_along_axis(memory, erase_indices[..., None], 0.0, axis=1)       # erase
-        rows = weights[..., None] * add[:, :, None, :]                          # (B, H, J, W)
+        old_rows = np.take_along_axis(memory, flat_idx[..., None], axis=1)  # journal: (B, H·J, W)
+        np.put_along_axis(memory, erase_indices[..., None], 0.0, axis=1)  # erase
+        rows = weights[..., None] * add[:, :, None, :]  # (B, H, J, W)
         scatter_add_rows_inplace(memory, flat_idx, rows.reshape(B, H * J, -1))  # add
     return old_rows, SparseWriteCache(weights, add, indices, erase_indices)
 
 
 def _write_example(rng, s):
     J = s.K + 1
-    indices = rng.integers(0, s.N, (s.B, s.H, J))         # repeats (within and across heads) add up
-    indices[:, -1, 0] = indices[:, 0, 0]                  # at least one row written by two heads
-    erase = indices[:, :, -1]                             # the "LRA" row of each head
-    return ((rng.standard_normal((s.B, s.N, s.W)), rng.uniform(0.05, 0.95, (s.B, s.H, J)),
-             rng.standard_normal((s.B, s.H, s.W))), {"indices": indices, "erase_indices": erase})
+    indices = rng.integers(0, s.N, (s.B, s.H, J))  # repeats (within and across heads) add up
+    indices[:, -1, 0] = indices[:, 0, 0]  # at least one row written by two heads
+    erase = indices[:, :, -1]  # the "LRA" row of each head
+    return (
+        (
+            rng.standard_normal((s.B, s.N, s.W)),
+            rng.uniform(0.05, 0.95, (s.B, s.H, J)),
+            rng.standard_normal((s.B, s.H, s.W)),
+        ),
+        {"indices": indices, "erase_indices": erase},
+    )
 
 
 register_op("sparse_write", sparse_write_forward, sparse_write_backward, example=_write_example)
@@ -158,14 +172,14 @@ register_op("sparse_write", sparse_write_forward, sparse_write_backward, example
 
 
 class SparseContentReadCache(NamedTuple):
-    indices: np.ndarray      # int (B, H, K)  the rows read
-    num_rows: int            # N
-    keys: np.ndarray         # (B, H, W)      queries q
-    strengths: np.ndarray    # (B, H)         β
-    weights: np.ndarray      # (B, H, K)      softmax over the K rows
-    sim: np.ndarray          # (B, H, K)      cosine similarities
-    key_norm: np.ndarray     # (B, H)         ‖q‖
-    row_norm: np.ndarray     # (B, H, K)      ‖M(s_hk)‖
+    indices: np.ndarray  # int (B, H, K)  the rows read
+    num_rows: int  # N
+    keys: np.ndarray  # (B, H, W)      queries q
+    strengths: np.ndarray  # (B, H)         β
+    weights: np.ndarray  # (B, H, K)      softmax over the K rows
+    sim: np.ndarray  # (B, H, K)      cosine similarities
+    key_norm: np.ndarray  # (B, H)         ‖q‖
+    row_norm: np.ndarray  # (B, H, K)      ‖M(s_hk)‖
     rows: np.ndarray | None  # (B, H, K, W)   the rows; rollback drops them and gathers them again from M_t
     eps: float
     fused: bool
@@ -211,11 +225,12 @@ def sparse_content_read_forward(memory, keys, strengths, *, indices, eps=1e-6, f
     With K = N and every row listed, this is :func:`~refmann.ops.content_weights_forward` followed by
     :func:`~refmann.ops.dense_read_forward` — the property that makes SAM(K = N) ≡ DAM.
     """
-    if enabled():                     # (models validate once, then run their steps unchecked)
-        if not isinstance(memory, np.ndarray) or memory.ndim != 3 or memory.dtype.type not in (np.float32,
-                                                                                                np.float64):
-            raise TypeError(f"memory: expected a float32/float64 ndarray of shape (B, N, W), got "
-                            f"{type(memory).__name__} {getattr(memory, 'shape', '')}")
+    if enabled():  # (models validate once, then run their steps unchecked)
+        if not isinstance(memory, np.ndarray) or memory.ndim != 3 or memory.dtype.type not in (np.float32, np.float64):
+            raise TypeError(
+                f"memory: expected a float32/float64 ndarray of shape (B, N, W), got "
+                f"{type(memory).__name__} {getattr(memory, 'shape', '')}"
+            )
         B, N, W = memory.shape
         keys = as_float_array(keys, "keys", ndim=3)
         check_shape(keys, "keys", (B, None, W))
@@ -224,21 +239,24 @@ def sparse_content_read_forward(memory, keys, strengths, *, indices, eps=1e-6, f
         indices = as_index_array(indices, "indices", upper=N, shape=keys.shape[:2] + (None,))
     B, N, W = memory.shape
     H, K = keys.shape[1], indices.shape[2]
-    rows = _gather(memory, indices)                                            # (B, H, K, W)
+    rows = _gather(memory, indices)  # (B, H, K, W)
     if fused:
         keys, strengths = np.ascontiguousarray(keys), np.ascontiguousarray(strengths)
         w, sim, rnorm = (np.empty((B, H, K), memory.dtype) for _ in range(3))
         reads, qnorm = np.empty((B, H, W), memory.dtype), np.empty((B, H), memory.dtype)
         content_read_forward_kernel(rows, keys, strengths, eps, w, reads, sim, qnorm, rnorm)
-        return (w, reads), SparseContentReadCache(indices, N, keys, strengths, w, sim, qnorm, rnorm, rows, eps,
-                                                  True, None)
+        return (w, reads), SparseContentReadCache(
+            indices, N, keys, strengths, w, sim, qnorm, rnorm, rows, eps, True, None
+        )
     # the reference: each head's K rows as a memory of K slots, then the sparse read of those rows
-    w, cw_cache = content_weights_forward(rows.reshape(B * H, K, W), keys.reshape(B * H, 1, W),
-                                          strengths.reshape(B * H, 1), eps=eps)
+    w, cw_cache = content_weights_forward(
+        rows.reshape(B * H, K, W), keys.reshape(B * H, 1, W), strengths.reshape(B * H, 1), eps=eps
+    )
     w = w.reshape(B, H, K)
     reads, sr_cache = sparse_read_forward(memory, w, indices=indices)
-    return (w, reads), SparseContentReadCache(indices, N, keys, strengths, w, None, None, None, rows, eps, False,
-                                              (cw_cache, sr_cache))
+    return (w, reads), SparseContentReadCache(
+        indices, N, keys, strengths, w, None, None, None, rows, eps, False, (cw_cache, sr_cache)
+    )
 
 
 def sparse_content_read_backward(dout, cache):
@@ -256,21 +274,34 @@ def sparse_content_read_backward(dout, cache):
             raise ValueError("cache: its rows were dropped; put them back with cache._replace(rows=...)")
         drows = np.empty((B, H, K, W), cache.rows.dtype)
         dq, dbeta = np.empty_like(cache.keys), np.empty_like(cache.strengths)
-        content_read_backward_kernel(np.ascontiguousarray(dreads), np.ascontiguousarray(dweights), cache.rows,
-                                     cache.keys, cache.strengths, cache.eps, cache.weights, cache.sim,
-                                     cache.key_norm, cache.row_norm, drows, dq, dbeta)
+        content_read_backward_kernel(
+            np.ascontiguousarray(dreads),
+            np.ascontiguousarray(dweights),
+            cache.rows,
+            cache.keys,
+            cache.strengths,
+            cache.eps,
+            cache.weights,
+            cache.sim,
+            cache.key_norm,
+            cache.row_norm,
+            drows,
+            dq,
+            dbeta,
+        )
         return RowGrad(cache.indices.reshape(B, H * K), drows.reshape(B, H * K, W), cache.num_rows), dq, dbeta
     cw_cache, sr_cache = cache.reference
-    dmem_read, dw_read = sparse_read_backward(dreads, sr_cache)               # RowGrad, (B, H, K)
+    dmem_read, dw_read = sparse_read_backward(dreads, sr_cache)  # RowGrad, (B, H, K)
     drows, dq, dbeta = content_weights_backward((dw_read + dweights).reshape(B * H, 1, K), cw_cache)
-    drows = drows.reshape(B, H * K, W) + dmem_read.rows                       # both on the same K rows per head
+    drows = drows.reshape(B, H * K, W) + dmem_read.rows  # both on the same K rows per head
     return RowGrad(dmem_read.indices, drows, cache.num_rows), dq.reshape(B, H, W), dbeta.reshape(B, H)
 
 
 def _read_example(rng, s):
-    return ((rng.standard_normal((s.B, s.N, s.W)), rng.standard_normal((s.B, s.H, s.W)),
-             1.0 + 3 * rng.random((s.B, s.H))),
-            {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K)})
+    return (
+        (rng.standard_normal((s.B, s.N, s.W)), rng.standard_normal((s.B, s.H, s.W)), 1.0 + 3 * rng.random((s.B, s.H))),
+        {"indices": distinct_indices(rng, s.B, s.H, s.N, s.K)},
+    )
 
 
 register_op("sparse_content_read", sparse_content_read_forward, sparse_content_read_backward, example=_read_example)

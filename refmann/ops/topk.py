@@ -43,7 +43,7 @@ def top_k(scores, k):
 
 class TopKCache(NamedTuple):
     indices: np.ndarray  # int (..., k)
-    shape: tuple         # (..., N)
+    shape: tuple  # (..., N)
 
 
 def top_k_forward(scores, *, k):
@@ -72,5 +72,9 @@ def top_k_backward(dvalues, cache):
 
 
 # -- registry (distinct scores: no ties for a finite-difference step to flip) ----------------------------
-register_op("top_k", top_k_forward, top_k_backward,
-            example=lambda rng, s: ((rng.permutation(s.B * s.N).reshape(s.B, s.N).astype(float),), {"k": s.K}))
+register_op(
+    "top_k",
+    top_k_forward,
+    top_k_backward,
+    example=lambda rng, s: ((rng.permutation(s.B * s.N).reshape(s.B, s.N).astype(float),), {"k": s.K}),
+)

@@ -15,10 +15,10 @@ from ._registry import distinct_indices, register_op, simplex
 
 
 class LRAInterpolateCache(NamedTuple):
-    alpha: np.ndarray          # (B, H)       write gates α
-    gate: np.ndarray           # (B, H)       interpolation gates γ
-    read_weights: np.ndarray   # (B, H, J)    w^R_{t-1}
-    inner: np.ndarray          # (B, H, J+1) sparse, or (B, H, N) dense: γ w^R + (1 − γ) 1_LRA
+    alpha: np.ndarray  # (B, H)       write gates α
+    gate: np.ndarray  # (B, H)       interpolation gates γ
+    read_weights: np.ndarray  # (B, H, J)    w^R_{t-1}
+    inner: np.ndarray  # (B, H, J+1) sparse, or (B, H, N) dense: γ w^R + (1 − γ) 1_LRA
     onehot: np.ndarray | None  # (B, H, N)    1_LRA (dense form only)
 
 
@@ -55,7 +55,7 @@ def lra_interpolate_forward(read_weights, alpha, gate, *, lra=None):
               \frac{\partial L}{\partial \gamma} = \alpha \langle dw^W, w^R - \mathbb 1 \rangle,\quad
               \frac{\partial L}{\partial w^R} = \alpha \gamma\, dw^W
     """
-    if enabled():                     # (models validate once, then run their steps unchecked)
+    if enabled():  # (models validate once, then run their steps unchecked)
         read_weights = as_float_array(read_weights, "read_weights", ndim=3)
         alpha = as_float_array(alpha, "alpha", ndim=2)
         gate = as_float_array(gate, "gate", ndim=2)
@@ -70,29 +70,31 @@ def lra_interpolate_forward(read_weights, alpha, gate, *, lra=None):
     else:
         onehot = np.zeros((B, H, J), read_weights.dtype)
         np.put_along_axis(onehot, lra[..., None], 1.0, axis=-1)
-        inner = gate[..., None] * read_weights + (1.0 - gate[..., None]) * onehot                 # (B, H, N)
+        inner = gate[..., None] * read_weights + (1.0 - gate[..., None]) * onehot  # (B, H, N)
     return alpha[..., None] * inner, LRAInterpolateCache(alpha, gate, read_weights, inner, onehot)
 
 
 def lra_interpolate_backward(dwrite_weights, cache):
     r"""VJP of :func:`lra_interpolate_forward` (``docs/derivations/memory.md``, the write weights)."""
     J = cache.read_weights.shape[-1]
-    dalpha = np.sum(dwrite_weights * cache.inner, axis=-1)                    # (B, H)
+    dalpha = np.sum(dwrite_weights * cache.inner, axis=-1)  # (B, H)
     dinner = cache.alpha[..., None] * dwrite_weights
     if cache.onehot is None:
         dgate = np.sum(dinner[..., :J] * cache.read_weights, axis=-1) - dinner[..., J]
-        dread_weights = cache.gate[..., None] * dinner[..., :J]               # (B, H, K)
+        dread_weights = cache.gate[..., None] * dinner[..., :J]  # (B, H, K)
     else:
         dgate = np.sum(dinner * (cache.read_weights - cache.onehot), axis=-1)
-        dread_weights = cache.gate[..., None] * dinner                        # (B, H, N)
+        dread_weights = cache.gate[..., None] * dinner  # (B, H, N)
     return dread_weights, dalpha, dgate
 
 
 def _example(rng, s):
     lra = distinct_indices(rng, s.B, s.H, s.N, 1)[..., 0] if rng.random() < 0.5 else None
     J = s.N if lra is not None else s.K
-    return ((simplex(rng, s.B, s.H, J), rng.uniform(0.05, 0.95, (s.B, s.H)), rng.uniform(0.05, 0.95, (s.B, s.H))),
-            {} if lra is None else {"lra": lra})
+    return (
+        (simplex(rng, s.B, s.H, J), rng.uniform(0.05, 0.95, (s.B, s.H)), rng.uniform(0.05, 0.95, (s.B, s.H))),
+        {} if lra is None else {"lra": lra},
+    )
 
 
 register_op("lra_interpolate", lra_interpolate_forward, lra_interpolate_backward, example=_example)

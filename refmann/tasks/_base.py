@@ -31,17 +31,17 @@ class Batch(NamedTuple):
         1.0 where the output is scored, 0.0 elsewhere (float64).
     """
 
-    inputs: np.ndarray   # (T, B, X)
+    inputs: np.ndarray  # (T, B, X)
     targets: np.ndarray  # (T, B, Y)
-    mask: np.ndarray     # (T, B, Y)
+    mask: np.ndarray  # (T, B, Y)
 
 
 class _Sequence(NamedTuple):
     """One sequence before padding."""
 
-    inputs: np.ndarray   # (T_b, X)
+    inputs: np.ndarray  # (T_b, X)
     targets: np.ndarray  # (T_b, Y)
-    mask: np.ndarray     # (T_b, Y)
+    mask: np.ndarray  # (T_b, Y)
 
 
 def bit_errors(logits, batch: Batch) -> np.ndarray:
@@ -78,8 +78,8 @@ def bit_errors(logits, batch: Batch) -> np.ndarray:
     logits = as_float_array(logits, "logits", ndim=3)
     if logits.shape != batch.targets.shape:
         raise ValueError(f"logits: expected shape {batch.targets.shape} (batch.targets), got {logits.shape}")
-    wrong = np.abs((logits > 0) - batch.targets)                   # (T, B, Y)
-    return np.sum(batch.mask * wrong, axis=(0, 2))                # (B,)
+    wrong = np.abs((logits > 0) - batch.targets)  # (T, B, Y)
+    return np.sum(batch.mask * wrong, axis=(0, 2))  # (B,)
 
 
 # ----------------------------------------------------------------------------- checks
@@ -102,8 +102,7 @@ def _check_order(lo: int, lo_name: str, hi: int, hi_name: str) -> None:
 def _check_rng(rng) -> np.random.Generator:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(
-            "rng: expected a numpy.random.Generator (e.g. np.random.default_rng(0)), "
-            f"got {type(rng).__name__}"
+            f"rng: expected a numpy.random.Generator (e.g. np.random.default_rng(0)), got {type(rng).__name__}"
         )
     return rng
 
@@ -131,7 +130,7 @@ def _distinct_rows(rng: np.random.Generator, n: int, width: int) -> np.ndarray:
     Draws all rows, then redraws every row equal to an earlier one until none is left (rejection
     sampling: the result is uniform over sets of distinct rows). Requires ``2**width >= n``.
     """
-    rows = rng.integers(0, 2, size=(n, width))                     # (n, width)
+    rows = rng.integers(0, 2, size=(n, width))  # (n, width)
     while True:
         _, first = np.unique(rows, axis=0, return_index=True)
         if first.size == n:
@@ -145,9 +144,9 @@ def _stack(seqs: list[_Sequence], input_size: int, output_size: int) -> Batch:
     """Stack sequences time-major, padding each at the end with zeros (mask 0) to the longest."""
     T = max(s.inputs.shape[0] for s in seqs)
     B = len(seqs)
-    inputs = np.zeros((T, B, input_size))                          # (T, B, X)
-    targets = np.zeros((T, B, output_size))                        # (T, B, Y)
-    mask = np.zeros((T, B, output_size))                           # (T, B, Y)
+    inputs = np.zeros((T, B, input_size))  # (T, B, X)
+    targets = np.zeros((T, B, output_size))  # (T, B, Y)
+    mask = np.zeros((T, B, output_size))  # (T, B, Y)
     for b, s in enumerate(seqs):
         t = s.inputs.shape[0]
         inputs[:t, b] = s.inputs
@@ -179,7 +178,7 @@ def error_rate(logits, batch: Batch) -> np.ndarray:
     logits = as_float_array(logits, "logits", ndim=3)
     if logits.shape[:2] != batch.targets.shape[:2] or batch.targets.ndim != 2:
         raise ValueError(f"logits: expected shape (T, B, Y) with (T, B) = {batch.targets.shape}, got {logits.shape}")
-    wrong = (np.argmax(logits, axis=-1) != batch.targets).astype(np.float64)     # (T, B)
+    wrong = (np.argmax(logits, axis=-1) != batch.targets).astype(np.float64)  # (T, B)
     scored = np.sum(batch.mask, axis=0)
     return np.where(scored > 0, np.sum(batch.mask * wrong, axis=0) / np.maximum(scored, 1), 0.0)
 
@@ -252,9 +251,7 @@ class Task:
         else:
             lo, hi = self.level_range
             if isinstance(level, bool) or not isinstance(level, numbers.Integral):
-                raise TypeError(
-                    f"level: expected an integer in [{lo}, {hi}] or None, got {type(level).__name__}"
-                )
+                raise TypeError(f"level: expected an integer in [{lo}, {hi}] or None, got {type(level).__name__}")
             if not lo <= level <= hi:
                 raise ValueError(f"level: expected an integer in [{lo}, {hi}] for {self!r}, got {level}")
             levels = np.full(batch_size, int(level))

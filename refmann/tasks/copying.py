@@ -73,13 +73,13 @@ class Copy(Task):
 
     def _sequence(self, n: int, rng: np.random.Generator) -> _Sequence:
         bits = self.bits
-        pattern = _binary(rng, (n, bits))                          # (L, bits)
+        pattern = _binary(rng, (n, bits))  # (L, bits)
         T = 2 * n + 1
         x = np.zeros((T, bits + 1))
         x[:n, :bits] = pattern
-        x[n, bits] = 1.0                                           # delimiter
+        x[n, bits] = 1.0  # delimiter
         y = np.zeros((T, bits))
-        y[n + 1 :] = pattern                                       # recall phase
+        y[n + 1 :] = pattern  # recall phase
         m = np.zeros((T, bits))
         m[n + 1 :] = 1.0
         return _Sequence(x, y, m)
@@ -171,18 +171,18 @@ class RepeatCopy(Task):
 
     def _sequence(self, n: int, rng: np.random.Generator) -> _Sequence:
         bits = self.bits
-        pattern = _binary(rng, (n, bits))                          # (L, bits)
+        pattern = _binary(rng, (n, bits))  # (L, bits)
         R = int(rng.integers(self.min_repeats, self.max_repeats + 1))
-        start = n + 2                                              # first output step
-        end = start + n * R                                        # the end-marker step
+        start = n + 2  # first output step
+        end = start + n * R  # the end-marker step
         T = end + 1
         x = np.zeros((T, bits + 2))
         x[:n, :bits] = pattern
-        x[n, bits] = 1.0                                           # delimiter
+        x[n, bits] = 1.0  # delimiter
         x[n + 1, bits + 1] = (R - self.repeat_mean) / self.repeat_std
         y = np.zeros((T, bits + 1))
-        y[start:end, :bits] = np.tile(pattern, (R, 1))             # (L R, bits)
-        y[end, bits] = 1.0                                         # end marker
+        y[start:end, :bits] = np.tile(pattern, (R, 1))  # (L R, bits)
+        y[end, bits] = 1.0  # end marker
         m = np.zeros((T, bits + 1))
         m[start:] = 1.0
         return _Sequence(x, y, m)

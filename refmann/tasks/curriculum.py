@@ -144,18 +144,19 @@ class ExponentialCurriculum:
         missing = [k for k in keys if k not in state]
         if missing:
             raise ValueError(f"state: expected keys {list(keys)}, missing {missing}")
-        for key, mine in (("min_level", self._min_level), ("max_level", self._max_level),
-                          ("threshold", self._threshold), ("window", self._window)):
+        for key, mine in (
+            ("min_level", self._min_level),
+            ("max_level", self._max_level),
+            ("threshold", self._threshold),
+            ("window", self._window),
+        ):
             saved = np.asarray(state[key]).item()
             if saved != mine:
                 raise ValueError(f"state['{key}']: expected {mine} (this curriculum's), got {saved}")
         h = np.asarray(state["current_max"]).item()
-        if isinstance(h, bool) or not isinstance(h, numbers.Integral) or not (
-            self._min_level <= h <= self._max_level
-        ):
+        if isinstance(h, bool) or not isinstance(h, numbers.Integral) or not (self._min_level <= h <= self._max_level):
             raise ValueError(
-                f"state['current_max']: expected an integer in "
-                f"[{self._min_level}, {self._max_level}], got {h!r}"
+                f"state['current_max']: expected an integer in [{self._min_level}, {self._max_level}], got {h!r}"
             )
         losses = np.asarray(state["losses"], dtype=np.float64)
         if losses.ndim != 1 or losses.size > self._window or not np.all(np.isfinite(losses)):

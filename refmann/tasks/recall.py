@@ -73,8 +73,7 @@ class AssociativeRecall(Task):
         _check_int(self.min_items, "min_items", minimum=2)
         _check_int(self.max_items, "max_items", minimum=2)
         _check_order(self.min_items, "min_items", self.max_items, "max_items")
-        _check_distinct_capacity(self.bits * self.item_length, "(bits * item_length)", self.max_items,
-                                 "max_items")
+        _check_distinct_capacity(self.bits * self.item_length, "(bits * item_length)", self.max_items, "max_items")
 
     @property
     def input_size(self) -> int:
@@ -91,19 +90,19 @@ class AssociativeRecall(Task):
 
     def _sequence(self, n: int, rng: np.random.Generator) -> _Sequence:
         bits, L = self.bits, self.item_length
-        items = _distinct_rows(rng, n, L * bits).reshape(n, L, bits)   # (n, L, bits)
-        q = int(rng.integers(0, n - 1))                                # query: 0 .. n-2
-        s = L + 1                                                      # steps per item
+        items = _distinct_rows(rng, n, L * bits).reshape(n, L, bits)  # (n, L, bits)
+        q = int(rng.integers(0, n - 1))  # query: 0 .. n-2
+        s = L + 1  # steps per item
         T = (n + 2) * s
         x = np.zeros((T, bits + 2))
-        listed = x[: n * s].reshape(n, s, bits + 2)                    # view: one row per item
-        listed[:, 0, bits] = 1.0                                       # item delimiters
+        listed = x[: n * s].reshape(n, s, bits + 2)  # view: one row per item
+        listed[:, 0, bits] = 1.0  # item delimiters
         listed[:, 1:, :bits] = items
-        qs = n * s                                                     # query start
+        qs = n * s  # query start
         x[qs, bits + 1] = 1.0
         x[qs + 1 : qs + 1 + L, :bits] = items[q]
         x[qs + s, bits + 1] = 1.0
-        out = qs + s + 1                                               # first output step
+        out = qs + s + 1  # first output step
         y = np.zeros((T, bits))
         y[out:] = items[q + 1]
         m = np.zeros((T, bits))
@@ -171,9 +170,9 @@ class KeyValueRecall(Task):
 
     def _sequence(self, n: int, rng: np.random.Generator) -> _Sequence:
         bits = self.bits
-        keys = _distinct_rows(rng, n, bits)                            # (n, bits)
-        values = _binary(rng, (n, bits))                               # (n, bits)
-        c = int(rng.integers(0, n))                                    # cued pair
+        keys = _distinct_rows(rng, n, bits)  # (n, bits)
+        values = _binary(rng, (n, bits))  # (n, bits)
+        c = int(rng.integers(0, n))  # cued pair
         T = 2 * n + 2
         x = np.zeros((T, bits + 3))
         x[0 : 2 * n : 2, :bits] = keys

@@ -83,14 +83,14 @@ class PrioritySort(Task):
     def _sequence(self, n: int, rng: np.random.Generator) -> _Sequence:
         bits = self.bits
         m = self.num_sorted(n)
-        vectors = _binary(rng, (n, bits))                          # (n, bits)
-        priority = rng.uniform(-1.0, 1.0, size=n)                  # (n,)
-        order = np.argsort(-priority, kind="stable")[:m]           # highest first
+        vectors = _binary(rng, (n, bits))  # (n, bits)
+        priority = rng.uniform(-1.0, 1.0, size=n)  # (n,)
+        order = np.argsort(-priority, kind="stable")[:m]  # highest first
         T = n + 1 + m
         x = np.zeros((T, bits + 2))
         x[:n, :bits] = vectors
         x[:n, bits] = priority
-        x[n, bits + 1] = 1.0                                       # delimiter
+        x[n, bits + 1] = 1.0  # delimiter
         y = np.zeros((T, bits))
         y[n + 1 :] = vectors[order]
         mask = np.zeros((T, bits))

@@ -18,8 +18,9 @@ from .trainer import TrainConfig, Trainer
 def _train_one(args):
     config_dict, out = args
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    trainer = Trainer(TrainConfig.from_dict(config_dict), out, resume=(Path(out) / "checkpoint.npz").exists(),
-                      progress=False)
+    trainer = Trainer(
+        TrainConfig.from_dict(config_dict), out, resume=(Path(out) / "checkpoint.npz").exists(), progress=False
+    )
     return trainer.run()
 
 
@@ -74,21 +75,31 @@ def write_report(out_dir, models, seeds, base: TrainConfig):
         # the median over seeds, counting a seed that never got there as "more than the budget"
         budget = base.sequences + 1
         median = float(np.median([budget if r is None else r for r in reached]))
-        rows.append({"model": model, "seeds": done_seeds, "sequences_to_under_1_bit": reached,
-                     "median_sequences_to_under_1_bit": None if median >= budget else median,
-                     "runs_under_1_bit": len(done), "final_eval_bit_errors": final,
-                     "seconds_per_1000_sequences": float(np.median(speed))})
+        rows.append(
+            {
+                "model": model,
+                "seeds": done_seeds,
+                "sequences_to_under_1_bit": reached,
+                "median_sequences_to_under_1_bit": None if median >= budget else median,
+                "runs_under_1_bit": len(done),
+                "final_eval_bit_errors": final,
+                "seconds_per_1000_sequences": float(np.median(speed)),
+            }
+        )
     viz.plot_curves(curves, out_dir / "curves.png", title=f"{base.task}: evaluation bit errors per sequence")
     _io.atomic_write_text(out_dir / "summary.json", json.dumps(rows, indent=2))
-    lines = ["| model | seeds | sequences to < 1 bit (per seed) | median | final bit errors (per seed) "
-             "| s / 1000 seq |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| model | seeds | sequences to < 1 bit (per seed) | median | final bit errors (per seed) | s / 1000 seq |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for r in rows:
         per_seed = ", ".join("—" if s is None else str(s) for s in r["sequences_to_under_1_bit"])
         med = r["median_sequences_to_under_1_bit"]
         seeds_text = ", ".join(str(s) for s in r["seeds"])
-        lines.append(f"| {r['model'].upper()} | {seeds_text} | {per_seed} | {'—' if med is None else int(med)} | "
-                     f"{', '.join(f'{e:.2f}' for e in r['final_eval_bit_errors'])} | "
-                     f"{r['seconds_per_1000_sequences']:.1f} |")
+        lines.append(
+            f"| {r['model'].upper()} | {seeds_text} | {per_seed} | {'—' if med is None else int(med)} | "
+            f"{', '.join(f'{e:.2f}' for e in r['final_eval_bit_errors'])} | "
+            f"{r['seconds_per_1000_sequences']:.1f} |"
+        )
     _io.atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
     return rows

@@ -101,7 +101,7 @@ class _Rows(NamedTuple):
 
     keys: np.ndarray  # int (U,)   distinct rows of the (R, F) view, ascending
     rows: np.ndarray  # (U, F)     their gradients, repeats summed in order of appearance
-    shape: tuple      # (N, D) or (B, N, W), the dense shape
+    shape: tuple  # (N, D) or (B, N, W), the dense shape
 
 
 def _as_rows(a: np.ndarray) -> np.ndarray:
@@ -135,15 +135,15 @@ def _coalesce(g: RowGrad) -> _Rows:
     :func:`~refmann.ops.densify_rows` makes, so a coalesced row equals the densified row bit for bit.
     """
     N = g.num_rows
-    if g.indices.ndim == 1:                                    # one (N, D) table
+    if g.indices.ndim == 1:  # one (N, D) table
         keys, rows, shape = g.indices, g.rows, (N, g.rows.shape[1])
-    else:                                                      # a batch of (N, W) memories
+    else:  # a batch of (N, W) memories
         B, J, W = g.rows.shape
         keys = (np.arange(B, dtype=np.int64)[:, None] * N + g.indices).reshape(B * J)
         rows, shape = g.rows.reshape(B * J, W), (B, N, W)
     keys, where = np.unique(keys, return_inverse=True)
     summed = np.zeros((keys.size, rows.shape[1]), rows.dtype)  # (U, F)
-    np.add.at(summed, where.reshape(-1), rows)                 # sequential: in order of appearance
+    np.add.at(summed, where.reshape(-1), rows)  # sequential: in order of appearance
     return _Rows(keys, summed, shape)
 
 
@@ -163,14 +163,14 @@ def _to_rowgrad(r: _Rows) -> RowGrad:
     if len(r.shape) == 2:
         return RowGrad(r.keys, r.rows, r.shape[0])
     B, N, W = r.shape
-    b, i = np.divmod(r.keys, N)                                # (U,) each, sorted by b then i
-    counts = np.bincount(b, minlength=B)                       # (B,)
+    b, i = np.divmod(r.keys, N)  # (U,) each, sorted by b then i
+    counts = np.bincount(b, minlength=B)  # (B,)
     J = int(counts.max()) if r.keys.size else 0
-    first = np.cumsum(counts) - counts                         # (B,) where each element starts in keys
+    first = np.cumsum(counts) - counts  # (B,) where each element starts in keys
     has = counts > 0
-    indices = np.zeros((B, J), np.int64)                       # (B, J)
-    indices[has] = i[first[has]][:, None]                      # padding: the element's first index
-    rows = np.zeros((B, J, W), r.rows.dtype)                   # (B, J, W) padding rows are zero
+    indices = np.zeros((B, J), np.int64)  # (B, J)
+    indices[has] = i[first[has]][:, None]  # padding: the element's first index
+    rows = np.zeros((B, J, W), r.rows.dtype)  # (B, J, W) padding rows are zero
     pos = np.arange(r.keys.size) - first[b]
     indices[b, pos] = i
     rows[b, pos] = r.rows
@@ -188,7 +188,8 @@ def _check_grads(grads, name: str = "grads") -> dict:
     if not isinstance(grads, Mapping):
         raise TypeError(f"{name}: expected a dict of ndarrays, got {type(grads).__name__}")
     return {
-        k: _coalesce(_check_rowgrad(g, f"{name}[{k!r}]")) if isinstance(g, RowGrad)
+        k: _coalesce(_check_rowgrad(g, f"{name}[{k!r}]"))
+        if isinstance(g, RowGrad)
         else as_float_array(g, f"{name}[{k!r}]", finite=True)
         for k, g in grads.items()
     }
@@ -205,9 +206,7 @@ def _check_params_and_grads(params, grads, *, keep_rows: bool = False) -> tuple[
     if not isinstance(grads, Mapping):
         raise TypeError(f"grads: expected a dict of ndarrays, got {type(grads).__name__}")
     if set(params) != set(grads):
-        raise ValueError(
-            f"grads: expected the same keys as params, {_describe_key_mismatch(params, grads)}"
-        )
+        raise ValueError(f"grads: expected the same keys as params, {_describe_key_mismatch(params, grads)}")
     P = {k: as_float_array(p, f"params[{k!r}]", finite=False) for k, p in params.items()}
     G = {}
     for k, p in P.items():
@@ -241,9 +240,7 @@ def _init_or_check_state(state, params: Params, slots: tuple[str, ...], who: str
         raise TypeError(f"state: expected a dict or None, got {type(state).__name__}")
     want = {"step", *slots}
     if set(state) != want:
-        raise ValueError(
-            f"state: expected the {who} slots {sorted(want)}, {_describe_key_mismatch(want, state)}"
-        )
+        raise ValueError(f"state: expected the {who} slots {sorted(want)}, {_describe_key_mismatch(want, state)}")
     step = state["step"]
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"state['step']: expected an int >= 0, got {step!r}")
@@ -328,7 +325,7 @@ def sgd(params, grads, state=None, *, lr, momentum=0.0, nesterov=False):
     new_params, velocity = {}, {}
     for k, p in P.items():
         g = G[k]
-        v = mu * state["velocity"][k] - lr * g                  # v_t = μ v_{t-1} - η g_t
+        v = mu * state["velocity"][k] - lr * g  # v_t = μ v_{t-1} - η g_t
         step = mu * v - lr * g if nesterov else v
         new_params[k] = (p + step).astype(p.dtype, copy=False)
         velocity[k] = v.astype(p.dtype, copy=False)
@@ -414,14 +411,14 @@ def rmsprop(params, grads, state=None, *, lr=1e-4, decay=0.95, momentum=0.9, eps
     new_state = {"step": int(state["step"]) + 1, **{s: {} for s in slots}}
     for k, p in P.items():
         g = G[k]
-        n = rho * state["n"][k] + (1 - rho) * g * g             # eq. (38)
+        n = rho * state["n"][k] + (1 - rho) * g * g  # eq. (38)
         if centered:
-            gbar = rho * state["gbar"][k] + (1 - rho) * g      # eq. (39)
-            denom = np.sqrt(n - gbar * gbar + eps)             # running std, not RMS
+            gbar = rho * state["gbar"][k] + (1 - rho) * g  # eq. (39)
+            denom = np.sqrt(n - gbar * gbar + eps)  # running std, not RMS
             new_state["gbar"][k] = gbar.astype(p.dtype, copy=False)
         else:
             denom = np.sqrt(n + eps)
-        delta = mu * state["delta"][k] - lr * g / denom        # eq. (40)
+        delta = mu * state["delta"][k] - lr * g / denom  # eq. (40)
         new_params[k] = (p + delta).astype(p.dtype, copy=False)  # eq. (41)
         new_state["n"][k] = n.astype(p.dtype, copy=False)
         new_state["delta"][k] = delta.astype(p.dtype, copy=False)
@@ -488,12 +485,13 @@ def adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8
     state = _init_or_check_state(state, P, ("m", "v"), "adam")
 
     t = int(state["step"]) + 1
-    c1 = 1.0 - beta1**t                                        # bias corrections (Python floats)
+    c1 = 1.0 - beta1**t  # bias corrections (Python floats)
     c2 = 1.0 - beta2**t
     new_params, M, V = {}, {}, {}
     for k, p in P.items():
-        new_params[k], M[k], V[k] = _adam_rule(p, G[k], state["m"][k], state["v"][k],
-                                               lr=lr, beta1=beta1, beta2=beta2, eps=eps, c1=c1, c2=c2)
+        new_params[k], M[k], V[k] = _adam_rule(
+            p, G[k], state["m"][k], state["v"][k], lr=lr, beta1=beta1, beta2=beta2, eps=eps, c1=c1, c2=c2
+        )
     return new_params, {"step": t, "m": M, "v": V}
 
 
@@ -503,8 +501,11 @@ def _adam_rule(p, g, m, v, *, lr, beta1, beta2, eps, c1, c2):
     v = beta2 * v + (1 - beta2) * g * g
     m_hat = m / c1
     v_hat = v / c2
-    return ((p - lr * m_hat / (np.sqrt(v_hat) + eps)).astype(p.dtype, copy=False),
-            m.astype(p.dtype, copy=False), v.astype(p.dtype, copy=False))
+    return (
+        (p - lr * m_hat / (np.sqrt(v_hat) + eps)).astype(p.dtype, copy=False),
+        m.astype(p.dtype, copy=False),
+        v.astype(p.dtype, copy=False),
+    )
 
 
 def sparse_adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -599,16 +600,15 @@ def sparse_adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, e
     new_params, M, V = {}, {}, {}
     for k, p in P.items():
         g, m, v = G[k], state["m"][k], state["v"][k]
-        if not isinstance(g, _Rows):                           # dense: every entry is present
+        if not isinstance(g, _Rows):  # dense: every entry is present
             new_params[k], M[k], V[k] = _adam_rule(p, g, m, v, **hyper)
             continue
-        r = g.keys                                             # (U,) distinct rows of the (R, F) views
-        new_params[k] = np.array(p, order="C")                 # copies; rows outside r stay as they were
+        r = g.keys  # (U,) distinct rows of the (R, F) views
+        new_params[k] = np.array(p, order="C")  # copies; rows outside r stay as they were
         M[k] = np.array(m, dtype=p.dtype, order="C")
         V[k] = np.array(v, dtype=p.dtype, order="C")
         theta, m_rows, v_rows = _as_rows(new_params[k]), _as_rows(M[k]), _as_rows(V[k])
-        theta[r], m_rows[r], v_rows[r] = _adam_rule(_as_rows(p)[r], g.rows, _as_rows(m)[r], _as_rows(v)[r],
-                                                    **hyper)
+        theta[r], m_rows[r], v_rows[r] = _adam_rule(_as_rows(p)[r], g.rows, _as_rows(m)[r], _as_rows(v)[r], **hyper)
     return new_params, {"step": t, "m": M, "v": V}
 
 
@@ -687,13 +687,13 @@ def rowwise_adagrad(params, grads, state=None, *, lr=1e-2, eps=1e-10):
     new_params, S = {}, {}
     for k, p in P.items():
         g = G[k]
-        new_params[k] = np.array(p, order="C")                 # copies, written through their row views
+        new_params[k] = np.array(p, order="C")  # copies, written through their row views
         S[k] = np.array(state["sum"][k], dtype=p.dtype, order="C")
         theta, acc = _as_rows(new_params[k]), S[k].reshape(-1)  # (R, D), (R,)
         r, g_rows = (g.keys, g.rows) if isinstance(g, _Rows) else (slice(None), _as_rows(g))
         if theta.shape[1] == 0:
             continue
-        a = acc[r] + np.mean(g_rows * g_rows, axis=1)          # G_t = G_{t-1} + mean_j g_j²
+        a = acc[r] + np.mean(g_rows * g_rows, axis=1)  # G_t = G_{t-1} + mean_j g_j²
         theta[r] = theta[r] - lr * g_rows / (np.sqrt(a)[:, None] + eps)
         acc[r] = a
     return new_params, {"step": int(state["step"]) + 1, "sum": S}
@@ -830,7 +830,7 @@ def _combined_step(params, grads, state=None, *, optimizers, group_of):
         sub_state = None
         if state is not None:
             prefix = f"{name}:"
-            sub_state = {"step": step, **{s[len(prefix):]: v for s, v in state.items() if s.startswith(prefix)}}
+            sub_state = {"step": step, **{s[len(prefix) :]: v for s, v in state.items() if s.startswith(prefix)}}
         p, s = optimizers[name]({k: params[k] for k in keys}, {k: grads[k] for k in keys}, sub_state)
         new_params.update(p)
         new_state.update({f"{name}:{slot}": v for slot, v in s.items() if slot != "step"})
@@ -971,9 +971,7 @@ def state_to_arrays(state) -> dict[str, np.ndarray]:
         elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
             out[slot] = np.array(value, dtype=np.int64)
         else:
-            raise TypeError(
-                f"state[{slot!r}]: expected an int or a dict of ndarrays, got {type(value).__name__}"
-            )
+            raise TypeError(f"state[{slot!r}]: expected an int or a dict of ndarrays, got {type(value).__name__}")
     return out
 
 
@@ -1009,7 +1007,5 @@ def state_from_arrays(arrays) -> State:
         elif a.ndim == 0 and np.issubdtype(a.dtype, np.integer):
             state[key] = int(a)
         else:
-            raise ValueError(
-                f"arrays[{key!r}]: expected a 0-d integer array, got dtype {a.dtype} shape {a.shape}"
-            )
+            raise ValueError(f"arrays[{key!r}]: expected a 0-d integer array, got dtype {a.dtype} shape {a.shape}")
     return state

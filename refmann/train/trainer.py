@@ -42,27 +42,27 @@ _DEFAULT_LR = DEFAULT_LR
 class TrainConfig:
     """Everything that defines a training run (saved as config.json)."""
 
-    model: str = "ntm"                 # a name of refmann.models.MODELS (lstm | ntm | dam | sam ...)
-    task: str = "copy"                 # copy | repeat_copy | associative_recall | key_value_recall | priority_sort
+    model: str = "ntm"  # a name of refmann.models.MODELS (lstm | ntm | dam | sam ...)
+    task: str = "copy"  # copy | repeat_copy | associative_recall | key_value_recall | priority_sort
     task_kwargs: dict = dataclasses.field(default_factory=dict)
-    sequences: int = 30_000            # training budget, in sequences (steps × batch size)
+    sequences: int = 30_000  # training budget, in sequences (steps × batch size)
     batch_size: int = 16
-    optimizer: str = "rmsprop"         # rmsprop (Graves 2013) | adam | sgd
-    lr: float | None = None            # default: 1e-4 for rmsprop, 1e-3 for adam, 1e-2 for sgd
-    clip: float | None = 10.0          # elementwise gradient clip (the NTM papers' ±10); None: off
-    clip_norm: float | None = None     # global-norm clip; None: off
+    optimizer: str = "rmsprop"  # rmsprop (Graves 2013) | adam | sgd
+    lr: float | None = None  # default: 1e-4 for rmsprop, 1e-3 for adam, 1e-2 for sgd
+    clip: float | None = 10.0  # elementwise gradient clip (the NTM papers' ±10); None: off
+    clip_norm: float | None = None  # global-norm clip; None: off
     memory_size: int = 128
     word_size: int = 20
     num_heads: int = 1
     hidden_size: int = 100
     model_kwargs: dict = dataclasses.field(default_factory=dict)
-    curriculum: bool = False           # exponential curriculum of Rae et al. (2016), §4.3
+    curriculum: bool = False  # exponential curriculum of Rae et al. (2016), §4.3
     curriculum_threshold: float = 1.0  # mean loss per sequence under which the level doubles
-    curriculum_window: int = 50        # batches averaged
-    eval_every: int = 1000             # sequences between evaluations
-    eval_size: int = 64                # sequences in the fixed evaluation set
-    log_every: int = 5                 # steps between log records
-    checkpoint_every: int = 200        # steps between checkpoints
+    curriculum_window: int = 50  # batches averaged
+    eval_every: int = 1000  # sequences between evaluations
+    eval_size: int = 64  # sequences in the fixed evaluation set
+    log_every: int = 5  # steps between log records
+    checkpoint_every: int = 200  # steps between checkpoints
     seed: int = 0
 
     def __post_init__(self):
@@ -89,9 +89,10 @@ def build(config: TrainConfig):
     if config.model not in MODELS:
         raise ValueError(f"model: expected one of {sorted(MODELS)}, got {config.model!r}")
     fields = MODELS[config.model].fields()
-    kwargs = dict(input_size=task.input_size, output_size=task.output_size, hidden_size=config.hidden_size,
-                  seed=config.seed)
-    for name in ("memory_size", "word_size", "num_heads"):     # the shared sizes, where the model has them
+    kwargs = dict(
+        input_size=task.input_size, output_size=task.output_size, hidden_size=config.hidden_size, seed=config.seed
+    )
+    for name in ("memory_size", "word_size", "num_heads"):  # the shared sizes, where the model has them
         if name in fields:
             kwargs[name] = getattr(config, name)
     kwargs.update(config.model_kwargs)
@@ -123,8 +124,9 @@ class Trainer:
         elif resume:
             log.warning("no checkpoint in %s: starting from scratch", self.out)
         if not resume and (self.out / "log.jsonl").exists():
-            raise FileExistsError(f"out_dir: {self.out} already holds a run; pass resume=True (--resume) or "
-                                  "choose another folder")
+            raise FileExistsError(
+                f"out_dir: {self.out} already holds a run; pass resume=True (--resume) or choose another folder"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         _io.atomic_write_text(self.out / "config.json", json.dumps(c.to_dict(), indent=2))
 
@@ -191,8 +193,9 @@ class Trainer:
 
         c = self.config
         total_steps = -(-c.sequences // c.batch_size)
-        bar = tqdm(total=total_steps, initial=self.step, disable=not self.progress, unit="step",
-                   desc=f"{c.model} on {c.task}")
+        bar = tqdm(
+            total=total_steps, initial=self.step, disable=not self.progress, unit="step", desc=f"{c.model} on {c.task}"
+        )
         interrupted = False
         next_eval = (self.step * c.batch_size // c.eval_every + 1) * c.eval_every
         losses = []
@@ -206,17 +209,22 @@ class Trainer:
                     losses.append(loss)
                     if self.step % c.log_every == 0 or self.step == total_steps:
                         value = float(np.mean(self.task.metric(self.model.forward(batch.inputs), batch)))
-                        record = {"step": self.step, "sequences": self.step * c.batch_size,
-                                  "loss": float(np.mean(losses)), metric: value,
-                                  "seconds": round(self.seconds, 3)}
+                        record = {
+                            "step": self.step,
+                            "sequences": self.step * c.batch_size,
+                            "loss": float(np.mean(losses)),
+                            metric: value,
+                            "seconds": round(self.seconds, 3),
+                        }
                         if self.curriculum is not None:
                             record["level"] = self.curriculum.current_max
                         if self.step * c.batch_size >= next_eval or self.step == total_steps:
                             record[f"eval_{metric}"] = self.evaluate()
                             next_eval += c.eval_every
                         self.records.append(record)
-                        bar.set_postfix(loss=f"{record['loss']:.3g}", metric=f"{value:.2f}",
-                                        eval=record.get(f"eval_{metric}", ""))
+                        bar.set_postfix(
+                            loss=f"{record['loss']:.3g}", metric=f"{value:.2f}", eval=record.get(f"eval_{metric}", "")
+                        )
                         losses = []
                     bar.update(1)
                     if self.step % c.checkpoint_every == 0:
@@ -239,15 +247,26 @@ class Trainer:
         evals = [(r["sequences"], r[f"eval_{metric}"]) for r in self.records if f"eval_{metric}" in r]
         reached = next((s for s, e in evals if e < self.task.metric_target), None)
         seqs = self.step * c.batch_size
-        out = {"model": c.model, "task": c.task, "seed": c.seed, "steps": self.step, "sequences": seqs,
-               "metric": metric, "metric_label": self.task.metric_label,
-               f"final_eval_{metric}": evals[-1][1] if evals else None, "sequences_to_target": reached}
+        out = {
+            "model": c.model,
+            "task": c.task,
+            "seed": c.seed,
+            "steps": self.step,
+            "sequences": seqs,
+            "metric": metric,
+            "metric_label": self.task.metric_label,
+            f"final_eval_{metric}": evals[-1][1] if evals else None,
+            "sequences_to_target": reached,
+        }
         if metric == "bit_errors":
             out["sequences_to_under_1_bit"] = reached
-        return {**out,
-                "seconds": round(self.seconds, 2),
-                "seconds_per_1000_sequences": round(1000 * self.seconds / max(seqs, 1), 3),
-                "interrupted": interrupted, "out_dir": str(self.out)}
+        return {
+            **out,
+            "seconds": round(self.seconds, 2),
+            "seconds_per_1000_sequences": round(1000 * self.seconds / max(seqs, 1), 3),
+            "interrupted": interrupted,
+            "out_dir": str(self.out),
+        }
 
     def plot(self):
         """Write learning_curve.png and access.png into the run folder; returns their paths."""
@@ -255,9 +274,14 @@ class Trainer:
 
         c = self.config
         t = self.task
-        curve = viz.plot_learning_curve(self.records, self.out / "learning_curve.png",
-                                        title=f"{MODELS[c.model].label} on {c.task} (seed {c.seed})",
-                                        metric=t.metric_name, metric_label=t.metric_label, target=t.metric_target)
+        curve = viz.plot_learning_curve(
+            self.records,
+            self.out / "learning_curve.png",
+            title=f"{MODELS[c.model].label} on {c.task} (seed {c.seed})",
+            metric=t.metric_name,
+            metric_label=t.metric_label,
+            target=t.metric_target,
+        )
         lo, hi = self.task.level_range
         batch = self.task.sample(1, np.random.default_rng([c.seed, 2]), level=hi)
         logits = self.model.forward(batch.inputs)
@@ -266,6 +290,13 @@ class Trainer:
             read, write = weights["read"][:, 0, 0], weights["write"][:, 0, 0]
         else:
             read = write = np.zeros((batch.inputs.shape[0], 0))
-        access = viz.plot_access(batch.inputs[:, 0], batch.targets[:, 0], sigmoid(logits[:, 0]), read, write,
-                                 self.out / "access.png", title=f"{c.model.upper()} on {c.task}: one sequence, head 0")
+        access = viz.plot_access(
+            batch.inputs[:, 0],
+            batch.targets[:, 0],
+            sigmoid(logits[:, 0]),
+            read,
+            write,
+            self.out / "access.png",
+            title=f"{c.model.upper()} on {c.task}: one sequence, head 0",
+        )
         return curve, access
