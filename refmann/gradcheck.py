@@ -101,15 +101,21 @@ def numerical_vjp(f: Callable, inputs, dout, *, step: float = DEFAULT_STEP, whic
         if not np.shares_memory(flat, x):
             raise ValueError(f"inputs[{pos}]: expected a contiguous array")
         for j in range(flat.size):
-            orig = flat[j]
-            values = []
-            for delta in (2 * step, step, -step, -2 * step):
-                flat[j] = orig + delta
-                values.append(_objective(f(*inputs), dout))
-            flat[j] = orig
-            gflat[j] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
+            gflat[j] = _central_difference(flat, j, step, lambda: _objective(f(*inputs), dout))
         grads.append(g)
     return grads
+
+
+def _central_difference(flat, j, step, value_at) -> float:
+    r"""The five-point central difference of ``value_at()`` in entry ``j`` of ``flat`` (restored after):
+    :math:`f'(x) \approx \frac{-f(x+2h) + 8f(x+h) - 8f(x-h) + f(x-2h)}{12h}`, error :math:`O(h^4)`."""
+    orig = flat[j]
+    values = []
+    for delta in (2 * step, step, -step, -2 * step):
+        flat[j] = orig + delta
+        values.append(value_at())
+    flat[j] = orig
+    return (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
 
 
 class InputReport(NamedTuple):
@@ -282,15 +288,15 @@ def check_model(
         if max_entries is not None and flat.size > max_entries:
             entries = np.sort(rng.choice(flat.size, max_entries, replace=False))
         numeric = np.zeros(entries.size)
+
+        def loss_at():
+            nonlocal crossed
+            value = model.loss(inputs, targets, mask, **loss_kwargs)
+            crossed = crossed or not _same_trace(model.last_trace, trace0)
+            return value
+
         for n, j in enumerate(entries):
-            orig = flat[j]
-            values = []
-            for delta in (2 * step, step, -step, -2 * step):
-                flat[j] = orig + delta
-                values.append(model.loss(inputs, targets, mask, **loss_kwargs))
-                crossed = crossed or not _same_trace(model.last_trace, trace0)
-            flat[j] = orig
-            numeric[n] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
+            numeric[n] = _central_difference(flat, j, step, loss_at)
         analytic = grads[key].reshape(-1)[entries]
         floor = SCALE_FLOOR * max(1.0, abs(loss0))
         rows.append(

@@ -136,3 +136,66 @@ def test_curriculum_runs_and_logs_its_level(tmp_path):
     trainer.run()
     levels = [r["level"] for r in trainer.records]
     assert levels == sorted(levels) and levels[-1] > levels[0]
+
+
+# -- a task that names its own loss and metric ------------------------------------------------------------
+
+from dataclasses import dataclass  # noqa: E402
+
+from refmann.tasks import TASKS, Batch, Task, error_rate  # noqa: E402
+
+
+@dataclass(frozen=True)
+class EchoClass(Task):
+    """Classify each step's input: class = the input's first bit (softmax CE, error rate)."""
+
+    loss = "softmax_ce"
+    metric_name = "error_rate"
+    metric_label = "errors per scored step"
+    metric_target = 0.05
+
+    @property
+    def input_size(self):
+        return 2
+
+    @property
+    def output_size(self):
+        return 2
+
+    @property
+    def level_range(self):
+        return (1, 1)
+
+    def sample(self, batch_size, rng, *, level=None):
+        x = rng.integers(0, 2, (3, batch_size, 2)).astype(np.float64)
+        return Batch(x, x[..., 0].astype(np.int64), np.ones((3, batch_size)))
+
+    def metric(self, logits, batch):
+        return error_rate(logits, batch)
+
+
+def test_the_trainer_trains_on_the_tasks_loss_and_logs_the_tasks_metric(tmp_path, monkeypatch):
+    monkeypatch.setitem(TASKS, "echo_class", EchoClass)
+    config = TrainConfig(
+        model="lstm",
+        task="echo_class",
+        sequences=64,
+        batch_size=8,
+        optimizer="adam",
+        lr=1e-2,
+        hidden_size=4,
+        eval_every=32,
+        eval_size=8,
+        log_every=2,
+    )
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    batch = trainer.task.sample(8, np.random.default_rng(0))
+    expected = trainer.model.loss(batch.inputs, batch.targets, batch.mask, loss="softmax_ce")
+    loss, _ = trainer.model.loss_and_grads(batch.inputs, batch.targets, batch.mask, loss=trainer.task.loss)
+    assert loss == pytest.approx(expected, rel=1e-12)
+    summary = trainer.run()
+    assert summary["metric"] == "error_rate" and 0.0 <= summary["final_eval_error_rate"] <= 1.0
+    records = trainer.records
+    assert all("error_rate" in r and "bit_errors" not in r for r in records)
+    assert any("eval_error_rate" in r for r in records)
+    assert (tmp_path / "run" / "learning_curve.png").exists()

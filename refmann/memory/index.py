@@ -132,6 +132,7 @@ class LSHIndex:
         self.recent = np.full((B, max(recent, 1)), -1, np.int64)
         self._recent_pos = 0
         self._seen = np.full((B, N), -1, i32)
+        self.last_counts = None  # int (B, H): the rows each query of the last query() scored
         self.insertions = 0
         self.rebuilds = 0
 

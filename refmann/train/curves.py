@@ -52,9 +52,13 @@ def _records(run_dir):
 
 
 def write_report(out_dir, models, seeds, base: TrainConfig):
-    """Plot and tabulate the evaluation curves of ``out_dir/MODEL-sSEED`` runs."""
+    """Plot and tabulate the evaluation curves of ``out_dir/MODEL-sSEED`` runs, in the task's metric."""
     from .. import viz
+    from ..models import MODELS
+    from ..tasks import make_task
 
+    task = make_task(base.task, **base.task_kwargs)
+    metric, label, target = task.metric_name, task.metric_label, task.metric_target
     out_dir = Path(out_dir)
     curves, rows = {}, []
     for model in models:
@@ -64,41 +68,48 @@ def write_report(out_dir, models, seeds, base: TrainConfig):
             continue
         for seed in done_seeds:
             run = out_dir / f"{model}-s{seed}"
-            ev = [(r["sequences"], r["eval_bit_errors"]) for r in _records(run) if "eval_bit_errors" in r]
+            ev = [(r["sequences"], r[f"eval_{metric}"]) for r in _records(run) if f"eval_{metric}" in r]
             runs.append((np.array([s for s, _ in ev]), np.array([e for _, e in ev])))
             summary = json.loads((run / "summary.json").read_text())
-            reached.append(summary["sequences_to_under_1_bit"])
-            final.append(summary["final_eval_bit_errors"])
+            reached.append(summary["sequences_to_target"])
+            final.append(summary[f"final_eval_{metric}"])
             speed.append(summary["seconds_per_1000_sequences"])
-        curves[model.upper()] = runs
+        curves[MODELS[model].label if model in MODELS else model.upper()] = runs
         done = [r for r in reached if r is not None]
         # the median over seeds, counting a seed that never got there as "more than the budget"
         budget = base.sequences + 1
         median = float(np.median([budget if r is None else r for r in reached]))
-        rows.append(
-            {
-                "model": model,
-                "seeds": done_seeds,
-                "sequences_to_under_1_bit": reached,
-                "median_sequences_to_under_1_bit": None if median >= budget else median,
-                "runs_under_1_bit": len(done),
-                "final_eval_bit_errors": final,
-                "seconds_per_1000_sequences": float(np.median(speed)),
-            }
-        )
-    viz.plot_curves(curves, out_dir / "curves.png", title=f"{base.task}: evaluation bit errors per sequence")
+        row = {
+            "model": model,
+            "seeds": done_seeds,
+            "metric": metric,
+            "sequences_to_target": reached,
+            "median_sequences_to_target": None if median >= budget else median,
+            "runs_reaching_target": len(done),
+            f"final_eval_{metric}": final,
+            "seconds_per_1000_sequences": float(np.median(speed)),
+        }
+        if metric == "bit_errors":  # the names of the bit tasks' reports (under 1 bit per sequence)
+            row.update(
+                sequences_to_under_1_bit=reached,
+                median_sequences_to_under_1_bit=row["median_sequences_to_target"],
+                runs_under_1_bit=len(done),
+            )
+        rows.append(row)
+    viz.plot_curves(curves, out_dir / "curves.png", title=f"{base.task}: evaluation {label}", ylabel=label)
     _io.atomic_write_text(out_dir / "summary.json", json.dumps(rows, indent=2))
     lines = [
-        "| model | seeds | sequences to < 1 bit (per seed) | median | final bit errors (per seed) | s / 1000 seq |",
+        f"| model | seeds | sequences to {label} < {target:g} (per seed) | median | final {label} (per seed) | "
+        "s / 1000 seq |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
-        per_seed = ", ".join("—" if s is None else str(s) for s in r["sequences_to_under_1_bit"])
-        med = r["median_sequences_to_under_1_bit"]
+        per_seed = ", ".join("—" if s is None else str(s) for s in r["sequences_to_target"])
+        med = r["median_sequences_to_target"]
         seeds_text = ", ".join(str(s) for s in r["seeds"])
         lines.append(
             f"| {r['model'].upper()} | {seeds_text} | {per_seed} | {'—' if med is None else int(med)} | "
-            f"{', '.join(f'{e:.2f}' for e in r['final_eval_bit_errors'])} | "
+            f"{', '.join(f'{e:.2f}' for e in r[f'final_eval_{metric}'])} | "
             f"{r['seconds_per_1000_sequences']:.1f} |"
         )
     _io.atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")

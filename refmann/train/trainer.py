@@ -27,7 +27,7 @@ import numpy as np
 from .. import _io
 from .._threads import single_threaded_blas
 from ..models import MODELS, make_model
-from ..ops import sigmoid
+from ..ops import sigmoid, softmax
 from ..tasks import ExponentialCurriculum, make_task
 from . import optim
 
@@ -290,10 +290,15 @@ class Trainer:
             read, write = weights["read"][:, 0, 0], weights["write"][:, 0, 0]
         else:
             read = write = np.zeros((batch.inputs.shape[0], 0))
+        if self.task.loss == "softmax_ce":  # class targets: one-hot rows beside the softmax
+            targets = np.eye(logits.shape[-1])[batch.targets[:, 0]]
+            outputs = softmax(logits[:, 0], axis=-1)
+        else:
+            targets, outputs = batch.targets[:, 0], sigmoid(logits[:, 0])
         access = viz.plot_access(
             batch.inputs[:, 0],
-            batch.targets[:, 0],
-            sigmoid(logits[:, 0]),
+            targets,
+            outputs,
             read,
             write,
             self.out / "access.png",
