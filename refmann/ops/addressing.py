@@ -12,7 +12,7 @@ import numpy as np
 
 from .._checks import as_float_array, check_range, check_shape
 from ._registry import register_op, simplex
-from .activations import softmax
+from .activations import softmax, softmax_vjp
 
 
 def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -135,7 +135,7 @@ def content_weights_backward(dweights, cache):
     then the cosine VJP.
     """
     w, sim, strengths = cache.weights, cache.cosine.sim, cache.strengths
-    dz = w * (dweights - np.sum(w * dweights, axis=-1, keepdims=True))  # (B, H, N) softmax VJP
+    dz = softmax_vjp(w, dweights)  # (B, H, N) softmax VJP, stable when w is saturated
     dstrengths = np.sum(dz * sim, axis=-1)  # (B, H)
     dmemory, dkeys = cosine_similarity_backward(dz * strengths[..., None], cache.cosine)
     return dmemory, dkeys, dstrengths
