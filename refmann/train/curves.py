@@ -37,12 +37,35 @@ def run_curves(base: TrainConfig, models, seeds, out_dir, *, jobs=2, model_overr
         for seed in seeds:
             cfg = dataclasses.replace(base, model=model, seed=seed, **model_overrides.get(model, {}))
             work.append((cfg.to_dict(), str(out_dir / f"{model}-s{seed}")))
+    summaries, interrupted = [], False
+    # Ctrl-C reaches every run (one process group): each saves its checkpoint and returns "interrupted";
+    # the runs not started yet are cancelled, the report covers what finished, and the interrupt goes on
     if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            summaries = list(pool.map(_train_one, work))
+        pool = ProcessPoolExecutor(max_workers=jobs)
+        try:
+            futures = [pool.submit(_train_one, w) for w in work]
+            for future in futures:
+                summary = future.result()
+                summaries.append(summary)
+                if summary["interrupted"]:
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
     else:
-        summaries = [_train_one(w) for w in work]
+        try:
+            for w in work:
+                summaries.append(_train_one(w))
+                if summaries[-1]["interrupted"]:
+                    interrupted = True
+                    break
+        except KeyboardInterrupt:
+            interrupted = True
     write_report(out_dir, models, seeds, base)
+    if interrupted:
+        raise KeyboardInterrupt("curves: interrupted; the finished runs are in the report, rerun to continue")
     return summaries
 
 
@@ -109,7 +132,7 @@ def write_report(out_dir, models, seeds, base: TrainConfig):
         seeds_text = ", ".join(str(s) for s in r["seeds"])
         lines.append(
             f"| {r['model'].upper()} | {seeds_text} | {per_seed} | {'—' if med is None else int(med)} | "
-            f"{', '.join(f'{e:.2f}' for e in r[f'final_eval_{metric}'])} | "
+            f"{', '.join('—' if e is None else f'{e:.2f}' for e in r[f'final_eval_{metric}'])} | "
             f"{r['seconds_per_1000_sequences']:.1f} |"
         )
     _io.atomic_write_text(out_dir / "summary.md", "\n".join(lines) + "\n")
