@@ -2,21 +2,182 @@
 
 Commands: demo, train, curves, gradcheck, golden, bench, info. Models, tasks and optimizers come
 from refmann's registries; a model's options are set with --set KEY=VALUE (any field of its config).
-Results go to stdout; logs go to stderr. Exit codes: 0 ok, 1 a check failed, 2 usage error,
-130 interrupted.
+Results go to stdout; logs go to stderr. Every argument is checked before any work starts: a bad one,
+or an error while running (a run folder that already holds a run, a corrupt or mismatched
+checkpoint, ...), prints one line ``refmann COMMAND: message`` on stderr and exits 2 (-v/--verbose
+also logs the traceback). Ctrl-C exits 130; train and demo save a checkpoint first (continue with the
+same command and --resume), curves resumes its runs when run again.
+Exit codes: 0 ok, 1 a check failed, 2 usage error, 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
+import os
 import platform
 import sys
+import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
 from . import __version__
+
+log = logging.getLogger(__name__)
+
+#: What train and demo print on stderr after Ctrl-C once a checkpoint is on disk.
+RESUME_HINT = "interrupted: checkpoint saved; continue with the same command and --resume"
+
+
+class CommandError(Exception):
+    """A bad argument, or an error the user can act on, found after parsing: one line on stderr, exit 2."""
+
+
+# -- argument types: each raises ArgumentTypeError with one line (argparse then exits 2) ----------------
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        value = float(text)  # 1e5 is a count too
+    except ValueError:
+        value = math.nan
+    if math.isfinite(value) and value.is_integer():
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected an int, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    """A count: an int >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int, got {text!r}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    """A seed: an int >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative int (a seed), got {text!r}")
+    return value
+
+
+def _float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A learning rate, a budget, a timeout: a finite number > 0."""
+    value = _float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return value
+
+
+def off_or_positive_float(text: str) -> float:
+    """A clip threshold: a finite number > 0, or 0 for off."""
+    value = _float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, or 0 for off, got {text!r}")
+    return value
+
+
+def out_dir(text: str) -> str:
+    """A folder that exists or can be created (nothing is created here)."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a folder, got ''")
+    path = Path(text)
+    if path.exists():
+        if not path.is_dir():
+            raise argparse.ArgumentTypeError(f"expected a folder, but {text!r} exists and is not one")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"no permission to write in {text!r}")
+        return text
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot create {text!r}: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot create {text!r}: no permission to write in {str(parent)!r}")
+    return text
+
+
+def _check_out(text: str, flag: str = "--out") -> Path:
+    """:func:`out_dir` for a folder computed after parsing."""
+    try:
+        return Path(out_dir(text))
+    except argparse.ArgumentTypeError as exc:
+        raise CommandError(f"{flag}: {exc}") from None
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``refmann train: argument --lr: ... (see refmann train --help)``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: {_one_line(message)} (see {self.prog} --help)\n")
+
+
+def _one_line(text) -> str:
+    return "; ".join(line.strip() for line in str(text).splitlines() if line.strip())
+
+
+def _message(exc: BaseException) -> str:
+    text = _one_line(exc)
+    if isinstance(exc, MemoryError):
+        return f"out of memory{': ' + text if text else ''}"
+    return text or type(exc).__name__
+
+
+#: What a library call may raise because of what the user asked for (caught by :func:`_user_errors`).
+_USER_ERRORS = (ValueError, TypeError, OSError, zipfile.BadZipFile, MemoryError)
+
+
+@contextlib.contextmanager
+def _user_errors(checkpoint: Path | None = None, pairs=()):
+    """Turn the errors a library call raises on bad input into a :class:`CommandError` (one line, exit 2).
+    ``checkpoint`` names the file a resume reads, for an unreadable one; an error about a field given
+    with --set (``pairs``) names the --set."""
+    try:
+        yield
+    except zipfile.BadZipFile as exc:
+        where = f"the checkpoint {checkpoint}" if checkpoint is not None else "a .npz file"
+        raise CommandError(f"{where} is corrupt or truncated ({_message(exc)})") from exc
+    except _USER_ERRORS as exc:
+        message = _message(exc)
+        raise CommandError(_blame_set(message, pairs) or message) from exc
+
+
+def _blame_set(message: str, pairs, where: str = "") -> str | None:
+    """``"k: expected ..."`` -> ``"--set k=0: expected ..."`` when ``k`` was given with --set, else None."""
+    field, sep, rest = message.partition(": ")
+    given = [pair for pair in pairs if sep and pair.partition("=")[0] == field]
+    return f"--set {given[-1]}{where}: {rest}" if given else None
+
+
+def _name_flag(message: str, flags) -> str:
+    """``"batch_size: expected ..."`` -> ``"--batch-size: expected ..."`` when ``--batch-size`` is in ``flags``."""
+    field, sep, rest = message.partition(": ")
+    flag = "--" + field.replace("_", "-")
+    return f"{flag}: {rest}" if sep and " " not in field and flag in flags else message
+
+
+# -- commands -----------------------------------------------------------------------------------------
 
 
 def _cmd_info(args) -> int:
@@ -35,8 +196,7 @@ def _cmd_gradcheck(args) -> int:
     names = args.ops or list(ops.OP_NAMES)
     unknown = sorted(set(names) - set(ops.OP_NAMES))
     if unknown:
-        print(f"unknown op(s): {', '.join(unknown)}; choose from {', '.join(ops.OP_NAMES)}", file=sys.stderr)
-        return 2
+        raise CommandError(f"unknown op(s): {', '.join(unknown)}; choose from {', '.join(ops.OP_NAMES)}")
     rng = np.random.default_rng(args.seed)
     tol = gradcheck.TOLERANCES["op"]
     results = []
@@ -68,6 +228,33 @@ def _cmd_gradcheck(args) -> int:
     return 0 if all(r.ok(tol) for r in results) else 1
 
 
+#: TrainConfig fields set by their own flag; --set must not set them behind the flag's back.
+_OWN_FLAGS = {
+    "hidden_size": "--hidden-size",
+    "memory_size": "--memory-size",
+    "word_size": "--word-size",
+    "num_heads": "--num-heads",
+    "seed": "--seed (--seeds for curves)",
+}
+_FROM_TASK = ("input_size", "output_size")
+_TRAIN_FLAGS = (
+    "--sequences",
+    "--batch-size",
+    "--optimizer",
+    "--lr",
+    "--clip",
+    "--clip-norm",
+    "--memory-size",
+    "--word-size",
+    "--num-heads",
+    "--hidden-size",
+    "--eval-every",
+    "--seed",
+    "--model",
+    "--task",
+)
+
+
 def _train_config(args):
     from .train import TrainConfig
 
@@ -82,8 +269,8 @@ def _train_config(args):
         batch_size=args.batch_size,
         optimizer=args.optimizer,
         lr=args.lr,
-        clip=None if args.clip <= 0 else args.clip,
-        clip_norm=None if args.clip_norm <= 0 else args.clip_norm,
+        clip=None if args.clip == 0 else args.clip,  # 0 is documented as off
+        clip_norm=None if args.clip_norm == 0 else args.clip_norm,
         memory_size=args.memory_size,
         word_size=args.word_size,
         num_heads=args.num_heads,
@@ -95,12 +282,17 @@ def _train_config(args):
 
 
 def _parse_value(text: str):
-    """A --set value: int, float, true/false, none, or the string itself."""
+    """A --set value: int, float, true/false, none, JSON (``{...}``, ``[...]``), or the string itself."""
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"
     if lowered == "none":
         return None
+    if text.lstrip().startswith(("{", "[")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"expected JSON ({exc.msg} at character {exc.pos}), got {text!r}") from None
     for kind in (int, float):
         try:
             return kind(text)
@@ -111,7 +303,9 @@ def _parse_value(text: str):
 
 def model_overrides(pairs, models) -> dict[str, dict]:
     """--set KEY=VALUE pairs -> {model: {field: value}} for every model whose config has the field,
-    on top of each model's registered training defaults. Raises ValueError for an unknown field."""
+    on top of each model's registered training defaults. Raises ValueError for an unknown field, for
+    a field that has its own flag (``memory_size``: use --memory-size) or that the task fixes
+    (``input_size``, ``output_size``), and for a value that does not parse."""
     from .models import MODELS
 
     out = {name: dict(MODELS[name].train) for name in models}
@@ -119,136 +313,302 @@ def model_overrides(pairs, models) -> dict[str, dict]:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set: expected KEY=VALUE, got {pair!r}")
+        if key in _OWN_FLAGS:
+            raise ValueError(f"--set {pair}: {key} has its own flag; use {_OWN_FLAGS[key]}")
+        if key in _FROM_TASK:
+            raise ValueError(f"--set {pair}: {key} is fixed by the task (--task)")
         takers = [name for name in models if key in MODELS[name].fields()]
         if not takers:
-            known = sorted({f for name in models for f in MODELS[name].fields()})
+            known = sorted({f for name in models for f in MODELS[name].fields()} - set(_OWN_FLAGS) - set(_FROM_TASK))
             raise ValueError(
                 f"--set: no model among {', '.join(models)} has an option {key!r}; options: {', '.join(known)}"
             )
+        try:
+            parsed = _parse_value(value)
+        except ValueError as exc:
+            raise ValueError(f"--set {pair}: {exc}") from None
         for name in takers:
-            out[name][key] = _parse_value(value)
+            out[name][key] = parsed
     return out
 
 
+def _checked_configs(args, models) -> dict:
+    """The TrainConfig of each model, every part checked up front (the task, TrainConfig, the model's
+    config built once from the sizes and --set); raises CommandError naming the flag."""
+    import dataclasses
+    import inspect
+
+    from .models import MODELS
+    from .tasks import TASKS, make_task
+
+    if args.max_length is not None and "max_length" not in inspect.signature(TASKS[args.task]).parameters:
+        raise CommandError(f"--max-length: task {args.task} has no maximum length (it applies to copy tasks)")
+    try:
+        task = make_task(args.task, **({} if args.max_length is None else {"max_length": args.max_length}))
+    except (ValueError, TypeError) as exc:
+        raise CommandError(_name_flag(_message(exc), ("--max-length",))) from exc
+    try:
+        overrides = model_overrides(args.set, models)
+        base = _train_config(args)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(_name_flag(_message(exc), _TRAIN_FLAGS)) from exc
+    configs = {}
+    for name in models:
+        spec = MODELS[name]
+        fields = spec.fields()
+        kwargs = dict(
+            input_size=task.input_size, output_size=task.output_size, hidden_size=base.hidden_size, seed=base.seed
+        )
+        for size in ("memory_size", "word_size", "num_heads"):  # as refmann.train.trainer.build passes them
+            if size in fields:
+                kwargs[size] = getattr(base, size)
+        kwargs.update(overrides[name])
+        try:
+            spec.config(**kwargs)
+        except (ValueError, TypeError) as exc:
+            message = _message(exc)
+            where = f" (model {name})" if len(models) > 1 else ""
+            raise CommandError(
+                _blame_set(message, args.set, where) or _name_flag(message, _TRAIN_FLAGS) + where
+            ) from exc
+        configs[name] = dataclasses.replace(base, model=name, model_kwargs=overrides[name])
+    return configs
+
+
 def _report_run(summary, out):
+    """The run summary for people; copes with a run interrupted before its first evaluation or log record."""
+    out = Path(out)
+    seconds = summary.get("seconds") or 0.0
+    per_1000 = summary.get("seconds_per_1000_sequences")
+    speed = "" if not per_1000 else f" ({per_1000:.2f} s per 1000 sequences)"
+    stopped = " (interrupted)" if summary.get("interrupted") else ""
     print(
         f"trained {summary['model']} on {summary['task']}: {summary['sequences']} sequences in "
-        f"{summary['seconds']:.0f} s ({summary['seconds_per_1000_sequences']:.2f} s per 1000 sequences)"
+        f"{seconds:.0f} s{speed}{stopped}"
     )
-    metric = summary["metric"]
-    final = summary[f"final_eval_{metric}"]
-    print(f"evaluation {summary['metric_label']}: " + ("none yet" if final is None else f"{final:.3f}"))
-    if summary["sequences_to_target"] is not None:
+    metric = summary.get("metric", "bit_errors")
+    final = summary.get(f"final_eval_{metric}")
+    label = summary.get("metric_label", metric)
+    print(f"evaluation {label}: " + ("none yet" if final is None else f"{final:.3f}"))
+    if summary.get("sequences_to_target") is not None:
         print(f"learned (evaluation under the task's target) after {summary['sequences_to_target']} sequences")
-    print(f"learning curve: {out / 'learning_curve.png'}")
-    print(f"memory access:  {out / 'access.png'}")
+    pictures = [
+        (name, out / file)
+        for name, file in (("learning curve:", "learning_curve.png"), ("memory access: ", "access.png"))
+    ]
+    if any(path.exists() for _, path in pictures):
+        for name, path in pictures:
+            print(f"{name} {path}")
+    else:
+        print("pictures: none yet (no log record)")
     print(f"log, checkpoint, config: {out}/")
 
 
-def _cmd_train(args) -> int:
-    import dataclasses
-    from pathlib import Path
-
+def _train_or_resume(config, out: Path, args) -> int:
+    """Train/demo: build the Trainer (resuming if asked), run it, report; 130 after Ctrl-C."""
     from .train import Trainer
 
-    out = Path(args.out or f"runs/{args.model}-{args.task}-s{args.seed}")
-    try:
-        overrides = model_overrides(args.set, [args.model])[args.model]
-    except ValueError as exc:
-        print(f"refmann train: {exc}", file=sys.stderr)
-        return 2
-    config = dataclasses.replace(_train_config(args), model_kwargs=overrides)
-    trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
-    summary = trainer.run()
+    if not args.resume and (out / "log.jsonl").exists():
+        raise CommandError(f"--out: {out} already holds a run; add --resume to continue it, or choose another --out")
+    checkpoint = out / "checkpoint.npz"
+    if args.resume and checkpoint.exists() and not zipfile.is_zipfile(checkpoint):
+        raise CommandError(f"--resume: the checkpoint {checkpoint} is corrupt or truncated (not an .npz file)")
+    with _user_errors(checkpoint if args.resume else None, getattr(args, "set", ())):
+        trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
+    with _user_errors():
+        summary = trainer.run()
+    if args.command == "demo":
+        print()
     _report_run(summary, out)
     if summary["interrupted"]:
-        print("interrupted: checkpoint saved; continue with the same command and --resume", file=sys.stderr)
+        print(RESUME_HINT, file=sys.stderr)
         return 130
     return 0
 
 
-def _cmd_curves(args) -> int:
-    from pathlib import Path
+def _cmd_train(args) -> int:
+    args.out = str(_check_out(args.out or f"runs/{args.model}-{args.task}-s{args.seed}"))
+    config = _checked_configs(args, [args.model])[args.model]
+    return _train_or_resume(config, Path(args.out), args)
 
+
+def _cmd_curves(args) -> int:
     from .train.curves import run_curves
 
+    for flag, values in (("--models", args.models), ("--seeds", args.seeds)):
+        repeated = sorted({v for v in values if values.count(v) > 1})
+        if repeated:
+            raise CommandError(f"{flag}: expected no repeats, got {' '.join(map(str, repeated))} more than once")
+    args.out = str(_check_out(args.out or f"runs/curves-{args.task}"))
+    out = Path(args.out)
+    configs = _checked_configs(args, args.models)
     base = _train_config(args)
+    overrides = {name: {"model_kwargs": config.model_kwargs} for name, config in configs.items()}
+    started = math.floor(time.time())  # a coarse file system rounds mtimes down
     try:
-        overrides = {name: {"model_kwargs": kw} for name, kw in model_overrides(args.set, args.models).items()}
-    except ValueError as exc:
-        print(f"refmann curves: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out or f"runs/curves-{args.task}")
-    run_curves(base, args.models, args.seeds, out, jobs=args.jobs, model_overrides=overrides)
+        with _user_errors():
+            summaries = run_curves(base, args.models, args.seeds, out, jobs=args.jobs, model_overrides=overrides)
+    except CommandError as exc:
+        runs = [out / f"{model}-s{seed}" / "summary.json" for model in args.models for seed in args.seeds]
+        if not any(path.exists() and path.stat().st_mtime >= started and _interrupted(path) for path in runs):
+            raise
+        log.warning("the curves report could not be written: %s", exc)  # a run stopped by Ctrl-C has no numbers yet
+        print(_curves_hint(out), file=sys.stderr)
+        return 130
     print((out / "summary.md").read_text())
     print(f"curves: {out / 'curves.png'}")
+    if any(s.get("interrupted") for s in summaries):
+        print(_curves_hint(out), file=sys.stderr)
+        return 130
     return 0
 
 
+def _interrupted(summary_path: Path) -> bool:
+    try:
+        return bool(json.loads(summary_path.read_text()).get("interrupted"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _curves_hint(out: Path) -> str:
+    if any(out.glob("*/checkpoint.npz")):
+        return "interrupted: checkpoints saved; run the same command again to continue (each run resumes)"
+    return "interrupted before the first checkpoint: nothing saved; run the same command again"
+
+
+#: bench flags (dest) -> the benchmarks that read them; any other benchmark refuses them.
+_BENCH_FLAGS = {
+    "models": ("steps", "scaling"),
+    "sizes": ("steps", "scaling", "footprint"),
+    "batch_size": ("steps", "scaling", "footprint"),
+    "memory_sizes": ("scaling",),
+    "steps": ("scaling",),
+    "repeats": ("scaling",),
+    "trials": ("scaling",),
+    "memory_steps": ("scaling",),
+    "time_budget": ("scaling",),
+    "memory_budget": ("scaling",),
+    "point_timeout": ("scaling",),
+    "out": ("scaling",),
+    "dtype": ("scaling", "footprint"),
+    "versus_lstm": ("steps",),
+    "updates": ("footprint",),
+    "length": ("footprint",),
+}
+
+
+def _check_bench_flags(args):
+    for dest, takers in _BENCH_FLAGS.items():
+        value = getattr(args, dest)
+        if value not in (None, False) and args.what not in takers:
+            flag = "--" + dest.replace("_", "-")
+            raise CommandError(f"{flag}: applies to bench {' and '.join(takers)}, not to bench {args.what}")
+
+
 def _cmd_bench(args) -> int:
+    _check_bench_flags(args)
     if args.what == "lsh":
         from .bench.lsh import format_table, lsh_table
 
         sizes = (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)
-        print(format_table(lsh_table(sizes, queries=50 if args.quick else 200)))
-    elif args.what == "steps" and args.versus_lstm:
+        with _user_errors():
+            table = lsh_table(sizes, queries=50 if args.quick else 200)
+        print(format_table(table))
+    elif args.what == "steps":
+        return _bench_steps(args)
+    elif args.what == "scaling":
+        return _bench_scaling(args)
+    elif args.what == "footprint":
+        return _bench_footprint(args)
+    return 0
+
+
+def _bench_steps(args) -> int:
+    from .bench import scaling
+
+    models = args.models or ["sam-lsh"]
+    known = list(scaling.MODELS)
+    unknown = [m for m in models if m not in known and m != "sam"]
+    if unknown:
+        raise CommandError(
+            f"--models: expected names from {', '.join(known)} (sam means sam-lsh), got {' '.join(unknown)}"
+        )
+    if args.versus_lstm:
+        sizes = args.sizes or ([1_000] if args.quick else [1_000_000])
+        batch = args.batch_size or 8
+    else:
+        sizes = args.sizes or ([100, 1_000] if args.quick else [1_000, 100_000, 1_000_000])
+        batch = args.batch_size or (2 if args.quick else 8)
+    try:  # the configuration step_time and controller_ratio build, checked before the first point
+        scaling.ScalingConfig(
+            models=tuple(dict.fromkeys("sam-lsh" if m == "sam" else m for m in models)),
+            sizes=tuple(sizes),
+            memory_sizes=(),
+            batch_size=batch,
+        )
+    except (ValueError, TypeError) as exc:
+        raise CommandError(_name_flag(_message(exc), ("--models", "--sizes", "--batch-size"))) from exc
+    if args.versus_lstm:
         from .bench.steps import controller_ratio
 
-        sizes = args.sizes or ([1_000] if args.quick else [1_000_000])
         rounds = 3 if args.quick else 15
         print(
             f"per-step forward+backward against LSTM-only steps of the same controller, measured side by side "
-            f"(minimum of {rounds} interleaved rounds), batch 8, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS "
-            f"thread"
+            f"(minimum of {rounds} interleaved rounds), batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64, "
+            f"one BLAS thread"
         )
         print("| model | N | model ms | LSTM (X + H·W inputs) ms | LSTM (X inputs) ms | ratio | ratio (X inputs) |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-        for model in args.models or ["sam-lsh"]:
+        for model in models:
             for N in sizes:
-                r = controller_ratio(model, N, rounds=rounds)
+                with _user_errors():
+                    r = controller_ratio(model, N, batch_size=batch, rounds=rounds)
                 print(
                     f"| {r['model']} | {N:,} | {r['model_ms']:.3f} | {r['lstm_same_input_ms']:.3f} | "
                     f"{r['lstm_task_input_ms']:.3f} | {r['ratio_same_input']:.2f} | {r['ratio_task_input']:.2f} |",
                     flush=True,
                 )
-    elif args.what == "steps":
-        from .bench.steps import step_time
+        return 0
+    from .bench.steps import step_time
 
-        sizes = args.sizes or ([100, 1_000] if args.quick else [1_000, 100_000, 1_000_000])
-        batch = 2 if args.quick else (args.batch_size or 8)
-        print(f"per-step forward+backward, batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS thread")
-        print("| model | N | ms / step | ratio to the smallest N | set-up s |")
-        print("| --- | ---: | ---: | ---: | ---: |")
-        for model in args.models or ["sam-lsh"]:
-            first = None
-            for N in sizes:
+    print(f"per-step forward+backward, batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS thread")
+    print("| model | N | ms / step | ratio to the smallest N | set-up s |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for model in models:
+        first = None
+        for N in sizes:
+            with _user_errors():
                 r = step_time(model, N, batch_size=batch, repeats=2 if args.quick else 5)
-                first = first or r["seconds_per_step"]
-                print(
-                    f"| {r['model']} | {N:,} | {1e3 * r['seconds_per_step']:.2f} | "
-                    f"{r['seconds_per_step'] / first:.2f} | {r['setup_seconds']:.1f} |",
-                    flush=True,
-                )
-    elif args.what == "scaling":
-        return _bench_scaling(args)
-    elif args.what == "footprint":
-        from .bench.footprint import footprint_run, format_footprint
+            first = first or r["seconds_per_step"]
+            print(
+                f"| {r['model']} | {N:,} | {1e3 * r['seconds_per_step']:.2f} | "
+                f"{r['seconds_per_step'] / first:.2f} | {r['setup_seconds']:.1f} |",
+                flush=True,
+            )
+    return 0
 
-        N = (args.sizes or [10_000 if args.quick else 10_000_000])[0]
 
-        def report(u, total, loss, seconds):
-            if not args.quiet:
-                print(f"update {u}/{total}: loss {loss:.3f}, {seconds:.2f} s", file=sys.stderr, flush=True)
+def _bench_footprint(args) -> int:
+    from .bench.footprint import footprint_run, format_footprint
 
+    if args.sizes is not None and len(args.sizes) != 1:
+        raise CommandError(f"--sizes: bench footprint takes one memory size, got {len(args.sizes)}")
+    N = args.sizes[0] if args.sizes else (10_000 if args.quick else 10_000_000)
+
+    def report(u, total, loss, seconds):
+        if not args.quiet:
+            print(f"update {u}/{total}: loss {loss:.3f}, {seconds:.2f} s", file=sys.stderr, flush=True)
+
+    with _user_errors():
         result = footprint_run(
             N,
             batch_size=args.batch_size or 1,
             dtype=args.dtype or "float32",
-            updates=3 if args.quick else args.updates,
-            length=args.length,
+            updates=args.updates or (3 if args.quick else 10),
+            length=args.length or 10,
             progress=report,
         )
-        print(format_footprint(result))
+    print(format_footprint(result))
     return 0
 
 
@@ -275,12 +635,12 @@ def _bench_scaling(args) -> int:
     try:
         config = scaling.quick_config(**fields) if args.quick else scaling.ScalingConfig(**fields)
     except (TypeError, ValueError) as exc:
-        print(f"refmann bench scaling: {exc}", file=sys.stderr)
-        return 2
+        raise CommandError(_name_flag(_message(exc), ["--" + key.replace("_", "-") for key in fields])) from exc
     out = args.out or "runs/bench-scaling"
-    result = scaling.run_scaling(
-        out, config, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    )
+    with _user_errors():
+        result = scaling.run_scaling(
+            out, config, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+        )
     print(result.table)
     print(f"\npoints: {result.files['csv']}, {result.files['json']}")
     print(f"plots:  {result.files['time_png']}, {result.files['memory_png']}")
@@ -294,9 +654,9 @@ def _cmd_golden(args) -> int:
         paths = golden.write_golden(
             args.model, out=args.out, seed=args.seed, steps=args.steps, batch_size=args.batch_size
         )
-    except (TypeError, ValueError) as exc:
-        print(f"refmann golden: {exc}", file=sys.stderr)
-        return 2
+    except _USER_ERRORS as exc:
+        flags = ("--model", "--seed", "--out", "--steps", "--batch-size")
+        raise CommandError(_name_flag(_message(exc), flags)) from exc
     for path in paths:
         meta = golden.load_golden(path)["meta"]
         sizes = " ".join(f"{key}={value}" for key, value in meta["shapes"].items())
@@ -306,82 +666,94 @@ def _cmd_golden(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from pathlib import Path
+    from .train import TrainConfig
 
-    from .train import TrainConfig, Trainer
-
-    out = Path(args.out)
+    out = _check_out(args.out)
     print("refmann demo: an NTM (Graves et al. 2014) learns to copy sequences of up to 5 random 8-bit vectors.")
-    print("Every gradient comes from hand-written backward passes in refmann.ops.\n")
-    config = TrainConfig(
-        model="ntm",
-        task="copy",
-        task_kwargs={"max_length": 5},
-        sequences=args.sequences,
-        batch_size=16,
-        optimizer="adam",
-        lr=3e-3,
-        clip=10.0,
-        memory_size=16,
-        word_size=8,
-        num_heads=1,
-        hidden_size=64,
-        eval_every=1000,
-        log_every=5,
-        seed=args.seed,
-    )
-    trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
-    summary = trainer.run()
-    print()
-    _report_run(summary, out)
-    return 130 if summary["interrupted"] else 0
+    print("Every gradient comes from hand-written backward passes in refmann.ops.\n", flush=True)
+    with _user_errors():
+        config = TrainConfig(
+            model="ntm",
+            task="copy",
+            task_kwargs={"max_length": 5},
+            sequences=args.sequences,
+            batch_size=16,
+            optimizer="adam",
+            lr=3e-3,
+            clip=10.0,
+            memory_size=16,
+            word_size=8,
+            num_heads=1,
+            hidden_size=64,
+            eval_every=1000,
+            log_every=5,
+            seed=args.seed,
+        )
+    return _train_or_resume(config, out, args)
+
+
+# -- the parser ---------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="refmann", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="refmann",
+        description=__doc__.splitlines()[0],
+        epilog="A bad argument or an error while running prints one line on stderr and exits 2 (-v: with its "
+        "traceback); Ctrl-C exits 130 (train, demo: continue with the same command and --resume; curves: run "
+        "it again). Exit codes: 0 ok, 1 a check failed, 2 usage error, 130 interrupted.",
+    )
     parser.add_argument("--version", action="version", version=f"refmann {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level to stderr")
+    verbose_help = "log at INFO level to stderr, and the traceback of an error"
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose_help)
+    common = argparse.ArgumentParser(add_help=False)  # -v also after the command
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="versions and whether the Numba JIT is on")
+    def add(name, **kwargs):
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    p = add("info", help="versions and whether the Numba JIT is on")
     p.set_defaults(func=_cmd_info)
 
-    p = sub.add_parser("gradcheck", help="table of every op's max relative gradient error (float64)")
+    p = add("gradcheck", help="table of every op's max relative gradient error (float64)")
     p.add_argument("ops", nargs="*", help="op names (default: all)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_gradcheck)
 
-    p = sub.add_parser("demo", help="the quick start's main job: train a small NTM on copy and plot it")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sequences", type=int, default=12_000, help="training budget (default: 12000)")
-    p.add_argument("--out", default="refmann-demo", help="run folder (default: ./refmann-demo)")
+    p = add("demo", help="the quick start's main job: train a small NTM on copy and plot it")
+    p.add_argument("--seed", type=seed_int, default=0)
+    p.add_argument("--sequences", type=positive_int, default=12_000, help="training budget (default: 12000)")
+    p.add_argument("--out", type=out_dir, default="refmann-demo", help="run folder (default: ./refmann-demo)")
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("golden", help="write golden .npz files (inputs, params, logits, loss, every gradient)")
+    p = add("golden", help="write golden .npz files (inputs, params, logits, loss, every gradient)")
     p.add_argument(
         "--model",
         nargs="+",
         default=["all"],
+        choices=[*_model_names(), "all"],
         metavar="MODEL",
         help=f"{', '.join(_model_names())} or all (default: all); several may be given",
     )
-    p.add_argument("--seed", type=int, default=0, help="seeds the parameters and the data (default 0)")
-    p.add_argument("--out", required=True, help="directory for MODEL_seedSEED.npz (created if missing)")
-    p.add_argument("--steps", type=int, default=5, help="T (default 5)")
-    p.add_argument("--batch-size", type=int, default=2, help="B (default 2)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seeds the parameters and the data (default 0)")
+    p.add_argument("--out", type=out_dir, required=True, help="folder for MODEL_seedSEED.npz (created if missing)")
+    p.add_argument("--steps", type=positive_int, default=5, help="T (default 5)")
+    p.add_argument("--batch-size", type=positive_int, default=2, help="B (default 2)")
     p.set_defaults(func=_cmd_golden)
 
-    p = sub.add_parser("bench", help="benchmarks that print tables measured in one run")
+    p = add("bench", help="benchmarks that print tables measured in one run")
     p.add_argument(
         "what",
         choices=["lsh", "steps", "scaling", "footprint"],
         help="lsh: recall and speed of the LSH index against the exact index; "
         "steps: per-step forward+backward time against N; "
         "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models); "
-        "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part",
+        "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part. "
+        "A flag that the chosen benchmark does not read is an error",
     )
     p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
     p.add_argument(
@@ -390,35 +762,51 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; default sam-lsh for steps, all four for scaling)",
     )
-    p.add_argument("--sizes", nargs="+", type=int, default=None, help="steps, scaling: memory sizes N")
-    p.add_argument("--batch-size", type=int, default=None, help="batch of the time points (default 8)")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        type=positive_int,
+        default=None,
+        help="steps, scaling: memory sizes N (at least k = 4); footprint: the one N (default 1e7; quick 1e4)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="steps, scaling: batch of the time points (default 8; steps --quick 2); footprint: batch (default 1)",
+    )
     p.add_argument(
         "--memory-sizes",
         nargs="+",
-        type=int,
+        type=positive_int,
         default=None,
         help="scaling: N of the memory points (default: --sizes, else 1e2..1e7 and 65536)",
     )
-    p.add_argument("--steps", type=int, default=None, help="scaling: T of a timed call (default 10; quick 2)")
-    p.add_argument("--repeats", type=int, default=None, help="scaling: timed calls after the warm-up (default 3)")
+    p.add_argument("--steps", type=positive_int, default=None, help="scaling: T of a timed call (default 10; quick 2)")
     p.add_argument(
-        "--trials", type=int, default=None, help="scaling: fresh processes per time point, median taken (default 1)"
+        "--repeats", type=positive_int, default=None, help="scaling: timed calls after the warm-up (default 3)"
+    )
+    p.add_argument(
+        "--trials",
+        type=positive_int,
+        default=None,
+        help="scaling: fresh processes per time point, median taken (default 1)",
     )
     p.add_argument(
         "--memory-steps",
-        type=int,
+        type=positive_int,
         default=None,
         help="scaling: T of the memory points (default 100, the paper's; quick 10)",
     )
     p.add_argument(
         "--time-budget",
-        type=float,
+        type=positive_float,
         default=None,
         help="scaling: skip a point predicted to take longer than this many seconds (default 30)",
     )
     p.add_argument(
         "--memory-budget",
-        type=float,
+        type=positive_float,
         default=None,
         help="scaling: skip a point whose process is predicted to peak above this many GiB (default 8)",
     )
@@ -429,30 +817,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="scaling: default float64; footprint: default float32",
     )
     p.add_argument(
-        "--point-timeout", type=float, default=None, help="scaling: kill a point after this many seconds (default 3600)"
+        "--point-timeout",
+        type=positive_float,
+        default=None,
+        help="scaling: kill a point after this many seconds (default 3600)",
     )
-    p.add_argument("--out", default=None, help="scaling: output folder (default runs/bench-scaling)")
+    p.add_argument("--out", type=out_dir, default=None, help="scaling: output folder (default runs/bench-scaling)")
     p.add_argument("--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr")
     p.add_argument(
         "--versus-lstm",
         action="store_true",
-        help="steps: each model against LSTM-only steps of its controller, side by side",
+        help="steps: each model against LSTM-only steps of its controller, side by side (batch default 8)",
     )
-    p.add_argument("--updates", type=int, default=10, help="footprint: Adam updates (default 10)")
-    p.add_argument("--length", type=int, default=10, help="footprint: copy sequence length (default 10)")
+    p.add_argument("--updates", type=positive_int, default=None, help="footprint: Adam updates (default 10; quick 3)")
+    p.add_argument("--length", type=positive_int, default=None, help="footprint: copy sequence length (default 10)")
     p.set_defaults(func=_cmd_bench)
 
-    p = sub.add_parser("curves", help="train several models over seeds (in parallel) and plot their curves")
-    _train_arguments(p, default_out=None)
+    p = add("curves", help="train several models over seeds (in parallel) and plot their curves")
+    _train_arguments(p, default_out="runs/curves-TASK")
     p.add_argument("--models", nargs="+", default=["ntm", "dam", "lstm"], choices=_model_names())
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--jobs", type=int, default=2, help="parallel trainings (default 2)")
+    p.add_argument("--seeds", nargs="+", type=seed_int, default=[0, 1, 2], help="non-negative ints (default 0 1 2)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="parallel trainings (default 2)")
     p.set_defaults(func=_cmd_curves)
 
-    p = sub.add_parser("train", help="train a model on a task; log, checkpoints and plots go to --out")
-    _train_arguments(p, default_out=None)
+    p = add("train", help="train a model on a task; log, checkpoints and plots go to --out")
+    _train_arguments(p, default_out="runs/MODEL-TASK-sSEED")
     p.add_argument("--model", choices=_model_names(), default="ntm")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
     p.set_defaults(func=_cmd_train)
     return parser
@@ -474,34 +865,76 @@ def _train_arguments(p, default_out):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a model option (a field of its config, e.g. k=8, index=linear, usage=timestamp); "
-        "repeatable; applies to every model that has the field",
+        help="a model option (a field of its config, e.g. k=8, index=linear, usage=timestamp; JSON for a dict "
+        "or a list); repeatable; applies to every model that has the field; the sizes and the seed have "
+        "their own flags",
     )
-    p.add_argument("--sequences", type=int, default=30_000, help="training budget in sequences")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--sequences", type=positive_int, default=30_000, help="training budget in sequences")
+    p.add_argument("--batch-size", type=positive_int, default=16)
     p.add_argument("--optimizer", choices=list(DEFAULT_LR), default="rmsprop")
-    p.add_argument("--lr", type=float, default=None, help="default: 1e-4 rmsprop, 1e-3 adam, 1e-2 sgd")
-    p.add_argument("--clip", type=float, default=10.0, help="elementwise gradient clip; 0 turns it off")
-    p.add_argument("--clip-norm", type=float, default=0.0, help="global-norm gradient clip; 0 (default) is off")
-    p.add_argument("--memory-size", type=int, default=128)
-    p.add_argument("--word-size", type=int, default=20)
-    p.add_argument("--num-heads", type=int, default=1)
-    p.add_argument("--hidden-size", type=int, default=100)
-    p.add_argument("--max-length", type=int, default=None, help="task's maximum length (copy tasks)")
+    lrs = ", ".join(f"{lr:g} {name}" for name, lr in DEFAULT_LR.items())
+    p.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default: {lrs})")
+    p.add_argument(
+        "--clip",
+        type=off_or_positive_float,
+        default=10.0,
+        help="elementwise gradient clip (default 10); 0 turns it off",
+    )
+    p.add_argument(
+        "--clip-norm", type=off_or_positive_float, default=0.0, help="global-norm gradient clip; 0 (default) is off"
+    )
+    p.add_argument("--memory-size", type=positive_int, default=128)
+    p.add_argument("--word-size", type=positive_int, default=20)
+    p.add_argument("--num-heads", type=positive_int, default=1)
+    p.add_argument("--hidden-size", type=positive_int, default=100)
+    p.add_argument("--max-length", type=positive_int, default=None, help="task's maximum length (copy tasks)")
     p.add_argument("--curriculum", action="store_true", help="exponential curriculum (Rae et al. 2016)")
-    p.add_argument("--eval-every", type=int, default=1000, help="sequences between evaluations")
-    p.add_argument("--out", default=default_out, help="output folder (default: runs/MODEL-TASK-sSEED)")
+    p.add_argument("--eval-every", type=positive_int, default=1000, help="sequences between evaluations")
+    p.add_argument("--out", type=out_dir, default=None, help=f"output folder (default: {default_out})")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _command(args) -> str:
+    name = getattr(args, "command", None)
+    if name == "bench" and getattr(args, "what", None):
+        return f"refmann bench {args.what}"
+    return f"refmann {name}" if name else "refmann"
+
+
+def _interrupt_hint(args) -> str:
+    command = getattr(args, "command", None)
+    out = getattr(args, "out", None)
+    if command in ("train", "demo") and out:
+        if (Path(out) / "checkpoint.npz").exists() or (Path(out) / "log.jsonl").exists():
+            return RESUME_HINT
+        return "interrupted before the first checkpoint: nothing saved; run the same command again"
+    if command == "curves" and out:
+        return _curves_hint(Path(out))
+    return "interrupted"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        stream=sys.stderr,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    return args.func(args)
+    """The command line; returns the exit code (argparse's own errors and --help exit through SystemExit)."""
+    args = None
+    try:
+        args = build_parser().parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose else logging.WARNING,
+            stream=sys.stderr,
+            format="%(levelname)s %(name)s: %(message)s",
+        )
+        return args.func(args)
+    except KeyboardInterrupt:
+        if args is None:
+            print("refmann: interrupted", file=sys.stderr)
+        else:
+            print(_interrupt_hint(args), file=sys.stderr)
+        return 130
+    except CommandError as exc:
+        if args.verbose and exc.__cause__ is not None:
+            log.error("the error below came from", exc_info=exc.__cause__)
+        print(f"{_command(args)}: {_one_line(exc)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -161,3 +161,335 @@ def test_bench_steps_versus_lstm_prints_one_row_per_model_with_both_ratios(capsy
         cells = [c.strip() for c in row.strip("|").split("|")]
         model_ms, same_ms, ratio = float(cells[2]), float(cells[3]), float(cells[5])
         assert ratio == pytest.approx(model_ms / same_ms, rel=0.02)  # the ratio is of the printed minima
+
+
+# -- bad arguments: one line naming the flag, exit 2, no traceback, nothing run ------------------------
+
+SMALL = ["--max-length", "2", "--sequences", "16", "--batch-size", "8", "--memory-size", "5", "--word-size", "3"]
+SMALL += ["--hidden-size", "4", "--eval-every", "8", "--quiet"]
+TRAIN = ["train", *SMALL, "--out", "{tmp}/new"]
+CURVES = ["curves", *SMALL, "--models", "lstm", "--seeds", "0", "--jobs", "1", "--out", "{tmp}/new"]
+DEMO = ["demo", "--quiet", "--out", "{tmp}/new"]
+
+# (command line, text the one-line message must hold: the flag, or the thing that is wrong)
+BAD_ARGUMENTS = [
+    (TRAIN + ["--sequences", "0"], "--sequences"),
+    (TRAIN + ["--sequences", "-5"], "--sequences"),
+    (TRAIN + ["--sequences", "abc"], "--sequences"),
+    (TRAIN + ["--batch-size", "0"], "--batch-size"),
+    (TRAIN + ["--lr", "nan"], "--lr"),
+    (TRAIN + ["--lr", "0"], "--lr"),
+    (TRAIN + ["--lr", "-1"], "--lr"),
+    (TRAIN + ["--lr", "inf"], "--lr"),
+    (TRAIN + ["--clip", "-1"], "--clip"),
+    (TRAIN + ["--clip", "nan"], "--clip"),
+    (TRAIN + ["--clip-norm", "-1"], "--clip-norm"),
+    (TRAIN + ["--clip-norm", "inf"], "--clip-norm"),
+    (TRAIN + ["--memory-size", "0"], "--memory-size"),
+    (TRAIN + ["--word-size", "0"], "--word-size"),
+    (TRAIN + ["--num-heads", "0"], "--num-heads"),
+    (TRAIN + ["--hidden-size", "0"], "--hidden-size"),
+    (TRAIN + ["--max-length", "0"], "--max-length"),
+    (TRAIN + ["--eval-every", "0"], "--eval-every"),
+    (TRAIN + ["--seed", "-1"], "--seed"),
+    (TRAIN + ["--model", "nosuch"], "--model"),
+    (TRAIN + ["--task", "nosuch"], "--task"),
+    (TRAIN + ["--optimizer", "nosuch"], "--optimizer"),
+    (TRAIN + ["--out", "{afile}"], "--out"),
+    (TRAIN + ["--out", "{afile}/sub"], "--out"),
+    (TRAIN + ["--model", "sam", "--set", "k"], "--set"),
+    (TRAIN + ["--set", "nosuch=1"], "--set"),
+    (TRAIN + ["--model", "sam", "--set", "k=0"], "--set k=0"),
+    (TRAIN + ["--model", "sam", "--set", "k=100"], "--set k=100"),
+    (TRAIN + ["--model", "sam", "--set", "index=nosuch"], "--set index=nosuch"),
+    (TRAIN + ["--model", "sam", "--set", "index_kwargs={num_tables: 8}"], "--set index_kwargs"),
+    (TRAIN + ["--set", "dtype=float16"], "--set dtype=float16"),
+    (TRAIN + ["--set", "memory_init=bogus"], "--set memory_init=bogus"),
+    (TRAIN + ["--set", "memory_size=7"], "--memory-size"),
+    (TRAIN + ["--set", "input_size=3"], "--set input_size=3"),
+    (TRAIN + ["--task", "associative_recall", "--max-length", "3"], "--max-length"),
+    (TRAIN + ["--out", "{run}", "--resume", "--lr", "0.5"], "another config"),
+    (TRAIN + ["--out", "{truncated}", "--resume"], "truncated"),
+    (TRAIN + ["--out", "{garbage}", "--resume"], "corrupt"),
+    (TRAIN + ["--out", "{negative}", "--resume"], "step"),
+    (TRAIN + ["--out", "{run}"], "--resume"),
+    (DEMO + ["--sequences", "0"], "--sequences"),
+    (DEMO + ["--sequences", "1.5"], "--sequences"),
+    (DEMO + ["--seed", "-1"], "--seed"),
+    (DEMO + ["--out", "{afile}"], "--out"),
+    (DEMO + ["--out", "{run}"], "--resume"),
+    (DEMO + ["--out", "{run}", "--resume"], "another config"),
+    (DEMO + ["--out", "{truncated}", "--resume"], "truncated"),
+    (CURVES + ["--jobs", "0"], "--jobs"),
+    (CURVES + ["--jobs", "-1"], "--jobs"),
+    (CURVES + ["--seeds", "-1"], "--seeds"),
+    (CURVES + ["--seeds", "0", "0"], "--seeds"),
+    (CURVES + ["--models", "nosuch"], "--models"),
+    (CURVES + ["--models", "lstm", "lstm"], "--models"),
+    (CURVES + ["--models", "lstm", "sam", "--set", "k=0"], "--set k=0 (model sam)"),
+    (CURVES + ["--sequences", "0"], "--sequences"),
+    (CURVES + ["--lr", "nan"], "--lr"),
+    (CURVES + ["--out", "{afile}"], "--out"),
+    (CURVES + ["--task", "associative_recall", "--max-length", "3"], "--max-length"),
+    (["gradcheck", "no_such_op"], "no_such_op"),
+    (["gradcheck", "--seed", "-1"], "--seed"),
+    (["gradcheck", "--seed", "x"], "--seed"),
+    (["golden", "--out", "{tmp}/g", "--model", "nosuch"], "--model"),
+    (["golden", "--out", "{tmp}/g", "--steps", "0"], "--steps"),
+    (["golden", "--out", "{tmp}/g", "--batch-size", "0"], "--batch-size"),
+    (["golden", "--out", "{tmp}/g", "--seed", "-1"], "--seed"),
+    (["golden", "--out", "{afile}"], "--out"),
+    (["golden"], "--out"),
+    (["bench", "nosuch"], "nosuch"),
+    (["bench", "lsh", "--quick", "--sizes", "100"], "--sizes"),
+    (["bench", "lsh", "--quick", "--steps", "3"], "--steps"),
+    (["bench", "steps", "--quick", "--batch-size", "0"], "--batch-size"),
+    (["bench", "steps", "--quick", "--sizes", "0"], "--sizes"),
+    (["bench", "steps", "--quick", "--sizes", "2"], "--sizes"),
+    (["bench", "steps", "--quick", "--models", "nosuch"], "--models"),
+    (["bench", "steps", "--quick", "--repeats", "7"], "--repeats"),
+    (["bench", "steps", "--quick", "--updates", "7"], "--updates"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--steps", "0"], "--steps"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--repeats", "0"], "--repeats"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--trials", "0"], "--trials"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--time-budget", "nan"], "--time-budget"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--memory-budget", "0"], "--memory-budget"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--point-timeout", "-1"], "--point-timeout"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--models", "nosuch"], "--models"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--sizes", "2"], "--sizes"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--memory-sizes", "0"], "--memory-sizes"),
+    (["bench", "scaling", "--quick", "--out", "{tmp}/s", "--memory-steps", "0"], "--memory-steps"),
+    (["bench", "scaling", "--quick", "--out", "{afile}"], "--out"),
+    (["bench", "footprint", "--quick", "--updates", "0"], "--updates"),
+    (["bench", "footprint", "--quick", "--length", "0"], "--length"),
+    (["bench", "footprint", "--quick", "--sizes", "0"], "--sizes"),
+    (["bench", "footprint", "--quick", "--sizes", "100", "200"], "--sizes"),
+    (["bench", "footprint", "--quick", "--batch-size", "0"], "--batch-size"),
+    (["bench", "footprint", "--quick", "--dtype", "float16"], "--dtype"),
+    (["bench", "footprint", "--quick", "--versus-lstm"], "--versus-lstm"),
+    (["info", "--bogus"], "--bogus"),
+    (["info", "extra"], "extra"),
+    ([], "command"),
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A small finished training run (log, checkpoint, config, summary)."""
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert cli.main(["train", *SMALL, "--out", str(out)]) == 0
+    return out
+
+
+def _exit_code(argv):
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        return exc.code
+
+
+def _fill(argv, tmp_path, finished_run):
+    """Replace {tmp}, {afile} (a file), {run} (a copy of the finished run) and {truncated}/{garbage}/{negative}
+    (copies whose checkpoint is cut in half / not an .npz / says step = -5) in ``argv``."""
+    import shutil
+
+    import numpy as np
+
+    paths = {"tmp": tmp_path, "afile": tmp_path / "afile"}
+    paths["afile"].write_text("a file, not a folder")
+    text = " ".join(argv)
+    for name in ("run", "truncated", "garbage", "negative"):
+        if "{" + name + "}" in text:
+            paths[name] = shutil.copytree(finished_run, tmp_path / name)
+    if "truncated" in paths:
+        checkpoint = paths["truncated"] / "checkpoint.npz"
+        checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    if "garbage" in paths:
+        (paths["garbage"] / "checkpoint.npz").write_bytes(b"not an npz file")
+    if "negative" in paths:
+        checkpoint = paths["negative"] / "checkpoint.npz"
+        with np.load(checkpoint, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+        np.savez(checkpoint, **{**arrays, "step": np.array(-5)})
+    out = []
+    for arg in argv:
+        for name, path in paths.items():
+            arg = arg.replace("{" + name + "}", str(path))
+        out.append(arg)
+    return out
+
+
+@pytest.mark.parametrize("argv, names", BAD_ARGUMENTS, ids=[" ".join(a[:1] + a[-3:]) for a, _ in BAD_ARGUMENTS])
+def test_a_bad_argument_gives_one_line_naming_it_and_exit_2(argv, names, tmp_path, finished_run, capsys):
+    argv = _fill(argv, tmp_path, finished_run)
+    assert _exit_code(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("refmann") and names in lines[0], lines[0]
+    assert "Traceback" not in captured.err + captured.out
+    assert "trained " not in captured.out  # refused up front: nothing ran
+    assert not (tmp_path / "new" / "log.jsonl").exists()
+
+
+def test_verbose_logs_the_traceback_of_a_refused_resume(finished_run, tmp_path, capsys, caplog):
+    argv = _fill(TRAIN + ["--out", "{run}", "--resume", "--lr", "0.5", "-v"], tmp_path, finished_run)
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err.strip().startswith("refmann train: resume: ")
+    assert any(record.exc_info for record in caplog.records)
+
+
+def test_zero_turns_the_clips_off_and_bad_values_are_not_replaced(capsys):
+    args = cli.build_parser().parse_args(["train", "--clip", "0", "--clip-norm", "0"])
+    config = cli._train_config(args)
+    assert config.clip is None and config.clip_norm is None
+    args = cli.build_parser().parse_args(["train", "--clip", "2.5", "--sequences", "1e3"])
+    assert cli._train_config(args).clip == 2.5 and args.sequences == 1000
+
+
+def test_bench_steps_quick_honours_batch_size(capsys):
+    assert cli.main(["bench", "steps", "--quick", "--sizes", "100", "--batch-size", "3"]) == 0
+    assert "batch 3," in capsys.readouterr().out
+
+
+def test_bench_footprint_quick_honours_updates(capsys):
+    assert cli.main(["bench", "footprint", "--quick", "--sizes", "100", "--updates", "2", "--length", "2"]) == 0
+    assert "update 2/2:" in capsys.readouterr().err
+
+
+# -- the run report and interrupts ----------------------------------------------------------------------
+
+
+def _small_config():
+    from refmann.train import TrainConfig
+
+    return TrainConfig(
+        model="ntm",
+        task="copy",
+        task_kwargs={"max_length": 2},
+        sequences=16,
+        batch_size=8,
+        memory_size=5,
+        word_size=3,
+        hidden_size=4,
+    )
+
+
+def test_run_report_of_a_run_interrupted_before_its_first_evaluation(tmp_path, capsys):
+    from refmann.train import Trainer
+
+    summary = Trainer(_small_config(), tmp_path / "run").summary(interrupted=True)
+    assert summary[f"final_eval_{summary['metric']}"] is None and summary["sequences_to_target"] is None
+    cli._report_run(summary, tmp_path / "run")
+    out = capsys.readouterr().out
+    assert "0 sequences" in out and "(interrupted)" in out
+    assert "none yet" in out and "pictures: none yet" in out
+
+
+def test_ctrl_c_in_the_first_step_exits_130_with_the_report_and_the_hint(tmp_path, capsys, monkeypatch):
+    from refmann.train import trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", interrupted)
+    for command in (["train", *SMALL], ["demo", "--quiet"]):
+        out = tmp_path / command[0]
+        assert cli.main([*command, "--out", str(out)]) == 130
+        captured = capsys.readouterr()
+        assert "evaluation bit errors per sequence: none yet" in captured.out
+        assert captured.err.strip().splitlines()[-1] == cli.RESUME_HINT
+        assert (out / "checkpoint.npz").exists()
+
+
+def test_ctrl_c_escaping_the_trainer_exits_130_with_the_hint(tmp_path, capsys, monkeypatch):
+    from refmann.train import trainer
+
+    def run_then_interrupted(self):
+        self.save_checkpoint()
+        raise KeyboardInterrupt  # e.g. while plotting, after the trainer's own handler
+
+    monkeypatch.setattr(trainer.Trainer, "run", run_then_interrupted)
+    assert cli.main(["train", *SMALL, "--out", str(tmp_path / "run")]) == 130
+    captured = capsys.readouterr()
+    assert captured.err.strip() == cli.RESUME_HINT and "Traceback" not in captured.err
+
+
+def test_ctrl_c_during_set_up_exits_130_and_says_nothing_was_saved(tmp_path, capsys, monkeypatch):
+    from refmann.train import trainer
+
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Trainer, "__init__", interrupted)
+    assert cli.main(["demo", "--quiet", "--out", str(tmp_path / "demo")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "interrupted before the first checkpoint: nothing saved; run the same command again"
+
+
+def test_ctrl_c_in_curves_exits_130_and_says_to_run_it_again(tmp_path, capsys, monkeypatch):
+    from refmann.train import trainer
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Trainer, "train_step", interrupted)
+    argv = ["curves", *SMALL, "--models", "lstm", "--seeds", "0", "--jobs", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 130
+    assert "run the same command again to continue" in capsys.readouterr().err
+
+
+def test_ctrl_c_in_a_benchmark_exits_130(capsys, monkeypatch):
+    from refmann.bench import steps
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(steps, "step_time", interrupted)
+    assert cli.main(["bench", "steps", "--quick", "--sizes", "100"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted"
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGINT") or __import__("os").name != "posix", reason="POSIX")
+@pytest.mark.parametrize("when", ["training", "set-up"])
+def test_a_real_sigint_to_demo_exits_130_with_the_hint(tmp_path, when):
+    """SIGINT to ``python -m refmann demo``: during training (once the Trainer wrote config.json) or
+    right after the first line (most likely while setting up). Never a traceback, always 130."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    out = tmp_path / "demo"
+    env = dict(os.environ, PYTHONPATH=str(Path(cli.__file__).parents[1]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refmann", "demo", "--quiet", "--out", str(out)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell may ignore it
+    )
+    try:
+        assert proc.stdout.readline().startswith("refmann demo:")
+        if when == "training":
+            deadline = time.monotonic() + 300
+            while not (out / "config.json").exists():
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+            time.sleep(1.0)  # into training: the first evaluation comes after ~60 steps
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    if when == "training":
+        assert last == cli.RESUME_HINT and (out / "checkpoint.npz").exists()
+        assert "evaluation bit errors per sequence:" in stdout
+    else:
+        assert last.startswith("interrupted") and "same command" in last

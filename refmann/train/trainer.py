@@ -3,24 +3,36 @@
 A run lives in one folder::
 
     config.json        the TrainConfig
-    log.jsonl          one record per logging interval (loss, bit errors, eval bit errors, time)
-    checkpoint.npz     params, optimizer state, RNG state, curriculum, counters (no pickles)
-    learning_curve.png bit errors and loss against sequences seen
+    log.jsonl          one record per logging interval (loss, metric, eval metric, time)
+    checkpoint.npz     every piece of trainer state (no pickles; see Trainer.save_checkpoint)
+    learning_curve.png the task's metric and the loss against sequences seen
     access.png         inputs, targets, outputs and read/write weights for one sequence
     summary.json       final numbers
 
-A resumed run continues bit-identically: everything random comes from one ``np.random.Generator``
-whose state is in the checkpoint.
+A run interrupted at any moment (Ctrl-C, or a kill) and resumed continues bit-identically:
+
+- a step is a transaction (:meth:`Trainer.train_step`): the batch draw, the gradients, the update,
+  the counters and the log record are computed into locals and committed at once, with Ctrl-C
+  deferred; an interrupt before the commit leaves the trainer exactly as before the step;
+- everything random comes from one ``np.random.Generator`` whose state, like every other piece of
+  trainer state, is in the checkpoint;
+- the log is written before the checkpoint that covers it, and resuming drops the records past
+  the checkpoint's step, from the file too (docs/training.md).
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
 import json
 import logging
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -36,6 +48,13 @@ log = logging.getLogger(__name__)
 #: Optimizers the trainer offers, with their default learning rates.
 DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3, "sgd": 1e-2, "sparse_adam": 1e-3, "rowwise_adagrad": 1e-2}
 _DEFAULT_LR = DEFAULT_LR
+
+#: The checkpoint layout :meth:`Trainer.save_checkpoint` writes (1: unversioned, before
+#: ``losses_since_log`` and ``next_eval`` were saved; still read).
+CHECKPOINT_FORMAT = 2
+
+#: The files a run folder holds (stale temporary files of theirs are removed on resume).
+RUN_FILES = ("config.json", "log.jsonl", "checkpoint.npz", "learning_curve.png", "access.png", "summary.json")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -99,8 +118,112 @@ def build(config: TrainConfig):
     return task, make_model(config.model, **kwargs)
 
 
+class _SigintGuard:
+    """Ctrl-C for the training loop: SIGINT raises ``KeyboardInterrupt`` only while the guard is
+    *armed* (while a step computes into locals, which an exception simply discards); anywhere else
+    (a step's commit, the checkpoint and log writes, the loop's bookkeeping) it is kept pending and
+    raised by :meth:`check` at the next point where the trainer's state is whole.
+
+    The handler is installed by the outermost :meth:`deferring` block, only in the main thread and
+    only over Python's default handler (a program's own SIGINT handler is left alone: the trainer
+    then relies on the rollback of an interrupted step alone).
+    """
+
+    def __init__(self):
+        self.armed = False
+        self.pending = False
+        self._depth = 0
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.armed:
+            self.armed = False  # a second Ctrl-C during the rollback waits
+            raise KeyboardInterrupt
+        self.pending = True
+
+    @contextlib.contextmanager
+    def deferring(self, *, raise_pending=True):
+        """Defer SIGINT inside the block (nests); leaving the outermost block restores the previous
+        handler and, with ``raise_pending`` and no exception in flight, raises a deferred Ctrl-C."""
+        if (
+            self._depth == 0
+            and threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._depth += 1
+        completed = False
+        try:
+            yield self
+            completed = True
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self.armed = False
+                if self._previous is not None:
+                    signal.signal(signal.SIGINT, self._previous)
+                    self._previous = None
+                if raise_pending and completed:
+                    self.check()
+                self.pending = False
+
+    def arm(self):
+        """From here a Ctrl-C raises at once (a deferred one too)."""
+        self.armed = True
+        if self.pending:
+            self.armed = self.pending = False
+            raise KeyboardInterrupt
+
+    def disarm(self):
+        self.armed = False
+
+    def check(self):
+        """Raise a deferred Ctrl-C now."""
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def take_pending(self) -> bool:
+        """Whether a Ctrl-C was deferred (and forget it)."""
+        pending, self.pending = self.pending, False
+        return pending
+
+
+class _StepResult(NamedTuple):
+    """Everything one step changes, computed before any of it is committed."""
+
+    step: int
+    params: dict
+    opt_state: dict
+    rng: np.random.Generator
+    curriculum: ExponentialCurriculum | None
+    seconds: float
+    losses: list  # the losses since the last log record (empty after a record)
+    next_eval: int
+    record: dict | None
+
+
+def _describe_config_diff(saved: dict, given: dict) -> str:
+    absent = "<absent>"
+    names = list(given) + [k for k in saved if k not in given]
+    return "; ".join(
+        f"{k} (saved {saved.get(k, absent)!r}, given {given.get(k, absent)!r})"
+        for k in names
+        if saved.get(k, absent) != given.get(k, absent)
+    )
+
+
 class Trainer:
-    """Runs a :class:`TrainConfig` in ``out_dir``; ``run()`` trains until the budget is spent."""
+    """Runs a :class:`TrainConfig` in ``out_dir``; ``run()`` trains until the budget is spent.
+
+    The trainer's state is ``model.params``, ``opt_state``, ``rng``, ``curriculum``, ``step``,
+    ``seconds``, ``records`` (the log), ``losses_since_log`` (the training losses the next log
+    record averages) and ``next_eval`` (the sequence count at which the next evaluation is due);
+    the checkpoint holds all of it. ``resume=True`` continues the run in ``out_dir`` from its
+    checkpoint (from scratch if it has none); a checkpoint that is damaged, or was written with
+    another configuration than ``config`` (or ``out_dir/config.json``), raises a ``ValueError``
+    that says what is wrong.
+    """
 
     def __init__(self, config: TrainConfig, out_dir, *, resume=False, progress=None):
         self.config, self.out = config, Path(out_dir)
@@ -114,73 +237,378 @@ class Trainer:
             lo, hi = self.task.level_range
             self.curriculum = ExponentialCurriculum(lo, hi, c.curriculum_threshold, c.curriculum_window)
         self.step = 0
+        self.seconds = 0.0
         self.records = []
+        self.losses_since_log = []
+        self.next_eval = c.eval_every
         self.eval_batch = self.task.sample(c.eval_size, np.random.default_rng([c.seed, 1]))
         self.progress = sys.stderr.isatty() if progress is None else progress
-        self.seconds = 0.0
+        self._sigint = _SigintGuard()
+        if getattr(getattr(self.model, "config", None), "restore", None) == "final":
+            log.warning(
+                "restore='final' carries the memory from one batch to the next; that memory is not in the "
+                "checkpoint, so a resumed run will not repeat an uninterrupted one"
+            )
         ckpt = self.out / "checkpoint.npz"
-        if resume and ckpt.exists():
-            self._load(ckpt)
-        elif resume:
-            log.warning("no checkpoint in %s: starting from scratch", self.out)
-        if not resume and (self.out / "log.jsonl").exists():
+        if not resume and ((self.out / "log.jsonl").exists() or ckpt.exists()):
             raise FileExistsError(
                 f"out_dir: {self.out} already holds a run; pass resume=True (--resume) or choose another folder"
             )
+        if resume:
+            self._check_config_file(self.out / "config.json")
+            if ckpt.exists():
+                self._load(ckpt)
+            elif (self.out / "log.jsonl").exists() or (self.out / "config.json").exists():
+                log.warning("no checkpoint in %s: starting from scratch", self.out)
+            self._load_log(self.out / "log.jsonl")
+            for name in RUN_FILES:  # left by a kill during an atomic write
+                for stale in self.out.glob(f".{name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
         _io.atomic_write_text(self.out / "config.json", json.dumps(c.to_dict(), indent=2))
 
+    @property
+    def total_steps(self) -> int:
+        """Steps in the budget: ``ceil(config.sequences / config.batch_size)``."""
+        return -(-self.config.sequences // self.config.batch_size)
+
+    def _log_steps(self, upto: int) -> list[int]:
+        """The steps <= ``upto`` that write a log record."""
+        c, total = self.config, self.total_steps
+        return [s for s in range(1, upto + 1) if s % c.log_every == 0 or s == total]
+
     # -- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self):
+        """Write ``log.jsonl``, then ``checkpoint.npz``, each atomically, with Ctrl-C deferred.
+
+        The log goes first, so a kill between the two leaves a log *ahead* of the checkpoint, never
+        behind it: resuming drops the records past the checkpoint's step and recomputes them. With
+        no records yet the checkpoint goes first (:meth:`run` starts by saving one at step 0), so a
+        folder with a log always has a checkpoint too.
+
+        The checkpoint holds ``format``, ``config`` (JSON), ``param/<name>``, ``opt/step`` and
+        ``opt/<slot>/<name>`` (:func:`~refmann.train.optim.state_to_arrays`), ``curriculum/<key>``
+        (:meth:`~refmann.tasks.ExponentialCurriculum.state_dict`), ``rng`` (the generator's state as
+        JSON), ``step``, ``seconds``, ``losses_since_log`` and ``next_eval``.
+        """
         arrays = {f"param/{k}": v for k, v in self.model.params.items()}
         if self.opt_state is not None:
             arrays.update({f"opt/{k}": v for k, v in optim.state_to_arrays(self.opt_state).items()})
         if self.curriculum is not None:
             arrays.update({f"curriculum/{k}": np.asarray(v) for k, v in self.curriculum.state_dict().items()})
+        arrays["format"] = np.array(CHECKPOINT_FORMAT)
+        arrays["config"] = np.array(json.dumps(self.config.to_dict()))
         arrays["rng"] = np.array(json.dumps(self.rng.bit_generator.state))
         arrays["step"] = np.array(self.step)
-        arrays["seconds"] = np.array(self.seconds)
-        arrays["config"] = np.array(json.dumps(self.config.to_dict()))
-        _io.atomic_savez(self.out / "checkpoint.npz", **arrays)
-        # the log holds exactly the records up to this checkpoint
-        _io.atomic_write_text(self.out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
+        arrays["seconds"] = np.array(self.seconds, dtype=np.float64)
+        arrays["losses_since_log"] = np.array(self.losses_since_log, dtype=np.float64)
+        arrays["next_eval"] = np.array(self.next_eval)
+        text = "".join(json.dumps(r) + "\n" for r in self.records)
+        with self._sigint.deferring():
+            if self.records:
+                _io.atomic_write_text(self.out / "log.jsonl", text)
+                _io.atomic_savez(self.out / "checkpoint.npz", **arrays)
+            else:  # nothing to lose: the checkpoint first, so that a log never exists without one
+                _io.atomic_savez(self.out / "checkpoint.npz", **arrays)
+                _io.atomic_write_text(self.out / "log.jsonl", text)
+
+    def _check_same_config(self, saved, where):
+        given = json.loads(json.dumps(self.config.to_dict()))
+        if not isinstance(saved, dict):
+            raise ValueError(f"resume: {where}: expected a JSON object (a TrainConfig), got {type(saved).__name__}")
+        if saved != given:
+            raise ValueError(
+                f"resume: {where} was written with another configuration: {_describe_config_diff(saved, given)}; "
+                "resume with the run's own settings, or train into another folder"
+            )
+
+    def _check_config_file(self, path):
+        if not path.exists():
+            return
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"resume: {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+        self._check_same_config(saved, path)
 
     def _load(self, path):
-        data = _io.load_npz(path)
-        saved = json.loads(str(data["config"]))
-        if saved != self.config.to_dict():
-            diff = {k: (saved.get(k), v) for k, v in self.config.to_dict().items() if saved.get(k) != v}
-            raise ValueError(f"resume: the checkpoint was made with another config (saved, given): {diff}")
-        for key in self.model.params:
-            self.model.params[key] = data[f"param/{key}"].copy()
-        opt = {k[4:]: v for k, v in data.items() if k.startswith("opt/")}
-        self.opt_state = optim.state_from_arrays(opt) if opt else None
+        """Restore every piece of trainer state from ``path``, or raise a ValueError saying what is wrong."""
+        try:
+            with open(path, "rb") as f:  # closed even when numpy fails on a damaged file
+                data = _io.load_npz(f)
+        except Exception as exc:  # BadZipFile, EOFError, OSError, ValueError, zlib.error, ...
+            raise ValueError(
+                f"resume: {path} is unreadable ({type(exc).__name__}: {exc}): a damaged file, or not a checkpoint"
+            ) from exc
+
+        def bad(what):
+            return ValueError(f"resume: {path} is not a valid checkpoint: {what}")
+
+        def scalar(key, kind):
+            a = data[key]
+            if a.ndim != 0 or a.dtype.kind not in kind or a.dtype == bool:
+                raise bad(f"{key!r}: expected a scalar of kind {kind!r}, got dtype {a.dtype} shape {a.shape}")
+            return a.item()
+
+        def parse_json(key):
+            try:
+                return json.loads(scalar(key, "U"))
+            except json.JSONDecodeError as exc:
+                raise bad(f"{key!r}: not JSON ({exc})") from exc
+
+        fmt = scalar("format", "iu") if "format" in data else 1
+        if fmt not in (1, CHECKPOINT_FORMAT):
+            raise bad(f"format {fmt}: this refmann reads formats 1 and {CHECKPOINT_FORMAT}")
+        if "config" not in data:
+            raise bad("no 'config' entry")
+        self._check_same_config(parse_json("config"), path)  # first: another config explains the rest
+        c, total = self.config, self.total_steps
+        plain = {"format", "config", "rng", "step", "seconds"} | (
+            {"losses_since_log", "next_eval"} if fmt > 1 else set()
+        )
+        missing = sorted(plain - {"format"} - set(data))
+        if missing:
+            raise bad(f"missing entries {missing}")
+        extra = sorted(k for k in data if k not in plain and not k.startswith(("param/", "opt/", "curriculum/")))
+        if extra:
+            raise bad(f"unknown entries {extra}")
+
+        step = scalar("step", "iu")
+        if not 0 <= step <= total:
+            raise bad(f"'step' = {step}: expected an integer in [0, {total}] (the budget's steps)")
+        seconds = scalar("seconds", "f")
+        if not (np.isfinite(seconds) and seconds >= 0):
+            raise bad(f"'seconds' = {seconds}: expected a finite number >= 0")
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = parse_json("rng")
+        except (TypeError, ValueError, KeyError) as exc:
+            raise bad(f"'rng': not the state of a {type(rng.bit_generator).__name__} generator ({exc})") from exc
+
+        saved = {k[len("param/") :]: v for k, v in data.items() if k.startswith("param/")}
+        mine = self.model.params
+        if set(saved) != set(mine):
+            raise bad(f"parameters: missing {sorted(set(mine) - set(saved))}, unknown {sorted(set(saved) - set(mine))}")
+        for key, p in mine.items():
+            if saved[key].shape != p.shape or saved[key].dtype != p.dtype:
+                raise bad(
+                    f"param/{key}: expected {p.dtype} {p.shape} (the model's), "
+                    f"got {saved[key].dtype} {saved[key].shape}"
+                )
+        params = {key: saved[key].copy() for key in mine}
+
+        opt = {k[len("opt/") :]: v for k, v in data.items() if k.startswith("opt/")}
+        if step == 0:
+            if opt:
+                raise bad("an optimizer state at step 0")
+            opt_state = None
+        else:
+            if not opt:
+                raise bad(f"no optimizer state ('opt/...') at step {step}")
+            try:
+                opt_state = optim.state_from_arrays(opt)
+            except (TypeError, ValueError) as exc:
+                raise bad(f"optimizer state: {exc}") from exc
+            self._check_opt_state(opt_state, params, step, bad)
+
+        curriculum = None
+        saved_curriculum = {k[len("curriculum/") :]: v for k, v in data.items() if k.startswith("curriculum/")}
         if self.curriculum is not None:
-            self.curriculum.load_state_dict({k[11:]: v for k, v in data.items() if k.startswith("curriculum/")})
-        self.rng.bit_generator.state = json.loads(str(data["rng"]))
-        self.step = int(data["step"])
-        self.seconds = float(data["seconds"])
-        log_path = self.out / "log.jsonl"
-        if log_path.exists():
-            self.records = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-            self.records = [r for r in self.records if r["step"] <= self.step]
+            curriculum = copy.deepcopy(self.curriculum)
+            try:
+                curriculum.load_state_dict(saved_curriculum)
+            except (TypeError, ValueError) as exc:
+                raise bad(f"curriculum: {exc}") from exc
+        elif saved_curriculum:
+            raise bad("a curriculum state, but the configuration has no curriculum")
+
+        due = 0 if step == total else step % c.log_every  # losses the next log record averages
+        if fmt > 1:
+            losses = data["losses_since_log"]
+            if losses.shape != (due,) or losses.dtype != np.float64:
+                raise bad(
+                    f"'losses_since_log': expected float64 shape ({due},) at step {step}, "
+                    f"got {losses.dtype} {losses.shape}"
+                )
+            losses = losses.tolist()
+            next_eval = scalar("next_eval", "iu")
+            if next_eval < c.eval_every or next_eval % c.eval_every:
+                raise bad(f"'next_eval' = {next_eval}: expected a positive multiple of eval_every = {c.eval_every}")
+        else:
+            losses = []
+            next_eval = (step * c.batch_size // c.eval_every + 1) * c.eval_every
+            if due:
+                log.warning(
+                    "%s: a format-1 checkpoint at step %d: the next log record averages %d fewer losses "
+                    "than an uninterrupted run's",
+                    path,
+                    step,
+                    due,
+                )
+
+        # everything is valid: commit it at once
+        self.model.params, self.opt_state, self.rng, self.curriculum = params, opt_state, rng, curriculum
+        self.step, self.seconds, self.losses_since_log, self.next_eval = step, float(seconds), losses, next_eval
         log.info("resumed %s at step %d", self.out, self.step)
+
+    def _check_opt_state(self, state, params, step, bad):
+        """``state`` has the layout, shapes and dtypes of this optimizer's state for ``params``, at ``step``."""
+        zeros = {k: np.zeros_like(p) for k, p in params.items()}
+        _, fresh = self.update(params, zeros, None)
+        if set(state) != set(fresh):
+            raise bad(
+                f"optimizer state: expected the slots {sorted(fresh)} of {self.config.optimizer}, got {sorted(state)}"
+            )
+        if state["step"] != step:
+            raise bad(f"optimizer state: 'step' = {state['step']}, expected {step} (the trainer's step)")
+        for slot, arrays in fresh.items():
+            if not isinstance(arrays, dict):
+                continue
+            got = state[slot]
+            if not isinstance(got, dict) or set(got) != set(arrays):
+                raise bad(f"optimizer state: slot {slot!r} does not hold the model's parameters")
+            for k, a in arrays.items():
+                if got[k].shape != a.shape or got[k].dtype != a.dtype:
+                    raise bad(f"opt/{slot}/{k}: expected {a.dtype} {a.shape}, got {got[k].dtype} {got[k].shape}")
+
+    def _load_log(self, path):
+        """Keep the log records up to the restored step, in memory and on disk (a kill between the log
+        and the checkpoint writes leaves records past the checkpoint: they are recomputed)."""
+        records = []
+        if path.exists():
+            try:
+                lines = path.read_text().splitlines()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"resume: {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+            for number, line in enumerate(lines, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"resume: {path}, line {number}: not a JSON record ({exc})") from exc
+                step = record.get("step") if isinstance(record, dict) else None
+                if isinstance(step, bool) or not isinstance(step, int):
+                    raise ValueError(f"resume: {path}, line {number}: expected a JSON object with an integer 'step'")
+                records.append(record)
+        kept = [r for r in records if r["step"] <= self.step]
+        steps, expected = [r["step"] for r in kept], self._log_steps(self.step)
+        if steps != expected:
+            if steps == sorted(set(steps)) and set(steps) <= set(expected):
+                log.warning(
+                    "%s lacks the records of %d of the %d logging steps up to step %d (lost before this "
+                    "refmann wrote its log ahead of its checkpoints); continuing without them",
+                    path,
+                    len(expected) - len(steps),
+                    len(expected),
+                    self.step,
+                )
+            else:
+                shown = steps if len(steps) <= 8 else [*steps[:4], "...", *steps[-3:]]
+                raise ValueError(
+                    f"resume: {path} does not belong to the checkpoint at step {self.step}: records for steps "
+                    f"{shown}, expected a subset of every {self.config.log_every}th step "
+                    "(move the log away to resume without it)"
+                )
+        if len(kept) != len(records):
+            log.info("%s: dropped %d records past the checkpoint's step %d", path, len(records) - len(kept), self.step)
+        if path.exists() and (len(kept) != len(records) or len(lines) != len(records)):
+            _io.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.records = kept
 
     # -- one step ------------------------------------------------------------------------------------
     def train_step(self):
+        """One step, as a transaction: draw a batch, BPTT, clip, update, count, log; ``(loss, batch)``.
+
+        Everything the step changes is computed into locals first: the batch is drawn from a copy
+        of the RNG, the curriculum is a copy, the optimizer returns new parameter and state dicts,
+        and the log record (on a logging step) is computed with the new parameters. :meth:`_commit`
+        then stores it all with Ctrl-C deferred. An exception or Ctrl-C before the commit leaves
+        the trainer exactly as it was before the step; after it, exactly as after the step.
+        """
         c = self.config
-        level = self.curriculum.draw(self.rng) if self.curriculum is not None else None
-        batch = self.task.sample(c.batch_size, self.rng, level=level)
-        loss, grads = self.model.loss_and_grads(batch.inputs, batch.targets, batch.mask, loss=self.task.loss)
-        if c.clip is not None:
-            grads = optim.clip_elementwise(grads, c.clip)
-        if c.clip_norm is not None:
-            grads, _ = optim.clip_global_norm(grads, c.clip_norm)
-        self.model.params, self.opt_state = self.update(self.model.params, grads, self.opt_state)
-        if self.curriculum is not None:
-            self.curriculum.update(loss)
-        self.step += 1
+        with self._sigint.deferring():
+            params0 = self.model.params
+            try:
+                self._sigint.arm()
+                t0 = time.perf_counter()
+                rng, curriculum = copy.deepcopy(self.rng), copy.deepcopy(self.curriculum)
+                level = curriculum.draw(rng) if curriculum is not None else None
+                batch = self.task.sample(c.batch_size, rng, level=level)
+                loss, grads = self.model.loss_and_grads(batch.inputs, batch.targets, batch.mask, loss=self.task.loss)
+                if c.clip is not None:
+                    grads = optim.clip_elementwise(grads, c.clip)
+                if c.clip_norm is not None:
+                    grads, _ = optim.clip_global_norm(grads, c.clip_norm)
+                params, opt_state = self.update(params0, grads, self.opt_state)
+                if curriculum is not None:
+                    curriculum.update(loss)
+                seconds = self.seconds + (time.perf_counter() - t0)
+                new = _StepResult(
+                    step=self.step + 1,
+                    params=params,
+                    opt_state=opt_state,
+                    rng=rng,
+                    curriculum=curriculum,
+                    seconds=seconds,
+                    losses=[*self.losses_since_log, loss],
+                    next_eval=self.next_eval,
+                    record=None,
+                )
+                if new.step % c.log_every == 0 or new.step == self.total_steps:
+                    new = self._log_record(new, batch)
+                self._sigint.disarm()
+            except BaseException:
+                self._sigint.disarm()
+                self._rollback(params0)
+                raise
+            self._commit(new)
         return loss, batch
+
+    def _log_record(self, new: _StepResult, batch) -> _StepResult:
+        """``new`` with its log record: the batch's metric and, when due, the evaluation, both computed
+        with the step's new parameters (lent to the model for the forwards, then taken back)."""
+        c, metric = self.config, self.task.metric_name
+        params0, self.model.params = self.model.params, new.params
+        try:
+            value = float(np.mean(self.task.metric(self.model.forward(batch.inputs), batch)))
+            record = {
+                "step": new.step,
+                "sequences": new.step * c.batch_size,
+                "loss": float(np.mean(new.losses)),
+                metric: value,
+                "seconds": round(new.seconds, 3),
+            }
+            if new.curriculum is not None:
+                record["level"] = new.curriculum.current_max
+            next_eval = new.next_eval
+            if new.step * c.batch_size >= next_eval or new.step == self.total_steps:
+                record[f"eval_{metric}"] = self.evaluate()
+                next_eval += c.eval_every
+        finally:
+            self.model.params = params0
+        return new._replace(losses=[], next_eval=next_eval, record=record)
+
+    def _commit(self, new: _StepResult):
+        """The end of a step's transaction: plain assignments (train_step runs them with Ctrl-C deferred)."""
+        self.model.params, self.opt_state, self.rng, self.curriculum = (
+            new.params,
+            new.opt_state,
+            new.rng,
+            new.curriculum,
+        )
+        self.seconds, self.losses_since_log, self.next_eval = new.seconds, new.losses, new.next_eval
+        if new.record is not None:
+            self.records.append(new.record)
+        self.step = new.step
+
+    def _rollback(self, params):
+        """Undo an interrupted step: the old parameters, and an in-place memory (SAM) that starts from
+        ``memory0`` again in case the interrupt landed inside the model's own bookkeeping."""
+        self.model.params = params
+        core = getattr(self.model, "core", None)
+        if getattr(core, "in_place", False):
+            core.forget_steps()
 
     def evaluate(self):
         logits = self.model.forward(self.eval_batch.inputs)
@@ -188,60 +616,69 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------------
     def run(self):
-        """Train until ``config.sequences``; returns the summary dict. Ctrl-C saves a checkpoint first."""
-        from tqdm import tqdm
+        """Train until ``config.sequences``; returns the summary dict (:meth:`summary`).
 
+        Ctrl-C ends the loop between steps (an interrupted step is rolled back, a deferred Ctrl-C
+        waits for the step's commit or the checkpoint being written); the checkpoint and the log
+        are then saved, the pictures drawn and ``summary["interrupted"]`` is True. A Ctrl-C during
+        those final writes is noted in the summary, not raised.
+        """
         c = self.config
-        total_steps = -(-c.sequences // c.batch_size)
-        bar = tqdm(
-            total=total_steps, initial=self.step, disable=not self.progress, unit="step", desc=f"{c.model} on {c.task}"
-        )
+        total = self.total_steps
         interrupted = False
-        next_eval = (self.step * c.batch_size // c.eval_every + 1) * c.eval_every
-        losses = []
-        metric = self.task.metric_name
-        try:
-            with single_threaded_blas():
-                while self.step < total_steps:
-                    t0 = time.perf_counter()
-                    loss, batch = self.train_step()
-                    self.seconds += time.perf_counter() - t0
-                    losses.append(loss)
-                    if self.step % c.log_every == 0 or self.step == total_steps:
-                        value = float(np.mean(self.task.metric(self.model.forward(batch.inputs), batch)))
-                        record = {
-                            "step": self.step,
-                            "sequences": self.step * c.batch_size,
-                            "loss": float(np.mean(losses)),
-                            metric: value,
-                            "seconds": round(self.seconds, 3),
-                        }
-                        if self.curriculum is not None:
-                            record["level"] = self.curriculum.current_max
-                        if self.step * c.batch_size >= next_eval or self.step == total_steps:
-                            record[f"eval_{metric}"] = self.evaluate()
-                            next_eval += c.eval_every
-                        self.records.append(record)
-                        bar.set_postfix(
-                            loss=f"{record['loss']:.3g}", metric=f"{value:.2f}", eval=record.get(f"eval_{metric}", "")
-                        )
-                        losses = []
-                    bar.update(1)
-                    if self.step % c.checkpoint_every == 0:
-                        self.save_checkpoint()
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("interrupted at step %d: saving a checkpoint", self.step)
-        finally:
-            bar.close()
-        self.save_checkpoint()
-        summary = self.summary(interrupted)
-        _io.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
-        if self.records:
-            self.plot()
+        with self._sigint.deferring(raise_pending=False):
+            bar = None
+            try:
+                from tqdm import tqdm
+
+                bar = tqdm(
+                    total=total,
+                    initial=self.step,
+                    disable=not self.progress,
+                    unit="step",
+                    desc=f"{c.model} on {c.task}",
+                )
+                metric = self.task.metric_name
+                if not (self.out / "checkpoint.npz").exists():
+                    self.save_checkpoint()  # at step 0: a kill before the next one resumes from here
+                with single_threaded_blas():
+                    while self.step < total:
+                        logged = len(self.records)
+                        self.train_step()
+                        if len(self.records) > logged:
+                            record = self.records[-1]
+                            bar.set_postfix(
+                                loss=f"{record['loss']:.3g}",
+                                metric=f"{record[metric]:.2f}",
+                                eval=record.get(f"eval_{metric}", ""),
+                            )
+                        bar.update(1)
+                        if self.step % c.checkpoint_every == 0:
+                            self.save_checkpoint()
+                        self._sigint.check()
+            except KeyboardInterrupt:
+                interrupted = True
+                log.warning("interrupted at step %d: saving a checkpoint", self.step)
+            finally:
+                if bar is not None:
+                    bar.close()
+            self.save_checkpoint()
+            if self.records:
+                try:
+                    self._sigint.arm()
+                    self.plot()
+                except KeyboardInterrupt:
+                    interrupted = True
+                    self._rollback(self.model.params)
+                finally:
+                    self._sigint.disarm()
+            summary = self.summary(interrupted or self._sigint.take_pending())
+            _io.atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
         return summary
 
     def summary(self, interrupted=False):
+        """The run's numbers. ``final_eval_<metric>`` and ``sequences_to_target`` (and, for bit errors,
+        ``sequences_to_under_1_bit``) are None until an evaluation has happened / reached the target."""
         c = self.config
         metric = self.task.metric_name
         evals = [(r["sequences"], r[f"eval_{metric}"]) for r in self.records if f"eval_{metric}" in r]
