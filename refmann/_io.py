@@ -1,21 +1,64 @@
-"""Files are written atomically (a temporary file in the same folder, then ``os.replace``) and
-``.npz`` files are always loaded with ``allow_pickle=False``."""
+"""Files are written atomically (a temporary file in the same folder, fsync, then ``os.replace``) with the
+permissions a plain ``open(path, "w")`` would give (``0o666 & ~umask``: 0644 under the usual umask 022),
+and ``.npz`` files are always loaded with ``allow_pickle=False``."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
 
+_umask_lock = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux: /proc/self/status; elsewhere set and restored
+    at once, under a lock)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _umask_lock:
+        mask = os.umask(0o077)  # the strictest value for the instant it is set
+        os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
 
 def atomic_write(path, write, mode) -> Path:
-    """Call ``write(f)`` on a temporary file opened with ``mode`` beside ``path``, then move it to ``path``."""
+    """Call ``write(f)`` on a temporary file opened with ``mode`` beside ``path``, then move it to ``path``.
+
+    The file gets mode ``0o666 & ~umask`` (as a newly created file would: ``tempfile.mkstemp`` alone
+    gives 0600), set before anything is written; readers see either the old file or the complete new one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        perms = 0o666 & ~current_umask()
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, perms)
+        else:  # pragma: no cover - Windows
+            os.chmod(tmp, perms)
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -25,6 +68,7 @@ def atomic_write(path, write, mode) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
 
 

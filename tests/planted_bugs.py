@@ -65,6 +65,10 @@ BUGS = [
         "refmann/kernels/ring.py",
         "        for j in range(J - 1, -1, -1):\n            s = slots[b, j]",
         "        for j in range(J - 1, 0, -1):\n            s = slots[b, j]"),
+    Bug("resume forgets the curriculum level (the saved curriculum is not loaded)",
+        "refmann/train/trainer.py",
+        "            try:\n                curriculum.load_state_dict(saved_curriculum)\n",
+        "            try:\n                pass  # curriculum.load_state_dict(saved_curriculum)\n"),
 ]
 
 

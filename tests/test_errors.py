@@ -86,3 +86,59 @@ def test_gates_and_exponents_outside_their_range_are_refused():
         ops.sigmoid_cross_entropy_forward(np.ones(2), targets=np.array([0.0, 2.0]))
     with pytest.raises(ValueError, match="axis: expected an axis of a 2-d array, got 2"):
         ops.softmax_forward(np.ones((2, 3)), axis=2)
+
+
+def test_a_wrong_dout_names_the_argument_the_expected_and_the_given_shape():
+    _, cache = ops.dense_read_forward(M, W)
+    with pytest.raises(
+        ValueError,
+        match=r"dreads: expected shape \(2, 4, 3\) \(the forward output's; nothing is broadcast\), got \(2, 4, 1\)",
+    ):
+        ops.dense_read_backward(np.ones((2, 4, 1)), cache)
+    with pytest.raises(ValueError, match=r"dreads: expected finite values, got 1 NaN/inf entries"):
+        ops.dense_read_backward(np.where(np.arange(24).reshape(2, 4, 3) == 5, np.nan, 1.0), cache)
+    with pytest.raises(
+        TypeError,
+        match=r"dreads: expected dtype float32 or float64 \(a real function's gradient is real\), got complex128",
+    ):
+        ops.dense_read_backward(np.ones((2, 4, 3), complex), cache)
+    _, cache = ops.sigmoid_cross_entropy_forward(np.ones(3), targets=np.ones(3))
+    ops.sigmoid_cross_entropy_backward(0.5, cache)  # a number is a fine dout for a scalar loss
+    with pytest.raises(ValueError, match=r"dloss: expected shape \(\) .*, got \(3,\)"):
+        ops.sigmoid_cross_entropy_backward(np.ones(3), cache)
+
+
+def test_a_tuple_dout_of_the_wrong_arity_says_which_parts_it_needs():
+    x, h = np.ones((2, 3)), np.ones((2, 4))
+    _, cache = ops.lstm_step_forward(x, h, h, np.ones((7, 16)), np.ones(16))
+    with pytest.raises(
+        TypeError, match=r"dout: expected a tuple \(dh, dc\) of 2 arrays, got a float64 array of shape \(2, 4\)"
+    ):
+        ops.lstm_step_backward(np.ones((2, 4)), cache)
+    with pytest.raises(ValueError, match=r"dout: expected a tuple \(dh, dc\) of 2 arrays, got a tuple of length 3"):
+        ops.lstm_step_backward((h, h, h), cache)
+    with pytest.raises(ValueError, match=r"dc \(dout\[1\]\): expected shape \(2, 4\)"):
+        ops.lstm_step_backward((h, np.ones((2, 5))), cache)
+
+
+def test_padded_index_arrays_accept_minus_one_and_say_so():
+    from refmann._checks import as_index_array
+
+    assert as_index_array(np.array([-1, 0, 4]), "slots", upper=5, padding=True).dtype == np.int64
+    with pytest.raises(
+        ValueError, match=r"slots: expected indices in \[0, 5\) or -1 \(padding\), got values in \[-2, 0\]"
+    ):
+        as_index_array(np.array([-2, 0]), "slots", upper=5, padding=True)
+
+
+def test_a_refused_footprint_names_the_argument_the_bytes_and_the_budget(monkeypatch):
+    from refmann._checks import FootprintError, check_footprint
+
+    monkeypatch.setenv("REFMANN_MEMORY_BUDGET", "1G")
+    with pytest.raises(
+        FootprintError,
+        match=r"memory_size: a memory needs about 2.00 GiB \(2,147,483,648 bytes\) \(memory 1.50 GiB, index 512 MiB\), "
+        r"more than the memory budget of 1.00 GiB .*REFMANN_MEMORY_BUDGET",
+    ):
+        check_footprint({"memory": 3 * 2**29, "index": 2**29}, "memory_size", what="a memory")
+    assert check_footprint({"memory": 2**20}, "memory_size", what="a memory") == 2**20

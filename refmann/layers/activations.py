@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import ops
+from .. import _checks, ops
 from .base import LayerBase, check_dtype, check_seed
 
 
@@ -31,6 +31,8 @@ class _Activation(LayerBase):
 
     def backward(self, dy, cache):
         """``(dx, {})``."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.x.shape, "dy")
         (dx,) = type(self)._backward(dy, cache)
         return dx, {}
 

@@ -121,6 +121,8 @@ class MultiHeadAttention(LayerBase):
 
     def backward(self, dy, cache):
         """``(dx, grads)``: dx of shape (B, T, D), grads keyed like ``params``."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.out.x.shape[:-1] + (self.model_dim,), "dy")
         c = self.children
         grads = {}
         do, g = c["out"].backward(dy, cache.out)  # (B, T, H·dv)

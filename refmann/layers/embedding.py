@@ -56,5 +56,7 @@ class Embedding(LayerBase):
 
     def backward(self, dy, cache):
         """``(None, {"weight": RowGrad})``."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.indices.shape + (self.embedding_dim,), "dy")
         (dweight,) = ops.embedding_backward(dy, cache)
         return None, {"weight": dweight}

@@ -53,5 +53,7 @@ class Linear(LayerBase):
 
     def backward(self, dy, cache):
         """``(dx, {"weight": dW, "bias": db})``."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.x.shape[:-1] + (self.output_dim,), "dy")
         dx, dweight, dbias = ops.linear_backward(dy, cache)
         return dx, ({"weight": dweight, "bias": dbias} if self.bias else {"weight": dweight})

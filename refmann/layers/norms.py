@@ -61,6 +61,8 @@ class LayerNorm(_Norm):
 
     def backward(self, dy, cache):
         """``(dx, {"weight": dγ, "bias": dβ})``."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.x.shape, "dy")
         dx, dgamma, dbeta = ops.layernorm_backward(dy, cache)
         return dx, {"weight": dgamma, "bias": dbeta}
 
@@ -84,6 +86,8 @@ class RMSNorm(_Norm):
 
     def backward(self, dy, cache):
         """``(dx, {"weight": dγ})``."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.x.shape, "dy")
         dx, dgamma = ops.rmsnorm_backward(dy, cache)
         return dx, {"weight": dgamma}
 
@@ -144,5 +148,7 @@ class BatchNorm(_Norm):
 
     def backward(self, dy, cache):
         """``(dx, {"weight": dγ, "bias": dβ})``; through the batch statistics in training mode."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.x.shape, "dy")
         dx, dgamma, dbeta = ops.batchnorm_backward(dy, cache)
         return dx, {"weight": dgamma, "bias": dbeta}

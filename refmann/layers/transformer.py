@@ -109,6 +109,8 @@ class TransformerBlock(LayerBase):
 
     def backward(self, dy, cache):
         """``(dx, grads)``, dx of shape (B, T, D), grads keyed like ``params``."""
+        if _checks.enabled():
+            _checks.check_dout(dy, cache.ln1.x.shape, "dy")
         c = self.children
         grads = {}
         dm, g = c["mlp"].backward(dy, cache.mlp)

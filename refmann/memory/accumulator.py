@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import (
+    as_float_array,
+    as_index_array,
+    check_dtype,
+    check_positive_int,
+    check_shape,
+    enabled,
+)
 from ..kernels.rowacc import rowacc_add_kernel, rowacc_gather_kernel, rowacc_rehash_kernel, rowacc_zero_kernel
 from ..ops.memory import RowGrad
 
@@ -17,16 +25,27 @@ class RowGradAccumulator:
     :meth:`zero`. :meth:`to_rowgrad` hands the result out as a :class:`~refmann.ops.RowGrad`, each
     touched row listed once; :meth:`clear` empties it in O(rows held).
 
+    Indices are checked at the boundary (integer, one row per batch element, in ``[0, num_rows)``, −1
+    for padding where a method says so) unless inside :func:`refmann._checks.unchecked`.
+
     Parameters
     ----------
     batch_size, word_size : int
     dtype : numpy dtype
+        float32 or float64.
     capacity : int
         Initial pool rows per batch element (grows as needed).
+    num_rows : int, optional
+        N, the rows of the dense array this stands for: indices must lie in ``[0, N)``. Default: any
+        non-negative slot below 2**62 (the table itself needs no N).
     """
 
-    def __init__(self, batch_size: int, word_size: int, dtype, capacity: int = 64):
-        self.B, self.W, self.dtype = batch_size, word_size, np.dtype(dtype)
+    def __init__(self, batch_size: int, word_size: int, dtype, capacity: int = 64, *, num_rows: int | None = None):
+        self.B = check_positive_int(batch_size, "batch_size")
+        self.W = check_positive_int(word_size, "word_size")
+        self.dtype = check_dtype(dtype)
+        capacity = check_positive_int(capacity, "capacity", minimum=0)
+        self.num_rows = None if num_rows is None else check_positive_int(num_rows, "num_rows")
         self.count = np.zeros(batch_size, np.int64)
         self._allocate(max(1, capacity))
 
@@ -53,8 +72,21 @@ class RowGradAccumulator:
         """The most distinct rows held by one batch element."""
         return int(self.count.max())
 
+    def _indices(self, indices, name="indices", *, ndim=2):
+        """``indices`` checked: integer, (B, J) (``ndim=None``: (B, ...)), in [0, num_rows) or −1."""
+        upper = 2**62 if self.num_rows is None else self.num_rows
+        shape = (self.B, None) if ndim == 2 else None
+        arr = as_index_array(indices, name, upper=upper, shape=shape, padding=True)
+        if ndim is None and (arr.ndim < 1 or arr.shape[0] != self.B):
+            raise ValueError(f"{name}: expected shape ({self.B}, ...) (one row per batch element), got {arr.shape}")
+        return arr
+
     def add(self, indices, rows):
         """``G[b, indices[b, j]] += rows[b, j]`` (int (B, J), (B, J, W); −1 = padding)."""
+        if enabled():
+            indices = self._indices(indices)
+            rows = as_float_array(rows, "rows", ndim=3)
+            check_shape(rows, "rows", (self.B, indices.shape[1], self.W))
         indices = np.ascontiguousarray(indices, dtype=np.int64)
         self._reserve(indices.shape[1])
         rowacc_add_kernel(
@@ -68,7 +100,9 @@ class RowGradAccumulator:
         )
 
     def gather(self, indices):
-        """``G[b, indices[b, ...]]``, shape indices.shape + (W,); rows never added are zero."""
+        """``G[b, indices[b, ...]]``, shape indices.shape + (W,); rows never added (and −1) read as zero."""
+        if enabled():
+            indices = self._indices(indices, ndim=None)
         B = indices.shape[0]
         flat = np.ascontiguousarray(indices.reshape(B, -1), dtype=np.int64)
         out = np.empty((B, flat.shape[1], self.W), self.dtype)
@@ -76,14 +110,21 @@ class RowGradAccumulator:
         return out.reshape(indices.shape + (self.W,))
 
     def zero(self, indices):
-        """``G[b, indices[b, j]] = 0`` (int (B, J))."""
+        """``G[b, indices[b, j]] = 0`` (int (B, J); −1 = padding)."""
+        if enabled():
+            indices = self._indices(indices)
         rowacc_zero_kernel(self.keys, self.where, self.pool, np.ascontiguousarray(indices, dtype=np.int64))
 
     def to_rowgrad(self, num_rows: int) -> RowGrad:
         """The held rows as a RowGrad, each touched row once, in order of first touch; batch elements
         holding fewer rows are padded at the end with zero rows at their first index (0 if none), so
         ``densify_rows`` gives the dense gradient."""
+        num_rows = check_positive_int(num_rows, "num_rows")
         R = max(1, int(self.count.max()))
+        if enabled() and self.count.max() > 0:
+            held = max(int(self.slot_of[b, : self.count[b]].max()) for b in range(self.B) if self.count[b])
+            if held >= num_rows:
+                raise ValueError(f"num_rows: expected more than the largest row held, {held}, got {num_rows}")
         indices = np.zeros((self.B, R), np.int64)
         rows = np.zeros((self.B, R, self.W), self.dtype)
         for b in range(self.B):

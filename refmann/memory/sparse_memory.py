@@ -13,6 +13,11 @@ exceeds δ move to the back of the ring) — and keeps the :class:`StepJournal` 
 :meth:`revert` undoes one step exactly (rows, index lists, ring), newest first; :meth:`reapply`
 redoes one, oldest first. Nothing here looks at all N rows except :meth:`prepare` (once per
 batch size) and the exact index's query.
+
+Every method checks its arguments (shapes, dtypes, indices in range) before a kernel sees them, unless
+called inside :func:`refmann._checks.unchecked` (a model's steps). :meth:`prepare` estimates the bytes
+it is about to allocate first and refuses, with a :class:`~refmann._checks.FootprintError` naming
+``memory_size``, a plan past the memory budget (``REFMANN_MEMORY_BUDGET``, default 8 GiB).
 """
 
 from __future__ import annotations
@@ -21,11 +26,40 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._checks import (
+    as_float_array,
+    as_index_array,
+    check_dtype,
+    check_finite_real,
+    check_footprint,
+    check_positive_int,
+    check_shape,
+    enabled,
+)
 from ..kernels import gather_rows_kernel
 from ..kernels.sparse_write import accessed_slots_kernel, restore_rows_kernel
 from ..ops.sparse import sparse_write_inplace
 from .accumulator import RowGradAccumulator
+from .index import LinearIndex
 from .ring import RingJournal, UsageRing
+
+
+def index_nbytes(index_factory, B: int, N: int, W: int) -> int:
+    """Estimated bytes of the index ``index_factory`` builds over a (B, N, W) memory, before building it.
+
+    Asks ``index_factory.nbytes_for(B, N, W)`` when the factory offers it; the exact index holds
+    nothing; any other factory is costed as an :class:`~refmann.memory.LSHIndex` with its default
+    options (16 tables; codes and two links per row and table, int32; the bucket heads).
+    """
+    estimate = getattr(index_factory, "nbytes_for", None)
+    if callable(estimate):
+        return int(estimate(B, N, W))
+    if index_factory is LinearIndex:
+        return 0
+    tables, recent = 16, 16
+    bits = int(min(24, max(4, round(np.log2(N)) - 3)))
+    per_batch = N * tables * 4 * 3 + N * 4 + tables * 2**bits * 4 + recent * 8
+    return B * per_batch + 2 * tables * bits * W * 8
 
 
 class StepJournal(NamedTuple):
@@ -50,7 +84,11 @@ class SparseMemory:
     """
 
     def __init__(self, num_slots: int, word_size: int, index_factory):
-        self.N, self.W, self.index_factory = num_slots, word_size, index_factory
+        self.N = check_positive_int(num_slots, "num_slots")
+        self.W = check_positive_int(word_size, "word_size")
+        if not callable(index_factory):
+            raise TypeError(f"index_factory: expected a callable memory -> index, got {type(index_factory).__name__}")
+        self.index_factory = index_factory
         self.B = None
         self.memory = self.index = self.ring = self.grad = None
         self.dirty = False  # True after steps that were not rolled back (the step API)
@@ -58,19 +96,56 @@ class SparseMemory:
     # -- set-up -----------------------------------------------------------------------------------------
     def prepare(self, B: int, dtype, memory0) -> None:
         """Allocate memory, ring, index and gradient table for batch size B, all rows equal to ``memory0``
-        (O(N); only when B or the dtype changes, or after :attr:`dirty` steps)."""
-        dtype = np.dtype(dtype)
+        (O(N); only when B or the dtype changes, or after :attr:`dirty` steps).
+
+        ``memory0`` is an (N, W) array (or anything that broadcasts to it, such as a scalar). Before
+        allocating, the footprint (:meth:`footprint_estimate`) is checked against the memory budget:
+        a :class:`~refmann._checks.FootprintError` naming ``memory_size`` and the bytes needed refuses
+        a plan past it."""
+        B = check_positive_int(B, "batch_size")
+        dtype = check_dtype(dtype)
         if self.B == B and self.memory.dtype == dtype and not self.dirty:
             return
+        shape = np.shape(memory0)
+        try:
+            fits = np.broadcast_shapes(shape, (self.N, self.W)) == (self.N, self.W)
+        except ValueError:
+            fits = False
+        if not fits:
+            raise ValueError(f"memory0: expected shape ({self.N}, {self.W}) (num_slots, word_size), got {shape}")
+        parts = self.footprint_estimate(B, dtype)
+        what = f"a sparse memory of {self.N:,} slots of {self.W} ({np.dtype(dtype).name}) for batch size {B}"
+        check_footprint(parts, "memory_size", what=what)
+        kind = np.asarray(memory0).dtype.kind
+        if kind not in "fiub":
+            raise TypeError(f"memory0: expected real values, got dtype {np.asarray(memory0).dtype}")
+        self.B = self.memory = self.index = self.ring = self.grad = None  # free the old parts first
+        memory = np.ascontiguousarray(np.broadcast_to(memory0, (B, self.N, self.W)).astype(dtype))
+        grad = RowGradAccumulator(B, self.W, dtype, num_rows=self.N)
+        ring = UsageRing(B, self.N)
+        index = self.index_factory(memory)
+        index.rebuild()
+        self.memory, self.grad, self.ring, self.index = memory, grad, ring, index
         self.B, self.dirty = B, False
-        self.memory = np.ascontiguousarray(np.broadcast_to(memory0, (B, self.N, self.W)).astype(dtype))
-        self.grad = RowGradAccumulator(B, self.W, dtype)
-        self.ring = UsageRing(B, self.N)
-        self.index = self.index_factory(self.memory)
-        self.index.rebuild()
+
+    def footprint_estimate(self, B: int, dtype) -> dict[str, int]:
+        """Bytes :meth:`prepare` would allocate for batch size B, by part, computed without allocating."""
+        itemsize = np.dtype(dtype).itemsize
+        return {
+            "memory": B * self.N * self.W * itemsize,
+            "index": index_nbytes(self.index_factory, B, self.N, self.W),
+            "usage ring": UsageRing.nbytes_for(B, self.N),
+            "gradient table": B * 64 * (self.W * itemsize + 3 * 8),
+        }
+
+    def _ready(self) -> None:
+        if self.memory is None:
+            raise RuntimeError("SparseMemory: call prepare(B, dtype, memory0) before stepping it")
 
     def nbytes(self) -> dict[str, int]:
         """Bytes held by each part (after :meth:`prepare`)."""
+        if self.memory is None:
+            self._ready()
         return {
             "memory": self.memory.nbytes,
             "index": self.index.nbytes(),
@@ -81,14 +156,19 @@ class SparseMemory:
     # -- one step -----------------------------------------------------------------------------------------
     def least_recent(self, count: int) -> np.ndarray:
         """int (B, count): the ``count`` least recently accessed slots, oldest first."""
+        if self.memory is None:
+            self._ready()
         return self.ring.oldest(count)
 
     def write(self, weights, add, *, indices, erase_indices, fused=True, keep_new_rows=False):
         """Erase ``erase_indices``, add ``weights ⊗ add`` on ``indices`` (B, H, J), re-index the rows.
 
         Returns ``(journal, cache)``: the :class:`StepJournal` (ring moves still empty: see :meth:`touch`)
-        and the write op's cache (:func:`refmann.ops.sparse_write_inplace`).
+        and the write op's cache (:func:`refmann.ops.sparse_write_inplace`, which checks the arguments:
+        ``indices`` in ``[0, N)``, every erased row also written).
         """
+        if self.memory is None:
+            self._ready()
         old_rows, cache = sparse_write_inplace(
             self.memory, weights, add, indices=indices, erase_indices=erase_indices, fused=fused
         )
@@ -98,11 +178,21 @@ class SparseMemory:
         return StepJournal(rows, old_rows, index_journal, None, new_rows), cache
 
     def query(self, keys, k: int) -> np.ndarray:
-        """int (B, H, k): the index's k candidates for each query (B, H, W)."""
+        """int (B, H, k): the index's k candidates for each query (B, H, W); 1 <= k <= N."""
+        if self.memory is None:
+            self._ready()
         return self.index.query(keys, k)
 
     def gather(self, indices) -> np.ndarray:
-        """memory[b, indices[b, ...]] -> (B, ..., W), a copy."""
+        """memory[b, indices[b, ...]] -> (B, ..., W), a copy; ``indices`` int (B, ...) in ``[0, N)``."""
+        if self.memory is None:
+            self._ready()
+        if enabled():
+            indices = as_index_array(indices, "indices", upper=self.N)
+            if indices.ndim < 1 or indices.shape[0] != self.B:
+                raise ValueError(
+                    f"indices: expected shape ({self.B}, ...) (one row per batch element), got {indices.shape}"
+                )
         B = indices.shape[0]
         flat = np.ascontiguousarray(indices.reshape(B, -1))
         out = np.empty((B, flat.shape[1], self.W), self.memory.dtype)
@@ -112,17 +202,46 @@ class SparseMemory:
     def touch(self, slots, values, delta: float, t: float, journal: StepJournal):
         """The usage rule: slots (B, J) whose summed ``values`` exceed δ get time t (back of the ring).
 
+        ``slots`` int (B, J) in ``[0, N)`` (−1: padding), ``values`` (B, J), δ ≥ 0 and t finite.
         Returns ``(touched, journal)``: int (B, J) the accessed slots ascending, −1 padded, and the
         step's journal with the ring's moves filled in.
         """
+        if self.memory is None:
+            self._ready()
+        if enabled():
+            slots = as_index_array(slots, "slots", upper=self.N, shape=(self.B, None), padding=True)
+            values = as_float_array(values, "values", ndim=2)
+            check_shape(values, "values", slots.shape)
+            delta = check_finite_real(delta, "delta", 0.0)
+            t = check_finite_real(t, "t")
+            self._check_journal(journal)
         slots = np.ascontiguousarray(slots)
         touched = np.empty_like(slots)
         accessed_slots_kernel(slots, np.ascontiguousarray(values), delta, touched)
         return touched, journal._replace(ring=self.ring.touch(touched, t))
 
     # -- rollback -----------------------------------------------------------------------------------------
+    def _check_journal(self, journal, *, new_rows=False) -> None:
+        """A StepJournal whose rows fit this memory (what the restore kernel indexes with)."""
+        if not isinstance(journal, StepJournal):
+            raise TypeError(f"journal: expected the StepJournal of a write, got {type(journal).__name__}")
+        rows = as_index_array(journal.rows, "journal.rows", upper=self.N, shape=(self.B, None))
+        fields = ("old_rows", "new_rows") if new_rows else ("old_rows",)
+        for name in fields:
+            value = getattr(journal, name)
+            if value is None:
+                raise ValueError(
+                    f"journal.{name}: expected the rows of the write, got None (write(keep_new_rows=True))"
+                )
+            value = as_float_array(value, f"journal.{name}", ndim=3)
+            check_shape(value, f"journal.{name}", rows.shape + (self.W,))
+
     def revert(self, journal: StepJournal) -> None:
         """Undo one step: rows from the journal (in reverse order), their index entries, the ring."""
+        if self.memory is None:
+            self._ready()
+        if enabled():
+            self._check_journal(journal)
         restore_rows_kernel(self.memory, journal.rows, journal.old_rows)
         self.index.undo(journal.index)
         if journal.ring is not None:
@@ -130,6 +249,13 @@ class SparseMemory:
 
     def reapply(self, journal: StepJournal, t: float) -> None:
         """Redo one reverted step (its rows, index update, ring moves at time t); needs ``new_rows``."""
+        if self.memory is None:
+            self._ready()
+        if enabled():
+            self._check_journal(journal, new_rows=True)
+            if journal.ring is None:
+                raise ValueError("journal.ring: expected the ring's moves of the step (touch), got None")
+            t = check_finite_real(t, "t")
         restore_rows_kernel(self.memory, journal.rows, journal.new_rows)
         self.index.update(journal.rows)
         self.ring.touch(journal.ring.slots, t)

@@ -61,6 +61,13 @@ class MemoryConfig(ModelConfig):
         super().__post_init__()
         for name in ("memory_size", "word_size"):
             _checks.check_positive_int(getattr(self, name), name)
+        # one memory of one sequence is the least any call allocates: refuse now a size no batch can run
+        itemsize = np.dtype(self.dtype).itemsize
+        _checks.check_footprint(
+            {"memory": self.memory_size * self.word_size * itemsize},
+            "memory_size",
+            what=f"one memory of {self.memory_size:,} slots of {self.word_size} ({np.dtype(self.dtype).name})",
+        )
         init = self.memory_init
         if isinstance(init, str):
             if init not in MEMORY_INITS:

@@ -6,6 +6,19 @@ step, ``zero_dstate``, ``step_backward`` per step in reverse, ``end_forward`` / 
 and asks the loss (named by the task: ``"sigmoid_ce"`` or ``"softmax_ce"``, :mod:`refmann.models.losses`)
 for the gradient of the logits. Parameter gradients go into a :class:`refmann.grads.DeferredGrads`
 sink (``grads="plain"`` selects the reference :class:`refmann.grads.Grads`; the same sums).
+
+**Size guards.** Before it allocates, the engine estimates what a call will hold and refuses a plan
+past the memory budget (``REFMANN_MEMORY_BUDGET``, default 8 GiB, :func:`refmann._checks.memory_budget`)
+with a :class:`~refmann._checks.FootprintError` (a MemoryError and a ValueError) that names the
+argument and the bytes needed; past a quarter of the budget it logs a warning. Three checks:
+
+- the memory state, B·N·W·itemsize (twice for a dense model, whose step makes a new one), before
+  :meth:`~RecurrentModel.initial_state` — names ``memory_size`` (a sparse memory adds its index and
+  ring: :meth:`refmann.memory.SparseMemory.prepare`);
+- the per-step caches of a T-step ``loss_and_grads`` (or ``unroll``) of a dense model, at least
+  T·B·N·W·itemsize (each step keeps its memory), before the first step — names ``inputs``;
+- the same, measured: after the second step the bytes its cache and state hold are known, and
+  T times them is checked before the other T − 2 steps run — names ``inputs``.
 """
 
 from __future__ import annotations
@@ -22,6 +35,30 @@ from .configs import ModelConfig
 from .losses import get_loss
 
 GRAD_SINKS = {"deferred": DeferredGrads, "plain": Grads}
+_SHORTER = "use shorter inputs (fewer time steps T), a smaller batch or memory_size"
+
+
+def held_bytes(*objects) -> int:
+    """Bytes of the distinct array buffers reachable from ``objects`` (NamedTuples, tuples, lists, dicts).
+
+    Views count once, at the size of the buffer they look into, so a broadcast constant counts as one
+    value and the same memory in two fields counts once.
+    """
+    seen, total, stack = set(), 0, list(objects)
+    while stack:
+        obj = stack.pop()
+        if isinstance(obj, np.ndarray):
+            root = obj
+            while isinstance(root.base, np.ndarray):
+                root = root.base
+            if id(root) not in seen:
+                seen.add(id(root))
+                total += root.nbytes
+        elif isinstance(obj, (tuple, list)):
+            stack.extend(obj)
+        elif isinstance(obj, dict):
+            stack.extend(obj.values())
+    return total
 
 
 def init_memory(rng, init, N: int, W: int, dtype):
@@ -80,6 +117,13 @@ class RecurrentModel:
         self.memory_init = getattr(config, "memory_init", None)
         self._memory0 = None
         if self.core.memory_shape is not None:
+            if isinstance(self.memory_init, str) and self.memory_init in ("random", "learned"):
+                N, W = self.core.memory_shape
+                _checks.check_footprint(
+                    {"initial memory": N * W * np.dtype(self.dtype).itemsize},
+                    "memory_size",
+                    what=f"the {self.memory_init!r} initial memory of {N:,} slots of {W}",
+                )
             m0 = init_memory(rng, self.memory_init, *self.core.memory_shape, self.dtype)
             if isinstance(self.memory_init, str) and self.memory_init == "learned":
                 self.params["memory.init"] = m0
@@ -111,6 +155,7 @@ class RecurrentModel:
         starts from ``memory0`` too.
         """
         B = _checks.check_positive_int(batch_size, "batch_size")
+        self._check_footprint(1, B, keep_caches=False)
         self.core.forget_steps()
         return self._initial_state(B)
 
@@ -135,6 +180,41 @@ class RecurrentModel:
             raise ValueError(f"{name}: expected at least one time step and one sequence, got shape {x.shape}")
         return x.astype(self.dtype, copy=False)
 
+    def _check_footprint(self, T: int, B: int, *, keep_caches: bool) -> None:
+        """Refuse, before allocating, a call whose memory (or, kept for backward, T steps of it) is past the
+        budget; see the module docstring."""
+        if not self.has_memory:
+            return
+        N, W = self.core.memory_shape
+        name = type(self).__name__
+        memory = B * N * W * np.dtype(self.dtype).itemsize
+        if not self.core.in_place:  # a dense step makes M_t from M_{t-1}: two memories live at once
+            _checks.check_footprint(
+                {"memory state": 2 * memory},
+                "memory_size",
+                what=f"{name} with {N:,} slots of {W} at batch size {B} (two memories of B·N·W)",
+            )
+            if keep_caches and T > 1:
+                _checks.check_footprint(
+                    {"per-step caches": T * memory},
+                    "inputs",
+                    what=f"a {T}-step pass of {name} ({N:,} slots of {W}, batch size {B}) keeping every step's "
+                    "memory for backward (T·B·N·W·itemsize at least)",
+                    hint=_SHORTER,
+                    warn=False,
+                )
+
+    def _check_step_footprint(self, T: int, B: int, *step) -> None:
+        """After a step whose cache and state are ``step``: T times what they hold, before the other steps."""
+        per_step = held_bytes(*step)
+        size = _checks.format_bytes(per_step, exact=False)
+        _checks.check_footprint(
+            {"per-step caches": T * per_step},
+            "inputs",
+            what=f"a {T}-step pass of {type(self).__name__} at batch size {B} ({size} kept per step, measured)",
+            hint=_SHORTER,
+        )
+
     def _check_params(self):
         for key, value in self.params.items():
             _checks.check_finite(value, f"params[{key!r}]")
@@ -156,6 +236,7 @@ class RecurrentModel:
         """The forward loop: ``(logits, last state, states, traces, caches)``. An in-place core always
         keeps its caches, which hold the journal; if anything fails midway the steps taken are undone."""
         T, B, _ = x.shape
+        self._check_footprint(T, B, keep_caches=keep_caches or keep_states)
         state = self._initial_state(B)
         logits = np.empty((T, B, self.output_size), self.dtype)
         caches, states, self.last_trace = [], [], []
@@ -168,6 +249,8 @@ class RecurrentModel:
                     caches.append(cache)
                 if keep_states:
                     states.append(state)
+                if t == 1 and T > 2 and (keep_caches or keep_states):  # now the size of one step is known
+                    self._check_step_footprint(T, B, cache if keep else None, state if keep_states else None)
         except BaseException:
             self.core.end_forward(caches)
             raise

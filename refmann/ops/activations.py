@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import expit
 
-from .._checks import as_float_array
+from .._checks import as_float_array, check_dout, enabled
 from ._registry import away_from_zero, register_op
 
 
@@ -48,6 +48,8 @@ def sigmoid_forward(x):
 
 def sigmoid_backward(dout, cache):
     """VJP of :func:`sigmoid_forward`: dx = dout * y * (1 - y)."""
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     y = cache.out
     return (dout * y * (1.0 - y),)
 
@@ -61,6 +63,8 @@ def tanh_forward(x):
 
 def tanh_backward(dout, cache):
     """VJP of :func:`tanh_forward`: dx = dout * (1 - y²)."""
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     return (dout * (1.0 - cache.out**2),)
 
 
@@ -73,6 +77,8 @@ def relu_forward(x):
 
 def relu_backward(dout, cache):
     """VJP of :func:`relu_forward`: dx = dout * [x > 0]."""
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     return (dout * (cache.x > 0),)
 
 
@@ -90,6 +96,8 @@ def softplus_forward(x):
 
 def softplus_backward(dout, cache):
     """VJP of :func:`softplus_forward`: dx = dout * sigmoid(x)."""
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     return (dout * sigmoid(cache.x),)
 
 
@@ -106,6 +114,8 @@ def oneplus_forward(x):
 
 def oneplus_backward(dout, cache):
     """VJP of :func:`oneplus_forward`: dx = dout * sigmoid(x)."""
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     return (dout * sigmoid(cache.x),)
 
 
@@ -165,6 +175,8 @@ def softmax_vjp(y, dout, axis=-1):
 
 def softmax_backward(dout, cache):
     """VJP of :func:`softmax_forward`: dx = y ⊙ (dout − Σ y·dout) (see :func:`softmax_vjp`)."""
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     return (softmax_vjp(cache.out, dout, cache.axis),)
 
 
@@ -246,6 +258,8 @@ def gelu_backward(dout, cache):
 
     with :math:`t = \tanh u`.
     """
+    if enabled():
+        check_dout(dout, cache.x.shape, "dout")
     x = cache.x
     if cache.approximate == "tanh":
         t = np.tanh(_GELU_C * (x + _GELU_A * x**3))
@@ -279,6 +293,8 @@ def silu_forward(x):
 
 def silu_backward(dout, cache):
     """VJP of :func:`silu_forward`: dx = dout · σ(x)(1 + x(1 − σ(x)))."""
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     s = sigmoid(cache.x)
     return (dout * s * (1.0 + cache.x * (1.0 - s)),)
 

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_range, check_shape
+from .._checks import as_float_array, check_dout, check_range, check_shape, enabled
 from ._registry import register_op, simplex
 from .activations import softmax, softmax_vjp
 
@@ -78,6 +78,8 @@ def cosine_similarity_backward(dsim, cache):
         \frac{\partial L}{\partial m_i} = \sum_h \frac{g_{hi}}{D_{hi}}\Big(k_h - s_{hi} \lVert k_h\rVert
         \frac{m_i}{\lVert m_i\rVert}\Big)
     """
+    if enabled():
+        check_dout(dsim, cache.sim.shape, "dsim")
     memory, keys, key_norm, mem_norm, denom, sim = cache
     ddots = dsim / denom  # (B, H, N)
     dden = -ddots * sim  # (B, H, N)  ∂L/∂D
@@ -134,6 +136,8 @@ def content_weights_backward(dweights, cache):
 
     then the cosine VJP.
     """
+    if enabled():
+        check_dout(dweights, cache.weights.shape, "dweights")
     w, sim, strengths = cache.weights, cache.cosine.sim, cache.strengths
     dz = softmax_vjp(w, dweights)  # (B, H, N) softmax VJP, stable when w is saturated
     dstrengths = np.sum(dz * sim, axis=-1)  # (B, H)
@@ -178,6 +182,8 @@ def interpolate_forward(content, previous, gate):
 def interpolate_backward(dgated, cache):
     r"""VJP of :func:`interpolate_forward`: :math:`dw^c = g\,d`, :math:`dw_{t-1} = (1-g)\,d`,
     :math:`dg = \langle d, w^c - w_{t-1}\rangle`."""
+    if enabled():
+        check_dout(dgated, cache.content.shape, "dgated")
     g = cache.gate[..., None]
     dgate = np.sum(dgated * (cache.content - cache.previous), axis=-1)
     return g * dgated, (1.0 - g) * dgated, dgate
@@ -231,6 +237,8 @@ def circular_shift_backward(dshifted, cache):
     r"""VJP of :func:`circular_shift_forward`:
     :math:`dw(j) = \sum_o s(o)\, d\tilde w\big((j+o) \bmod N\big)`,
     :math:`ds(o) = \sum_i d\tilde w(i)\, w\big((i-o) \bmod N\big)`."""
+    if enabled():
+        check_dout(dshifted, cache.shift.shape[:2] + cache.rolled.shape[-1:], "dshifted")
     rolled, shift = cache
     S, N = shift.shape[-1], dshifted.shape[-1]
     dweights = np.einsum("bhs,bhsn->bhn", shift, dshifted[..., _shift_index(S, N, -1)])
@@ -293,6 +301,8 @@ def sharpen_backward(dout, cache):
     (evaluated on :math:`w/\max w`, where the :math:`\log\max w` term cancels because
     :math:`\sum_i \delta_i y_i = 0`; :math:`y_i \log w_i = 0` where :math:`w_i = 0`).
     """
+    if enabled():
+        check_dout(dout, cache.out.shape, "dout")
     scaled, wmax, gamma, total, out = cache
     delta = dout - np.sum(dout * out, axis=-1, keepdims=True)  # (B, H, N)
     g = gamma[..., None]

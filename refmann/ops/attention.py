@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_bool, check_real, enabled
+from .._checks import as_float_array, check_bool, check_dout, check_real, enabled
 from ._registry import register_op
 from .activations import softmax
 
@@ -149,6 +149,8 @@ def attention_backward(dout, cache):
     dk : ndarray of shape (B, H, Tk, D)
     dv : ndarray of shape (B, H, Tk, Dv)
     """
+    if enabled():
+        check_dout(dout, cache.weights.shape[:-1] + cache.v.shape[-1:], "dout")
     q, k, v, A, c = cache
     dv = A.swapaxes(-1, -2) @ dout  # (B, H, Tk, Dv)
     dA = dout @ v.swapaxes(-1, -2)  # (B, H, Tq, Tk)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, as_index_array
+from .._checks import as_float_array, as_index_array, check_dout, enabled
 from ._registry import register_op
 from .memory import RowGrad
 
@@ -17,6 +17,7 @@ from .memory import RowGrad
 class EmbeddingCache(NamedTuple):
     indices: np.ndarray  # int (...)  the rows looked up, any shape
     num_rows: int  # N
+    dim: int  # D, the size of a row (the output is (..., D))
 
 
 def embedding_forward(table, *, indices):
@@ -53,7 +54,7 @@ def embedding_forward(table, *, indices):
     indices = as_index_array(indices, "indices", upper=table.shape[0])
     out = table[indices]  # (..., D) a copy (fancy indexing)
     as_float_array(out, "table (the looked-up rows)")  # finite check on the J rows only
-    return out, EmbeddingCache(indices, table.shape[0])
+    return out, EmbeddingCache(indices, table.shape[0], table.shape[1])
 
 
 def embedding_backward(dout, cache):
@@ -66,6 +67,8 @@ def embedding_backward(dout, cache):
         Duplicate indices are kept as separate rows: whoever scatter-adds them (an optimizer,
         :func:`~refmann.ops.densify_rows`) must accumulate, as ``np.add.at`` does.
     """
+    if enabled():
+        check_dout(dout, cache.indices.shape + (cache.dim,), "dout")
     D = dout.shape[-1]
     rows = np.array(dout, copy=True).reshape(-1, D)  # (J, D) a copy: dout stays the caller's
     return (RowGrad(cache.indices.reshape(-1), rows, cache.num_rows),)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_shape
+from .._checks import as_float_array, check_dout, check_dout_tuple, check_shape, enabled
 from ._registry import register_op
 from .activations import sigmoid
 
@@ -46,6 +46,8 @@ def linear_forward(x, weight, bias):
 def linear_backward(dy, cache):
     r"""VJP of :func:`linear_forward`: :math:`dx = dy\,W^\top`, :math:`dW = x^\top dy`, :math:`db = \sum dy`
     (sums over every leading axis)."""
+    if enabled():
+        check_dout(dy, cache.x.shape[:-1] + cache.weight.shape[1:], "dy")
     x, weight = cache
     I, O = weight.shape
     dx = dy @ weight.T
@@ -136,6 +138,9 @@ def lstm_gates_backward(dout, cache):
     """The first half of :func:`lstm_step_backward`: ``(dz, dc_prev)``, dz the gradient of the gate
     pre-activations (B, 4C) in the order i, f, o, g. The rest is a linear map of dz (see above), which
     BPTT may batch over time steps."""
+    if enabled():
+        shape = (cache.xh.shape[0], cache.c_prev.shape[1])
+        check_dout_tuple(dout, (shape, shape), ("dh", "dc"), "dout", allow_none=True)
     dh, dc = dout
     xh, weight, c_prev, i, f, o, g, X = cache
     tanh_c = np.tanh(f * c_prev + i * g)  # the forward's tanh(c_t), bit for bit (same operations)

@@ -9,7 +9,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, as_index_array, check_range, check_shape
+from .._checks import as_float_array, as_index_array, check_dout, check_range, check_shape, enabled
 from ._registry import register_op
 from .activations import sigmoid, softmax, softplus
 
@@ -64,6 +64,8 @@ def sigmoid_cross_entropy_forward(logits, *, targets, mask=None):
 
 def sigmoid_cross_entropy_backward(dloss, cache):
     r"""VJP of :func:`sigmoid_cross_entropy_forward`: :math:`dx = dL\, m\,(\sigma(x) - t)`."""
+    if enabled():
+        check_dout(dloss, (), "dloss")
     return (dloss * cache.mask * (sigmoid(cache.logits) - cache.targets),)
 
 
@@ -111,6 +113,8 @@ def softmax_cross_entropy_backward(dloss, cache):
 
     .. math:: dx = dL\, m\,(\operatorname{softmax}(x) - \text{onehot}(t))
     """
+    if enabled():
+        check_dout(dloss, (), "dloss")
     return (dloss * cache.mask * (cache.probs - cache.onehot),)
 
 

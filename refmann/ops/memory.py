@@ -11,7 +11,17 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, as_index_array, check_finite, check_range, check_shape
+from .._checks import (
+    as_float_array,
+    as_index_array,
+    check_dout,
+    check_finite,
+    check_positive_int,
+    check_range,
+    check_shape,
+    describe,
+    enabled,
+)
 from ..kernels import gather_rows_kernel, scatter_add_rows_kernel
 from ._registry import distinct_indices, register_op, simplex
 
@@ -37,16 +47,39 @@ def scatter_add_rows_inplace(out, indices, rows):
     out : ndarray of shape (B, N, W)
         Written in place.
     indices : int ndarray of shape (B, J)
+        Rows of ``out``, in ``[0, N)``.
     rows : ndarray of shape (B, J, W)
     """
+    if enabled():  # the kernel trusts its arguments: an index past N would write outside ``out``
+        if not isinstance(out, np.ndarray) or out.ndim != 3 or out.dtype.type not in (np.float32, np.float64):
+            raise TypeError(f"out: expected a float32/float64 ndarray of shape (B, N, W), got {describe(out)}")
+        if not out.flags.writeable:
+            raise ValueError("out: expected a writeable array (it is written in place), got a read-only one")
+        B, N, W = out.shape
+        indices = as_index_array(indices, "indices", upper=N, shape=(B, None))
+        rows = as_float_array(rows, "rows", ndim=3)
+        check_shape(rows, "rows", (B, indices.shape[1], W))
     indices = np.ascontiguousarray(indices, dtype=np.int64)
     rows = np.ascontiguousarray(rows, dtype=out.dtype)
     scatter_add_rows_kernel(out, indices, rows)
     return out
 
 
+def _check_rowgrad(grad, name="grad"):
+    """A RowGrad whose indices fit its rows and its ``num_rows`` (what :func:`densify_rows` scatters)."""
+    if not isinstance(grad, RowGrad):
+        raise TypeError(f"{name}: expected a RowGrad(indices, rows, num_rows), got {type(grad).__name__}")
+    num_rows = check_positive_int(grad.num_rows, f"{name}.num_rows")
+    rows = as_float_array(grad.rows, f"{name}.rows")
+    if rows.ndim not in (2, 3):
+        raise ValueError(f"{name}.rows: expected shape (J, D) or (B, J, W), got {rows.shape}")
+    as_index_array(grad.indices, f"{name}.indices", upper=num_rows, shape=rows.shape[:-1])
+
+
 def densify_rows(grad: RowGrad) -> np.ndarray:
     """The dense (B, N, W) or (N, D) array a :class:`RowGrad` stands for (for tests and checks, O(N))."""
+    if enabled():
+        _check_rowgrad(grad)
     if grad.rows.ndim == 2:  # one table: (J, D) rows of an (N, D) array
         return densify_rows(RowGrad(grad.indices[None], grad.rows[None], grad.num_rows))[0]
     B, J, W = grad.rows.shape
@@ -56,6 +89,7 @@ def densify_rows(grad: RowGrad) -> np.ndarray:
 
 class ScatterAddCache(NamedTuple):
     indices: np.ndarray  # int (B, J)
+    out_shape: tuple  # (B, N, W) the output's shape
 
 
 def scatter_add_forward(rows, *, indices, num_rows):
@@ -84,11 +118,13 @@ def scatter_add_forward(rows, *, indices, num_rows):
     indices = as_index_array(indices, "indices", upper=num_rows, shape=rows.shape[:2])
     out = np.zeros((rows.shape[0], num_rows, rows.shape[2]), rows.dtype)
     scatter_add_rows_inplace(out, indices, rows)
-    return out, ScatterAddCache(indices)
+    return out, ScatterAddCache(indices, out.shape)
 
 
 def scatter_add_backward(dout, cache):
     """VJP of :func:`scatter_add_forward`: gather the rows of ``dout`` at the indices."""
+    if enabled():
+        check_dout(dout, cache.out_shape, "dout")
     B, J = cache.indices.shape
     drows = np.empty((B, J, dout.shape[2]), dout.dtype)
     gather_rows_kernel(drows, np.ascontiguousarray(dout), np.ascontiguousarray(cache.indices))
@@ -127,6 +163,8 @@ def dense_read_forward(memory, weights):
 
 def dense_read_backward(dreads, cache):
     r"""VJP of :func:`dense_read_forward`: :math:`dM = w^\top dr`, :math:`dw = dr\, M^\top`."""
+    if enabled():
+        check_dout(dreads, cache.weights.shape[:2] + cache.memory.shape[2:], "dreads")
     dmemory = cache.weights.transpose(0, 2, 1) @ dreads  # (B, N, W)
     dweights = dreads @ cache.memory.transpose(0, 2, 1)  # (B, H, N)
     return dmemory, dweights
@@ -187,6 +225,8 @@ def dense_write_backward(dnew, cache):
         dM = dM' \odot P, \quad dE_h = dM' \odot M \odot P_{\setminus h}, \\
         dw_h = -dE_h\, e_h + dM'\, a_h, \quad de_h = -dE_h^\top w_h, \quad da_h = dM'^\top w_h
     """
+    if enabled():
+        check_dout(dnew, cache.memory.shape, "dnew")
     memory, weights, erase, add, keep = cache
     H = keep.shape[1]
     # prefix[h] = Π_{g<h} E_g, suffix[h] = Π_{g>h} E_g — no division, so an erase of exactly 1 is fine
@@ -265,6 +305,8 @@ def sparse_read_backward(dreads, cache):
         Scatter-add them into your own buffer, or call :func:`densify_rows`.
     dweights : ndarray of shape (B, H, K)
     """
+    if enabled():
+        check_dout(dreads, cache.rows.shape[:2] + cache.rows.shape[3:], "dreads")
     rows, weights, indices, N = cache
     B, H, K, W = rows.shape
     drows = weights[..., None] * dreads[:, :, None, :]  # (B, H, K, W)
@@ -317,6 +359,8 @@ def lra_write_forward(memory, weights, add, *, erase_indices):
 def lra_write_backward(dnew, cache):
     r"""VJP of :func:`lra_write_forward`: :math:`dM = (1-R) \odot dM'`, :math:`dw_h = dM' a_h`,
     :math:`da_h = dM'^\top w_h`."""
+    if enabled():
+        check_dout(dnew, cache.keep.shape[:2] + cache.add.shape[2:], "dnew")
     keep, weights, add = cache
     dmemory = dnew * keep
     dweights = add @ dnew.transpose(0, 2, 1)  # (B, H, N)

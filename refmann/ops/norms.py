@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_bool, check_real, check_shape
+from .._checks import as_float_array, check_bool, check_dout, check_real, check_shape, enabled
 from ._registry import register_op
 
 
@@ -98,6 +98,8 @@ def layernorm_backward(dy, cache):
 
     (the sums over every leading axis).
     """
+    if enabled():
+        check_dout(dy, cache.x.shape, "dy")
     x, gamma, mean, rstd = cache
     D = x.shape[-1]
     xhat = (x - mean) * rstd  # (..., D) recomputed: cheap, one array less
@@ -158,6 +160,8 @@ def rmsnorm_backward(dy, cache):
     .. math:: dx = \frac{1}{\mathrm{RMS}(x)}\big(g - n\,\langle g \odot n\rangle\big), \qquad
               d\gamma = \sum dy \odot n
     """
+    if enabled():
+        check_dout(dy, cache.x.shape, "dy")
     x, gamma, rrms = cache
     D = x.shape[-1]
     n = x * rrms  # (..., D)
@@ -280,6 +284,8 @@ def batchnorm_backward(dy, cache):
     :math:`dx = g / \sqrt{\bar\sigma^2 + \epsilon}`. Both: :math:`d\gamma = \sum dy \odot \hat x`,
     :math:`d\beta = \sum dy`. The running statistics get no gradient.
     """
+    if enabled():
+        check_dout(dy, cache.x.shape, "dy")
     x, gamma, mean, rstd = cache.x, cache.gamma, cache.mean, cache.rstd
     D = x.shape[-1]
     xhat = (x - mean) * rstd  # (..., D)

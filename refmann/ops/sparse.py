@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, as_index_array, check_shape, enabled
+from .._checks import as_float_array, as_index_array, check_dout, check_dout_tuple, check_shape, enabled
 from ..kernels import gather_rows_kernel
 from ..kernels.content_read import content_read_backward_kernel, content_read_forward_kernel
 from ..kernels.sparse_write import sparse_write_inplace_kernel
@@ -38,6 +38,7 @@ class SparseWriteCache(NamedTuple):
     add: np.ndarray  # (B, H, W)   write words a_h
     indices: np.ndarray  # int (B, H, J)  rows written (repeats add up)
     erase_indices: np.ndarray  # int (B, E)     rows zeroed first (SAM: the LRA rows; each also in indices)
+    num_rows: int  # N
 
 
 def _check_write(memory, weights, add, indices, erase_indices):
@@ -94,12 +95,14 @@ def sparse_write_forward(memory, weights, add, *, indices, erase_indices):
     np.put_along_axis(new, erase_indices[..., None], 0.0, axis=1)  # erase: rows set to 0
     rows = weights[..., None] * add[:, :, None, :]  # (B, H, J, W)
     scatter_add_rows_inplace(new, indices.reshape(B, H * J), rows.reshape(B, H * J, -1))
-    return new, SparseWriteCache(weights, add, indices, erase_indices)
+    return new, SparseWriteCache(weights, add, indices, erase_indices, memory.shape[1])
 
 
 def sparse_write_rows_backward(drows, cache):
     r"""The VJP's row part: from the upstream gradient of the written rows, ``drows`` (B, H, J, W),
     :math:`dw_{hj} = dM_t(s_{hj}) \cdot a_h` and :math:`da_h = \sum_j w_{hj}\, dM_t(s_{hj})`."""
+    if enabled():
+        check_dout(drows, cache.weights.shape + cache.add.shape[2:], "drows")
     dweights = np.einsum("bhjw,bhw->bhj", drows, cache.add)  # (B, H, J)
     dadd = np.einsum("bhj,bhjw->bhw", cache.weights, drows)  # (B, H, W)
     return dweights, dadd
@@ -108,6 +111,8 @@ def sparse_write_rows_backward(drows, cache):
 def sparse_write_backward(dnew, cache):
     r"""VJP of :func:`sparse_write_forward`: :math:`dM_{t-1} = (1 - R_t) \odot dM_t` (erased rows get
     none), and the weights' and words' gradients from the written rows (:func:`sparse_write_rows_backward`)."""
+    if enabled():
+        check_dout(dnew, (cache.add.shape[0], cache.num_rows, cache.add.shape[2]), "dnew")
     B, H, J = cache.weights.shape
     drows = np.take_along_axis(dnew, cache.indices.reshape(B, H * J, 1), axis=1).reshape(B, H, J, -1)
     dweights, dadd = sparse_write_rows_backward(drows, cache)
@@ -121,7 +126,8 @@ def sparse_write_inplace(memory, weights, add, *, indices, erase_indices, fused=
 
     ``old_rows`` (B, H·J, W) are the rows ``indices`` listed, before the write, in the order listed
     (the journal: writing them back in reverse order undoes the step exactly). Touches only the
-    listed rows: O(H·J·W) whatever N is.
+    listed rows: O(H·J·W) whatever N is. Every row of ``erase_indices`` must also be written (listed
+    in ``indices`` for the same batch element), so that the journal holds its old contents.
 
     ``fused=True`` runs the write as one Numba kernel (journal, erase, add); ``fused=False`` runs the
     same three steps as NumPy calls — the readable reference, tested equal.
@@ -129,6 +135,16 @@ def sparse_write_inplace(memory, weights, add, *, indices, erase_indices, fused=
     weights, add, indices, erase_indices = _check_write(memory, weights, add, indices, erase_indices)
     B, H, J = weights.shape
     flat_idx = np.ascontiguousarray(indices.reshape(B, H * J))
+    if enabled():
+        if not memory.flags.writeable:
+            raise ValueError("memory: expected a writeable array (it is written in place), got a read-only one")
+        # old_rows journals the written rows only: an erased row outside them could not be restored
+        missing = [(b, int(e)) for b in range(B) for e in np.setdiff1d(erase_indices[b], flat_idx[b])]
+        if missing:
+            raise ValueError(
+                f"erase_indices: expected every erased row to be among the written indices of its batch element "
+                f"(so that old_rows can undo the write), got (b, row) = {missing[:4]} not written"
+            )
     if fused:
         if not memory.flags.c_contiguous:
             raise ValueError("memory: expected a C-contiguous array (it is written in place)")
@@ -147,7 +163,7 @@ def sparse_write_inplace(memory, weights, add, *, indices, erase_indices, fused=
         np.put_along_axis(memory, erase_indices[..., None], 0.0, axis=1)  # erase
         rows = weights[..., None] * add[:, :, None, :]  # (B, H, J, W)
         scatter_add_rows_inplace(memory, flat_idx, rows.reshape(B, H * J, -1))  # add
-    return old_rows, SparseWriteCache(weights, add, indices, erase_indices)
+    return old_rows, SparseWriteCache(weights, add, indices, erase_indices, memory.shape[1])
 
 
 def _write_example(rng, s):
@@ -266,6 +282,8 @@ def sparse_content_read_backward(dout, cache):
     ``dweights`` is the gradient reaching the read weights from elsewhere (SAM: the next step's
     write weights interpolate them). O(K·W) per head; never N-sized.
     """
+    if enabled():
+        check_dout_tuple(dout, (cache.weights.shape, cache.keys.shape), ("dweights", "dreads"), "dout")
     dweights, dreads = dout
     B, H, K = cache.weights.shape
     W = cache.keys.shape[2]

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_positive_int
+from .._checks import as_float_array, check_dout, check_positive_int, enabled
 from ..kernels import top_k_kernel
 from ._registry import register_op
 
@@ -66,6 +66,8 @@ def top_k_forward(scores, *, k):
 
 def top_k_backward(dvalues, cache):
     """VJP of :func:`top_k_forward`: zeros except at the selected positions."""
+    if enabled():
+        check_dout(dvalues, cache.indices.shape, "dvalues")
     dscores = np.zeros(cache.shape, dvalues.dtype)
     np.put_along_axis(dscores, cache.indices, dvalues, axis=-1)
     return (dscores,)

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, as_index_array, check_shape, enabled
+from .._checks import as_float_array, as_index_array, check_dout, check_shape, enabled
 from ._registry import distinct_indices, register_op, simplex
 
 
@@ -76,6 +76,8 @@ def lra_interpolate_forward(read_weights, alpha, gate, *, lra=None):
 
 def lra_interpolate_backward(dwrite_weights, cache):
     r"""VJP of :func:`lra_interpolate_forward` (``docs/derivations/memory.md``, the write weights)."""
+    if enabled():
+        check_dout(dwrite_weights, cache.inner.shape, "dwrite_weights")
     J = cache.read_weights.shape[-1]
     dalpha = np.sum(dwrite_weights * cache.inner, axis=-1)  # (B, H)
     dinner = cache.alpha[..., None] * dwrite_weights
