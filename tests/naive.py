@@ -7,6 +7,8 @@ accessed-slot totals), the reference sums in that documented order, so the two a
 They work on copies and return new values; none writes into its arguments.
 """
 
+import bisect
+
 import numpy as np
 
 
@@ -58,30 +60,34 @@ def naive_ring_oldest(orders, count):
 # -- angular LSH (kernels/lsh.py) --------------------------------------------------------------------------
 
 
-def naive_lsh_projections(memory, planes):
-    """proj[b, i, t, j] = Σ_c memory[b, i, c] · planes[t, j, c], summed by plain Python in the order c = 0..W−1."""
+def naive_lsh_projections(memory, planes, centre=None):
+    """proj[b, i, t, j] = Σ_c (memory[b, i, c] − centre[b, c]) · planes[t, j, c], summed by plain Python in
+    the order c = 0..W−1, each difference taken in float64 (``centre`` (B, W), default zeros)."""
     B, N, W = memory.shape
     L, nbits, _ = planes.shape
+    centre = np.zeros((B, W)) if centre is None else np.asarray(centre, np.float64)
     proj = np.zeros((B, N, L, nbits))
     for b in range(B):
         for i in range(N):
+            row = [float(memory[b, i, c]) - float(centre[b, c]) for c in range(W)]
             for t in range(L):
                 for j in range(nbits):
                     dot = 0.0
                     for c in range(W):
-                        dot += float(memory[b, i, c]) * float(planes[t, j, c])
+                        dot += row[c] * float(planes[t, j, c])
                     proj[b, i, t, j] = dot
     return proj
 
 
-def naive_lsh_codes(memory, planes):
+def naive_lsh_codes(memory, planes, centre=None):
     """Bucket codes (B, L, N): bit j of row i's code in table t is [projection on hyperplane (t, j) >= 0].
 
-    The projections are :func:`naive_lsh_projections`, in the kernels' order (the twin of the rebuild).
+    The projections are :func:`naive_lsh_projections` (of the rows less ``centre``), in the kernels' order
+    (the twin of the rebuild).
     """
     B, N, _ = memory.shape
     L, nbits, _ = planes.shape
-    proj = naive_lsh_projections(memory, planes)
+    proj = naive_lsh_projections(memory, planes, centre)
     codes = np.zeros((B, L, N), np.int64)
     for b in range(B):
         for i in range(N):
@@ -92,7 +98,8 @@ def naive_lsh_codes(memory, planes):
 
 
 def naive_lsh_buckets(codes, num_buckets):
-    """buckets[b][t][c] = the rows whose code in table t is c, in index order (what a rebuild links).
+    """buckets[b][t][c] = the rows whose code in table t is c, in index order (what a rebuild links, and
+    what the lists hold after any updates: they are kept sorted).
 
     codes : int (B, L, N).
     """
@@ -102,15 +109,17 @@ def naive_lsh_buckets(codes, num_buckets):
     ]
 
 
-def naive_lsh_update(memory, planes, rows, codes, buckets):
+def naive_lsh_update(memory, planes, rows, codes, buckets, centre=None):
     """Re-hash the listed rows (int (B, J); −1 = padding; a repeated row is re-hashed once): a row whose
-    code changed in a table leaves its bucket's list and goes to the front of its new bucket's.
+    code changed in a table leaves its bucket's list and is inserted in its new bucket's list at its place
+    in index order (``bisect.insort``: the lists stay sorted).
 
-    codes : int (B, L, N);  buckets : as :func:`naive_lsh_buckets`. Returns the new codes and buckets.
+    codes : int (B, L, N);  buckets : sorted lists, as :func:`naive_lsh_buckets`. Returns the new codes and
+    buckets.
     """
     codes = np.array(codes)
     buckets = [[[list(bucket) for bucket in table] for table in per_b] for per_b in buckets]
-    new_codes = naive_lsh_codes(memory, planes)
+    new_codes = naive_lsh_codes(memory, planes, centre)
     B, L, _ = codes.shape
     for b in range(B):
         done = set()
@@ -123,24 +132,24 @@ def naive_lsh_update(memory, planes, rows, codes, buckets):
                 old, new = int(codes[b, t, i]), int(new_codes[b, t, i])
                 if new != old:
                     buckets[b][t][old].remove(i)
-                    buckets[b][t][new].insert(0, i)
+                    bisect.insort(buckets[b][t][new], i)
                     codes[b, t, i] = new
     return codes, buckets
 
 
-def naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, recent):
+def naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, centre=None):
     """The LSH query spelled out with sets and ``sorted``; returns (indices (B, H, k), counts (B, H)).
 
-    Candidates of a key: in every table, the first ``max_per_bucket`` rows of its own bucket and of
+    Candidates of a key: in every table, the first ``max_per_bucket`` rows of its own bucket's list and of
     the ``probes`` buckets that differ from it in one bit, the bits of smallest margin |projection|
-    first (ties: the lower bit). If fewer than k distinct rows turn up, ``recent`` (B, R) rows
-    (−1 = none), then rows 0, 1, ..., fill in until there are k. The candidates are ranked by
+    first (ties: the lower bit); keys are projected less ``centre``. If fewer than k distinct rows turn
+    up, rows 0, 1, ... fill in until there are k. The candidates are ranked by
     cos = k·m / (‖k‖‖m‖ + 1e-6), score descending, index ascending; counts = candidates scored.
     """
     B, N, W = memory.shape
     L, nbits, _ = planes.shape
     H = keys.shape[1]
-    proj = naive_lsh_projections(keys, planes)  # (B, H, L, nbits)
+    proj = naive_lsh_projections(keys, planes, centre)  # (B, H, L, nbits)
     out = np.zeros((B, H, k), np.int64)
     counts = np.zeros((B, H), np.int64)
     for b in range(B):
@@ -154,11 +163,6 @@ def naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, re
                     for i in buckets[b][t][c][:max_per_bucket]:
                         if i not in cand:
                             cand.append(i)
-            for i in recent[b]:
-                if len(cand) >= k:
-                    break
-                if i >= 0 and i not in cand:
-                    cand.append(int(i))
             for i in range(N):
                 if len(cand) >= k:
                     break

@@ -210,7 +210,9 @@ def test_cli_runs_one_isolated_point_and_reports_the_files(tmp_path, capsys):
 
 
 def test_cli_bad_argument_exits_two_naming_it(tmp_path, capsys):
-    assert cli.main(["bench", "scaling", "--quick", "--steps", "0", "--out", str(tmp_path)]) == 2
+    with pytest.raises(SystemExit) as exit_:  # argparse's own errors exit 2 through SystemExit
+        cli.main(["bench", "scaling", "--quick", "--steps", "0", "--out", str(tmp_path)])
+    assert exit_.value.code == 2
     assert "steps" in capsys.readouterr().err
     assert not (tmp_path / "points.csv").exists()
 

@@ -66,7 +66,7 @@ def test_a_saturated_softmax_keeps_float32_precision_in_its_backward():
     (g32,) = ops.softmax_backward(d.astype(np.float32), c32)
     np.testing.assert_allclose(g32, g64, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(g64))))
     plain = y32 * (d.astype(np.float32) - np.sum(y32 * d.astype(np.float32), axis=-1, keepdims=True))
-    assert np.max(np.abs(plain - g64)) > 100 * np.max(np.abs(g32 - g64))   # what the shift buys
+    assert np.max(np.abs(plain - g64)) > 100 * np.max(np.abs(g32 - g64))  # what the shift buys
 
 
 MODEL_CASES = {

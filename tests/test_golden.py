@@ -182,12 +182,20 @@ def test_check_golden_reports_a_tampered_gradient(tmp_path):
 # -- bad arguments -------------------------------------------------------------------------------------
 
 
+def _exit_code(argv):
+    """The CLI's exit code, whether main returns it or argparse exits with it (bad flag values)."""
+    try:
+        return cli.main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 def test_unknown_model_is_refused_by_the_function_and_the_cli(tmp_path, capsys):
     with pytest.raises(ValueError, match="model: expected one of"):
         golden.write_golden("ntmx", out=tmp_path)
     with pytest.raises(TypeError, match="model:"):
         golden.write_golden(3, out=tmp_path)
-    assert cli.main(["golden", "--model", "lstm", "gru", "--out", str(tmp_path)]) == 2
+    assert _exit_code(["golden", "--model", "lstm", "gru", "--out", str(tmp_path)]) == 2
     assert "'gru'" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing written when any name is bad
 
@@ -197,7 +205,7 @@ def test_out_that_is_a_file_is_refused(tmp_path, capsys):
     afile.write_text("x")
     with pytest.raises(ValueError, match="out: expected a directory"):
         golden.write_golden("lstm", out=afile)
-    assert cli.main(["golden", "--model", "lstm", "--out", str(afile)]) == 2
+    assert _exit_code(["golden", "--model", "lstm", "--out", str(afile)]) == 2
     assert "not_a_dir" in capsys.readouterr().err
     assert afile.read_text() == "x"
 
@@ -216,7 +224,7 @@ def test_bad_sizes_and_seeds_name_the_argument(tmp_path, capsys):
     assert not list(tmp_path.iterdir())  # the LSTM's file was not written before SAM failed
     with pytest.raises(TypeError, match="out:"):
         golden.write_golden("lstm", out=None)
-    assert cli.main(["golden", "--model", "lstm", "--seed", "-1", "--out", str(tmp_path)]) == 2
+    assert _exit_code(["golden", "--model", "lstm", "--seed", "-1", "--out", str(tmp_path)]) == 2
     assert "seed" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:  # --out is required
         cli.main(["golden", "--model", "lstm"])

@@ -1,6 +1,6 @@
 """kernels/lsh.py: each compiled LSH kernel equals its plain-Python ``_…_loops`` twin, and both equal the
-references of tests/naive.py (codes from sums in the documented order, buckets as Python lists, the
-query spelled out with ``sorted``).
+references of tests/naive.py (codes from sums in the documented order, buckets as sorted Python lists,
+the query spelled out with ``sorted``).
 
 Under NUMBA_DISABLE_JIT=1 the kernels *are* the twins, and the comparison with naive.py is what counts.
 """
@@ -38,8 +38,22 @@ def planes_t_of(planes):
     return np.ascontiguousarray(planes.reshape(L * nbits, W).T)
 
 
+def segment_heads(buckets, N):
+    """``sheads`` of bucket lists: the first row listed in each index range q = 1..SEGMENTS−1 (−1: none)."""
+    B, L, C = len(buckets), len(buckets[0]), len(buckets[0][0])
+    seg = -(-N // lsh.SEGMENTS)
+    sheads = np.full((B, L, C, lsh.SEGMENTS - 1), -1, np.int32)
+    for b in range(B):
+        for t in range(L):
+            for c, rows in enumerate(buckets[b][t]):
+                for i in reversed(rows):
+                    if i // seg >= 1:
+                        sheads[b, t, c, i // seg - 1] = i
+    return sheads
+
+
 def bucket_arrays(buckets, N):
-    """(heads, nxt, prv) — int32, kernels' layout — of bucket lists ``buckets[b][t][code]``."""
+    """(heads, sheads, nxt, prv) — int32, kernels' layout — of bucket lists ``buckets[b][t][code]``."""
     B, L, C = len(buckets), len(buckets[0]), len(buckets[0][0])
     heads = np.full((B, L, C), -1, np.int32)
     nxt, prv = np.full((B, N, L), -1, np.int32), np.full((B, N, L), -1, np.int32)
@@ -50,11 +64,12 @@ def bucket_arrays(buckets, N):
                     heads[b, t, c] = rows[0]
                 for a, n in zip(rows, rows[1:]):
                     nxt[b, a, t], prv[b, n, t] = n, a
-    return heads, nxt, prv
+    return heads, segment_heads(buckets, N), nxt, prv
 
 
-def bucket_lists(heads, nxt, prv):
-    """The bucket lists walked from ``heads``, checking that each is acyclic and ``prv`` mirrors ``nxt``."""
+def bucket_lists(heads, sheads, nxt, prv):
+    """The bucket lists walked from ``heads``, checking that each is acyclic, that ``prv`` mirrors ``nxt``
+    and that ``sheads`` names each list's first row in every index range."""
     B, L, C = heads.shape
     N = nxt.shape[1]
     out = []
@@ -72,6 +87,7 @@ def bucket_lists(heads, nxt, prv):
                 table.append(rows)
             tables.append(table)
         out.append(tables)
+    np.testing.assert_array_equal(sheads, segment_heads(out, N))
     return out
 
 
@@ -86,6 +102,11 @@ def shuffled_buckets(codes, num_buckets, order):
 def memories(shape):
     """Random rows, or rows from {−1, 0, 1}: equal rows (score ties) and exact zeros (on every hyperplane)."""
     return st.one_of(f64(shape), arrays(np.float64, shape, elements=st.sampled_from([-1.0, 0.0, 1.0])))
+
+
+def centres(B, W):
+    """The point rows are hashed relative to: zero (an uncentred index), or any (B, W)."""
+    return st.one_of(st.just(np.zeros((B, W))), f64((B, W), -1.0, 1.0))
 
 
 @st.composite
@@ -107,22 +128,24 @@ def test_codes_from_projections_equal_the_exact_order_codes_even_when_the_given_
     B, N, W, L, nbits = sizes
     planes = data.draw(f64((L, nbits, W)))
     memory = data.draw(memories((B, N, W)))
-    for b, i in np.ndindex(B, N):  # some rows onto a hyperplane
+    centre = data.draw(centres(B, W))
+    for b, i in np.ndindex(B, N):  # some rows onto a hyperplane through the centre (up to rounding)
         t, j = data.draw(st.integers(0, L - 1)), data.draw(st.integers(0, nbits - 1))
         plane = planes[t, j]
         if data.draw(st.booleans()) and plane @ plane > 0:
-            memory[b, i] -= (memory[b, i] @ plane) / (plane @ plane) * plane
-    exact = naive_lsh_projections(memory, planes).reshape(B, N, L * nbits)
+            d = memory[b, i] - centre[b]
+            memory[b, i] = centre[b] + (d - (d @ plane) / (plane @ plane) * plane)
+    exact = naive_lsh_projections(memory, planes, centre).reshape(B, N, L * nbits)
     planes_t = planes_t_of(planes)
     plane_norms = np.linalg.norm(planes_t, axis=0)
-    bound = W * 2.0**-53 * np.linalg.norm(memory, axis=-1)[..., None] * plane_norms  # (B, N, L·bits)
+    bound = W * 2.0**-53 * np.linalg.norm(memory - centre[:, None], axis=-1)[..., None] * plane_norms
     off = data.draw(f64((B, N, L * nbits), -1.0, 1.0))
     given_proj = exact + off * bound
     b = data.draw(st.integers(0, B - 1))
     start = data.draw(st.integers(0, N - 1))
     n = data.draw(st.integers(1, N - start))
     expected = np.full((B, N, L), -5, np.int32)
-    expected[b, start : start + n] = naive_lsh_codes(memory, planes).transpose(0, 2, 1)[b, start : start + n]
+    expected[b, start : start + n] = naive_lsh_codes(memory, planes, centre).transpose(0, 2, 1)[b, start : start + n]
     for kernel in CODES.values():
         codes = np.full((B, N, L), -5, np.int32)
         kernel(
@@ -130,6 +153,7 @@ def test_codes_from_projections_equal_the_exact_order_codes_even_when_the_given_
             b,
             start,
             np.ascontiguousarray(given_proj[b, start : start + n]),
+            centre[b],
             planes_t,
             plane_norms,
             nbits,
@@ -145,33 +169,31 @@ def test_link_kernel_and_twin_list_every_bucket_in_index_order(data, sizes):
     expected = naive_lsh_buckets(codes.transpose(0, 2, 1), 2**nbits)
     for kernel in LINK.values():
         heads = np.full((B, L, 2**nbits), 7, np.int32)  # stale contents: all overwritten
+        sheads = np.full((B, L, 2**nbits, lsh.SEGMENTS - 1), 7, np.int32)
         nxt, prv = np.full((B, N, L), 7, np.int32), np.full((B, N, L), 7, np.int32)
         for b in range(B):
-            kernel(b, codes, heads, nxt, prv)
-        assert bucket_lists(heads, nxt, prv) == expected
+            kernel(b, codes, heads, sheads, nxt, prv)
+        assert bucket_lists(heads, sheads, nxt, prv) == expected
 
 
-@given(data=st.data(), sizes=lsh_sizes())
-def test_update_kernel_and_twin_move_rows_like_the_list_model_and_undo_restores_the_lists(data, sizes):
-    """Rows listed for update (with −1 padding and repeats) get new contents; each row whose code changed
-    moves to the front of its new bucket; undo restores codes and lists array for array."""
-    B, N, W, L, nbits = sizes
-    planes = data.draw(f64((L, nbits, W)))
-    memory = data.draw(memories((B, N, W)))
-    codes = naive_lsh_codes(memory, planes)  # (B, L, N)
-    order = [data.draw(st.permutations(range(N))) for _ in range(B)]
-    buckets = shuffled_buckets(codes, 2**nbits, order)
-    J = data.draw(st.integers(1, 6))
-    rows = data.draw(indices(N + 1, (B, J), force_duplicates=True).map(lambda a: a - 1))  # −1 = padding
-    for b, i in zip(*np.nonzero(rows >= 0)):
-        memory[b, rows[b, i]] = data.draw(memories((W,)))
-    expected_codes, expected_buckets = naive_lsh_update(memory, planes, rows, codes, buckets)
+def check_update_and_undo(memory, planes, centre, codes, rows, new_contents):
+    """Update ``rows`` after writing ``new_contents`` into them (sorted lists before and after, equal to
+    the list model's), then undo: codes and lists restored array for array; compiled ≡ twin."""
+    B, N, W = memory.shape
+    L, nbits, _ = planes.shape
+    J = rows.shape[1]
+    buckets = naive_lsh_buckets(codes, 2**nbits)  # the invariant: every list sorted
+    memory = memory.copy()
+    for b, j in zip(*np.nonzero(rows >= 0)):
+        memory[b, rows[b, j]] = new_contents[b, j]
+    expected_codes, expected_buckets = naive_lsh_update(memory, planes, rows, codes, buckets, centre)
+    assert expected_buckets == naive_lsh_buckets(expected_codes, 2**nbits)  # still sorted
     results = {}
     for name, (update, undo) in UPDATE_UNDO.items():
         state = (np.ascontiguousarray(codes.transpose(0, 2, 1), dtype=np.int32),) + bucket_arrays(buckets, N)
         before = tuple(a.copy() for a in state)
         journal = tuple(np.full((B, J, L), -9, np.int32) for _ in range(3))
-        update(memory, planes_t_of(planes), nbits, rows, *state, *journal)
+        update(memory, centre, planes_t_of(planes), nbits, rows, *state, *journal)
         np.testing.assert_array_equal(state[0].transpose(0, 2, 1), expected_codes)
         assert bucket_lists(*state[1:]) == expected_buckets
         after = tuple(a.copy() for a in state)
@@ -184,6 +206,40 @@ def test_update_kernel_and_twin_move_rows_like_the_list_model_and_undo_restores_
 
 
 @given(data=st.data(), sizes=lsh_sizes())
+def test_update_kernel_and_twin_insert_rows_in_index_order_like_the_list_model_and_undo_restores_the_lists(data, sizes):
+    """Rows listed for update (with −1 padding and repeats) get new contents; each row whose code changed
+    leaves its bucket and is inserted in its new bucket at its sorted place; undo restores codes and
+    lists array for array."""
+    B, N, W, L, nbits = sizes
+    planes = data.draw(f64((L, nbits, W)))
+    memory = data.draw(memories((B, N, W)))
+    centre = data.draw(centres(B, W))
+    codes = naive_lsh_codes(memory, planes, centre)  # (B, L, N)
+    J = data.draw(st.integers(1, 6))
+    rows = data.draw(indices(N + 1, (B, J), force_duplicates=True).map(lambda a: a - 1))  # −1 = padding
+    check_update_and_undo(memory, planes, centre, codes, rows, data.draw(memories((B, J, W))))
+
+
+@given(data=st.data())
+def test_update_kernel_and_twin_keep_big_buckets_sorted(data):
+    """Few distinct rows (copies of 1–3 prototypes, as SAM writes) in up to 80 rows and 1–2 bits: buckets
+    of tens of rows, where the insertion point is found by walking an index range or by scanning the
+    codes, whichever is first, and rows move between the ranges' first positions."""
+    B, N, W = data.draw(st.integers(1, 2)), data.draw(st.integers(2, 80)), data.draw(st.integers(1, 4))
+    L, nbits = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 2))
+    planes = data.draw(f64((L, nbits, W)))
+    protos = data.draw(f64((data.draw(st.integers(1, 3)), W)))
+    pick = data.draw(arrays(np.int64, (B, N), elements=st.integers(0, len(protos) - 1)))
+    memory = protos[pick]
+    centre = np.zeros((B, W))
+    codes = naive_lsh_codes(memory, planes, centre)
+    J = data.draw(st.integers(1, 12))
+    rows = data.draw(arrays(np.int64, (B, J), elements=st.integers(-1, N - 1)))
+    new_pick = data.draw(arrays(np.int64, (B, J), elements=st.integers(0, len(protos) - 1)))
+    check_update_and_undo(memory, planes, centre, codes, rows, protos[new_pick])
+
+
+@given(data=st.data(), sizes=lsh_sizes())
 def test_query_kernel_and_twin_equal_the_spelled_out_query(data, sizes):
     B, N, W, L, nbits = sizes
     H = data.draw(st.integers(1, 3))
@@ -193,16 +249,29 @@ def test_query_kernel_and_twin_equal_the_spelled_out_query(data, sizes):
     planes = data.draw(f64((L, nbits, W)))
     memory = data.draw(memories((B, N, W)))
     keys = data.draw(memories((B, H, W)))
-    recent = data.draw(arrays(np.int64, (B, data.draw(st.integers(1, 3))), elements=st.integers(-1, N - 1)))
-    codes = naive_lsh_codes(memory, planes)
+    centre = data.draw(centres(B, W))
+    codes = naive_lsh_codes(memory, planes, centre)
+    # the query takes whatever list order it finds (the index keeps them sorted: see the update test)
     buckets = shuffled_buckets(codes, 2**nbits, [data.draw(st.permutations(range(N))) for _ in range(B)])
-    heads, nxt, _ = bucket_arrays(buckets, N)
-    expected, expected_counts = naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, recent)
+    heads, _, nxt, _ = bucket_arrays(buckets, N)
+    expected, expected_counts = naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, centre)
     for kernel in QUERY.values():
         out, counts = np.full((B, H, k), -9, np.int64), np.full((B, H), -9, np.int64)
         seen = np.full((B, N), -1, np.int32)
         kernel(
-            memory, planes_t_of(planes), nbits, keys, k, max_per_bucket, probes, heads, nxt, recent, out, seen, counts
+            memory,
+            centre,
+            planes_t_of(planes),
+            nbits,
+            keys,
+            k,
+            max_per_bucket,
+            probes,
+            heads,
+            nxt,
+            out,
+            seen,
+            counts,
         )
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(counts, expected_counts)

@@ -6,8 +6,19 @@ import pytest
 
 from refmann.train import TrainConfig, curves
 
-BASE = TrainConfig(model="lstm", task="copy", task_kwargs={"bits": 2, "max_length": 2}, sequences=32, batch_size=8,
-                   hidden_size=4, memory_size=4, word_size=2, eval_every=16, eval_size=4, log_every=2)
+BASE = TrainConfig(
+    model="lstm",
+    task="copy",
+    task_kwargs={"bits": 2, "max_length": 2},
+    sequences=32,
+    batch_size=8,
+    hidden_size=4,
+    memory_size=4,
+    word_size=2,
+    eval_every=16,
+    eval_size=4,
+    log_every=2,
+)
 
 
 def test_a_sweep_writes_one_row_per_model_in_the_tasks_metric(tmp_path):
@@ -31,5 +42,5 @@ def test_an_interrupted_run_stops_the_sweep_and_the_report_still_comes(tmp_path,
     monkeypatch.setattr(curves, "_train_one", first_interrupted)
     with pytest.raises(KeyboardInterrupt):
         curves.run_curves(BASE, ["lstm", "ntm"], [0, 1], tmp_path, jobs=1)
-    assert len(calls) == 1                                 # the three other runs never started
+    assert len(calls) == 1  # the three other runs never started
     assert (tmp_path / "summary.md").exists()

@@ -9,8 +9,10 @@ Every index has the same interface::
     index.query(keys, k)                # (B, H, W) -> (B, H, k) candidate rows, best first
     index.maybe_rebuild()               # between sequences: rebuild if N insertions have accumulated
 
-An index's answers depend only on the memory and on its own state, and rollback restores that
-state exactly, so a model's outputs never depend on what it computed before.
+An index's answers are a function of the memory's current contents and of the index's fixed
+parameters, never of the order in which rows were written, updated or undone (for
+:class:`LSHIndex`: its hyperplanes and its centre, see there), and rollback restores its state
+exactly, so a model's outputs never depend on what it computed before.
 
 Similarity is cosine (DESIGN decision 3), so the index and the read rank candidates alike.
 :class:`LinearIndex` is exact (the oracle); :class:`LSHIndex` is approximate and never scans N.
@@ -23,6 +25,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..kernels.lsh import (
+    SEGMENTS,
     lsh_codes_from_projections_kernel,
     lsh_link_kernel,
     lsh_query_kernel,
@@ -41,11 +44,9 @@ class LSHJournal(NamedTuple):
     """What :meth:`LSHIndex.update` changed, so that :meth:`LSHIndex.undo` restores it exactly."""
 
     rows: np.ndarray  # int (B, J)     the re-hashed rows
-    codes: np.ndarray  # int32 (B, J, L)  their old bucket codes, per table
+    codes: np.ndarray  # int32 (B, J, L)  their old bucket codes, per table (−1: the row did not move)
     prev: np.ndarray  # int32 (B, J, L)  their old list neighbours
     next: np.ndarray  # int32 (B, J, L)
-    recent: np.ndarray  # int (B, R)     the fill-in ring of recently written rows
-    recent_pos: int  # its write position
 
 
 class LinearIndex:
@@ -58,7 +59,11 @@ class LinearIndex:
         """Nothing to build: every query scans the memory."""
 
     def update(self, rows):
-        """Nothing to update: every query scans the memory."""
+        """Nothing to update: every query scans the memory (``rows`` int (B, J) in [0, N) or −1, checked)."""
+        from .._checks import check_index_rows, enabled
+
+        if enabled():
+            check_index_rows(rows, self.memory)
 
     def undo(self, journal):
         """Nothing to undo."""
@@ -68,6 +73,10 @@ class LinearIndex:
 
     def query(self, keys, k):
         """The k rows of highest cosine similarity per key, (B, H, k): score descending, ties by index."""
+        from .._checks import check_index_query, enabled
+
+        if enabled():
+            keys, k = check_index_query(keys, k, self.memory)
         return top_k(cosine_scores(self.memory, keys), k)[0]
 
     def nbytes(self) -> int:
@@ -80,13 +89,29 @@ class LSHIndex:
     ``num_tables`` tables of ``num_bits`` hyperplanes each. A query collects, in every table, up to
     ``max_per_bucket`` rows from its own bucket and from ``probes`` neighbouring buckets (the bits
     with the smallest margins flipped: multi-probe, Lv et al. 2007), then ranks the candidates by
-    exact cosine. The work per query is O(num_tables · (probes + 1) · max_per_bucket · W), whatever N is.
+    exact cosine (score descending, ties by index, as :class:`LinearIndex`). The work per query is
+    O(num_tables · (probes + 1) · max_per_bucket · W), whatever N is.
 
-    An updated row moves bucket in O(num_tables · num_bits · W), journalled so that rollback
-    restores the bucket lists exactly. As in the paper, the whole index is rebuilt after every N
-    insertions (amortised O(1)); the rebuild happens between sequences (:meth:`maybe_rebuild`),
-    never inside a step, so rollback stays exact. With fixed hyperplanes a rebuild re-packs the
-    bucket lists in index order but cannot change which bucket a row is in.
+    **What the answers are a function of.** Every bucket list is kept sorted by row index, so the
+    ``max_per_bucket`` rows a query takes from a bucket are its lowest-indexed rows, and the lists
+    are a function of the codes alone. Rows and keys hash relative to :attr:`centre` (bit j of table
+    l: [(x − centre) · plane_lj ≥ 0]). So a query's answer is a function of (the memory's current
+    contents, :attr:`planes`, :attr:`centre`), whatever the history of updates, undos and rebuilds:
+    it equals the answer of a fresh index with the same hyperplanes built by
+    ``fresh.rebuild(centre=index.centre)`` on the same memory (tested, exactly). The hyperplanes are
+    fixed by ``seed``; the centre is the mean row of each batch element's memory at the last
+    :meth:`rebuild` (zero with ``centring=False``), so it moves only at rebuilds. Too few candidates
+    are topped up with rows 0, 1, ... (the rows an exact index ranks first among equal scores).
+
+    An updated row moves bucket in O(num_tables · (num_bits · W + the search for its place)): it is
+    unlinked in O(1) and inserted at its sorted place, found by walking the bucket from its first row
+    in the row's quarter of the index range and by scanning the codes down from the row, side by side
+    (about min(s/8, 3 + N/(8s)) hops for a bucket of s rows, at worst about √N/8; see
+    ``kernels/lsh.py``). The moves are journalled so that rollback restores the lists
+    exactly. As in the paper, the whole index is rebuilt after every N insertions (amortised O(1));
+    the rebuild happens between sequences (:meth:`maybe_rebuild`), never inside a step, so rollback
+    stays exact. A rebuild re-centres the hashes on the memory's current mean row, which re-files
+    rows whose side of a hyperplane changed.
 
     Parameters
     ----------
@@ -97,14 +122,17 @@ class LSHIndex:
         (``refmann bench lsh``).
     num_bits : int, optional
         Bits per table; default ``round(log2 N) − 3`` (about 8 rows per bucket), within [4, 24].
-    recent : int
-        How many recently updated rows are remembered as fill-ins for a query whose buckets are
-        nearly empty.
+    centring : bool
+        Hash ``x − centre`` with the centre the mean row at each rebuild (default True). Memories a
+        SAM writes share a large common component (its rows lie in a narrow cone), which piles
+        them into a few buckets of hundreds of rows; centring halves those buckets and raises
+        recall (``docs/sam.md``, ``refmann bench lsh``). On rows spread around the origin the
+        mean is near zero and nothing changes.
     seed : int
         Seeds the hyperplanes.
     """
 
-    def __init__(self, memory, *, num_tables=16, num_bits=None, max_per_bucket=16, probes=4, recent=16, seed=0):
+    def __init__(self, memory, *, num_tables=16, num_bits=None, max_per_bucket=16, probes=4, centring=True, seed=0):
         from .._checks import check_positive_int
 
         B, N, W = memory.shape
@@ -114,23 +142,26 @@ class LSHIndex:
         check_positive_int(num_bits, "num_bits")
         check_positive_int(max_per_bucket, "max_per_bucket")
         check_positive_int(probes, "probes", minimum=0)
-        check_positive_int(recent, "recent", minimum=0)
+        if not isinstance(centring, (bool, np.bool_)):
+            raise TypeError(f"centring: expected True or False, got {centring!r}")
         if num_bits > 24:
             raise ValueError(f"num_bits: expected at most 24 (2**num_bits buckets per table), got {num_bits}")
         if probes > num_bits:
             raise ValueError(f"probes: expected at most num_bits = {num_bits}, got {probes}")
         self.memory = memory
         self.num_tables, self.num_bits, self.max_per_bucket, self.probes = num_tables, num_bits, max_per_bucket, probes
+        self.centring = bool(centring)
+        self._centre = np.zeros((B, W), np.float64)  # set by rebuild()
         rng = np.random.default_rng([seed, 7])
         self.planes = rng.standard_normal((num_tables, num_bits, W))
         i32 = np.int32  # N < 2**31 rows: int32 halves the index's footprint
         # row-major per row: a row's entries for all tables share a cache line (see kernels/lsh.py)
         self._codes = np.zeros((B, N, num_tables), i32)
         self.heads = np.full((B, num_tables, 2**num_bits), -1, i32)
+        # the first row of each bucket in each index range but the first (where a sorted insertion starts)
+        self._sheads = np.full((B, num_tables, 2**num_bits, SEGMENTS - 1), -1, i32)
         self._nxt = np.full((B, N, num_tables), -1, i32)
         self._prv = np.full((B, N, num_tables), -1, i32)
-        self.recent = np.full((B, max(recent, 1)), -1, np.int64)
-        self._recent_pos = 0
         self._seen = np.full((B, N), -1, i32)
         self.last_counts = None  # int (B, H): the rows each query of the last query() scored
         self.insertions = 0
@@ -152,6 +183,13 @@ class LSHIndex:
         return self._prv.transpose(0, 2, 1)
 
     @property
+    def centre(self) -> np.ndarray:
+        """The point rows and keys are hashed relative to, (B, W) float64: the mean row of each batch
+        element's memory at the last :meth:`rebuild` (zeros without centring). A copy; to build an
+        index that answers exactly as this one, pass it to the other's ``rebuild(centre=...)``."""
+        return self._centre.copy()
+
+    @property
     def planes(self) -> np.ndarray:
         """Hyperplanes, (num_tables, num_bits, W); assigning new ones takes effect at the next rebuild."""
         return self._planes
@@ -162,27 +200,46 @@ class LSHIndex:
         L, nbits, W = self._planes.shape
         self._planes_t = np.ascontiguousarray(self._planes.reshape(L * nbits, W).T)  # (W, L·bits)
 
-    def rebuild(self, chunk: int = 65_536):
-        """Re-hash every row (O(N)); called at initialisation and after every N insertions.
+    def rebuild(self, chunk: int = 65_536, *, centre=None):
+        """Re-centre and re-hash every row (O(N)); called at initialisation and after every N insertions.
 
-        The projections come from BLAS, chunk by chunk; a row with a projection too close to zero for
+        The centre becomes the mean row of each batch element's memory (zeros with ``centring=False``),
+        or ``centre`` (B, W) if given — another index's :attr:`centre`, to build its exact twin. The
+        projections come from BLAS, chunk by chunk; a row with a projection too close to zero for
         BLAS's summation order to be trusted is re-projected in the kernels' exact order, so the codes
-        equal what :meth:`update` would compute, bit for bit.
+        equal what :meth:`update` would compute, bit for bit. The lists are linked in index order.
         """
-        B, N, _ = self.memory.shape
+        B, N, W = self.memory.shape
+        if centre is not None:
+            from .._checks import as_float_array, check_finite, check_shape
+
+            centre = as_float_array(centre, "centre", ndim=2)
+            check_shape(centre, "centre", (B, W))
+            check_finite(centre, "centre")
+            self._centre = np.array(centre, dtype=np.float64)
+        elif self.centring:
+            self._centre = np.mean(self.memory, axis=1, dtype=np.float64)
+        else:
+            self._centre = np.zeros((B, W), np.float64)
         plane_norms = np.linalg.norm(self._planes_t, axis=0)  # (L·bits,)
         for b in range(B):
+            centre_b = self._centre[b]
             for start in range(0, N, chunk):
-                proj = np.asarray(self.memory[b, start : start + chunk], dtype=np.float64) @ self._planes_t
+                rows = np.asarray(self.memory[b, start : start + chunk], dtype=np.float64) - centre_b
+                proj = rows @ self._planes_t
                 lsh_codes_from_projections_kernel(
-                    self.memory, b, start, proj, self._planes_t, plane_norms, self.num_bits, self._codes
+                    self.memory, b, start, proj, centre_b, self._planes_t, plane_norms, self.num_bits, self._codes
                 )
-            lsh_link_kernel(b, self._codes, self.heads, self._nxt, self._prv)
+            lsh_link_kernel(b, self._codes, self.heads, self._sheads, self._nxt, self._prv)
         self.insertions = 0
         self.rebuilds += 1
 
     def update(self, rows):
         """Re-hash the rows (B, J) that were modified in place; returns the journal :meth:`undo` takes."""
+        from .._checks import check_index_rows, enabled
+
+        if enabled():  # rows in [0, N) or −1, one row per batch element: the kernel trusts them
+            rows = check_index_rows(rows, self.memory)
         rows = np.ascontiguousarray(rows, dtype=np.int64)
         B, J = rows.shape
         L = self.num_tables
@@ -191,34 +248,36 @@ class LSHIndex:
             np.empty((B, J, L), np.int32),
             np.empty((B, J, L), np.int32),
             np.empty((B, J, L), np.int32),
-            self.recent.copy(),
-            self._recent_pos,
         )
         lsh_update_kernel(
             self.memory,
+            self._centre,
             self._planes_t,
             self.num_bits,
             rows,
             self._codes,
             self.heads,
+            self._sheads,
             self._nxt,
             self._prv,
             *journal[1:4],
         )
-        R = self.recent.shape[1]
-        for j in range(min(J, R)):  # a tiny ring buffer of recently written rows
-            self.recent[:, (self._recent_pos + j) % R] = rows[:, J - 1 - j]
-        self._recent_pos = (self._recent_pos + min(J, R)) % R
         self.insertions += J
         return journal
 
     def undo(self, journal):
-        """Revert one :meth:`update` exactly (bucket lists, fill-in buffer); newest first."""
+        """Revert one :meth:`update` exactly (codes and bucket lists); newest first."""
         lsh_undo_kernel(
-            journal.rows, self._codes, self.heads, self._nxt, self._prv, journal.codes, journal.prev, journal.next
+            journal.rows,
+            self._codes,
+            self.heads,
+            self._sheads,
+            self._nxt,
+            self._prv,
+            journal.codes,
+            journal.prev,
+            journal.next,
         )
-        self.recent[:] = journal.recent
-        self._recent_pos = journal.recent_pos
         self.insertions -= journal.rows.shape[1]
 
     def maybe_rebuild(self):
@@ -230,13 +289,18 @@ class LSHIndex:
             self.rebuild()
 
     def query(self, keys, k):
-        """Up to the k best candidates per key, (B, H, k), ranked by exact cosine."""
+        """The k best candidates per key, (B, H, k), ranked by exact cosine (ties by index)."""
+        from .._checks import check_index_query, enabled
+
+        if enabled():  # keys (B, H, W) of this memory, 1 <= k <= N: the kernel trusts them
+            keys, k = check_index_query(keys, k, self.memory)
         keys = np.ascontiguousarray(keys, dtype=np.float64)
         B, H, _ = keys.shape
         out = np.empty((B, H, k), np.int64)
         self.last_counts = np.empty((B, H), np.int64)
         lsh_query_kernel(
             self.memory,
+            self._centre,
             self._planes_t,
             self.num_bits,
             keys,
@@ -245,7 +309,6 @@ class LSHIndex:
             self.probes,
             self.heads,
             self._nxt,
-            self.recent,
             out,
             self._seen,
             self.last_counts,
@@ -253,21 +316,32 @@ class LSHIndex:
         return out
 
     def max_candidates(self, k) -> int:
-        """The most rows one query can score: every probed bucket full, plus the fill-ins."""
-        return self.num_tables * (self.probes + 1) * self.max_per_bucket + self.recent.shape[1] + k
+        """The most rows one query can score: every probed bucket full (or k, with fill-ins)."""
+        return max(self.num_tables * (self.probes + 1) * self.max_per_bucket, k)
+
+    @staticmethod
+    def nbytes_for(batch_size: int, num_slots: int, word_size: int, *, num_tables: int = 16, num_bits=None) -> int:
+        """Bytes an index over a (batch_size, num_slots, word_size) memory holds, before building one (what
+        :meth:`nbytes` then reports): per row and table a code and two links (int32), per bucket a head
+        and SEGMENTS − 1 range heads (int32), a centre per batch element, the hyperplanes twice."""
+        B, N, W, L = batch_size, num_slots, word_size, num_tables
+        bits = int(min(24, max(4, round(np.log2(N)) - 3))) if num_bits is None else num_bits
+        per_batch = N * L * 4 * 3 + N * 4 + L * 2**bits * 4 * SEGMENTS + W * 8
+        return B * per_batch + 2 * L * bits * W * 8
 
     def nbytes(self) -> int:
-        """Bytes held by the index (hyperplanes, codes, bucket lists)."""
+        """Bytes held by the index (hyperplanes, centre, codes, bucket lists)."""
         return sum(
             a.nbytes
             for a in (
                 self._planes,
                 self._planes_t,
+                self._centre,
                 self._codes,
                 self.heads,
+                self._sheads,
                 self._nxt,
                 self._prv,
-                self.recent,
                 self._seen,
             )
         )
