@@ -4,6 +4,7 @@ Usage (from the project root; takes a few minutes)::
 
     python tests/planted_bugs.py              # every bug, the whole suite (stops at the first failure)
     python tests/planted_bugs.py sharpen      # the bugs whose name contains "sharpen"
+    python tests/planted_bugs.py ring tests/test_memory_ring.py tests/test_kernels_ring.py   # narrower
 
 For each bug the script exports the committed tree (``git archive HEAD``) into a temporary folder,
 replaces one snippet of source (the replacement must match exactly once, so a stale entry fails
@@ -108,8 +109,8 @@ def _export(dest: Path) -> None:
         archive.extractall(dest, filter="data")
 
 
-def plant_and_run(bug: Bug) -> tuple[bool, str]:
-    """(caught, first failing test or the tail of the output)."""
+def plant_and_run(bug: Bug, tests: list[str] | None = None) -> tuple[bool, str]:
+    """(caught, first failing test or the tail of the output); ``tests`` narrows the run (default: all)."""
     with tempfile.TemporaryDirectory(prefix="refmann-bug-") as tmp:
         tmp = Path(tmp)
         _export(tmp)
@@ -120,7 +121,7 @@ def plant_and_run(bug: Bug) -> tuple[bool, str]:
         path.write_text(text.replace(bug.old, bug.new))
         env = dict(os.environ, CI="true", PYTHONPATH=str(tmp))
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-x", "-q", "-n", "2", "-p", "no:cacheprovider", "tests/"],
+            [sys.executable, "-m", "pytest", "-x", "-q", "-n", "2", "-p", "no:cacheprovider", *(tests or ["tests/"])],
             cwd=tmp,
             env=env,
             capture_output=True,
@@ -131,10 +132,12 @@ def plant_and_run(bug: Bug) -> tuple[bool, str]:
 
 
 def main(argv: list[str]) -> int:
-    chosen = [b for b in BUGS if not argv or any(a in b.name for a in argv)]
+    tests = [a for a in argv if a.startswith("tests/")]  # e.g. tests/test_float32.py: a quicker, narrower run
+    words = [a for a in argv if not a.startswith("tests/")]
+    chosen = [b for b in BUGS if not words or any(a in b.name for a in words)]
     missed = 0
     for bug in chosen:
-        caught, detail = plant_and_run(bug)
+        caught, detail = plant_and_run(bug, tests)
         missed += not caught
         print(f"{'caught' if caught else 'MISSED'}  {bug.name}\n        {detail}", flush=True)
     return 1 if missed else 0
