@@ -36,9 +36,8 @@ from .._checks import (
     check_shape,
     enabled,
 )
-from ..kernels import gather_rows_kernel
 from ..kernels.sparse_write import accessed_slots_kernel, restore_rows_kernel
-from ..ops.sparse import sparse_write_inplace
+from ..ops.sparse import gather_rows, sparse_write_inplace
 from .accumulator import RowGradAccumulator
 from .index import LinearIndex
 from .ring import RingJournal, UsageRing
@@ -193,11 +192,7 @@ class SparseMemory:
                 raise ValueError(
                     f"indices: expected shape ({self.B}, ...) (one row per batch element), got {indices.shape}"
                 )
-        B = indices.shape[0]
-        flat = np.ascontiguousarray(indices.reshape(B, -1))
-        out = np.empty((B, flat.shape[1], self.W), self.memory.dtype)
-        gather_rows_kernel(out, self.memory, flat)
-        return out.reshape(indices.shape + (self.W,))
+        return gather_rows(self.memory, indices)
 
     def touch(self, slots, values, delta: float, t: float, journal: StepJournal):
         """The usage rule: slots (B, J) whose summed ``values`` exceed δ get time t (back of the ring).

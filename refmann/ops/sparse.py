@@ -202,8 +202,8 @@ class SparseContentReadCache(NamedTuple):
     reference: tuple | None  # (content_weights cache, sparse_read cache) of the reference path
 
 
-def _gather(memory, indices):
-    """memory[b, indices[b, ...]] -> (B, ..., W)."""
+def gather_rows(memory, indices):
+    """memory[b, indices[b, ...]] -> (B, ..., W), a copy (indices assumed valid: callers check them)."""
     B = indices.shape[0]
     flat = np.ascontiguousarray(indices.reshape(B, -1))
     out = np.empty((B, flat.shape[1], memory.shape[2]), memory.dtype)
@@ -255,7 +255,7 @@ def sparse_content_read_forward(memory, keys, strengths, *, indices, eps=1e-6, f
         indices = as_index_array(indices, "indices", upper=N, shape=keys.shape[:2] + (None,))
     B, N, W = memory.shape
     H, K = keys.shape[1], indices.shape[2]
-    rows = _gather(memory, indices)  # (B, H, K, W)
+    rows = gather_rows(memory, indices)  # (B, H, K, W)
     if fused:
         keys, strengths = np.ascontiguousarray(keys), np.ascontiguousarray(strengths)
         w, sim, rnorm = (np.empty((B, H, K), memory.dtype) for _ in range(3))
