@@ -137,13 +137,14 @@ def naive_lsh_update(memory, planes, rows, codes, buckets, centre=None):
     return codes, buckets
 
 
-def naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, centre=None):
+def naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, centre=None, fill=None):
     """The LSH query spelled out with sets and ``sorted``; returns (indices (B, H, k), counts (B, H)).
 
     Candidates of a key: in every table, the first ``max_per_bucket`` rows of its own bucket's list and of
     the ``probes`` buckets that differ from it in one bit, the bits of smallest margin |projection|
     first (ties: the lower bit); keys are projected less ``centre``. If fewer than k distinct rows turn
-    up, rows 0, 1, ... fill in until there are k. The candidates are ranked by
+    up, the ``fill`` (B, R) rows (−1 = none), then rows 0, 1, ... fill in until there are k. The
+    candidates are ranked by
     cos = k·m / (‖k‖‖m‖ + 1e-6), score descending, index ascending; counts = candidates scored.
     """
     B, N, W = memory.shape
@@ -163,6 +164,11 @@ def naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, ce
                     for i in buckets[b][t][c][:max_per_bucket]:
                         if i not in cand:
                             cand.append(i)
+            for i in [] if fill is None else fill[b]:
+                if len(cand) >= k:
+                    break
+                if i >= 0 and i not in cand:
+                    cand.append(int(i))
             for i in range(N):
                 if len(cand) >= k:
                     break

@@ -250,11 +250,12 @@ def test_query_kernel_and_twin_equal_the_spelled_out_query(data, sizes):
     memory = data.draw(memories((B, N, W)))
     keys = data.draw(memories((B, H, W)))
     centre = data.draw(centres(B, W))
+    fill = data.draw(arrays(np.int64, (B, data.draw(st.integers(1, 3))), elements=st.integers(-1, N - 1)))
     codes = naive_lsh_codes(memory, planes, centre)
     # the query takes whatever list order it finds (the index keeps them sorted: see the update test)
     buckets = shuffled_buckets(codes, 2**nbits, [data.draw(st.permutations(range(N))) for _ in range(B)])
     heads, _, nxt, _ = bucket_arrays(buckets, N)
-    expected, expected_counts = naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, centre)
+    expected, expected_counts = naive_lsh_query(memory, planes, keys, k, max_per_bucket, probes, buckets, centre, fill)
     for kernel in QUERY.values():
         out, counts = np.full((B, H, k), -9, np.int64), np.full((B, H), -9, np.int64)
         seen = np.full((B, N), -1, np.int32)
@@ -269,6 +270,7 @@ def test_query_kernel_and_twin_equal_the_spelled_out_query(data, sizes):
             probes,
             heads,
             nxt,
+            fill,
             out,
             seen,
             counts,

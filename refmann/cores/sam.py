@@ -163,7 +163,8 @@ class SAMCore(CoreBase):
             keep_new_rows=self.restore == "final",
         )
         # read: K candidates per head from the index, softmax over those K
-        read_idx = mem.query(q, K)  # (B, H, K)
+        # (a query whose buckets hold fewer than K rows is topped up with the rows just written, newest first)
+        read_idx = mem.query(q, K, fill=journal.rows[:, ::-1])  # (B, H, K)
         (read_weights, reads), read_cache = ops.sparse_content_read_forward(
             mem.memory, q, beta, indices=read_idx, eps=READ_EPS, fused=self.fused
         )

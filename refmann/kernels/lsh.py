@@ -319,19 +319,21 @@ def _lsh_undo_loops(rows, codes, heads, sheads, nxt, prv, j_code, j_prev, j_next
                     sheads[b, l, old, qi - 1] = i
 
 
-def _lsh_query_loops(memory, centre, planes_t, nbits, keys, k, max_per_bucket, probes, heads, nxt, out, seen, counts):
+def _lsh_query_loops(
+    memory, centre, planes_t, nbits, keys, k, max_per_bucket, probes, heads, nxt, fill, out, seen, counts
+):
     """For each key: gather candidates from its bucket (plus ``probes`` buckets one bit away, lowest
     margins first) in every table, the first ``max_per_bucket`` rows of each (the lowest-indexed, the
     lists being sorted); rank them by exact cosine; write the best k to ``out[b, h]`` (score
-    descending, index ascending). If fewer than k distinct candidates turn up, rows 0, 1, ... fill in
-    (the rows an exact index ranks first among equal scores). Keys hash relative to ``centre[b]``.
+    descending, index ascending). If fewer than k distinct candidates turn up, the caller's ``fill[b]``
+    rows (in order; −1 = none), then rows 0, 1, ... fill in. Keys hash relative to ``centre[b]``.
 
     ``seen`` (B, N) must be −1 everywhere on entry and is left so (only candidates are touched).
     ``counts[b, h]`` receives the number of rows scored for the key (what a query costs).
     """
     B, H, W = keys.shape
     L = heads.shape[1]
-    cap = L * (probes + 1) * max_per_bucket + k
+    cap = L * (probes + 1) * max_per_bucket + k  # fill-ins only while fewer than k: n <= max(L·P·cap, k)
     cand = np.empty(cap, np.int64)
     score = np.empty(cap, np.float64)
     proj = np.empty(planes_t.shape[1], np.float64)
@@ -376,7 +378,15 @@ def _lsh_query_loops(memory, centre, planes_t, nbits, keys, k, max_per_bucket, p
                         n += 1
                     taken_rows += 1
                     i = nxt[b, i, l]
-            i = 0  # fill-ins when the buckets held fewer than k rows
+            r = 0  # fill-ins when the buckets held fewer than k rows: the caller's, then 0, 1, ...
+            while n < k and r < fill.shape[1]:
+                i = fill[b, r]
+                if i >= 0 and seen[b, i] != tag:
+                    seen[b, i] = tag
+                    cand[n] = i
+                    n += 1
+                r += 1
+            i = 0
             while n < k:
                 if seen[b, i] != tag:
                     seen[b, i] = tag

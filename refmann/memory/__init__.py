@@ -18,7 +18,16 @@ def make_index_factory(name, *, seed=0, **kwargs):
         if kwargs:
             raise ValueError(f"index_kwargs: the linear index takes no options, got {sorted(kwargs)}")
         return cls
-    return lambda memory: cls(memory, seed=seed, **kwargs)
+
+    def factory(memory):
+        return cls(memory, seed=seed, **kwargs)
+
+    def nbytes_for(B, N, W):  # what SparseMemory's size guard asks before building one
+        sizing = {k: kwargs[k] for k in ("num_tables", "num_bits") if k in kwargs}
+        return cls.nbytes_for(B, N, W, **sizing)
+
+    factory.nbytes_for = nbytes_for
+    return factory
 
 
 __all__ = [

@@ -71,8 +71,9 @@ class LinearIndex:
     def maybe_rebuild(self):
         """Nothing to rebuild."""
 
-    def query(self, keys, k):
-        """The k rows of highest cosine similarity per key, (B, H, k): score descending, ties by index."""
+    def query(self, keys, k, fill=None):
+        """The k rows of highest cosine similarity per key, (B, H, k): score descending, ties by index.
+        (``fill`` is accepted for the interface's sake: an exact index never needs fill-ins.)"""
         from .._checks import check_index_query, enabled
 
         if enabled():
@@ -288,14 +289,29 @@ class LSHIndex:
         if self.insertions >= self.memory.shape[1]:
             self.rebuild()
 
-    def query(self, keys, k):
-        """The k best candidates per key, (B, H, k), ranked by exact cosine (ties by index)."""
+    def query(self, keys, k, fill=None):
+        """The k best candidates per key, (B, H, k), ranked by exact cosine (ties by index).
+
+        ``fill``: int (B, R) rows (−1: none) that top up, in order, a key whose buckets held fewer than k
+        rows, before rows 0, 1, ... (default none). The index keeps no history, so a caller that wants
+        recently written rows as fill-ins (as earlier versions kept them) passes them, e.g. the rows
+        its step just wrote, newest first; the answer is then a function of the contents, the
+        hyperplanes, the centre and ``fill``.
+        """
         from .._checks import check_index_query, enabled
 
         if enabled():  # keys (B, H, W) of this memory, 1 <= k <= N: the kernel trusts them
             keys, k = check_index_query(keys, k, self.memory)
         keys = np.ascontiguousarray(keys, dtype=np.float64)
         B, H, _ = keys.shape
+        if fill is None:
+            fill = np.full((B, 1), -1, np.int64)
+        else:
+            from .._checks import as_index_array
+
+            fill = np.ascontiguousarray(
+                as_index_array(fill, "fill", upper=self.memory.shape[1], shape=(B, None), padding=True), np.int64
+            )
         out = np.empty((B, H, k), np.int64)
         self.last_counts = np.empty((B, H), np.int64)
         lsh_query_kernel(
@@ -309,6 +325,7 @@ class LSHIndex:
             self.probes,
             self.heads,
             self._nxt,
+            fill,
             out,
             self._seen,
             self.last_counts,
@@ -324,8 +341,14 @@ class LSHIndex:
         """Bytes an index over a (batch_size, num_slots, word_size) memory holds, before building one (what
         :meth:`nbytes` then reports): per row and table a code and two links (int32), per bucket a head
         and SEGMENTS − 1 range heads (int32), a centre per batch element, the hyperplanes twice."""
+        from .._checks import check_positive_int
+
         B, N, W, L = batch_size, num_slots, word_size, num_tables
+        check_positive_int(L, "num_tables")
         bits = int(min(24, max(4, round(np.log2(N)) - 3))) if num_bits is None else num_bits
+        check_positive_int(bits, "num_bits")
+        if bits > 24:  # as the constructor says it, before the estimate of 2**bits buckets is made
+            raise ValueError(f"num_bits: expected at most 24 (2**num_bits buckets per table), got {bits}")
         per_batch = N * L * 4 * 3 + N * 4 + L * 2**bits * 4 * SEGMENTS + W * 8
         return B * per_batch + 2 * L * bits * W * 8
 

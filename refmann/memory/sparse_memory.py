@@ -39,7 +39,7 @@ from .._checks import (
 from ..kernels.sparse_write import accessed_slots_kernel, restore_rows_kernel
 from ..ops.sparse import gather_rows, sparse_write_inplace
 from .accumulator import RowGradAccumulator
-from .index import LinearIndex
+from .index import LinearIndex, LSHIndex
 from .ring import RingJournal, UsageRing
 
 
@@ -48,17 +48,14 @@ def index_nbytes(index_factory, B: int, N: int, W: int) -> int:
 
     Asks ``index_factory.nbytes_for(B, N, W)`` when the factory offers it; the exact index holds
     nothing; any other factory is costed as an :class:`~refmann.memory.LSHIndex` with its default
-    options (16 tables; codes and two links per row and table, int32; the bucket heads).
+    options (:meth:`LSHIndex.nbytes_for`).
     """
     estimate = getattr(index_factory, "nbytes_for", None)
     if callable(estimate):
         return int(estimate(B, N, W))
     if index_factory is LinearIndex:
         return 0
-    tables, recent = 16, 16
-    bits = int(min(24, max(4, round(np.log2(N)) - 3)))
-    per_batch = N * tables * 4 * 3 + N * 4 + tables * 2**bits * 4 + recent * 8
-    return B * per_batch + 2 * tables * bits * W * 8
+    return LSHIndex.nbytes_for(B, N, W)
 
 
 class StepJournal(NamedTuple):
@@ -176,11 +173,14 @@ class SparseMemory:
         new_rows = self.gather(rows) if keep_new_rows else None
         return StepJournal(rows, old_rows, index_journal, None, new_rows), cache
 
-    def query(self, keys, k: int) -> np.ndarray:
-        """int (B, H, k): the index's k candidates for each query (B, H, W); 1 <= k <= N."""
+    def query(self, keys, k: int, fill=None) -> np.ndarray:
+        """int (B, H, k): the index's k candidates for each query (B, H, W); 1 <= k <= N.
+
+        ``fill``: int (B, R) rows (−1: none) that top up, in order, a query the index found fewer than
+        k candidates for (see :meth:`LSHIndex.query`; an exact index ignores it)."""
         if self.memory is None:
             self._ready()
-        return self.index.query(keys, k)
+        return self.index.query(keys, k, fill=fill)
 
     def gather(self, indices) -> np.ndarray:
         """memory[b, indices[b, ...]] -> (B, ..., W), a copy; ``indices`` int (B, ...) in ``[0, N)``."""
