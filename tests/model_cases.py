@@ -17,6 +17,20 @@ CONFIGS = [
     ("dam", {"usage": "discounted", "memory_init": "learned"}),
     ("dam", {"usage": "timestamp", "memory_init": "constant"}),
     ("dam", {"usage": "timestamp", "memory_init": "learned"}),
+    # the DNC's default stops the usage's gradient into the previous write weights (DeepMind's code): not the
+    # derivative of the loss, so finite differences check the exact form; tests/test_torch_dnc.py checks both
+    ("dnc", {"memory_init": "constant", "usage_stop_gradient": False}),
+    ("dnc", {"memory_init": "learned", "variant": "nature", "usage_stop_gradient": False}),
+    (
+        "dnc",
+        {
+            "memory_init": "random",
+            "num_write_heads": 2,
+            "links": "recompute",
+            "link_checkpoint": 2,
+            "usage_stop_gradient": False,
+        },
+    ),
 ]
 CONFIG_IDS = [name + "".join(f"-{v}" for v in options.values()) for name, options in CONFIGS]
 

@@ -556,7 +556,12 @@ def test_backward_refuses_a_bad_dout_naming_it(name, part, label):
         if bad is None and name == "lstm_step":
             spec.backward(dout, cache)  # documented: dh or dc may be None (zero)
             return
-        argname = {"lstm_step": ("dh", "dc"), "sparse_content_read": ("dweights", "dreads")}[name][part]
+        argname = {
+            "lstm_step": ("dh", "dc"),
+            "sparse_content_read": ("dweights", "dreads"),
+            "dnc_links": ("dlink_t", "dprecedence_t"),
+            "dnc_directional": ("dforward", "dbackward"),
+        }[name][part]
         pattern = rf"{argname} \(dout\[{part}\]\): {pattern}"
     else:
         dout = bad

@@ -1,9 +1,11 @@
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from refmann import ops
-from tests.helpers import assert_gradients_match, assert_linear_in_dout, assert_pure
+from refmann.gradcheck import check_op
+from tests.helpers import assert_gradients_match, assert_linear_in_dout, assert_pure, pair
 from tests.strategies import f64, gates, memory_dims, simplex
 
 
@@ -143,3 +145,60 @@ def test_addressing_ops_are_pure_and_linear_in_dout():
     for name, inputs in cases.items():
         assert_pure(name, *inputs)
         assert_linear_in_dout(name, *inputs)
+
+
+# -- ε inside the norms (DeepMind's DNC: ‖x‖ = sqrt(Σx² + norm_eps)) ----------------------------------------------
+
+
+@given(mk=memory_and_keys(), norm_eps=st.sampled_from([1e-6, 0.1, 1.0]), data=st.data())
+def test_cosine_and_content_weights_gradients_match_with_norm_eps(mk, norm_eps, data):
+    memory, keys = mk
+    memory = memory + np.where(np.linalg.norm(memory, axis=-1, keepdims=True) < 0.1, 0.5, 0.0)
+    assert_gradients_match("cosine_similarity", memory, keys, norm_eps=norm_eps)
+    strengths = data.draw(f64(keys.shape[:2], 0.5, 10.0))
+    assert_gradients_match("content_weights", memory, keys, strengths, norm_eps=norm_eps)
+    assert_pure("content_weights", memory, keys, strengths, norm_eps=norm_eps)
+
+
+@given(mk=memory_and_keys(), norm_eps=st.sampled_from([1e-6, 0.5]))
+def test_norm_eps_puts_epsilon_under_the_square_root(mk, norm_eps):
+    memory, keys = mk
+    sim, _ = ops.cosine_similarity_forward(memory, keys, eps=1e-6, norm_eps=norm_eps)
+    kn = np.sqrt(np.sum(keys**2, -1) + norm_eps)[:, :, None]
+    mn = np.sqrt(np.sum(memory**2, -1) + norm_eps)[:, None, :]
+    np.testing.assert_allclose(sim, np.einsum("bhw,bnw->bhn", keys, memory) / (kn * mn + 1e-6), rtol=1e-13, atol=1e-15)
+
+
+@given(mk=memory_and_keys())
+def test_norm_eps_zero_is_bit_for_bit_the_plain_norm(mk):
+    memory, keys = mk
+    default, _ = ops.cosine_similarity_forward(memory, keys)
+    explicit, _ = ops.cosine_similarity_forward(memory, keys, norm_eps=0.0)
+    plain = (keys @ memory.transpose(0, 2, 1)) / (
+        np.sqrt(np.sum(keys * keys, axis=-1, keepdims=True)) * np.sqrt(np.sum(memory * memory, axis=-1))[:, None, :]
+        + 1e-6
+    )
+    np.testing.assert_array_equal(default, explicit)
+    np.testing.assert_array_equal(default, plain)
+
+
+def test_norm_eps_keeps_all_zero_memory_and_zero_keys_finite_with_similarity_zero():
+    """DeepMind's setting eps = norm_eps = 1e-6: all-zero memory (the DNC's start) and a zero key give 0, not 0/0,
+    and their gradients are finite; with a zero key the content weights are uniform."""
+    memory, keys = np.zeros((2, 3, 4)), np.zeros((2, 2, 4))
+    keys[0, 0] = [1.0, -2.0, 0.5, 0.0]  # one non-zero key against zero memory
+    sim, cache = ops.cosine_similarity_forward(memory, keys, norm_eps=1e-6)
+    np.testing.assert_array_equal(sim, 0.0)
+    grads = ops.cosine_similarity_backward(np.ones_like(sim), cache)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    w, cache = ops.content_weights_forward(memory, keys, np.full((2, 2), 3.0), norm_eps=1e-6)
+    np.testing.assert_allclose(w, 1 / 3)
+    assert all(np.all(np.isfinite(g)) for g in ops.content_weights_backward(np.ones_like(w), cache))
+    # the norm bends on the scale sqrt(norm_eps) = 1e-3 around 0, so the stencil's step is taken well below it
+    report = check_op(*pair("content_weights"), memory, keys, np.full((2, 2), 3.0), step=1e-6, norm_eps=1e-6)
+    assert report.ok(), str(report)
+
+
+def test_norm_eps_must_be_a_non_negative_number():
+    with pytest.raises(ValueError, match="norm_eps"):
+        ops.cosine_similarity_forward(np.ones((1, 2, 3)), np.ones((1, 1, 3)), norm_eps=-1.0)

@@ -85,10 +85,10 @@ def softmax_t(x, dim=-1):
     return e / e.sum(dim=dim, keepdim=True)
 
 
-def cosine_t(memory, keys, eps=1e-6):
-    """K(k_h, M(i)) = k_h·M(i) / (‖k_h‖ ‖M(i)‖ + eps): (B, N, W), (B, H, W) -> (B, H, N)."""
-    knorm = torch.sqrt((keys * keys).sum(-1))  # (B, H)
-    mnorm = torch.sqrt((memory * memory).sum(-1))  # (B, N)
+def cosine_t(memory, keys, eps=1e-6, norm_eps=0.0):
+    """K(k_h, M(i)) = k_h·M(i) / (‖k_h‖ ‖M(i)‖ + eps), ‖x‖ = sqrt(Σx² + norm_eps): (B, N, W), (B, H, W) -> (B, H, N)."""
+    knorm = torch.sqrt((keys * keys).sum(-1) + norm_eps)  # (B, H)
+    mnorm = torch.sqrt((memory * memory).sum(-1) + norm_eps)  # (B, N)
     return torch.einsum("bhw,bnw->bhn", keys, memory) / (knorm[:, :, None] * mnorm[:, None, :] + eps)
 
 
@@ -182,6 +182,42 @@ def sparse_content_read_t(memory, keys, strengths, *, indices, eps=1e-6, fused=F
     return w, torch.einsum("bhk,bhkw->bhw", w, rows)
 
 
+def dnc_usage_t(usage, free_gates, read_weights, *, write_weights):
+    """u_t = (u + w̄ − u w̄) ψ, w̄ = 1 − Π_j (1 − w^w_j) (no gradient), ψ = Π_i (1 − f_i w^r_i)."""
+    written = 1.0 - torch.prod(1.0 - _t(write_weights), dim=1)
+    retention = torch.prod(1.0 - free_gates[..., None] * read_weights, dim=1)
+    return (usage + written - usage * written) * retention
+
+
+def dnc_allocation_t(usage, write_gates, *, eps=1e-6):
+    """Per write head: a = alloc(u) by a stable ascending sort of û; then u ← u + (1 − u) g_j a_j."""
+    heads = []
+    for j in range(write_gates.shape[1]):
+        u_hat = eps + (1.0 - eps) * usage
+        s, phi = torch.sort(u_hat, dim=-1, stable=True)
+        prefix = torch.cumprod(torch.cat([torch.ones_like(s[:, :1]), s[:, :-1]], dim=-1), dim=-1)
+        a = torch.zeros_like(s).scatter(-1, phi, (1.0 - s) * prefix)
+        heads.append(a)
+        usage = usage + (1.0 - usage) * write_gates[:, j, None] * a
+    return torch.stack(heads, dim=1)
+
+
+def dnc_links_t(link, precedence, write_weights):
+    """L_t = (1 − w_i − w_j) L + w_i p_j with a zero diagonal; p_t = (1 − Σw) p + w."""
+    w = write_weights
+    N = w.shape[-1]
+    off = 1.0 - torch.eye(N, dtype=F64)
+    link_t = ((1.0 - w[..., :, None] - w[..., None, :]) * link + w[..., :, None] * precedence[..., None, :]) * off
+    return link_t, (1.0 - w.sum(-1, keepdim=True)) * precedence + w
+
+
+def dnc_read_weights_t(read_modes, content, forward, backward):
+    """Σ_h π_b[h] b_h + Σ_h π_f[h] f_h + π_c c, modes ordered [backward × Wh, forward × Wh, content]."""
+    Wh = forward.shape[2]
+    pb, pf, pc = read_modes[..., :Wh], read_modes[..., Wh : 2 * Wh], read_modes[..., 2 * Wh :]
+    return torch.einsum("brh,brhn->brn", pb, backward) + torch.einsum("brh,brhn->brn", pf, forward) + pc * content
+
+
 TWINS = {
     "sigmoid": sigmoid_t,
     "tanh": torch.tanh,
@@ -189,9 +225,9 @@ TWINS = {
     "softplus": softplus_t,
     "oneplus": lambda x: 1.0 + softplus_t(x),
     "softmax": lambda x, *, axis=-1: softmax_t(x, dim=axis),
-    "cosine_similarity": lambda memory, keys, *, eps=1e-6: cosine_t(memory, keys, eps),
-    "content_weights": lambda memory, keys, strengths, *, eps=1e-6: softmax_t(
-        strengths[..., None] * cosine_t(memory, keys, eps)
+    "cosine_similarity": lambda memory, keys, *, eps=1e-6, norm_eps=0.0: cosine_t(memory, keys, eps, norm_eps),
+    "content_weights": lambda memory, keys, strengths, *, eps=1e-6, norm_eps=0.0: softmax_t(
+        strengths[..., None] * cosine_t(memory, keys, eps, norm_eps)
     ),
     "interpolate": lambda content, previous, gate: gate[..., None] * content + (1.0 - gate[..., None]) * previous,
     "circular_shift": circular_shift_t,
@@ -209,6 +245,17 @@ TWINS = {
     "lra_interpolate": lra_interpolate_t,
     "sparse_write": sparse_write_t,
     "sparse_content_read": sparse_content_read_t,
+    "dnc_usage": dnc_usage_t,
+    "dnc_allocation": dnc_allocation_t,
+    "dnc_write_weights": lambda allocation, content, allocation_gate, write_gate: (
+        write_gate[..., None] * (allocation_gate[..., None] * allocation + (1.0 - allocation_gate[..., None]) * content)
+    ),
+    "dnc_links": dnc_links_t,
+    "dnc_directional": lambda link, read_weights: (
+        torch.einsum("bhij,brj->brhi", link, read_weights),
+        torch.einsum("bhij,bri->brhj", link, read_weights),
+    ),
+    "dnc_read_weights": dnc_read_weights_t,
 }
 TWINS.update(LAYER_OP_TWINS)  # attention, the norms, GELU, SiLU, embedding: twins beside the layers' cross-check
 

@@ -109,3 +109,12 @@ class CoreBase:
     def initial_memory_grad(self, dstate):
         """None: the core has no differentiable initial memory (dense cores return ``dstate.memory.sum(0)``)."""
         return None
+
+    def state_nbytes(self, B: int, itemsize: int) -> dict[str, int]:
+        """Bytes a step holds beyond its caches, by part, for the size guard before the first step: two
+        (B, N, W) memories for a dense core (M_{t-1} and M_t), nothing more for an in-place one (its
+        sparse memory is guarded when prepared)."""
+        if self.memory_shape is None or self.in_place:
+            return {}
+        N, W = self.memory_shape
+        return {"memory state": 2 * B * N * W * itemsize}

@@ -1,8 +1,10 @@
 """Non-differentiable state of the sparse models: the usage ring, the nearest-neighbour indexes, the
-row-gradient table, and the sparse memory that holds them with its step journal."""
+row-gradient table, the sparse memory that holds them with its step journal, and the Sparse DNC's
+link tables with theirs."""
 
 from .accumulator import RowGradAccumulator
 from .index import LinearIndex, LSHIndex, cosine_scores
+from .links import LinkJournal, LinkRows, SparseLinks
 from .ring import RingJournal, UsageRing
 from .sparse_memory import SparseMemory, StepJournal
 
@@ -34,8 +36,11 @@ __all__ = [
     "INDEXES",
     "LSHIndex",
     "LinearIndex",
+    "LinkJournal",
+    "LinkRows",
     "RingJournal",
     "RowGradAccumulator",
+    "SparseLinks",
     "SparseMemory",
     "StepJournal",
     "UsageRing",

@@ -6,7 +6,17 @@ and ``model.step(x_t, state)`` walk one step at a time. :data:`MODELS` is the re
 golden files, benchmarks and the trainer read.
 """
 
-from .configs import DAMConfig, LSTMConfig, MemoryConfig, ModelConfig, NTMConfig, SAMConfig
+from .configs import (
+    DAMConfig,
+    DenseSDNCConfig,
+    DNCConfig,
+    LSTMConfig,
+    MemoryConfig,
+    ModelConfig,
+    NTMConfig,
+    SAMConfig,
+    SDNCConfig,
+)
 from .feedforward import FeedForwardModel, MLPClassifier, Transformer
 from .losses import LOSSES, Loss, get_loss
 from .recurrent import RecurrentModel, Unroll
@@ -19,10 +29,18 @@ from .lstm import LSTM
 from .ntm import NTM
 from .dam import DAM
 from .sam import SAM
+from .dnc import DNC
+from .sdnc import SDNC, DenseSDNC
 # isort: on
 
 __all__ = [
     "DAM",
+    "DNC",
+    "DNCConfig",
+    "DenseSDNC",
+    "DenseSDNCConfig",
+    "SDNC",
+    "SDNCConfig",
     "LOSSES",
     "LSTM",
     "MODELS",

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .. import _checks
+from ..cores.dnc import LINK_MODES, VARIANTS
 
 MEMORY_INITS = ("constant", "zeros", "random", "learned")
 
@@ -142,3 +143,57 @@ class SAMConfig(MemoryConfig):
         _checks.check_bool(self.fused, "fused")
         if self.index_kwargs is not None and not isinstance(self.index_kwargs, dict):
             raise TypeError(f"index_kwargs: expected a dict or None, got {type(self.index_kwargs).__name__}")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DNCConfig(MemoryConfig):
+    """Differentiable Neural Computer (Graves et al. 2016), as DeepMind's code computes it."""
+
+    num_heads: int = 4  # R read heads
+    num_write_heads: int = 1  # Wh
+    variant: str = "deepmind"  # strengths by softplus; "nature": oneplus
+    links: str = "cache"  # the (B, Wh, N, N) links in backward: "cache" every step, or "recompute" from checkpoints
+    link_checkpoint: int = 16  # links="recompute": keep the links every this many steps
+    usage_stop_gradient: bool = (
+        True  # DeepMind: w^w_{t-1} enters the usage under stop-gradient; False: the exact gradient
+    )
+    clip_value: float | None = None  # clip the logits to ±clip_value (DeepMind's train.py: 20); None: no clip
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.check_positive_int(self.num_heads, "num_heads")
+        _checks.check_positive_int(self.num_write_heads, "num_write_heads")
+        _checks.check_positive_int(self.link_checkpoint, "link_checkpoint")
+        _checks.check_bool(self.usage_stop_gradient, "usage_stop_gradient")
+        if self.clip_value is not None and _checks.check_finite_real(self.clip_value, "clip_value") <= 0:
+            raise ValueError(f"clip_value: expected a positive number or None, got {self.clip_value!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant: expected one of {tuple(VARIANTS)}, got {self.variant!r}")
+        if self.links not in LINK_MODES:
+            raise ValueError(f"links: expected one of {LINK_MODES}, got {self.links!r}")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SDNCConfig(SAMConfig):
+    """The Sparse DNC (Rae et al. 2016, Supplementary D): SAM's options and the link tables' K_L."""
+
+    link_k: int = 8  # K_L, entries kept per row of each link table and in the precedence
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.check_positive_int(self.link_k, "link_k")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class DenseSDNCConfig(MemoryConfig):
+    """The SDNC's rules on dense memory and N × N links: its oracle."""
+
+    num_heads: int = 4  # H
+    delta: float = 0.005
+    strength: bool = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        _checks.check_positive_int(self.num_heads, "num_heads")
+        _checks.check_real(self.delta, "delta", 0.0)
+        _checks.check_bool(self.strength, "strength")

@@ -189,10 +189,11 @@ class RecurrentModel:
         name = type(self).__name__
         memory = B * N * W * np.dtype(self.dtype).itemsize
         if not self.core.in_place:  # a dense step makes M_t from M_{t-1}: two memories live at once
+            parts = self.core.state_nbytes(B, np.dtype(self.dtype).itemsize)
             _checks.check_footprint(
-                {"memory state": 2 * memory},
+                parts,
                 "memory_size",
-                what=f"{name} with {N:,} slots of {W} at batch size {B} (two memories of B·N·W)",
+                what=f"{name} with {N:,} slots of {W} at batch size {B} ({', '.join(parts)})",
             )
             if keep_caches and T > 1:
                 _checks.check_footprint(

@@ -43,6 +43,29 @@ from .addressing import (
     sharpen_forward,
 )
 from .attention import AttentionCache, attention_backward, attention_forward, causal_mask
+
+# -- the Differentiable Neural Computer (Graves et al. 2016): usage, allocation, links, read modes ---------
+from .dnc import (
+    AllocationCache,
+    DirectionalCache,
+    DNCReadWeightsCache,
+    DNCWriteWeightsCache,
+    LinksCache,
+    UsageCache,
+    dnc_allocation_backward,
+    dnc_allocation_forward,
+    dnc_allocation_order,
+    dnc_directional_backward,
+    dnc_directional_forward,
+    dnc_links_backward,
+    dnc_links_forward,
+    dnc_read_weights_backward,
+    dnc_read_weights_forward,
+    dnc_usage_backward,
+    dnc_usage_forward,
+    dnc_write_weights_backward,
+    dnc_write_weights_forward,
+)
 from .embedding import EmbeddingCache, embedding_backward, embedding_forward
 from .linear import linear_backward, linear_forward, lstm_gates_backward, lstm_step_backward, lstm_step_forward
 from .losses import (

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, check_dout, check_range, check_shape, enabled
+from .._checks import as_float_array, check_dout, check_range, check_real, check_shape, enabled
 from ._registry import register_op, simplex
 from .activations import softmax, softmax_vjp
 
@@ -23,8 +23,8 @@ def _safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 class CosineCache(NamedTuple):
     memory: np.ndarray  # (B, N, W)
     keys: np.ndarray  # (B, H, W)
-    key_norm: np.ndarray  # (B, H, 1)  ‖k_h‖
-    mem_norm: np.ndarray  # (B, 1, N)  ‖M(i)‖
+    key_norm: np.ndarray  # (B, H, 1)  ‖k_h‖ = sqrt(Σ k² + norm_eps)
+    mem_norm: np.ndarray  # (B, 1, N)  ‖M(i)‖ = sqrt(Σ M² + norm_eps)
     denom: np.ndarray  # (B, H, N)  ‖k_h‖‖M(i)‖ + eps
     sim: np.ndarray  # (B, H, N)
 
@@ -37,7 +37,7 @@ def _check_memory_keys(memory, keys):
     return memory, keys
 
 
-def cosine_similarity_forward(memory, keys, *, eps=1e-6):
+def cosine_similarity_forward(memory, keys, *, eps=1e-6, norm_eps=0.0):
     r"""Cosine similarity between every key and every memory row.
 
     Parameters
@@ -46,6 +46,9 @@ def cosine_similarity_forward(memory, keys, *, eps=1e-6):
     keys : ndarray of shape (B, H, W)
     eps : float, keyword-only
         Added to the denominator; keeps zero vectors finite (their similarity is 0).
+    norm_eps : float, keyword-only
+        Added under each norm's square root, :math:`\lVert x\rVert = \sqrt{\sum x^2 + \epsilon_n}`
+        (DeepMind's DNC uses ``norm_eps = eps = 1e-6``). The default 0 is the plain norm.
 
     Returns
     -------
@@ -54,13 +57,20 @@ def cosine_similarity_forward(memory, keys, *, eps=1e-6):
 
     Notes
     -----
-    .. math:: K(k_h, M(i)) = \frac{k_h \cdot M(i)}{\lVert k_h\rVert\,\lVert M(i)\rVert + \epsilon}
+    .. math:: K(k_h, M(i)) = \frac{k_h \cdot M(i)}{\lVert k_h\rVert\,\lVert M(i)\rVert + \epsilon},
+              \qquad \lVert x\rVert = \sqrt{\textstyle\sum_w x_w^2 + \epsilon_n}
 
-    Graves et al. (2014), eq. (6).
+    Graves et al. (2014), eq. (6); the norm's :math:`\epsilon_n` as in DeepMind's DNC code.
     """
     memory, keys = _check_memory_keys(memory, keys)
-    key_norm = np.sqrt(np.sum(keys * keys, axis=-1, keepdims=True))  # (B, H, 1)
-    mem_norm = np.sqrt(np.sum(memory * memory, axis=-1))[:, None, :]  # (B, 1, N)
+    if enabled():
+        norm_eps = check_real(norm_eps, "norm_eps", 0.0)
+    key_sq = np.sum(keys * keys, axis=-1, keepdims=True)  # (B, H, 1)
+    mem_sq = np.sum(memory * memory, axis=-1)[:, None, :]  # (B, 1, N)
+    if norm_eps:  # (skipped at 0, so the default is bit-for-bit the plain norm)
+        key_sq, mem_sq = key_sq + norm_eps, mem_sq + norm_eps
+    key_norm = np.sqrt(key_sq)  # (B, H, 1)  ‖k_h‖
+    mem_norm = np.sqrt(mem_sq)  # (B, 1, N)  ‖M(i)‖
     dots = keys @ memory.transpose(0, 2, 1)  # (B, H, N)
     denom = key_norm * mem_norm + eps  # (B, H, N)
     sim = dots / denom
@@ -70,7 +80,8 @@ def cosine_similarity_forward(memory, keys, *, eps=1e-6):
 def cosine_similarity_backward(dsim, cache):
     r"""VJP of :func:`cosine_similarity_forward`.
 
-    With :math:`s = d / D`, :math:`d = k\cdot m`, :math:`D = \lVert k\rVert\lVert m\rVert + \epsilon`:
+    With :math:`s = d / D`, :math:`d = k\cdot m`, :math:`D = \lVert k\rVert\lVert m\rVert + \epsilon`
+    (and :math:`\partial \lVert x\rVert / \partial x = x / \lVert x\rVert` for either norm):
 
     .. math::
         \frac{\partial L}{\partial k} = \sum_i \frac{g_i}{D_i}\Big(m_i - s_i \lVert m_i\rVert
@@ -97,7 +108,7 @@ class ContentWeightsCache(NamedTuple):
     weights: np.ndarray  # (B, H, N)
 
 
-def content_weights_forward(memory, keys, strengths, *, eps=1e-6):
+def content_weights_forward(memory, keys, strengths, *, eps=1e-6, norm_eps=0.0):
     r"""Content addressing: a softmax over slots of the key strength times the cosine similarity.
 
     Parameters
@@ -106,7 +117,8 @@ def content_weights_forward(memory, keys, strengths, *, eps=1e-6):
     keys : ndarray of shape (B, H, W)
     strengths : ndarray of shape (B, H)
         Key strengths β (any sign is accepted; models produce β ≥ 1 with ``oneplus``).
-    eps : float, keyword-only
+    eps, norm_eps : float, keyword-only
+        As in :func:`cosine_similarity_forward`.
 
     Returns
     -------
@@ -123,7 +135,7 @@ def content_weights_forward(memory, keys, strengths, *, eps=1e-6):
     memory, keys = _check_memory_keys(memory, keys)
     strengths = as_float_array(strengths, "strengths", ndim=2)
     check_shape(strengths, "strengths", keys.shape[:2])
-    sim, cos_cache = cosine_similarity_forward(memory, keys, eps=eps)
+    sim, cos_cache = cosine_similarity_forward(memory, keys, eps=eps, norm_eps=norm_eps)
     weights = softmax(strengths[..., None] * sim, axis=-1)  # (B, H, N)
     return weights, ContentWeightsCache(cos_cache, strengths, weights)
 
@@ -319,18 +331,23 @@ def _memory_keys(rng, s):
     return rng.standard_normal((s.B, s.N, s.W)), rng.standard_normal((s.B, s.H, s.W))
 
 
-register_op(
-    "cosine_similarity",
-    cosine_similarity_forward,
-    cosine_similarity_backward,
-    example=lambda rng, s: (_memory_keys(rng, s), {}),
-)
-register_op(
-    "content_weights",
-    content_weights_forward,
-    content_weights_backward,
-    example=lambda rng, s: ((*_memory_keys(rng, s), 1.0 + 3 * rng.random((s.B, s.H))), {}),
-)
+def _norm_eps(rng):
+    """Half the time the plain norm (no keyword), else ``norm_eps`` of DeepMind's 1e-6 or a visible 0.5."""
+    return {} if rng.random() < 0.5 else {"norm_eps": float(rng.choice([1e-6, 0.5]))}
+
+
+def _cosine_example(rng, s):
+    arrays = _memory_keys(rng, s)
+    return arrays, _norm_eps(rng)
+
+
+def _content_weights_example(rng, s):
+    arrays = (*_memory_keys(rng, s), 1.0 + 3 * rng.random((s.B, s.H)))
+    return arrays, _norm_eps(rng)
+
+
+register_op("cosine_similarity", cosine_similarity_forward, cosine_similarity_backward, example=_cosine_example)
+register_op("content_weights", content_weights_forward, content_weights_backward, example=_content_weights_example)
 register_op(
     "interpolate",
     interpolate_forward,
