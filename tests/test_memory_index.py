@@ -4,7 +4,7 @@ history of writes, undos and rebuilds), breaks ties and probes as documented, an
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refmann.memory import LinearIndex, LSHIndex, cosine_scores
@@ -309,3 +309,37 @@ def test_lsh_finds_the_stored_row_a_noisy_query_came_from_at_large_n():
     index = LSHIndex(memory, seed=0)
     index.rebuild()
     assert np.mean(index.query(keys, 4)[0, :, 0] == source) >= 0.9
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    B=st.integers(1, 3),
+    N=st.integers(1, 40),
+    W=st.integers(1, 6),
+    steps=st.integers(0, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_the_linear_index_norms_track_the_memory_and_its_answers_are_the_reads_cosine_bit_for_bit(B, N, W, steps, seed):
+    """Norms kept by update/undo equal a fresh computation; the query equals top-k of cosine_scores."""
+    from refmann.memory import LinearIndex, cosine_scores
+    from refmann.ops import top_k
+
+    rng = np.random.default_rng(seed)
+    memory = rng.standard_normal((B, N, W))
+    index = LinearIndex(memory)
+    index.rebuild()
+    journals, olds = [], []
+    for _ in range(steps):
+        rows = rng.integers(-1, N, (B, 5))  # repeats and padding
+        olds.append(memory.copy())
+        b, j = np.nonzero(rows >= 0)
+        memory[b, rows[b, j]] = rng.standard_normal((len(b), W)) * rng.choice([0.0, 1e-3, 1.0, 50.0])
+        journals.append(index.update(rows))
+        np.testing.assert_array_equal(index.norms, np.sqrt(np.sum(memory * memory, axis=-1)))
+        keys = rng.standard_normal((B, 2, W))
+        k = int(rng.integers(1, N + 1))
+        np.testing.assert_array_equal(index.query(keys, k), top_k(cosine_scores(memory, keys), k)[0])
+    for journal, old in zip(reversed(journals), reversed(olds)):
+        memory[...] = old
+        index.undo(journal)
+        np.testing.assert_array_equal(index.norms, np.sqrt(np.sum(memory * memory, axis=-1)))

@@ -49,27 +49,57 @@ class LSHJournal(NamedTuple):
     next: np.ndarray  # int32 (B, J, L)
 
 
+class LinearJournal(NamedTuple):
+    """What :meth:`LinearIndex.update` changed: the re-normed rows and their old norms."""
+
+    rows: np.ndarray  # int (B, J)  the updated rows (−1: padding)
+    norms: np.ndarray  # (B, J)     their norms before the update
+
+
 class LinearIndex:
-    """Exact cosine top-k by a scan of every row: O(N·W) per query. The oracle for the other indexes."""
+    """Exact cosine top-k by a scan of every row: O(N·W) per query. The oracle for the other indexes.
+
+    It keeps the rows' norms ‖M(i)‖ (B, N), computed at :meth:`rebuild` and re-computed for the rows an
+    :meth:`update` names, so a query costs one (H × W)·(W × N) product per batch element and no pass
+    over N·W for the norms. The scores are the read's cosine, the same expression on the same numbers
+    (:func:`cosine_scores` is the reference; a test checks they are equal bit for bit).
+    """
 
     def __init__(self, memory: np.ndarray):
         self.memory = memory
+        self.norms = None  # (B, N) float64, after rebuild()
 
     def rebuild(self):
-        """Nothing to build: every query scans the memory."""
+        """The norm of every row (O(N·W))."""
+        m = self.memory
+        self.norms = np.sqrt(np.sum(m * m, axis=-1))
 
     def update(self, rows):
-        """Nothing to update: every query scans the memory (``rows`` int (B, J) in [0, N) or −1, checked)."""
+        """Re-norm ``rows`` (B, J) (in [0, N) or −1, checked), modified in place; returns a :class:`LinearJournal`."""
         from .._checks import check_index_rows, enabled
 
         if enabled():
             check_index_rows(rows, self.memory)
+        if self.norms is None:
+            self.rebuild()
+        rows = np.asarray(rows)
+        b, j = np.nonzero(rows >= 0)
+        r = rows[b, j]
+        old = np.zeros(rows.shape, self.norms.dtype)
+        old[b, j] = self.norms[b, r]
+        m = self.memory[b, r]  # (n, W)
+        self.norms[b, r] = np.sqrt(np.sum(m * m, axis=-1))
+        return LinearJournal(rows.copy(), old)
 
     def undo(self, journal):
-        """Nothing to undo."""
+        """Restore the norms an update changed (a repeated row had the same old norm each time)."""
+        if journal is None:
+            return
+        b, j = np.nonzero(journal.rows >= 0)
+        self.norms[b, journal.rows[b, j]] = journal.norms[b, j]
 
     def maybe_rebuild(self):
-        """Nothing to rebuild."""
+        """Nothing to rebuild: the norms are kept up to date."""
 
     def query(self, keys, k, fill=None):
         """The k rows of highest cosine similarity per key, (B, H, k): score descending, ties by index.
@@ -78,10 +108,21 @@ class LinearIndex:
 
         if enabled():
             keys, k = check_index_query(keys, k, self.memory)
-        return top_k(cosine_scores(self.memory, keys), k)[0]
+        if self.norms is None:
+            self.rebuild()
+        eps = 1e-6  # the read's cosine eps (cosine_scores)
+        key_norm = np.sqrt(np.sum(keys * keys, axis=-1, keepdims=True))  # (B, H, 1)
+        dots = keys @ self.memory.transpose(0, 2, 1)  # (B, H, N)
+        sim = dots / (key_norm * self.norms[:, None, :] + eps)
+        return top_k(sim, k)[0]
 
     def nbytes(self) -> int:
-        return 0
+        return 0 if self.norms is None else self.norms.nbytes
+
+    @staticmethod
+    def nbytes_for(batch_size: int, num_slots: int, word_size: int) -> int:
+        """Bytes of the norms: one float64 per row."""
+        return batch_size * num_slots * 8
 
 
 class LSHIndex:

@@ -54,7 +54,7 @@ def index_nbytes(index_factory, B: int, N: int, W: int) -> int:
     if callable(estimate):
         return int(estimate(B, N, W))
     if index_factory is LinearIndex:
-        return 0
+        return LinearIndex.nbytes_for(B, N, W)
     return LSHIndex.nbytes_for(B, N, W)
 
 
