@@ -82,8 +82,9 @@ CONVENTIONS = {
 
 _DATA_SEED_OFFSET = 7919  # inputs come from default_rng(seed + this), parameters from the model's default_rng(seed)
 #: Trace fields stored as ``trace/<field>`` (T, ...) when a model's trace has them: the LRA slot per head
-#: (DAM, SAM), the rows each head read (SAM, sorted), the slots the usage rule touched (SAM, −1 padded).
-_TRACE_FIELDS = ("lra", "read_idx", "touched")
+#: (DAM, SAM, SDNC), the rows each head read (SAM, SDNC: sorted), the slots the usage rule touched (SAM,
+#: SDNC: −1 padded), the SDNC's forward and backward slots (each K sorted), the DNC's allocation order.
+_TRACE_FIELDS = ("lra", "read_idx", "touched", "temporal_idx", "order")
 _SHAPE_LETTERS = {"N": "memory_size", "W": "word_size", "H": "num_heads", "K": "k"}
 
 
