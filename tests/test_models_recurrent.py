@@ -21,6 +21,8 @@ BUILD = {
     "ntm": lambda **kw: models.NTM(**{**KW, "num_heads": 2, **kw}),
     "dam": lambda **kw: models.DAM(**{**KW, "num_heads": 2, **kw}),
     "sam": lambda **kw: models.SAM(**{**KW, "num_heads": 2, "k": 3, "index": "lsh", **kw}),
+    "dnc": lambda **kw: models.DNC(**{**KW, "num_heads": 2, **kw}),
+    "sdnc": lambda **kw: models.SDNC(**{**KW, "num_heads": 2, "k": 3, "index": "lsh", **kw}),
 }
 
 
@@ -100,9 +102,10 @@ def test_the_deferred_gradient_sink_equals_the_plain_one(name):
         np.testing.assert_allclose(grads_d[key], grads_p[key], rtol=1e-12, atol=1e-14, err_msg=key)
 
 
-@pytest.mark.parametrize("name", ["lstm", "ntm", "dam"])
+@pytest.mark.parametrize("name", ["lstm", "ntm", "dam", "dnc"])
 def test_softmax_cross_entropy_over_integer_targets_is_gradient_checked(name):
-    model = BUILD[name](memory_init="random") if name != "lstm" else BUILD[name]()
+    extra = {"usage_stop_gradient": False} if name == "dnc" else {}  # the exact gradient (docs/dnc.md)
+    model = BUILD[name](memory_init="random", **extra) if name != "lstm" else BUILD[name]()
     rng = np.random.default_rng(3)
     x = rng.standard_normal((4, 2, 3))
     targets = rng.integers(0, 4, (4, 2))
@@ -494,3 +497,18 @@ def test_option_types_and_masks_are_checked_naming_the_argument():
     assert lstm.loss_and_grads(x, y, mask=np.ones((2, 1, 2), bool))[0] == lstm.loss_and_grads(x, y)[0]
     with pytest.raises(ValueError, match=r"mask: expected values in \[0.0, inf\]"):
         lstm.loss_and_grads(x, y, mask=-np.ones((2, 1, 2)))
+
+
+def test_the_sdnc_takes_softmax_outputs_over_a_vocabulary_like_its_dense_twin():
+    """Nothing in the SDNC assumes sigmoid outputs: with softmax_ce over integer targets (bAbI's answers),
+    SDNC(K = N, K_L = N) and its dense twin give the same loss and gradients."""
+    kw = dict(KW, num_heads=2, memory_init="random")
+    sparse = models.SDNC(**kw, k=KW["memory_size"], link_k=KW["memory_size"], index="linear")
+    dense = models.DenseSDNC(**kw)
+    rng = np.random.default_rng(4)
+    x, targets = rng.standard_normal((5, 2, 3)), rng.integers(0, 4, (5, 2))
+    loss_s, grads_s = sparse.loss_and_grads(x, targets, loss="softmax_ce")
+    loss_d, grads_d = dense.loss_and_grads(x, targets, loss="softmax_ce")
+    assert loss_s == pytest.approx(loss_d, rel=1e-12)
+    for key in grads_d:
+        np.testing.assert_allclose(grads_s[key], grads_d[key], rtol=1e-10, atol=1e-12, err_msg=key)
