@@ -1,16 +1,22 @@
 """The Sparse DNC's link tables: after any write history they equal a dense oracle truncated by the same
 rule (bit for bit), with K_L = N the untruncated recursion; revert restores every earlier state bit for
 bit and reapply redoes it; follow equals the dense products then top-k; an update's work and journal do
-not grow with N; bad arguments are refused naming them."""
+not grow with N; the backward through follow and update (link_grads) equals finite differences of a
+truncated history and, with K_L = N, an entry-by-entry dense oracle; bad arguments are refused naming them."""
+
+import tracemalloc
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from refmann._checks import FootprintError, unchecked
+from refmann.gradcheck import SCALE_FLOOR, TOLERANCES, numerical_vjp, rel_error
+from refmann.kernels import links as kl
 from refmann.memory import LinkJournal, SparseLinks
-from tests.naive_links import NaiveLinks, naive_follow
+from refmann.memory.links import LinkGrads
+from tests.naive_links import NaiveLinks, naive_follow, naive_merge_weights
 
 # -- histories ------------------------------------------------------------------------------------------
 
@@ -292,6 +298,344 @@ def test_follow_pads_with_the_lowest_unlisted_slots_and_zero_coefficients():
     out, coef = links.follow(np.array([[[5]]]), np.array([[[0.0]]]), 3, "forward")
     np.testing.assert_array_equal(out[0, 0], [0, 1, 2])
     np.testing.assert_array_equal(coef[0, 0, :, 0], [0.0, 0.0, 1.0])
+
+
+# -- backward through the tables (link_grads) ---------------------------------------------------------------
+
+
+@st.composite
+def smooth_histories(draw, full=False):
+    """Sizes and a short history away from the kinks: per step a write of (B, J) slots with a duplicate and
+    weights ≥ 0.01 summing to at most 0.9 (no clamp, no exact zero, no tie but by accident), then reads of
+    (B, H, J_r) slots (half of them just written) with weights ≥ 0.01, followed to k slots each way."""
+    B, N = draw(st.integers(1, 2)), draw(st.integers(2, 8))
+    link_k = N if full else draw(st.integers(1, N - 1))
+    T, J, H, Jr = draw(st.integers(1, 4)), draw(st.integers(1, 4)), draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    k = draw(st.integers(1, N))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    steps = []
+    for _ in range(T):
+        slots = rng.integers(0, N, (B, J))
+        slots[:, -1] = slots[:, 0]
+        weights = 0.01 + rng.random((B, J))
+        weights *= rng.uniform(0.2, 0.9, (B, 1)) / weights.sum(axis=1, keepdims=True)
+        read_slots = np.where(rng.random((B, H, Jr)) < 0.5, slots[:, None, :1], rng.integers(0, N, (B, H, Jr)))
+        steps.append((slots, weights, read_slots, 0.01 + rng.random((B, H, Jr))))
+    return (B, N, link_k, k), steps, rng
+
+
+def _forward(sizes, steps):
+    """Run the history: per step the journal, both follows and the kept columns of every row (sorted)."""
+    B, N, link_k, k = sizes
+    links = SparseLinks(N, link_k)
+    links.prepare(B, np.float64)
+    out = []
+    for slots, weights, read_slots, read_weights in steps:
+        journal = links.update(slots, weights)
+        follows = [links.follow(read_slots, read_weights, k, d) for d in ("forward", "backward")]
+        kept = np.sort(np.concatenate([links.pred_idx, links.succ_idx, links.prec_idx[:, None]], axis=1), axis=-1)
+        out.append((journal, follows, kept))
+    return links, out
+
+
+def _objective(links, out, steps, dvalues, dfinal, absolute=False):
+    """φ = Σ_t Σ_direction ⟨dv, follow's values⟩ + ⟨dfinal, the final (pred, succ, precedence) dense⟩
+    (``absolute``: the sum of the terms' magnitudes, the scale of the finite differences' rounding)."""
+    f = np.abs if absolute else (lambda a: a)
+    total = 0.0
+    for (_, follows, _), (_, _, _, read_weights), dv in zip(out, steps, dvalues, strict=True):
+        for (_, coef), d in zip(follows, dv, strict=True):
+            total += float(np.sum(f(d * np.einsum("bhaj,bhj->bha", coef, read_weights))))
+    return total + sum(float(np.sum(f(a * g))) for a, g in zip(links.dense(), dfinal, strict=True))
+
+
+def _seed_grads(links, dfinal):
+    """A LinkGrads holding the dense upstream ``dfinal`` on the entries the final tables store."""
+    B, K = links.B, links.K
+    grads = LinkGrads(B, K, np.float64, num_slots=links.N)
+    rows = np.broadcast_to(np.arange(links.N), (B, links.N))
+    bb = np.arange(B)[:, None, None]
+    for acc, idx, dense in ((grads.pred, links.pred_idx, dfinal[0]), (grads.succ, links.succ_idx, dfinal[1])):
+        acc.add(rows, np.where(idx >= 0, dense[bb, rows[..., None], np.maximum(idx, 0)], 0.0))
+    grads.prec[...] = np.where(links.prec_idx >= 0, np.take_along_axis(dfinal[2], np.maximum(links.prec_idx, 0), 1), 0)
+    return grads
+
+
+def _backward(links, out, steps, dvalues, grads, each=None):
+    """Backward through the history, newest first: per step (dwrite_weights, dread_weights); ``each(t)`` is
+    called after step t was reverted (the tables and grads then describe the state before step t)."""
+    result = [None] * len(steps)
+    for t in range(len(steps) - 1, -1, -1):
+        journal, follows, _ = out[t]
+        slots, _, read_slots, read_weights = steps[t]
+        dread = sum(
+            links.follow_backward(dv, indices=read_slots, weights=read_weights, out_idx=idx, direction=d, grads=grads)
+            for (idx, _), dv, d in zip(follows, dvalues[t], ("forward", "backward"), strict=True)
+        )
+        dwrite = links.update_backward(journal, indices=slots, grads=grads)
+        links.revert(journal)
+        result[t] = (dwrite, dread)
+        if each is not None:
+            each(t)
+    return result
+
+
+def _upstream(rng, sizes, steps):
+    B, N, _, k = sizes
+    H = steps[0][2].shape[1]
+    dvalues = [(rng.standard_normal((B, H, k)), rng.standard_normal((B, H, k))) for _ in steps]
+    dfinal = (rng.standard_normal((B, N, N)), rng.standard_normal((B, N, N)), rng.standard_normal((B, N)))
+    return dvalues, dfinal
+
+
+@settings(max_examples=15, deadline=None)
+@given(case=smooth_histories())
+def test_follow_and_update_backward_equal_finite_differences_through_a_truncated_history(case):
+    """With K_L < N (rows truncated), the VJP of a whole history — every update's weights and every follow's
+    read weights, the final tables' gradient passed back through the steps — is the derivative of
+    φ = Σ ⟨dv, follow values⟩ + ⟨dfinal, final tables⟩, away from truncation and top-k changes."""
+    sizes, steps, rng = case
+    dvalues, dfinal = _upstream(rng, sizes, steps)
+    links, out = _forward(sizes, steps)
+    analytic = _backward(links, out, steps, dvalues, _seed_grads(links, dfinal))
+    crossed = False
+
+    def phi(*_):
+        nonlocal crossed
+        links_now, out_now = _forward(sizes, steps)
+        for (_, follows_now, kept_now), (_, follows, kept) in zip(out_now, out, strict=True):
+            same = np.array_equal(kept_now, kept) and all(
+                np.array_equal(a[0], b[0]) for a, b in zip(follows_now, follows, strict=True)
+            )
+            crossed = crossed or not same
+        return np.array(_objective(links_now, out_now, steps, dvalues, dfinal))
+
+    # the floor of check_op: gradients far below the objective's scale are judged on absolute error
+    floor = SCALE_FLOOR * max(1.0, _objective(*_forward(sizes, steps), steps, dvalues, dfinal, absolute=True))
+    inputs = [arr for _, weights, _, read_weights in steps for arr in (weights, read_weights)]
+    numeric = numerical_vjp(phi, inputs, np.array(1.0), step=1e-5)
+    assume(not crossed)
+    for t, (dwrite, dread) in enumerate(analytic):
+        assert rel_error(dwrite, numeric[2 * t], floor=floor) <= TOLERANCES["op"], (t, dwrite, numeric[2 * t])
+        assert rel_error(dread, numeric[2 * t + 1], floor=floor) <= TOLERANCES["op"], (t, dread, numeric[2 * t + 1])
+
+
+def naive_links_step_backward(pred, succ, prec, slots, weights, dpred, dsucc, dprec):
+    """One batch element: the VJP of the untruncated step (naive_links_step with truncate=False), entry by
+    entry. Returns (dpred, dsucc, dprec) before the step and dw (N,) of the merged weights, 0 off their
+    support (a slot of weight 0 is not written)."""
+    N = prec.shape[0]
+    w = naive_merge_weights(slots, weights, N)
+    dpred_old, dsucc_old, dprec_old, dw = np.zeros((N, N)), np.zeros((N, N)), np.zeros(N), np.zeros(N)
+    for i in range(N):
+        d, dd = max(1.0 - w[i], 0.0), float(1.0 - w[i] > 0)
+        for c in range(N):
+            if c == i:  # the diagonals are constants 0
+                continue
+            if w[i] > 0:  # pred(i, c) = d(i)·pred(i, c) + w(i)·p(c)
+                dpred_old[i, c] += d * dpred[i, c]
+                dw[i] += dpred[i, c] * (prec[c] - dd * pred[i, c])
+                dprec_old[c] += w[i] * dpred[i, c]
+            else:
+                dpred_old[i, c] += dpred[i, c]
+            # succ(i, c) = d(i)·succ(i, c) + p(i)·w(c)
+            dsucc_old[i, c] += d * dsucc[i, c]
+            dw[i] -= dd * dsucc[i, c] * succ[i, c]
+            dprec_old[i] += dsucc[i, c] * w[c]
+            dw[c] += prec[i] * dsucc[i, c]
+    D, dD = max(1.0 - w.sum(), 0.0), float(1.0 - w.sum() > 0)
+    for c in range(N):  # p(c) = D·p(c) + w(c)
+        dprec_old[c] += D * dprec[c]
+        dw[c] += dprec[c]
+        for i in range(N):
+            dw[i] -= dD * dprec[c] * prec[c]
+    return dpred_old, dsucc_old, dprec_old, np.where(w > 0, dw, 0.0)
+
+
+def _dense_grads(links, grads):
+    """The gradient of the stored entries, scattered to dense (B, N, N), (B, N, N), (B, N); also checks
+    that empty entries hold none."""
+    B, N = links.B, links.N
+    rows = np.broadcast_to(np.arange(N), (B, N))
+    out = []
+    for acc, idx in ((grads.pred, links.pred_idx), (grads.succ, links.succ_idx)):
+        g = acc.gather(rows)  # (B, N, K_L)
+        assert np.all(g[idx < 0] == 0)
+        dense = np.zeros((B, N, N))
+        b, i, e = np.nonzero(idx >= 0)
+        dense[b, i, idx[b, i, e]] = g[b, i, e]
+        out.append(dense)
+    assert np.all(grads.prec[links.prec_idx < 0] == 0)
+    prec = np.zeros((B, N))
+    b, e = np.nonzero(links.prec_idx >= 0)
+    prec[b, links.prec_idx[b, e]] = grads.prec[b, e]
+    return (*out, prec)
+
+
+@settings(max_examples=15, deadline=None)
+@given(case=smooth_histories(full=True))
+def test_with_link_k_equal_to_n_the_backward_equals_the_dense_recursions_entry_by_entry(case):
+    """K_L = N: nothing truncated, so after every step's backward the gradient of every stored entry, and the
+    weights' and read weights' gradients, equal the entry-by-entry VJP of the dense recursion."""
+    sizes, steps, rng = case
+    B, N, _, k = sizes
+    dvalues, dfinal = _upstream(rng, sizes, steps)
+    links, out = _forward(sizes, steps)
+    oracle = NaiveLinks(B, N, N, truncate=False)
+    states = []  # the dense tables before each step
+    for slots, weights, _, _ in steps:
+        states.append((oracle.pred.copy(), oracle.succ.copy(), oracle.prec.copy()))
+        oracle.update(slots, weights)
+    grads = _seed_grads(links, dfinal)
+    dense = [np.where(a != 0, g, 0.0) for a, g in zip(links.dense(), dfinal, strict=True)]  # stored entries only
+    want = [None] * len(steps)
+    for t in range(len(steps) - 1, -1, -1):
+        slots, weights, read_slots, read_weights = steps[t]
+        pred0, succ0, prec0 = states[t]
+        after = states[t + 1] if t + 1 < len(steps) else (oracle.pred, oracle.succ, oracle.prec)
+        dread = np.zeros(read_weights.shape)
+        for (idx, _), dv, table, g in zip(out[t][1], dvalues[t], (after[1], after[0]), (dense[1], dense[0])):
+            for b in range(B):
+                for h in range(read_slots.shape[1]):
+                    dvd = np.zeros(N)
+                    dvd[idx[b, h]] = dv[b, h]
+                    for j, s in enumerate(read_slots[b, h]):
+                        dread[b, h, j] += table[b, s] @ dvd
+                        g[b, s] += read_weights[b, h, j] * dvd
+        dwrite = np.zeros(weights.shape)
+        for b in range(B):
+            dp, ds, dpr, dw = naive_links_step_backward(
+                pred0[b], succ0[b], prec0[b], slots[b], weights[b], dense[0][b], dense[1][b], dense[2][b]
+            )
+            dense[0][b], dense[1][b], dense[2][b] = dp, ds, dpr
+            dwrite[b] = dw[slots[b]]
+        want[t] = (dwrite, dread, [np.where(a != 0, g, 0.0) for a, g in zip((pred0, succ0, prec0), dense)])
+
+    def compare(t):
+        for got, exp in zip(_dense_grads(links, grads), want[t][2], strict=True):
+            np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-12)
+
+    got = _backward(links, out, steps, dvalues, grads, each=compare)
+    for (dwrite, dread), (w_dwrite, w_dread, _) in zip(got, want, strict=True):
+        np.testing.assert_allclose(dwrite, w_dwrite, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dread, w_dread, rtol=1e-12, atol=1e-12)
+    assert links.pending == 0
+
+
+@given(case=follow_cases())
+def test_follow_backwards_read_weight_gradient_is_the_transposed_coefficients(case):
+    """dweights = coefᵀ dvalues (to rounding): the gradient the model takes without link_grads."""
+    (B, N, link_k), steps, slots, weights, k = case
+    links = _run(B, N, link_k, steps)
+    dvalues = np.random.default_rng(k).standard_normal((B, slots.shape[1], k))
+    for direction in ("forward", "backward"):
+        out, coef = links.follow(slots, weights, k, direction)
+        grads = LinkGrads(B, link_k, np.float64, num_slots=N)
+        got = links.follow_backward(
+            dvalues, indices=slots, weights=weights, out_idx=out, direction=direction, grads=grads
+        )
+        np.testing.assert_allclose(got, np.einsum("bhaj,bha->bhj", coef, dvalues), rtol=1e-12, atol=1e-13)
+
+
+@given(case=follow_cases(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_the_backward_kernels_equal_their_python_twins_bit_for_bit(case, dtype):
+    """After any write history (ties, duplicates, weights of 1, zeros): the compiled update and follow
+    backward kernels give their plain-Python loops' numbers exactly (under NUMBA_DISABLE_JIT=1 they are
+    the same function, and the finite-difference and oracle tests above are what count)."""
+    (B, N, link_k), steps, slots, weights, k = case
+    links = SparseLinks(N, link_k)
+    links.prepare(B, dtype)
+    for write in steps[:-1]:
+        links.update(*write)
+    journal = links.update(*steps[-1])
+    rng = np.random.default_rng(N + k)
+    given = np.ascontiguousarray(steps[-1][0], dtype=np.int64)
+    inputs = (
+        journal.slots,
+        journal.weights,
+        *(getattr(journal.pred, f) for f in ("rows", "old_idx", "old_val", "new_idx")),
+        *(getattr(journal.succ, f) for f in ("rows", "old_idx", "old_val", "new_idx")),
+        journal.old_prec_idx,
+        journal.old_prec_val,
+        journal.new_prec_idx,
+        rng.standard_normal(journal.pred.new_idx.shape).astype(dtype),
+        rng.standard_normal(journal.succ.new_idx.shape).astype(dtype),
+        rng.standard_normal((B, link_k)).astype(dtype),
+        given,
+    )
+    outputs = {}
+    for name, kernel in (("compiled", kl.links_update_backward_kernel), ("twin", kl._links_update_backward_loops)):
+        out = [np.full(journal.pred.old_idx.shape, np.nan), np.full(journal.succ.old_idx.shape, np.nan)]
+        out += [np.full((B, link_k), np.nan), np.full(journal.slots.shape, np.nan), np.full(given.shape, np.nan)]
+        kernel(*inputs, *out)
+        outputs[name] = out
+    for a, b in zip(outputs["compiled"], outputs["twin"], strict=True):
+        np.testing.assert_array_equal(a, b)
+    out_idx, _ = links.follow(slots, weights, k, "forward")
+    dvalues = rng.standard_normal(out_idx.shape).astype(dtype)
+    outputs = {}
+    for name, kernel in (("compiled", kl.links_follow_backward_kernel), ("twin", kl._links_follow_backward_loops)):
+        dentry, dweights = np.full(slots.shape + (link_k,), np.nan), np.full(slots.shape, np.nan)
+        kernel(links.succ_idx, links.succ_val, slots, weights.astype(dtype), out_idx, dvalues, dentry, dweights)
+        outputs[name] = (dentry, dweights)
+    for a, b in zip(outputs["compiled"], outputs["twin"], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _backward_peaks(N):
+    """Peak allocation of one update_backward + two follow_backwards + revert, at each of 8 steps."""
+    B, J, H, link_k, k = 2, 13, 4, 8, 4
+    rng = np.random.default_rng(0)
+    links = SparseLinks(N, link_k)
+    links.prepare(B, np.float64)
+    grads = LinkGrads(B, link_k, np.float64, num_slots=N, capacity=512)
+    history = []
+    for _ in range(8):
+        slots = rng.integers(0, 50, (B, J))
+        weights = rng.random((B, J)) * 0.9 / J
+        journal = links.update(slots, weights)
+        read = (slots[:, None, :3].repeat(H, 1), np.full((B, H, 3), 0.3))
+        history.append((journal, slots, read, links.follow(*read, k, "forward")[0]))
+    peaks = []
+    with unchecked():
+        for journal, slots, (read_slots, read_weights), out in reversed(history):
+            tracemalloc.start()
+            dv = np.ones((B, H, k))
+            for d in ("forward", "backward"):
+                links.follow_backward(
+                    dv, indices=read_slots, weights=read_weights, out_idx=out, direction=d, grads=grads
+                )
+            links.update_backward(journal, indices=slots, grads=grads)
+            links.revert(journal)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+            tracemalloc.stop()
+    return peaks
+
+
+def test_the_backward_of_a_step_allocates_the_same_at_any_n():
+    small, large = _backward_peaks(1_000), _backward_peaks(200_000)
+    assert max(large) < max(small) + 20_000  # a single N-sized float array would add 1.6 MB
+
+
+def test_the_backward_refuses_bad_arguments_and_journals_out_of_order():
+    rng = np.random.default_rng(5)
+    links = SparseLinks(8, 3)
+    links.prepare(2, np.float64)
+    first_write = random_write(rng, 2, 8, 4)
+    first = links.update(*first_write)
+    links.update(np.array([[0, 1], [2, 3]]), np.array([[0.5, 0.5], [0.25, 0.75]]))
+    grads = LinkGrads(2, 3, np.float64, num_slots=8)
+    with pytest.raises(ValueError, match="journal: .*revert steps newest first"):
+        links.update_backward(first, indices=first_write[0], grads=grads)
+    with pytest.raises(TypeError, match="grads: expected a LinkGrads"):
+        links.update_backward(first, indices=first_write[0], grads=None)
+    with pytest.raises(ValueError, match="grads: expected a LinkGrads of batch size 2, link_k 3"):
+        links.update_backward(first, indices=first_write[0], grads=LinkGrads(2, 4, np.float64))
+    read = dict(indices=np.zeros((2, 1, 2), int), weights=np.full((2, 1, 2), 0.5), grads=grads)
+    with pytest.raises(ValueError, match="direction: expected one of"):
+        links.follow_backward(np.zeros((2, 1, 2)), out_idx=np.zeros((2, 1, 2), int), direction="up", **read)
+    with pytest.raises(ValueError, match="dvalues: expected shape"):
+        links.follow_backward(np.zeros((2, 1, 3)), out_idx=np.zeros((2, 1, 2), int), direction="forward", **read)
 
 
 # -- cost ---------------------------------------------------------------------------------------------------

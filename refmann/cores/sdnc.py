@@ -18,10 +18,15 @@ SAM's heads, sparse reads and writes and ring allocation, plus the DNC's tempora
    weights are the 3K entries :math:`[\pi_c c ; \pi_f f ; \pi_b b]` and :math:`r = \sum_k w^R_k M(i_k)`;
 5. usage (SAM's): slots whose summed weight exceeds δ move to the back of the ring; output.
 
-**No gradient flows through the link tables** (the paper's choice): f and b are linear in
+By default **no gradient flows through the link tables** (the paper's choice): f and b are linear in
 :math:`w^R_{t-1}` with coefficients read from the tables, and backward differentiates through those
-coefficients' product only. Rollback BPTT reverts the memory (rows, index, ring) and the link tables
-step by step, bit for bit.
+coefficients' product only. With ``link_grads=True`` (ours) the gradient also flows into the tables'
+entries and back through each update into the write weights and the precedence, so ``loss_and_grads``
+is the derivative of the loss (away from truncation ties, the clamps and the top-k/LRA/δ decisions):
+:meth:`~refmann.memory.SparseLinks.follow_backward`, :meth:`~refmann.memory.SparseLinks.update_backward`
+on a :class:`~refmann.memory.links.LinkGrads`; the dense twin differentiates its (B, N, N) recursion
+(:func:`dense_links_backward`). Rollback BPTT reverts the memory (rows, index, ring) and the link
+tables step by step, bit for bit.
 
 :class:`DenseSDNCCore` applies the same rules to dense (B, N, N) link matrices and dense weights, with
 nothing truncated: with K = N, K_L = N and the exact index, the SDNC is the same function (tested), as
@@ -35,7 +40,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import ops
-from ..memory.links import SparseLinks
+from ..memory.links import LinkGrads, SparseLinks
 from ..memory.sparse_memory import SparseMemory, StepJournal
 from .controller import Controller, Field, HeadGroup, Interface, InterfaceLayout, Output
 from .dam import DAMTrace, memory_heads_layout
@@ -101,6 +106,7 @@ class SDNCCache(NamedTuple):
     content: object  # ops.sparse_content_read's cache (rows dropped under rollback)
     temporal: object  # ops.sparse_read's cache over the 2K forward/backward rows
     coef: np.ndarray  # (B, H, 2K, 3K) f, b = coef @ w^R_{t-1} (forward K rows, then backward K)
+    follow: tuple | None  # link_grads: (read_idx_{t-1} (B,H,3K), w^R_{t-1} (B,H,3K), f_idx (B,H,K), b_idx (B,H,K))
     modes: np.ndarray  # (B, H, 3)
     parts: tuple  # (c (B,H,K), f (B,H,K), b (B,H,K), reads_c (B,H,W))
     output: object
@@ -113,10 +119,19 @@ class SDNCTrace(NamedTuple):
     touched: np.ndarray  # int (B, ·) slots accessed above δ, ascending, −1 padded
     read_idx: np.ndarray  # int (B, H, K) the content candidates, sorted
     temporal_idx: np.ndarray  # int (B, H, 2K) the forward and backward slots kept, each K sorted
+    # link_grads only (None otherwise): what truncation kept, so a finite difference that changes it is seen
+    link_rows: np.ndarray | None = None  # int (B, 2J+K_L) the pred rows, then the succ rows, the step changed
+    link_kept: np.ndarray | None = None  # int (B, 2J+K_L+1, K_L) their kept columns sorted, then the precedence's
 
 
 class SDNCCore(CoreBase):
-    """The Sparse DNC's step over a :class:`~refmann.memory.SparseMemory` and :class:`~refmann.memory.SparseLinks`."""
+    """The Sparse DNC's step over a :class:`~refmann.memory.SparseMemory` and :class:`~refmann.memory.SparseLinks`.
+
+    ``link_grads=True`` (ours) also differentiates through the link tables: during backward
+    ``link_grad`` (a :class:`~refmann.memory.links.LinkGrads`) holds ∂L/∂ the live tables' entries; each
+    step adds its follows' gradients, carries it back through its update (into the write weights) and
+    reverts the tables it is then aligned with. ``False`` (default) treats the tables as constants.
+    """
 
     in_place = True
 
@@ -137,6 +152,7 @@ class SDNCCore(CoreBase):
         fused=True,
         delta=0.005,
         strength=True,
+        link_grads=False,
     ):
         if bptt not in BPTT_MODES:
             raise ValueError(f"bptt: expected one of {BPTT_MODES}, got {bptt!r}")
@@ -155,6 +171,9 @@ class SDNCCore(CoreBase):
         self.output = Output(hidden_size, num_heads * word_size, output_size)
         self.memory = SparseMemory(memory_size, word_size, index_factory)
         self.links = SparseLinks(memory_size, link_k)
+        #: differentiate through the link tables (ours); their gradient lives in ``link_grad`` during backward
+        self.link_grads = bool(link_grads)
+        self.link_grad = None
         self.last_memory_grad = None
 
     def init_params(self, rng, dtype):
@@ -172,6 +191,12 @@ class SDNCCore(CoreBase):
         self.memory.prepare(B, dtype, memory0)
         if fresh:  # O(N), only when B or the dtype changes, or after steps that were not undone
             links.prepare(B, dtype)
+        if self.link_grads:
+            g = self.link_grad
+            if g is None or g.B != B or g.dtype != np.dtype(dtype):
+                self.link_grad = LinkGrads(B, self.KL, dtype, num_slots=self.N)
+            else:
+                self.link_grad.clear()
         H, K, W, C = self.H, self.K, self.W, self.C
         read_idx = np.broadcast_to(np.arange(3 * K, dtype=np.int64) % self.N, (B, H, 3 * K)).copy()
         z = np.zeros
@@ -206,7 +231,7 @@ class SDNCCore(CoreBase):
             fused=self.fused,
             keep_new_rows=self.restore == "final",
         )
-        # links: the heads' mean write weighting (no gradient)
+        # links: the heads' mean write weighting
         link_journal = self.links.update(write_idx.reshape(B, -1), write_weights.reshape(B, -1) / H)
         # read: content candidates, then the links followed from the previous read weights
         read_c = mem.query(q, K, fill=journal.rows[:, ::-1])
@@ -244,6 +269,7 @@ class SDNCCore(CoreBase):
             content_cache,
             temporal_cache,
             coef,
+            (state.read_idx, state.read_weights, f_idx, b_idx) if self.link_grads else None,
             modes,
             (cw, f, b, reads_c),
             out_cache,
@@ -254,6 +280,13 @@ class SDNCCore(CoreBase):
         trace = SDNCTrace(
             lra, touched, np.sort(read_c, axis=-1), np.concatenate([np.sort(f_idx, -1), np.sort(b_idx, -1)], -1)
         )
+        if self.link_grads:
+            lj = link_journal
+            kept = [lj.pred.new_idx, lj.succ.new_idx, lj.new_prec_idx[:, None, :]]
+            trace = trace._replace(
+                link_rows=np.concatenate([lj.pred.rows, lj.succ.rows], axis=1),
+                link_kept=np.sort(np.concatenate(kept, axis=1), axis=-1),
+            )
         return Step(y, state, cache, trace)
 
     def step_backward(self, params, dy, dstate, cache, grads):
@@ -274,7 +307,15 @@ class SDNCCore(CoreBase):
         dmodes[..., 1] = np.sum(dtw[..., :K] * f, axis=-1)
         dmodes[..., 0] = np.sum(dtw[..., K:] * b, axis=-1)
         dfb = np.concatenate([pi_f * dtw[..., :K], pi_b * dtw[..., K:]], axis=-1)  # (B, H, 2K)
-        dread_weights_prev = np.einsum("bhaj,bha->bhj", cache.coef, dfb)  # f, b are linear in w^R_{t-1}
+        if self.link_grads:  # f, b = C w^R_{t-1}: into w^R_{t-1}, and into the entries of C (the live tables)
+            idx_prev, w_prev, f_idx, b_idx = cache.follow
+            follow = dict(indices=idx_prev, weights=w_prev, grads=self.link_grad)
+            dread_weights_prev = self.links.follow_backward(dfb[..., :K], out_idx=f_idx, direction="forward", **follow)
+            dread_weights_prev += self.links.follow_backward(
+                dfb[..., K:], out_idx=b_idx, direction="backward", **follow
+            )
+        else:  # f, b are linear in w^R_{t-1}, the tables constants
+            dread_weights_prev = np.einsum("bhaj,bha->bhj", cache.coef, dfb)
         # the content read, weighted by π_c
         dcw = pi_c * dw[..., :K]
         dmodes[..., 2] = np.sum(dreads * reads_c, axis=-1) + np.sum(dw[..., :K] * cw, axis=-1)
@@ -290,6 +331,10 @@ class SDNCCore(CoreBase):
         mem.grad.add(dmem_t.indices, dmem_t.rows)
         # the write
         dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
+        if self.link_grads:  # the links were updated by w̄ = (1/H) Σ_h w^W_h: back through the update
+            write_idx = cache.write.indices
+            dmean = self.links.update_backward(cache.links, indices=write_idx.reshape(B, -1), grads=self.link_grad)
+            dwrite_weights = dwrite_weights + dmean.reshape(write_idx.shape) / H
         mem.grad.zero(cache.write.erase_indices)
         mem.revert(cache.journal)
         self.links.revert(cache.links)
@@ -314,6 +359,8 @@ class SDNCCore(CoreBase):
         mem = self.memory
         self.last_memory_grad = mem.grad.to_rowgrad(self.N)
         mem.grad.clear()
+        if self.link_grad is not None:
+            self.link_grad.clear()
         if self.restore == "final":
             for cache in caches:
                 mem.reapply(cache.journal, cache.step)
@@ -337,10 +384,107 @@ class SDNCCore(CoreBase):
 
     def footprint(self) -> dict[str, int]:
         """Bytes held by each part of the model-owned state (after :meth:`initial_state`)."""
-        return {**self.memory.nbytes(), "link tables": self.links.nbytes()}
+        parts = {**self.memory.nbytes(), "link tables": self.links.nbytes()}
+        if self.link_grad is not None:
+            parts["link gradients"] = self.link_grad.nbytes()
+        return parts
 
 
 # -- the dense twin ----------------------------------------------------------------------------------------
+
+
+class DenseLinksCache(NamedTuple):
+    pred: np.ndarray  # (B, N, N) pred_{t-1}
+    succ: np.ndarray  # (B, N, N) succ_{t-1}
+    precedence: np.ndarray  # (B, N) p_{t-1}
+    weights: np.ndarray  # (B, N) w̄, the heads' mean write weighting
+
+
+def dense_links_forward(pred, succ, precedence, weights):
+    r"""The SDNC's link rules on dense (B, N, N) tables, nothing truncated (:class:`~refmann.memory.SparseLinks`').
+
+    Parameters
+    ----------
+    pred, succ : ndarray, shape (B, N, N)
+    precedence : ndarray, shape (B, N)
+        The old precedence p.
+    weights : ndarray, shape (B, N)
+        The write weighting w, in [0, 1] and summing to at most 1.
+
+    Returns
+    -------
+    (pred, succ, precedence) after the step, and a :class:`DenseLinksCache`.
+
+    Notes
+    -----
+    With :math:`d(i) = \max(1 - w(i), 0)` and :math:`D = \max(1 - \sum_i w(i), 0)`, zero diagonals:
+
+    .. math::
+
+        \mathrm{pred}(i, j) \leftarrow d(i)\,\mathrm{pred}(i, j) + w(i)\,p(j)\ (w(i) > 0), \quad
+        \mathrm{succ}(i, j) \leftarrow d(i)\,\mathrm{succ}(i, j) + p(i)\,w(j), \quad
+        p \leftarrow D\,p + w.
+    """
+    w, p = weights, precedence
+    N = p.shape[1]
+    keep = np.maximum(1.0 - w, 0.0)
+    written = w > 0
+    new_pred = np.where(written[:, :, None], keep[:, :, None] * pred + w[:, :, None] * p[:, None, :], pred)
+    new_succ = keep[:, :, None] * succ + p[:, :, None] * w[:, None, :]
+    diag = np.arange(N)
+    new_pred[:, diag, diag] = 0.0
+    new_succ[:, diag, diag] = 0.0
+    new_prec = np.maximum(1.0 - w.sum(axis=1, keepdims=True), 0.0) * p + w
+    return (new_pred, new_succ, new_prec), DenseLinksCache(pred, succ, precedence, weights)
+
+
+def dense_links_backward(dpred, dsucc, dprecedence, cache):
+    r"""VJP of :func:`dense_links_forward`: ``(dpred, dsucc, dprecedence, dweights)`` of the step's inputs.
+
+    Parameters
+    ----------
+    dpred, dsucc : ndarray, shape (B, N, N)
+        ∂L/∂ the tables after the step (their diagonals, constants 0, are ignored).
+    dprecedence : ndarray, shape (B, N)
+    cache : DenseLinksCache
+
+    Notes
+    -----
+    The rules of ``docs/sdnc.md`` (Gradients) on every entry; a clamped decay has zero derivative and
+    ``dweights`` is kept to the support of w (the slots written), as the sparse tables keep it:
+
+    .. math::
+
+        d\mathrm{pred}_{t-1}(i,c) &= d(i)\,d\mathrm{pred}(i,c)\ (w(i) > 0), \qquad
+        dw(i) \mathrel{+}= \textstyle\sum_c d\mathrm{pred}(i,c)\,(p(c) - \mathrm{pred}_{t-1}(i,c)), \qquad
+        dp(c) \mathrel{+}= \textstyle\sum_i w(i)\,d\mathrm{pred}(i,c) \\
+        d\mathrm{succ}_{t-1}(i,c) &= d(i)\,d\mathrm{succ}(i,c), \qquad
+        dw(i) \mathrel{-}= \textstyle\sum_c d\mathrm{succ}(i,c)\,\mathrm{succ}_{t-1}(i,c), \qquad
+        dp(i) \mathrel{+}= \textstyle\sum_c d\mathrm{succ}(i,c)\,w(c), \qquad
+        dw(c) \mathrel{+}= \textstyle\sum_i p(i)\,d\mathrm{succ}(i,c) \\
+        dp_{t-1} &\mathrel{+}= D\,dp_t, \qquad dw(i) \mathrel{+}= dp_t(i) - \textstyle\sum_c dp_t(c)\,p_{t-1}(c)
+    """
+    pred, succ, p, w = cache
+    N = p.shape[1]
+    diag = np.arange(N)
+    G, S = dpred.copy(), dsucc.copy()  # the diagonals are constants: no gradient through them
+    G[:, diag, diag] = 0.0
+    S[:, diag, diag] = 0.0
+    written = w > 0
+    keep = np.maximum(1.0 - w, 0.0)
+    dkeep = np.where(1.0 - w > 0.0, -1.0, 0.0)  # ∂d(i)/∂w(i)
+    dpred_prev = np.where(written[:, :, None], keep[:, :, None] * G, G)
+    dw = np.einsum("bic,bc->bi", G, p) + dkeep * np.einsum("bic,bic->bi", G, pred)
+    dp = np.einsum("bi,bic->bc", w, G)
+    dsucc_prev = keep[:, :, None] * S
+    dw += dkeep * np.einsum("bic,bic->bi", S, succ) + np.einsum("bi,bic->bc", p, S)
+    dp += np.einsum("bic,bc->bi", S, w)
+    total = w.sum(axis=1, keepdims=True)
+    D = np.maximum(1.0 - total, 0.0)
+    dD = np.where(1.0 - total > 0.0, -1.0, 0.0)
+    dp += D * dprecedence
+    dw += dprecedence + dD * np.sum(dprecedence * p, axis=1, keepdims=True)
+    return dpred_prev, dsucc_prev, dp, np.where(written, dw, 0.0)
 
 
 class DenseSDNCState(NamedTuple):
@@ -349,8 +493,8 @@ class DenseSDNCState(NamedTuple):
     memory: np.ndarray  # (B, N, W)
     read_weights: np.ndarray  # (B, H, N)
     write_weights: np.ndarray  # (B, H, N)
-    pred: np.ndarray  # (B, N, N) ≈ L (no gradient)
-    succ: np.ndarray  # (B, N, N) ≈ Lᵀ (no gradient)
+    pred: np.ndarray  # (B, N, N) ≈ L (a gradient only with link_grads)
+    succ: np.ndarray  # (B, N, N) ≈ Lᵀ (a gradient only with link_grads)
     precedence: np.ndarray  # (B, N)
     usage: np.ndarray  # (B, N) time of last access (−N..−1 before any)
     reads: np.ndarray  # (B, H, W)
@@ -365,6 +509,7 @@ class DenseSDNCCache(NamedTuple):
     content: object  # ops.content_weights' cache (on M_t)
     read: object  # ops.dense_read's cache
     tables: tuple  # (pred_t, succ_t) the links the read followed
+    links: DenseLinksCache | None  # link_grads: the step's link update (old tables, old precedence, w̄)
     read_weights_prev: np.ndarray  # (B, H, N)
     modes: np.ndarray  # (B, H, 3)
     parts: tuple  # (c, f, b) each (B, H, N)
@@ -372,10 +517,25 @@ class DenseSDNCCache(NamedTuple):
 
 
 class DenseSDNCCore(CoreBase):
-    """The SDNC's rules on dense memory, weights and (B, N, N) links, nothing truncated: the oracle."""
+    """The SDNC's rules on dense memory, weights and (B, N, N) links, nothing truncated: the oracle.
+
+    ``link_grads=True`` differentiates through the link recursion too (:func:`dense_links_backward`), the
+    gradients of pred, succ and the precedence carried in ``dstate``; ``False`` (default) treats the links
+    as constants (``dstate`` holds None for them).
+    """
 
     def __init__(
-        self, *, input_size, output_size, memory_size, word_size, num_heads, hidden_size, delta=0.005, strength=True
+        self,
+        *,
+        input_size,
+        output_size,
+        memory_size,
+        word_size,
+        num_heads,
+        hidden_size,
+        delta=0.005,
+        strength=True,
+        link_grads=False,
     ):
         if num_heads > memory_size:
             raise ValueError(
@@ -385,12 +545,15 @@ class DenseSDNCCore(CoreBase):
         self.H, self.C = num_heads, hidden_size
         self.memory_shape = (memory_size, word_size)
         self.delta, self.strength = delta, strength
+        #: differentiate through the (B, N, N) link recursion (its gradients carried in dstate)
+        self.link_grads = bool(link_grads)
         self.controller = Controller(input_size, num_heads * word_size, hidden_size)
         self.interface = Interface(hidden_size, sdnc_layout(num_heads, word_size, strength))
         self.output = Output(hidden_size, num_heads * word_size, output_size)
         #: For checking the stop-gradient: a list of (pred, succ) per step used instead of the links the
         #: step would compute, so that the loss is a function whose exact gradient ``loss_and_grads``
-        #: returns (finite differences can check it). None (default): the links are computed.
+        #: returns (finite differences can check it). None (default): the links are computed. Only without
+        #: ``link_grads`` (frozen tables have no gradient to flow through).
         self.frozen_links = None
 
     init_params = SDNCCore.init_params
@@ -417,7 +580,7 @@ class DenseSDNCCore(CoreBase):
         )
 
     def step_forward(self, params, x, state):
-        H, N = self.H, self.N
+        H = self.H
         B = x.shape[0]
         (h, c), ctrl_cache = self.controller.forward(params, x, state.reads, state.h, state.c)
         values, iface_cache = self.interface.forward(params, h)
@@ -425,19 +588,16 @@ class DenseSDNCCore(CoreBase):
         lra = ops.top_k(-state.usage, H)[0]  # the H oldest slots, ties by index (SAM's ring order)
         write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"], lra=lra)
         memory, write_cache = ops.lra_write_forward(state.memory, write_weights, add, erase_indices=lra)
-        # links (no gradient), with SparseLinks' rules and nothing truncated
+        # links, with SparseLinks' rules and nothing truncated
         w = write_weights.sum(axis=1) / H  # (B, N)
-        p = state.precedence
-        keep = np.maximum(1.0 - w, 0.0)
-        written = w > 0
-        pred = np.where(written[:, :, None], keep[:, :, None] * state.pred + w[:, :, None] * p[:, None, :], state.pred)
-        succ = keep[:, :, None] * state.succ + p[:, :, None] * w[:, None, :]
-        diag = np.arange(N)
-        pred[:, diag, diag] = 0.0
-        succ[:, diag, diag] = 0.0
+        (pred, succ, precedence), links_cache = dense_links_forward(state.pred, state.succ, state.precedence, w)
         if self.frozen_links is not None:
+            if self.link_grads:
+                raise ValueError(
+                    "frozen_links: the links are constants, there is no gradient through them; "
+                    "set link_grads=False to freeze them"
+                )
             pred, succ = self.frozen_links[state.step]
-        precedence = np.maximum(1.0 - w.sum(axis=1, keepdims=True), 0.0) * p + w
         # read: content on M_t, forward f = succᵀ w^R_{t-1}, backward b = predᵀ w^R_{t-1}
         cw, content_cache = ops.content_weights_forward(memory, q, beta, eps=READ_EPS)
         f = np.einsum("bji,bhj->bhi", succ, state.read_weights)
@@ -456,6 +616,7 @@ class DenseSDNCCore(CoreBase):
             content_cache,
             read_cache,
             (pred, succ),
+            links_cache if self.link_grads else None,
             state.read_weights,
             modes,
             (cw, f, b),
@@ -478,28 +639,33 @@ class DenseSDNCCore(CoreBase):
             [np.sum(dread_weights * b, -1), np.sum(dread_weights * f, -1), np.sum(dread_weights * cw, -1)], axis=-1
         )
         pred, succ = cache.tables
-        dprev = np.einsum("bji,bhi->bhj", succ, modes[..., 1:2] * dread_weights)
-        dprev += np.einsum("bji,bhi->bhj", pred, modes[..., 0:1] * dread_weights)
+        df, db = modes[..., 1:2] * dread_weights, modes[..., 0:1] * dread_weights  # (B, H, N)
+        dprev = np.einsum("bji,bhi->bhj", succ, df)
+        dprev += np.einsum("bji,bhi->bhj", pred, db)
         dmem_c, dq, dbeta = ops.content_weights_backward(modes[..., 2:3] * dread_weights, cache.content)
         dmemory_prev, dwrite_weights, dadd = ops.lra_write_backward(dmemory + dmem_c, cache.write)
+        dlinks = (None, None, None)
+        if self.link_grads:  # f = succᵀ w^R_{t-1}, b = predᵀ w^R_{t-1}; then back through the link update
+            w_prev = cache.read_weights_prev
+            dsucc = dstate.succ + np.einsum("bhj,bhi->bji", w_prev, df)
+            dpred = dstate.pred + np.einsum("bhj,bhi->bji", w_prev, db)
+            *dlinks, dw = dense_links_backward(dpred, dsucc, dstate.precedence, cache.links)
+            dwrite_weights = dwrite_weights + dw[:, None, :] / H
         dread_prev, dreads_prev, dh_prev, dc_prev = heads_backward_with_modes(
             self, params, dh, dstate.h, dstate.c, cache, dq, dadd, dwrite_weights, dbeta, dmodes, grads
         )
-        return DenseSDNCState(
-            dh_prev, dc_prev, dmemory_prev, dread_prev + dprev, None, None, None, None, None, dreads_prev, 0
-        )
+        return DenseSDNCState(dh_prev, dc_prev, dmemory_prev, dread_prev + dprev, None, *dlinks, None, dreads_prev, 0)
 
     def zero_dstate(self, state):
         z = np.zeros_like
+        links = (z(state.pred), z(state.succ), z(state.precedence)) if self.link_grads else (None, None, None)
         return DenseSDNCState(
             z(state.h),
             z(state.c),
             z(state.memory),
             z(state.read_weights),
             None,
-            None,
-            None,
-            None,
+            *links,
             None,
             z(state.reads),
             0,

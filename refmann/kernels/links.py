@@ -1,4 +1,5 @@
-"""The Sparse DNC's temporal link tables (Rae et al. 2016, Supp. D): update, follow, restore.
+"""The Sparse DNC's temporal link tables (Rae et al. 2016, Supp. D): update, follow, restore, and the
+backward of follow and update (``link_grads``, ours).
 
 Layout, per batch element b. A table is two arrays of shape (B, N, K_L): ``idx[b, i, :]`` (int32
 columns, −1 = empty) and ``val[b, i, :]`` (the values, 0 where empty) hold row i's at most K_L
@@ -468,6 +469,220 @@ def _links_restore_loops(
             prec_val[b, e] = prec_src_val[b, e]
 
 
+def _search_sorted(keys, n, c):
+    """The position of c among the first n entries of ``keys`` (ascending, distinct), or −1 (binary search)."""
+    lo = 0
+    hi = n
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if keys[mid] < c:
+            lo = mid + 1
+        else:
+            hi = mid
+    if lo < n and keys[lo] == c:
+        return lo
+    return -1
+
+
+_search = njit(_search_sorted, inline=True)
+
+
+def _links_update_backward_loops(
+    sup_slots,
+    sup_w,
+    pred_rows,
+    pred_oi,
+    pred_ov,
+    pred_ni,
+    succ_rows,
+    succ_oi,
+    succ_ov,
+    succ_ni,
+    prec_oi,
+    prec_ov,
+    prec_ni,
+    g_pred,
+    g_succ,
+    g_prec,
+    indices,
+    d_pred,
+    d_succ,
+    d_prec,
+    dw,
+    dweights,
+):
+    """The VJP of one update, from its journal: new-entry gradients to old entries, the precedence and w.
+
+    Journal (as :func:`_links_update_loops` wrote it; new values are not needed):
+    sup_slots : int64 (B, J), sup_w : float64 (B, J)     the support S ascending (−1 padding), w on it
+    pred_rows (B, J), pred_oi, pred_ov, pred_ni (B, J, K_L)        the rows of S, old entries, new columns
+    succ_rows (B, R), succ_oi, succ_ov, succ_ni (B, R, K_L)        the rows of S ∪ supp p
+    prec_oi, prec_ov, prec_ni : (B, K_L)                           the old precedence p, the new columns
+    g_pred (B, J, K_L), g_succ (B, R, K_L), g_prec (B, K_L)        ∂L/∂ the new entries
+    indices : int64 (B, J_in)                                      the slots the update was given
+
+    Outputs (overwritten): d_pred (B, J, K_L), d_succ (B, R, K_L) and d_prec (B, K_L), float64, ∂L/∂ the old
+    entries; dw (B, J) ∂L/∂ w on S; dweights (B, J_in) each given slot's dw (0 off S).
+
+    With d(i) = max(1 − w(i), 0), D = max(1 − Σ w, 0) (a clamped decay has zero derivative), each new
+    entry finds its old entry, p(c) or w(c) by column (K_L scans, binary searches in S):
+
+    - pred row i ∈ S:   dold += d(i)·g;  dw(i) += g·(p(c) − old);  dp(c) += w(i)·g
+    - succ row i:       dold += d(i)·g;  dw(i) −= g·old (i ∈ S);  dp(i) += g·w(c);  dw(c) += p(i)·g
+    - precedence:       dp_old(c) += D·g;  dw(i) −= Σ_c g·p_old(c) for every i ∈ S;  dw(c) += g
+    """
+    B, J = sup_slots.shape
+    KL = pred_oi.shape[2]
+    R = succ_rows.shape[1]
+    for b in range(B):
+        nS = 0
+        total = 0.0
+        while nS < J and sup_slots[b, nS] >= 0:
+            total += sup_w[b, nS]  # ascending slot order, as the update summed it
+            nS += 1
+        D = 1.0 - total
+        dD = 1.0 if D > 0.0 else 0.0
+        if D < 0.0:
+            D = 0.0
+        n_p = 0
+        while n_p < KL and prec_oi[b, n_p] >= 0:
+            n_p += 1
+        for r in range(J):
+            dw[b, r] = 0.0
+            for e in range(KL):
+                d_pred[b, r, e] = 0.0
+        for r in range(R):
+            for e in range(KL):
+                d_succ[b, r, e] = 0.0
+        for e in range(KL):
+            d_prec[b, e] = 0.0
+
+        # pred rows i ∈ S: new(i, c) = d(i)·old(i, c) + w(i)·p(c)
+        for r in range(J):
+            if pred_rows[b, r] < 0:
+                continue
+            wi = sup_w[b, r]
+            d = 1.0 - wi
+            dd = 1.0 if d > 0.0 else 0.0
+            if d < 0.0:
+                d = 0.0
+            acc = 0.0
+            for n in range(KL):
+                c = pred_ni[b, r, n]
+                if c < 0:
+                    break
+                g = np.float64(g_pred[b, r, n])
+                for o in range(KL):
+                    if pred_oi[b, r, o] == c:
+                        d_pred[b, r, o] += d * g
+                        acc -= dd * g * np.float64(pred_ov[b, r, o])
+                        break
+                for q in range(n_p):
+                    if prec_oi[b, q] == c:
+                        acc += g * np.float64(prec_ov[b, q])
+                        d_prec[b, q] += wi * g
+                        break
+            dw[b, r] += acc
+
+        # succ rows i ∈ S ∪ supp p: new(i, c) = d(i)·old(i, c) + p(i)·w(c)
+        for r in range(R):
+            i = succ_rows[b, r]
+            if i < 0:
+                continue
+            s = _search(sup_slots[b], nS, i)
+            wi = sup_w[b, s] if s >= 0 else 0.0
+            pq = -1
+            for q in range(n_p):
+                if prec_oi[b, q] == i:
+                    pq = q
+                    break
+            pi = np.float64(prec_ov[b, pq]) if pq >= 0 else 0.0
+            d = 1.0 - wi
+            dd = 1.0 if d > 0.0 else 0.0
+            if d < 0.0:
+                d = 0.0
+            acc_w = 0.0
+            acc_p = 0.0
+            for n in range(KL):
+                c = succ_ni[b, r, n]
+                if c < 0:
+                    break
+                g = np.float64(g_succ[b, r, n])
+                for o in range(KL):
+                    if succ_oi[b, r, o] == c:
+                        d_succ[b, r, o] += d * g
+                        acc_w -= dd * g * np.float64(succ_ov[b, r, o])
+                        break
+                if pq >= 0:
+                    t = _search(sup_slots[b], nS, c)
+                    if t >= 0:
+                        acc_p += g * sup_w[b, t]
+                        dw[b, t] += pi * g
+            if s >= 0:
+                dw[b, s] += acc_w
+            if pq >= 0:
+                d_prec[b, pq] += acc_p
+
+        # precedence: p(c) = D·p(c) + w(c)
+        acc = 0.0
+        for n in range(KL):
+            c = prec_ni[b, n]
+            if c < 0:
+                break
+            g = np.float64(g_prec[b, n])
+            for q in range(n_p):
+                if prec_oi[b, q] == c:
+                    d_prec[b, q] += D * g
+                    acc += g * np.float64(prec_ov[b, q])
+                    break
+            t = _search(sup_slots[b], nS, c)
+            if t >= 0:
+                dw[b, t] += g
+        for r in range(nS):
+            dw[b, r] -= dD * acc
+
+        # the merged weights' gradient on the slots the update was given
+        for j in range(indices.shape[1]):
+            t = _search(sup_slots[b], nS, indices[b, j])
+            dweights[b, j] = dw[b, t] if t >= 0 else 0.0
+
+
+def _links_follow_backward_loops(tab_idx, tab_val, slots, weights, out_idx, dvalues, dentry, dweights):
+    """The VJP of a follow: its read weights' gradient, and the gradient of each entry of the rows it read.
+
+    tab_idx, tab_val : (B, N, K_L)   the table follow read (succ forward, pred backward)
+    slots : int64 (B, H, J);  weights (B, H, J);  out_idx : int64 (B, H, k);  dvalues (B, H, k)
+    dentry : float64 (B, H, J, K_L)  receives w(j)·dv(a) on the entry of row slot_j whose column is out_a
+                                     (0 on the others and on empty entries)
+    dweights : float64 (B, H, J)     receives Σ_a table(slot_j, out_a)·dv(a)
+
+    Each entry's column is looked up among the k slots of out_idx (distinct): O(J·K_L·k) per head.
+    """
+    B, H, J = slots.shape
+    KL = tab_idx.shape[2]
+    k = out_idx.shape[2]
+    for b in range(B):
+        for h in range(H):
+            for j in range(J):
+                s = slots[b, h, j]
+                acc = 0.0
+                for e in range(KL):
+                    dentry[b, h, j, e] = 0.0
+                for e in range(KL):
+                    c = tab_idx[b, s, e]
+                    if c < 0:
+                        break
+                    for a in range(k):
+                        if out_idx[b, h, a] == c:
+                            dv = np.float64(dvalues[b, h, a])
+                            acc += np.float64(tab_val[b, s, e]) * dv
+                            dentry[b, h, j, e] = np.float64(weights[b, h, j]) * dv
+                            break
+                dweights[b, h, j] = acc
+
+
 links_update_kernel = njit(_links_update_loops)
 links_follow_kernel = njit(_links_follow_loops)
 links_restore_kernel = njit(_links_restore_loops)
+links_update_backward_kernel = njit(_links_update_backward_loops)
+links_follow_backward_kernel = njit(_links_follow_backward_loops)

@@ -25,6 +25,12 @@ old precedence), so :meth:`SparseLinks.revert` restores the tables bit for bit, 
 :meth:`SparseLinks.reapply` redoes a step. :meth:`SparseLinks.follow` turns read weights into the
 forward or backward weights over the k best slots, reading succ rows (forward) or pred rows
 (backward) only: O(K·K_L) per head, never O(N). Only :meth:`SparseLinks.prepare` is O(N).
+
+Backward through the tables (ours: the paper does not differentiate the links): a :class:`LinkGrads`
+holds ∂L/∂ the live tables' stored entries, aligned with their positions; :meth:`SparseLinks.follow_backward`
+adds a follow's VJP into it, :meth:`SparseLinks.update_backward` carries it back through one update
+(to the old rows, the old precedence and the write weights), then :meth:`SparseLinks.revert` restores the
+rows it is aligned with. O(J·K_L·(K_L + log J)) per step, never O(N).
 """
 
 from __future__ import annotations
@@ -42,7 +48,14 @@ from .._checks import (
     check_shape,
     enabled,
 )
-from ..kernels.links import links_follow_kernel, links_restore_kernel, links_update_kernel
+from ..kernels.links import (
+    links_follow_backward_kernel,
+    links_follow_kernel,
+    links_restore_kernel,
+    links_update_backward_kernel,
+    links_update_kernel,
+)
+from .accumulator import RowGradAccumulator
 
 #: How far past 1 a merged write weight w(i) or the total Σ w may be (rounding) before update refuses it;
 #: the decays 1 − w(i) and 1 − Σ w are clamped at 0.
@@ -73,6 +86,53 @@ class LinkJournal(NamedTuple):
     old_prec_val: np.ndarray  # (B, K_L)
     new_prec_idx: np.ndarray  # int32 (B, K_L)  the precedence after the step
     new_prec_val: np.ndarray  # (B, K_L)
+
+
+class LinkGrads:
+    r"""∂L/∂ the stored entries of the live link tables, entry by entry; never N-sized.
+
+    It stands for three dense gradients shaped like the tables' value arrays — ``pred_val`` and
+    ``succ_val`` (B, N, K_L) and ``prec_val`` (B, K_L) — aligned with the entries the tables hold **now**:
+    ``pred.gather(rows)[b, r, e]`` is ∂L/∂``pred_val[b, rows[b, r], e]``. After a step's backward
+    (:meth:`SparseLinks.update_backward`) the tables must be reverted (:meth:`SparseLinks.revert`) so
+    that they hold the rows the gradient is now aligned with. Empty entries (column −1) keep a zero
+    gradient; rows never given one read as zero.
+
+    Parameters
+    ----------
+    batch_size, link_k : int
+        B and K_L of the tables.
+    dtype : numpy dtype
+        The tables' dtype (float32 or float64).
+    num_slots : int, optional
+        N: rows must lie in ``[0, N)`` (checked at the boundary).
+    capacity : int
+        Initial rows held per batch element by each table's hash (it grows as needed).
+
+    Attributes
+    ----------
+    pred, succ : RowGradAccumulator
+        Width K_L: the gradient of each table row that was given one, a hash from row to pool row.
+    prec : ndarray, shape (B, K_L)
+        The gradient of the precedence's entries.
+    """
+
+    def __init__(self, batch_size: int, link_k: int, dtype, *, num_slots: int | None = None, capacity: int = 64):
+        self.B = check_positive_int(batch_size, "batch_size")
+        self.K = check_positive_int(link_k, "link_k")
+        self.dtype = check_dtype(dtype)
+        self.pred = RowGradAccumulator(self.B, self.K, self.dtype, capacity, num_rows=num_slots)
+        self.succ = RowGradAccumulator(self.B, self.K, self.dtype, capacity, num_rows=num_slots)
+        self.prec = np.zeros((self.B, self.K), self.dtype)
+
+    def clear(self) -> None:
+        """Every gradient back to zero (O(rows held), not N)."""
+        self.pred.clear()
+        self.succ.clear()
+        self.prec.fill(0)
+
+    def nbytes(self) -> int:
+        return self.pred.nbytes() + self.succ.nbytes() + self.prec.nbytes
 
 
 class SparseLinks:
@@ -348,6 +408,173 @@ class SparseLinks:
         coef = np.empty((B, H, k, J), tab_val.dtype)
         links_follow_kernel(tab_idx, tab_val, slots, w, out_idx, coef)
         return out_idx, coef
+
+    # -- backward (link_grads) ------------------------------------------------------------------------------
+    def follow_backward(self, dvalues, *, indices, weights, out_idx, direction: str, grads: LinkGrads):
+        r"""The VJP of :meth:`follow`: returns ∂L/∂ its read weights, adds ∂L/∂ the entries it read into ``grads``.
+
+        Parameters
+        ----------
+        dvalues : ndarray, shape (B, H, k)
+            ∂L/∂ the values :meth:`follow` returned on ``out_idx``.
+        indices : int ndarray, shape (B, H, J)
+            The slots follow was given.
+        weights : ndarray, shape (B, H, J)
+            The read weights follow was given.
+        out_idx : int ndarray, shape (B, H, k)
+            The slots it returned. The tables must still be the ones it read.
+        direction : {"forward", "backward"}
+        grads : LinkGrads
+            Receives ∂L/∂ the stored entries of the rows read: succ's (forward) or pred's (backward).
+
+        Returns
+        -------
+        dweights : ndarray, shape (B, H, J)
+
+        Notes
+        -----
+        The values are :math:`v(a) = \sum_j w(j)\,\mathrm{table}(\mathrm{slot}_j, \mathrm{out}_a)` over the
+        stored entries (a slot of ``out_idx`` that row slot_j does not hold adds 0 and gets nothing):
+
+        .. math::
+
+            \frac{\partial L}{\partial w(j)} = \sum_a \mathrm{table}(\mathrm{slot}_j, \mathrm{out}_a)\,dv(a),
+            \qquad
+            \frac{\partial L}{\partial\,\mathrm{table}(\mathrm{slot}_j, \mathrm{out}_a)} \mathrel{+}= w(j)\,dv(a).
+
+        Each entry of the rows read looks its column up in ``out_idx``, in one kernel
+        (:func:`refmann.kernels.links._links_follow_backward_loops`): O(H·J·K_L·k) per batch element,
+        never O(N) (``docs/sdnc.md``, Gradients).
+        """
+        self._ready()
+        if direction == "forward":
+            tab_idx, tab_val, acc = self.succ_idx, self.succ_val, getattr(grads, "succ", None)
+        elif direction == "backward":
+            tab_idx, tab_val, acc = self.pred_idx, self.pred_val, getattr(grads, "pred", None)
+        else:
+            raise ValueError(f"direction: expected one of {DIRECTIONS}, got {direction!r}")
+        if enabled():
+            self._check_grads(grads)
+            indices = as_index_array(indices, "indices", upper=self.N, shape=(self.B, None, None))
+            weights = as_float_array(weights, "weights", ndim=3)
+            check_shape(weights, "weights", indices.shape)
+            out_idx = as_index_array(out_idx, "out_idx", upper=self.N, shape=(self.B, indices.shape[1], None))
+            dvalues = as_float_array(dvalues, "dvalues", ndim=3)
+            check_shape(dvalues, "dvalues", out_idx.shape)
+        slots = np.ascontiguousarray(indices, dtype=np.int64)
+        B, H, J = slots.shape
+        dentry = np.empty((B, H, J, self.K))  # w(j)·dv(a) on each entry of the rows read
+        dweights = np.empty((B, H, J))
+        links_follow_backward_kernel(
+            tab_idx,
+            tab_val,
+            slots,
+            np.ascontiguousarray(weights),
+            np.ascontiguousarray(out_idx, dtype=np.int64),
+            np.ascontiguousarray(dvalues),
+            dentry,
+            dweights,
+        )
+        acc.add(slots.reshape(B, H * J), dentry.reshape(B, H * J, self.K))
+        return dweights.astype(grads.dtype, copy=False)
+
+    def update_backward(self, journal: LinkJournal, *, indices, grads: LinkGrads):
+        r"""The VJP of one :meth:`update`: returns ∂L/∂ its weights and turns ``grads`` into the gradient of
+        the tables before the step. Call :meth:`revert` with the same journal next.
+
+        Parameters
+        ----------
+        journal : LinkJournal
+            What the update returned; the tables hold its new side (checked unless unchecked).
+        indices : int ndarray, shape (B, J)
+            The slots the update was given (duplicates allowed).
+        grads : LinkGrads
+            In: ∂L/∂ the tables after the step (aligned with the journal's new rows and new precedence).
+            Out: ∂L/∂ the tables before it (aligned with its old rows and old precedence); the rows the
+            step did not change keep their gradient (they pass it through unchanged).
+
+        Returns
+        -------
+        dweights : ndarray, shape (B, J)
+            ∂L/∂ the weights the update was given: each entry gets the gradient of its slot's merged
+            weight w(i); 0 where the merged weight is 0 (such a slot is outside the support and changes
+            nothing).
+
+        Notes
+        -----
+        With w on the support S, p the old precedence, :math:`d(i) = \max(1 - w(i), 0)`,
+        :math:`D = \max(1 - \sum_S w, 0)` (a clamped decay has zero derivative), and every sum over the
+        entries the tables store (truncated entries and padding get no gradient):
+
+        .. math::
+
+            \text{pred}, i \in S:&\quad d\mathrm{old}(i,c) \mathrel{+}= d(i)\,d\mathrm{new}(i,c),\
+            dw(i) \mathrel{+}= \textstyle\sum_c d\mathrm{new}(i,c)\,(p(c) - \mathrm{old}(i,c)),\
+            dp(c) \mathrel{+}= w(i)\,d\mathrm{new}(i,c) \\
+            \text{succ}, i \in S \cup \mathrm{supp}\,p:&\quad d\mathrm{old}(i,c) \mathrel{+}= d(i)\,d\mathrm{new}(i,c),\
+            dw(i) \mathrel{-}= \textstyle\sum_c d\mathrm{new}(i,c)\,\mathrm{old}(i,c),\
+            dp(i) \mathrel{+}= \textstyle\sum_c d\mathrm{new}(i,c)\,w(c),\
+            dw(c) \mathrel{+}= p(i)\,d\mathrm{new}(i,c) \\
+            \text{precedence}:&\quad dp_{old} \mathrel{+}= D\,dp_{new},\
+            dw(i) \mathrel{-}= \textstyle\sum_c dp_{new}(c)\,p_{old}(c)\ (i \in S),\ dw(c) \mathrel{+}= dp_{new}(c)
+
+        A new entry finds its old entry (and p(c), w(c)) by column, in one kernel over the journal's rows
+        (:func:`refmann.kernels.links._links_update_backward_loops`): O((2J + K_L)·K_L·(K_L + log J)) per
+        batch element, never O(N) (``docs/sdnc.md``, Gradients).
+        """
+        self._ready()
+        if enabled():
+            self._check_grads(grads)
+            self._check_journal(journal, current="new")
+            indices = as_index_array(indices, "indices", upper=self.N, shape=(self.B, None))
+        pred, succ = journal.pred, journal.succ
+        B, J = journal.slots.shape
+        given = np.ascontiguousarray(indices, dtype=np.int64)
+        d_pred = np.empty(pred.old_idx.shape)  # (B, J, K_L) on the old entries
+        d_succ = np.empty(succ.old_idx.shape)  # (B, R, K_L)
+        d_prec = np.empty((B, self.K))
+        dw = np.empty((B, J))  # on the support S
+        dweights = np.empty(given.shape)
+        links_update_backward_kernel(
+            journal.slots,
+            journal.weights,
+            pred.rows,
+            pred.old_idx,
+            pred.old_val,
+            pred.new_idx,
+            succ.rows,
+            succ.old_idx,
+            succ.old_val,
+            succ.new_idx,
+            journal.old_prec_idx,
+            journal.old_prec_val,
+            journal.new_prec_idx,
+            grads.pred.gather(pred.rows),  # (B, J, K_L) on the new entries
+            grads.succ.gather(succ.rows),  # (B, R, K_L)
+            grads.prec,
+            given,
+            d_pred,
+            d_succ,
+            d_prec,
+            dw,
+            dweights,
+        )
+        # hand the old side's gradient back, aligned with the rows revert will restore
+        grads.pred.zero(pred.rows)
+        grads.pred.add(pred.rows, d_pred)
+        grads.succ.zero(succ.rows)
+        grads.succ.add(succ.rows, d_succ)
+        grads.prec[...] = d_prec
+        return dweights.astype(grads.dtype, copy=False)
+
+    def _check_grads(self, grads) -> None:
+        if not isinstance(grads, LinkGrads):
+            raise TypeError(f"grads: expected a LinkGrads, got {type(grads).__name__}")
+        if (grads.B, grads.K, grads.dtype) != (self.B, self.K, self.pred_val.dtype):
+            raise ValueError(
+                f"grads: expected a LinkGrads of batch size {self.B}, link_k {self.K} and dtype "
+                f"{self.pred_val.dtype}, got {grads.B}, {grads.K} and {grads.dtype}"
+            )
 
     def precedence(self):
         """The precedence as ``(idx, val)``: int64 (B, K_L) slots (−1 = empty) and (B, K_L) values, copies,

@@ -178,10 +178,12 @@ class SDNCConfig(SAMConfig):
     """The Sparse DNC (Rae et al. 2016, Supplementary D): SAM's options and the link tables' K_L."""
 
     link_k: int = 8  # K_L, entries kept per row of each link table and in the precedence
+    link_grads: bool = False  # differentiate through the link tables too (ours; the paper does not)
 
     def __post_init__(self):
         super().__post_init__()
         _checks.check_positive_int(self.link_k, "link_k")
+        _checks.check_bool(self.link_grads, "link_grads")
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -191,9 +193,11 @@ class DenseSDNCConfig(MemoryConfig):
     num_heads: int = 4  # H
     delta: float = 0.005
     strength: bool = True
+    link_grads: bool = False  # differentiate through the dense link recursion too (as SDNC's link_grads)
 
     def __post_init__(self):
         super().__post_init__()
         _checks.check_positive_int(self.num_heads, "num_heads")
         _checks.check_real(self.delta, "delta", 0.0)
         _checks.check_bool(self.strength, "strength")
+        _checks.check_bool(self.link_grads, "link_grads")
