@@ -489,6 +489,7 @@ _BENCH_FLAGS = {
     "time_budget": ("scaling",),
     "memory_budget": ("scaling",),
     "point_timeout": ("scaling",),
+    "figure": ("scaling",),
     "out": ("scaling",),
     "dtype": ("scaling", "footprint"),
     "versus_lstm": ("steps",),
@@ -628,6 +629,7 @@ def _bench_scaling(args) -> int:
         "memory_budget": args.memory_budget,
         "dtype": args.dtype,
         "point_timeout": args.point_timeout,
+        "figure": args.figure,
     }
     if args.sizes is not None and args.memory_sizes is None:
         fields["memory_sizes"] = args.sizes
@@ -636,7 +638,7 @@ def _bench_scaling(args) -> int:
         config = scaling.quick_config(**fields) if args.quick else scaling.ScalingConfig(**fields)
     except (TypeError, ValueError) as exc:
         raise CommandError(_name_flag(_message(exc), ["--" + key.replace("_", "-") for key in fields])) from exc
-    out = args.out or "runs/bench-scaling"
+    out = args.out or scaling.default_out(config.figure)
     with _user_errors():
         result = scaling.run_scaling(
             out, config, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -751,7 +753,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["lsh", "steps", "scaling", "footprint"],
         help="lsh: recall and speed of the LSH index against the exact index; "
         "steps: per-step forward+backward time against N; "
-        "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models); "
+        "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models), or with --figure 7 "
+        "its Figure 7 (the DNC against the Sparse DNC); "
         "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part. "
         "A flag that the chosen benchmark does not read is an error",
     )
@@ -760,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=None,
-        help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; default sam-lsh for steps, all four for scaling)",
+        help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; scaling --figure 7: dnc, sdnc-linear, "
+        "sdnc-lsh; default sam-lsh for steps, all the figure's for scaling)",
     )
     p.add_argument(
         "--sizes",
@@ -780,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=positive_int,
         default=None,
-        help="scaling: N of the memory points (default: --sizes, else 1e2..1e7 and 65536)",
+        help="scaling: N of the memory points (default: --sizes, else 1e2..1e7 and 65536; --figure 7: its sizes)",
     )
     p.add_argument("--steps", type=positive_int, default=None, help="scaling: T of a timed call (default 10; quick 2)")
     p.add_argument(
@@ -790,19 +794,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--trials",
         type=positive_int,
         default=None,
-        help="scaling: fresh processes per time point, median taken (default 1)",
+        help="scaling: fresh processes per time point, median taken (default 1; --figure 7: 3, quick 1)",
     )
     p.add_argument(
         "--memory-steps",
         type=positive_int,
         default=None,
-        help="scaling: T of the memory points (default 100, the paper's; quick 10)",
+        help="scaling: T of the memory points (default 100, the paper's; quick and --figure 7: 10)",
     )
     p.add_argument(
         "--time-budget",
         type=positive_float,
         default=None,
-        help="scaling: skip a point predicted to take longer than this many seconds (default 30)",
+        help="scaling: skip a point predicted to take longer than this many seconds (default 30; --figure 7: 300)",
     )
     p.add_argument(
         "--memory-budget",
@@ -822,7 +826,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="scaling: kill a point after this many seconds (default 3600)",
     )
-    p.add_argument("--out", type=out_dir, default=None, help="scaling: output folder (default runs/bench-scaling)")
+    p.add_argument(
+        "--figure",
+        type=int,
+        default=None,
+        metavar="{1,7}",
+        help="scaling: 1 (default: NTM, DAM, SAM; memory of a 100-step unroll excluding initialisation) or 7 "
+        "(DNC, SDNC linear, SDNC LSH at N = 2^6 ... 2^12, 1e4, 1e5, 1e6; memory: the total over 10 steps "
+        "including the start state; 3 processes per time point, time budget 300 s)",
+    )
+    p.add_argument(
+        "--out",
+        type=out_dir,
+        default=None,
+        help="scaling: output folder (default runs/bench-scaling; --figure 7: runs/bench-scaling-figure7)",
+    )
     p.add_argument("--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr")
     p.add_argument(
         "--versus-lstm",

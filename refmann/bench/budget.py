@@ -3,11 +3,12 @@
 Before each point its cost is predicted from the model's last measured points (pure functions of the
 rows measured so far and the :class:`~refmann.bench.scaling.ScalingConfig`):
 
-- the step time is linear in N for the dense models (NTM, DAM, and SAM with the linear index, which
-  scans N per query) and flat for SAM-LSH (each model's time exponent, in the model table of
-  :mod:`refmann.bench.scaling`);
+- the step time follows each model's time exponent (in the model table of :mod:`refmann.bench.scaling`,
+  read from the registry): linear in N for the dense models of Figure 1 (NTM, DAM) and for the
+  linear-index lines (SAM, SDNC: they scan N per query), quadratic for the DNC (N × N links), flat
+  for the LSH lines;
 - the process's peak RSS is linear in N for every model (the memory, its gradient and the index are
-  O(N) at set-up; the dense models also cache a (B, N, W) memory per step).
+  O(N) at set-up; the dense models also cache a (B, N, W) memory per step), quadratic for the DNC.
 
 A point whose prediction passes ``time_budget`` (seconds for the measured runs of the point) or
 ``memory_budget`` (GiB of peak RSS) is not run: :func:`skipped_row` records it with the reason and the
@@ -42,20 +43,30 @@ class Prediction(NamedTuple):
 def prior_peak_gib(model: str, kind: str, N: int, config: ScalingConfig) -> float:
     """Peak RSS before anything was measured: 0.25 GiB of Python and libraries, plus, for the
     dense models, a (B, N, W) memory cached per step (×4 for the intermediates of the heads), or,
-    for SAM, the memory, its index and the row table, ≈ 3 (B, N, W) arrays."""
+    for SAM, the memory, its index and the row table, ≈ 3 (B, N, W) arrays; a model whose memory
+    grows as N² (the DNC) also caches a (B, N, N) link matrix per step."""
     T, B = (config.steps, config.batch_size) if kind == "time" else (config.memory_steps, config.memory_batch_size)
     one = B * N * config.word_size * config.itemsize
-    per_model = 4 * (T + 1) * one if _spec(model).dense else 3 * one
+    spec = _spec(model)
+    per_model = 4 * (T + 1) * one if spec.dense else 3 * one
+    if spec.memory_exponent >= 2:
+        per_model += (T + 1) * B * N * N * config.itemsize
     return 0.25 + per_model / GIB
+
+
+def _growth(exponent: float) -> str:
+    """How a value is carried to larger N, in words."""
+    return {0: "flat", 1: "linear in N", 2: "quadratic in N"}.get(exponent, f"as N^{exponent:g}")
 
 
 def extrapolate(history, N: int, key: str, exponent: float):
     """``history[-1][key]`` carried to N, or None if there is nothing to carry.
 
     ``history`` holds the measured rows of one model and kind, in increasing N. With ``exponent`` 0
-    the value is flat. Otherwise it is linear in N: the line through the last two measured points
-    (slope clamped at >= 0, so the value never falls), or, from a single point, proportional to N
-    (which over-estimates when a fixed cost dominates that point: conservative).
+    the value is flat. Otherwise it is affine in N^exponent (linear in N for exponent 1): the line
+    through the last two measured points (slope clamped at >= 0, so the value never falls), or, from
+    a single point, proportional to N^exponent (which over-estimates when a fixed cost dominates that
+    point: conservative).
     """
     pts = [(r["N"], r[key]) for r in history if r.get(key) is not None]
     if not pts:
@@ -65,7 +76,10 @@ def extrapolate(history, N: int, key: str, exponent: float):
         return v1
     if len(pts) >= 2:
         n0, v0 = pts[-2]
-        return v1 + max(0.0, (v1 - v0) / (n1 - n0)) * (N - n1)
+        if exponent == 1:
+            return v1 + max(0.0, (v1 - v0) / (n1 - n0)) * (N - n1)
+        x0, x1, x = (float(n) ** exponent for n in (n0, n1, N))
+        return v1 + max(0.0, (v1 - v0) / (x1 - x0)) * (x - x1)
     return v1 * (N / n1) ** exponent
 
 
@@ -82,12 +96,14 @@ def predict_point(model: str, kind: str, N: int, history, config: ScalingConfig)
     config : ScalingConfig
 
     The step time follows :func:`extrapolate` with the model's ``TIME_EXPONENT`` (linear in N for the dense
-    models, flat for SAM-LSH); the process's peak RSS above its base (Python and the libraries,
-    measured before the model is built) is linear in N for every model. Without a
-    measured point the RSS comes from :func:`prior_peak_gib` and the time is not predicted.
+    models, flat for SAM-LSH, quadratic for the DNC); the process's peak RSS above its base (Python and
+    the libraries, measured before the model is built) is linear in N for every model, quadratic for a
+    model whose memory exponent is 2 (the DNC). Without a measured point the RSS comes from
+    :func:`prior_peak_gib` and the time is not predicted.
     """
     history = list(history or [])
     exponent = _spec(model).time_exponent
+    rss_exponent = max(1.0, _spec(model).memory_exponent)
     if not history:
         peak = prior_peak_gib(model, kind, N, config)
         sps = pts = None
@@ -103,17 +119,18 @@ def predict_point(model: str, kind: str, N: int, history, config: ScalingConfig)
             {"N": r["N"], "rise": max(0.0, (r["process_peak_mib"] or 0.0) - (r["base_rss_mib"] or 0.0))}
             for r in history
         ]
-        peak = ((last["base_rss_mib"] or 0.0) + extrapolate(rises, N, "rise", 1.0)) * MIB / GIB
+        peak = ((last["base_rss_mib"] or 0.0) + extrapolate(rises, N, "rise", rss_exponent)) * MIB / GIB
         source = f"N = {last['N']:,}" if len(history) == 1 else f"N = {history[-2]['N']:,} and {last['N']:,}"
     reason = ""
     if peak > config.memory_budget:
         reason = (
-            f"memory budget: predicted {peak:.3g} GiB > budget {config.memory_budget:g} GiB (linear in N from {source})"
+            f"memory budget: predicted {peak:.3g} GiB > budget {config.memory_budget:g} GiB "
+            f"({_growth(rss_exponent)} from {source})"
         )
     elif pts is not None and pts > config.time_budget:
         reason = (
             f"time budget: predicted {sps:.3g} s/step, {pts:.3g} s for the point > budget "
-            f"{config.time_budget:g} s ({'linear in N' if exponent else 'flat'} from {source})"
+            f"{config.time_budget:g} s ({_growth(exponent)} from {source})"
         )
     return Prediction(sps, pts, peak, reason)
 

@@ -1,4 +1,5 @@
-"""The outputs of ``refmann bench scaling``: points.csv, points.json, table.md and the two Figure 1 plots.
+"""The outputs of ``refmann bench scaling``: points.csv, points.json, table.md and the two plots
+(Figure 1: figure1a_time.png, figure1b_memory.png; Figure 7: figure7_time.png, figure7_memory.png).
 
 Every function here is pure in the rows it is given (one dict per (kind, model, N), measured or skipped;
 the columns are :data:`CSV_FIELDS`). A skipped row's values are extrapolations (see
@@ -59,8 +60,19 @@ def _model_table():
     return MODELS, _model_spec, RATIO_REFERENCE
 
 
+def _figure_lines(config):
+    """The lines of the config's figure, in the registry's order."""
+    from .scaling import FIGURE_MODELS
+
+    return FIGURE_MODELS[config.figure]
+
+
+#: The two plots of each figure.
+PLOT_FILES = {1: ("figure1a_time.png", "figure1b_memory.png"), 7: ("figure7_time.png", "figure7_memory.png")}
+
+
 def write_outputs(out, rows, machine, config, table) -> dict:
-    """points.csv, points.json, table.md, figure1a_time.png, figure1b_memory.png (all written atomically)."""
+    """points.csv, points.json, table.md and the figure's two plots (:data:`PLOT_FILES`), all written atomically."""
     out = Path(out)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
@@ -68,16 +80,18 @@ def write_outputs(out, rows, machine, config, table) -> dict:
     for row in rows:
         writer.writerow({key: "" if row.get(key) is None else row.get(key) for key in CSV_FIELDS})
     files = {"csv": atomic_write_text(out / "points.csv", buf.getvalue())}
-    doc = {
-        "machine": machine,
-        "config": dataclasses.asdict(config),
-        "units": {"seconds_per_step": "s, one time step forward+backward", "*_mib": "MiB", "*_gib": "GiB"},
-        "points": rows,
-    }
+    units = {"seconds_per_step": "s, one time step forward+backward", "*_mib": "MiB", "*_gib": "GiB"}
+    if config.figure == 7:
+        units["memory"] = (
+            f"total over a {config.memory_steps}-step forward+backward at batch {config.memory_batch_size}, "
+            "including the start state (from just before the model is built to the end of the call)"
+        )
+    doc = {"machine": machine, "config": dataclasses.asdict(config), "units": units, "points": rows}
     files["json"] = atomic_write_text(out / "points.json", json.dumps(doc, indent=1) + "\n")
     files["table"] = atomic_write_text(out / "table.md", table + "\n")
-    files["time_png"] = plot_time(rows, out / "figure1a_time.png", config=config, machine=machine)
-    files["memory_png"] = plot_memory(rows, out / "figure1b_memory.png", config=config, machine=machine)
+    time_png, memory_png = PLOT_FILES[config.figure]
+    files["time_png"] = plot_time(rows, out / time_png, config=config, machine=machine)
+    files["memory_png"] = plot_memory(rows, out / memory_png, config=config, machine=machine)
     return files
 
 
@@ -99,9 +113,9 @@ def _series(rows, kind, model, key, skipped):
     return sorted(pts)
 
 
-def _plot_lines(ax, rows, kind, key, scale, *, style="-", label_suffix="", extrapolate=True):
+def _plot_lines(ax, rows, kind, key, scale, *, models, style="-", label_suffix="", extrapolate=True):
     """One line per model: measured points joined, then dotted from the last measured to the extrapolated."""
-    models, spec, _ = _model_table()
+    _, spec, _ = _model_table()
     for model in models:
         measured = _series(rows, kind, model, key, False)
         color, label = spec(model).color, spec(model).label
@@ -136,15 +150,17 @@ def plot_time(rows, path, *, config, machine=None) -> Path:
     fig, ax = viz.figure(FIGSIZE)
     skipped = [dict(r, _t=r["predicted_seconds_per_step"]) for r in rows if r["kind"] == "time" and r["skipped"]]
     measured = [dict(r, _t=r["seconds_per_step"]) for r in rows if r["kind"] == "time" and not r["skipped"]]
-    _plot_lines(ax, measured + skipped, "time", "_t", 1.0)
+    _plot_lines(ax, measured + skipped, "time", "_t", 1.0, models=_figure_lines(config))
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("memory size N (words)")
     ax.set_ylabel("wall time of one step, forward + backward (s)")
-    ax.set_title(
-        f"Time per step, batch {config.batch_size}, W = {config.word_size}, {config.num_heads} heads, K = {config.k}",
-        fontsize=10,
-    )
+    sizes = f"batch {config.batch_size}, W = {config.word_size}, {config.num_heads} heads, K = {config.k}"
+    if config.figure == 7:
+        ax.set_title(f"Figure 7, SDNC against DNC: time per step\n{sizes}, K_L = {config.link_k}", fontsize=10)
+        _mark_2048(ax, config.sizes)
+    else:
+        ax.set_title(f"Time per step, {sizes}", fontsize=10)
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8, title="dotted: extrapolated, not run", title_fontsize=7)
@@ -156,23 +172,36 @@ def plot_memory(rows, path, *, config, machine=None) -> Path:
     """Figure 1b: memory of a T-step forward+backward (excluding initialisation) against N, log-log.
     Solid: tracemalloc peak; dashed: RSS increase; dotted: extrapolated (tracemalloc)."""
     fig, ax = viz.figure(FIGSIZE)
-    _plot_lines(ax, rows, "memory", "tracemalloc_peak_mib", 1.0)
-    _plot_lines(ax, rows, "memory", "rss_peak_mib", 1.0, style="--", label_suffix=None, extrapolate=False)
+    models = _figure_lines(config)
+    _plot_lines(ax, rows, "memory", "tracemalloc_peak_mib", 1.0, models=models)
+    _plot_lines(
+        ax, rows, "memory", "rss_peak_mib", 1.0, models=models, style="--", label_suffix=None, extrapolate=False
+    )
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("memory size N (words)")
-    ax.set_ylabel("memory of the unroll (MiB)")
-    ax.set_title(
-        f"Memory of a {config.memory_steps}-step forward + backward, batch {config.memory_batch_size}, "
-        "excluding initialisation",
-        fontsize=10,
-    )
+    if config.figure == 7:
+        ax.set_ylabel("total memory, start state included (MiB)")
+        ax.set_title(
+            f"Figure 7, SDNC against DNC: total memory of a {config.memory_steps}-step\n"
+            f"forward + backward, batch {config.memory_batch_size}, including the start state",
+            fontsize=10,
+        )
+    else:
+        ax.set_ylabel("memory of the unroll (MiB)")
+        ax.set_title(
+            f"Memory of a {config.memory_steps}-step forward + backward, batch {config.memory_batch_size}, "
+            "excluding initialisation",
+            fontsize=10,
+        )
     ax.grid(True, which="both", lw=0.3, alpha=0.5)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(
             fontsize=8, title="solid: tracemalloc; dashed (x): RSS;\ndotted: extrapolated, not run", title_fontsize=7
         )
-    if config.memory_sizes and min(config.memory_sizes) <= 65_536 <= max(config.memory_sizes):
+    if config.figure == 7:
+        _mark_2048(ax, config.memory_sizes)
+    elif config.memory_sizes and min(config.memory_sizes) <= 65_536 <= max(config.memory_sizes):
         ax.axvline(65_536, color="0.6", lw=0.6, ls="-.")
         ax.text(
             65_536,
@@ -188,17 +217,33 @@ def plot_memory(rows, path, *, config, machine=None) -> Path:
     return viz.save_png(fig, path)
 
 
+def _mark_2048(ax, sizes):
+    """Figure 7: a vertical line at N = 2,048, where the paper compares (its DNC stopped there)."""
+    if sizes and min(sizes) <= 2_048 <= max(sizes):
+        ax.axvline(2_048, color="0.6", lw=0.6, ls="-.")
+        ax.text(
+            2_048,
+            0.02,
+            " 2,048 (quoted in the paper)",
+            transform=ax.get_xaxis_transform(),
+            fontsize=7,
+            color="0.4",
+            rotation=90,
+            va="bottom",
+        )
+
+
+def machine_line(machine, config) -> str:
+    """The machine, the versions that decide the speed, the dtype and the threads, on one line."""
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores; numpy {machine['numpy']}, numba "
+        f"{machine['numba']} (JIT {machine['jit']}); {config.dtype}, one BLAS thread"
+    )
+
+
 def _caption(fig, machine, config):
     if machine:
-        fig.text(
-            0.01,
-            -0.02,
-            f"{machine['cpu']}, {machine['cores']} cores; numpy {machine['numpy']}, numba "
-            f"{machine['numba']} (JIT {machine['jit']}); {config.dtype}, one BLAS thread",
-            fontsize=6.5,
-            color="0.35",
-            va="top",
-        )
+        fig.text(0.01, -0.02, machine_line(machine, config), fontsize=6.5, color="0.35", va="top")
 
 
 # -- the table --------------------------------------------------------------------------------------
@@ -243,12 +288,15 @@ def _fmt_mib(value, guessed=False):
     return f"~{text}" if guessed else text
 
 
-def format_table(rows, config: ScalingConfig) -> str:
+def format_table(rows, config: ScalingConfig, *, machine=None) -> str:
     """Markdown: time per step and memory against N for every model, and the ratios of one run.
 
-    The ratios are taken against the reference model (SAM LSH): in the time table for the dense models,
-    in the memory ratios for every other model.
+    Figure 1: the ratios are taken against the reference model (SAM LSH): in the time table for the dense
+    models, in the memory ratios for every other model. Figure 7: see :func:`format_figure7_table`
+    (``machine``, the dict of :func:`~refmann.bench._proc.machine_info`, goes into its headline).
     """
+    if config.figure == 7:
+        return format_figure7_table(rows, config, machine=machine)
     all_models, spec, ref = _model_table()
     models = [m for m in all_models if m in config.models]
     lines = [
@@ -341,3 +389,159 @@ def _ratio_lines(rows, config, models):
                 f"(tracemalloc; ±{100 * (max(mems) - mid) / mid:.0f}% about the midpoint)"
             )
     return lines or [f"- (no ratio: {name} was not in this run)"]
+
+
+# -- Figure 7: the Sparse DNC against the DNC ------------------------------------------------------
+
+#: Figure 7's headline numbers in the paper (Supplementary D.2, N = 2,048, an SDNC with a linear KNN).
+PAPER_FIGURE7 = {"N": 2_048, "time": 440, "memory": 240}
+#: The SDNC's flatness is read over N >= this.
+FLAT_FROM = 1_000
+
+
+def _figure7_models(config):
+    """(models, dense, references) of the run: the lines asked for, the dense ones (the DNC), the
+    references the dense ones are divided by (SDNC linear and SDNC LSH)."""
+    from .scaling import FIGURE7_REFERENCES
+
+    _, spec, _ = _model_table()
+    models = [m for m in _figure_lines(config) if m in config.models]
+    return models, [m for m in models if spec(m).dense], [m for m in FIGURE7_REFERENCES if m in models]
+
+
+def _memory_of(row):
+    """(tracemalloc MiB, RSS MiB, extrapolated?) of a memory row, or (None, None, False)."""
+    if row is None:
+        return None, None, False
+    return row["tracemalloc_peak_mib"], row["rss_peak_mib"], bool(row["skipped"])
+
+
+def _headline_n(rows, sizes, kind, dense):
+    """2,048 (the paper's) if the run has it, else the largest N at which a dense line was measured."""
+    if not sizes:
+        return None
+    if PAPER_FIGURE7["N"] in sizes:
+        return PAPER_FIGURE7["N"]
+    measured = [N for N in sizes for m in dense if (r := _lookup(rows, kind, m, N)) is not None and not r["skipped"]]
+    return max(measured) if measured else max(sizes)
+
+
+def format_figure7_table(rows, config: ScalingConfig, *, machine=None) -> str:
+    """Figure 7 in Markdown: the headline (the DNC over each SDNC at N = 2,048, the SDNC's flatness),
+    then time per step and total memory against N with the DNC / SDNC ratios at every N."""
+    _, spec, _ = _model_table()
+    models, dense, refs = _figure7_models(config)
+    pairs = [(d, r) for d in dense for r in refs]
+    lines = ["### Figure 7 of Rae et al. 2016, the Sparse DNC against the DNC: headline", ""]
+    if machine:
+        load = machine.get("load_average_1min")
+        end = machine.get("load_average_1min_end")
+        loads = (
+            ""
+            if load is None
+            else f"; 1-minute load {load:g} at the start" + ("" if end is None else f", {end:g} at the end")
+        )
+        lines += [f"Machine: {machine_line(machine, config)}{loads}.", ""]
+    lines += _figure7_headline(rows, config, models, pairs)
+    lines += [
+        "",
+        f"### Time per step, forward + backward (ms; batch {config.batch_size}, T = {config.steps}, "
+        f"median of {config.repeats} after a warm-up"
+        + (f", median of {config.trials} processes" if config.trials > 1 else "")
+        + f"; W = {config.word_size}, {config.num_heads} heads, LSTM {config.hidden_size}, K = {config.k}, "
+        f"K_L = {config.link_k}; {config.dtype})",
+        "",
+    ]
+    header = ["N"] + [spec(m).label for m in models] + [f"{spec(d).label} / {spec(r).label}" for d, r in pairs]
+    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join(["---:"] * len(header)) + " |"]
+    for N in config.sizes:
+        cells = [f"{N:,}"] + [_fmt_ms(*_time_of(_lookup(rows, "time", m, N))) for m in models]
+        for d, r in pairs:
+            (a, ga), (b, gb) = _time_of(_lookup(rows, "time", d, N)), _time_of(_lookup(rows, "time", r, N))
+            cells.append(_fmt_ratio(a, b, ga or gb))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"### Total memory of a {config.memory_steps}-step forward + backward, batch {config.memory_batch_size}, "
+        "including the start state (MiB: tracemalloc peak / RSS increase; ratios likewise)",
+        "",
+    ]
+    lines += ["| " + " | ".join(header) + " |", "| " + " | ".join(["---:"] * len(header)) + " |"]
+    for N in config.memory_sizes:
+        cells = [f"{N:,}"]
+        for m in models:
+            tm, rss, g = _memory_of(_lookup(rows, "memory", m, N))
+            cells.append("–" if tm is None and rss is None else f"{_fmt_mib(tm, g)} / {_fmt_mib(rss, g)}")
+        for d, r in pairs:
+            (ta, ra, ga), (tb, rb, gb) = (
+                _memory_of(_lookup(rows, "memory", d, N)),
+                _memory_of(_lookup(rows, "memory", r, N)),
+            )
+            cells.append(f"{_fmt_ratio(ta, tb, ga or gb)} / {_fmt_ratio(ra, rb, ga or gb)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    skipped = [r for r in rows if r["skipped"]]
+    if skipped:
+        lines += ["", "~ marks a value extrapolated from the model's last measured points (not run):", ""]
+        for r in skipped:
+            lines.append(f"- {spec(r['model']).label}, N = {r['N']:,}, {r['kind']}: {r['skipped']}")
+    return "\n".join(lines)
+
+
+def _figure7_headline(rows, config, models, pairs):
+    _, spec, _ = _model_table()
+    lines = []
+    paper = (
+        f"the paper: ≈ {PAPER_FIGURE7['time']}× faster and ≈ {PAPER_FIGURE7['memory']}× less memory at "
+        f"N = {PAPER_FIGURE7['N']:,}, against an SDNC with a linear KNN"
+    )
+    n_time = _headline_n(rows, config.sizes, "time", [d for d, _ in pairs])
+    n_mem = _headline_n(rows, config.memory_sizes, "memory", [d for d, _ in pairs])
+    for d, r in pairs:
+        parts = []
+        if n_time is not None:
+            (a, ga), (b, gb) = _time_of(_lookup(rows, "time", d, n_time)), _time_of(_lookup(rows, "time", r, n_time))
+            parts.append(
+                f"time per step at N = {n_time:,}: {_fmt_ratio(a, b, ga or gb)} "
+                f"({_fmt_ms(a, ga)} ms against {_fmt_ms(b, gb)} ms)"
+            )
+        if n_mem is not None:
+            (ta, ra, ga), (tb, rb, gb) = (
+                _memory_of(_lookup(rows, "memory", d, n_mem)),
+                _memory_of(_lookup(rows, "memory", r, n_mem)),
+            )
+            parts.append(
+                f"total memory at N = {n_mem:,}: {_fmt_ratio(ta, tb, ga or gb)} tracemalloc "
+                f"({_fmt_mib(ta, ga)} MiB against {_fmt_mib(tb, gb)} MiB), {_fmt_ratio(ra, rb, ga or gb)} RSS "
+                f"({_fmt_mib(ra, ga)} MiB against {_fmt_mib(rb, gb)} MiB)"
+            )
+        if parts:
+            lines.append(f"- {spec(d).label} / {spec(r).label}: " + "; ".join(parts))
+    if pairs:
+        lines.append(f"- ({paper})")
+    else:
+        lines.append("- (no ratio: the DNC and an SDNC are not both in this run)")
+    for m in (m for m in models if not spec(m).dense):
+        lines += _flatness_line(rows, config, m)
+    return lines
+
+
+def _flatness_line(rows, config, model):
+    """Max / min of the measured per-step times over N >= FLAT_FROM (over every measured N if fewer than two)."""
+    _, spec, _ = _model_table()
+    measured = []
+    for N in config.sizes:
+        t, guessed = _time_of(_lookup(rows, "time", model, N))
+        if t is not None and not guessed:
+            measured.append((N, t))
+    wide = [(N, t) for N, t in measured if N >= FLAT_FROM]
+    where = f"N ≥ {FLAT_FROM:,}"
+    if len(wide) < 2:
+        wide, where = measured, f"every measured N (fewer than two at N ≥ {FLAT_FROM:,})"
+    if len(wide) < 2:
+        return []
+    (n_lo, lo), (n_hi, hi) = min(wide, key=lambda p: p[1]), max(wide, key=lambda p: p[1])
+    span = f"{wide[0][0]:,} … {wide[-1][0]:,}, {len(wide)} measured points"
+    return [
+        f"- {spec(model).label} flatness over {where} ({span}): max / min per-step time = {hi / lo:.3g}× "
+        f"(min {_fmt_ms(lo, False)} ms at N = {n_lo:,}, max {_fmt_ms(hi, False)} ms at N = {n_hi:,})"
+    ]

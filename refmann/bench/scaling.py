@@ -1,7 +1,9 @@
-r"""Figure 1 of Rae et al. 2016: time and memory of NTM, DAM and SAM against the memory size N.
+r"""Figures 1 and 7 of Rae et al. 2016: time and memory against the memory size N.
 
-``refmann bench scaling`` (or :func:`run_scaling`) measures, in one run on one machine (DESIGN
-decision 15):
+``refmann bench scaling`` (or :func:`run_scaling`) measures, in one run on one machine, either figure
+(``ScalingConfig.figure``):
+
+**Figure 1** (DESIGN decision 15): NTM, DAM, SAM with the exact linear index and SAM with LSH.
 
 - **time** (Figure 1a): one time step, forward + backward, at batch 8 (W = 32, 4 heads, K = 4,
   LSTM 100, 8 inputs and outputs) — a T-step ``loss_and_grads`` divided by T, the median of
@@ -15,6 +17,21 @@ decision 15):
   before it) and by ``tracemalloc`` (the peak of bytes traced during a second call; NumPy's
   allocations are traced). RSS is what the paper plots ("physical memory"); tracemalloc is
   deterministic and counts bytes exactly, whereas RSS counts pages and may reuse pages freed earlier.
+
+**Figure 7** (Supplementary D.2): the DNC (dense, N × N links) against the Sparse DNC with the exact
+linear index (the paper's SDNC used a linear KNN) and with LSH.
+
+- **time**: as Figure 1a (batch 8, W = 32, 4 heads, LSTM 100, K = 4, and K_L = 8 link entries per row).
+- **memory**: the **total over a 10-step** ``loss_and_grads`` at batch 1 **including the start
+  state** (the paper: "since the start states differ"; see :func:`measure_total_memory`). Before the
+  reading, a tiny model of the same line runs one call and is freed, so the imported modules and the
+  Numba kernels' machine code are loaded and not counted. Counted: everything from just before the
+  model is built to the end of the call — its parameters, the memory M, the index, the usage ring,
+  the link tables (the SDNC's two N × K_L tables; the DNC's N × N links and precedence), every
+  step's caches, the gradients that the call returns. Measured twice, each on a freshly built model:
+  the RSS peak minus the RSS just before building (lazily mapped zero pages that are never touched
+  are not resident, so RSS can be below the bytes allocated), and the ``tracemalloc`` peak over the
+  same span (every byte NumPy allocates, touched or not).
 
 Every (model, N) point runs in a fresh process (``python -m refmann.bench.scaling --point ...``),
 one at a time, so memory is returned to the system between points and points do not interfere.
@@ -55,6 +72,10 @@ __all__ = [
     "COLORS",
     "DEFAULT_MEMORY_SIZES",
     "DEFAULT_SIZES",
+    "FIGURE7_MODELS",
+    "FIGURE7_QUICK_SIZES",
+    "FIGURE7_SIZES",
+    "FIGURES",
     "GIB",
     "LABELS",
     "MEMORY_EXPONENT",
@@ -67,11 +88,13 @@ __all__ = [
     "ScalingConfig",
     "ScalingResult",
     "build_model",
+    "default_out",
     "extrapolate",
     "format_table",
     "machine_info",
     "measure_memory",
     "measure_time",
+    "measure_total_memory",
     "plot_memory",
     "plot_time",
     "predict_point",
@@ -88,8 +111,9 @@ log = logging.getLogger(__name__)
 
 
 # == The models ====================================================================================
-# Read from the model registry (refmann.models.MODELS): each model lists its Figure 1 lines
-# (refmann.models.BenchVariant); the other modules read only MODELS, RATIO_REFERENCE and _model_spec(name).
+# Read from the model registry (refmann.models.MODELS): each model lists its Figure 1 and Figure 7 lines
+# (refmann.models.BenchVariant); the other modules read only MODELS, FIGURE_MODELS, RATIO_REFERENCE,
+# FIGURE7_REFERENCES and _model_spec(name).
 
 
 class ModelSpec(NamedTuple):
@@ -100,6 +124,7 @@ class ModelSpec(NamedTuple):
     time_exponent: float  # of N in the per-step time, to extrapolate from measured points (budget.py)
     memory_exponent: float  # of N in the memory of the unroll (excluding initialisation), likewise
     is_dense: bool  # addresses every slot and caches a (B, N, W) memory per step
+    figure: int = 1  # 1 (NTM, DAM, SAM) or 7 (DNC, SDNC)
 
     @property
     def dense(self) -> bool:
@@ -108,11 +133,14 @@ class ModelSpec(NamedTuple):
 
 
 def _registry_specs() -> dict[str, ModelSpec]:
+    """Every figure's lines by name."""
     from ..models import bench_variants
 
     return {
-        name: ModelSpec(v.label, v.color, spec.name, dict(v.options), v.time_exponent, v.memory_exponent, v.dense)
-        for name, (spec, v) in bench_variants().items()
+        name: ModelSpec(
+            v.label, v.color, spec.name, dict(v.options), v.time_exponent, v.memory_exponent, v.dense, v.figure
+        )
+        for name, (spec, v) in bench_variants(figure=None).items()
     }
 
 
@@ -129,7 +157,16 @@ def _model_spec(name: str) -> ModelSpec:
         raise ValueError(f"model: expected one of {list(_MODEL_SPECS)}, got {name!r}") from None
 
 
-MODELS = tuple(_MODEL_SPECS)
+#: The figures this harness draws.
+FIGURES = (1, 7)
+#: Each figure's lines, in registration order.
+FIGURE_MODELS = {f: tuple(m for m, spec in _MODEL_SPECS.items() if spec.figure == f) for f in FIGURES}
+#: Figure 1's lines (NTM, DAM, SAM linear, SAM LSH): the default models, and the keys of the dicts below.
+MODELS = FIGURE_MODELS[1]
+#: Figure 7's lines (DNC, SDNC linear, SDNC LSH).
+FIGURE7_MODELS = FIGURE_MODELS[7]
+#: Figure 7's table gives the DNC's time and memory over each of these.
+FIGURE7_REFERENCES = ("sdnc-linear", "sdnc-lsh")
 LABELS = {m: _model_spec(m).label for m in MODELS}
 COLORS = {m: _model_spec(m).color for m in MODELS}
 #: Exponent of N in the per-step time used to extrapolate from the last measured points (see extrapolate).
@@ -142,31 +179,57 @@ MEMORY_EXPONENT = {m: _model_spec(m).memory_exponent for m in MODELS}
 DEFAULT_SIZES = (10**2, 10**3, 10**4, 10**5, 10**6, 10**7)
 DEFAULT_MEMORY_SIZES = (10**2, 10**3, 10**4, 65_536, 10**5, 10**6, 10**7)
 QUICK_SIZES = (10**2, 10**3, 10**4)
+#: Figure 7: N = 2^6 … 2^11 (the paper's DNC stops at 2,048), then 2^12, 1e4, 1e5, 1e6 where the budgets allow.
+FIGURE7_SIZES = tuple(2**e for e in range(6, 13)) + (10**4, 10**5, 10**6)
+FIGURE7_QUICK_SIZES = (2**6, 2**7)
+
+#: What each figure sets when the config leaves a field at None.
+_FIGURE_DEFAULTS = {
+    1: dict(
+        models=MODELS,
+        sizes=DEFAULT_SIZES,
+        memory_sizes=DEFAULT_MEMORY_SIZES,
+        memory_steps=100,
+        time_budget=30.0,
+        trials=1,
+    ),
+    7: dict(
+        models=FIGURE7_MODELS,
+        sizes=FIGURE7_SIZES,
+        memory_sizes=FIGURE7_SIZES,
+        memory_steps=10,
+        time_budget=300.0,
+        trials=3,
+    ),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class ScalingConfig:
     """What :func:`run_scaling` measures. Every field is checked; a bad one raises ValueError naming it.
 
+    The fields whose default is None take the figure's default (Figure 1 / Figure 7).
+
     Parameters
     ----------
     models : tuple of str
-        Any of ``"ntm"``, ``"dam"``, ``"sam-linear"``, ``"sam-lsh"``.
+        Lines of the figure: ``"ntm"``, ``"dam"``, ``"sam-linear"``, ``"sam-lsh"`` (Figure 1, the default);
+        ``"dnc"``, ``"sdnc-linear"``, ``"sdnc-lsh"`` (Figure 7). Default: all of the figure's.
     sizes : tuple of int
-        N of the time points (default 1e2 … 1e7).
+        N of the time points (default 1e2 … 1e7 / 2^6 … 2^12, 1e4, 1e5, 1e6).
     memory_sizes : tuple of int
-        N of the memory points (default 1e2 … 1e7 and 65,536, the paper's quoted size).
+        N of the memory points (default 1e2 … 1e7 and 65,536, the paper's quoted size / as ``sizes``).
     steps, repeats : int
         T of each timed call (default 10) and timed calls after the warm-up (default 3).
     trials : int
-        Fresh processes per time point (default 1); the point's time is the median over the trials of
+        Fresh processes per time point (default 1 / 3); the point's time is the median over the trials of
         each process's median (on a shared or virtual machine, processes differ more than repeats do).
     batch_size : int
         Batch of the time points (default 8, Supplementary E).
     memory_steps, memory_batch_size : int
-        T and batch of the memory points (default 100 and 1, Figure 1b).
+        T and batch of the memory points (default 100 / 10, and 1: Figure 1b, Figure 7).
     time_budget : float
-        Seconds: a point whose measured runs are predicted to take longer is skipped (default 30).
+        Seconds: a point whose measured runs are predicted to take longer is skipped (default 30 / 300).
     memory_budget : float
         GiB: a point whose process is predicted to peak above this RSS is skipped (default 8).
     dtype : {"float64", "float32"}
@@ -174,18 +237,24 @@ class ScalingConfig:
         The models' sizes (defaults: 32, 4, 4, 100, 8, 8, 0).
     point_timeout : float
         Seconds after which an isolated point is killed and recorded as failed (default 3600).
+    figure : {1, 7}
+        Which figure of Rae et al. 2016 (default 1): it picks the lines, the defaults above, and the memory
+        unit (Figure 1: a ``memory_steps`` unroll excluding initialisation; Figure 7: the total over the
+        unroll including the start state).
+    link_k : int
+        K_L, the SDNC's link entries per row (default 8, the paper's); ignored by models without links.
     """
 
-    models: tuple = MODELS
-    sizes: tuple = DEFAULT_SIZES
-    memory_sizes: tuple = DEFAULT_MEMORY_SIZES
+    models: tuple | None = None
+    sizes: tuple | None = None
+    memory_sizes: tuple | None = None
     steps: int = 10
     repeats: int = 3
-    trials: int = 1
+    trials: int | None = None
     batch_size: int = 8
-    memory_steps: int = 100
+    memory_steps: int | None = None
     memory_batch_size: int = 1
-    time_budget: float = 30.0
+    time_budget: float | None = None
     memory_budget: float = 8.0
     dtype: str = "float64"
     word_size: int = 32
@@ -196,8 +265,17 @@ class ScalingConfig:
     output_size: int = 8
     seed: int = 0
     point_timeout: float = 3600.0
+    figure: int = 1
+    link_k: int = 8
 
     def __post_init__(self):
+        figure = self.figure
+        if isinstance(figure, bool) or not isinstance(figure, (int, np.integer)) or figure not in FIGURES:
+            raise ValueError(f"figure: expected 1 or 7, got {figure!r}")
+        object.__setattr__(self, "figure", int(figure))
+        for name, value in _FIGURE_DEFAULTS[self.figure].items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, value)
         for name in ("models", "sizes", "memory_sizes"):
             value = getattr(self, name)
             if isinstance(value, (str, int)) or not hasattr(value, "__iter__"):
@@ -205,9 +283,11 @@ class ScalingConfig:
             object.__setattr__(self, name, tuple(value))
         if not self.models:
             raise ValueError("models: expected at least one model")
-        unknown = [m for m in self.models if m not in MODELS]
+        lines = FIGURE_MODELS[self.figure]
+        unknown = [m for m in self.models if m not in lines]
         if unknown:
-            raise ValueError(f"models: expected names from {list(MODELS)}, got {unknown}")
+            where = "" if self.figure == 1 else f" (Figure {self.figure}'s lines)"
+            raise ValueError(f"models: expected names from {list(lines)}{where}, got {unknown}")
         if len(set(self.models)) != len(self.models):
             raise ValueError(f"models: expected no repeats, got {list(self.models)}")
         for name in (
@@ -223,6 +303,7 @@ class ScalingConfig:
             "hidden_size",
             "input_size",
             "output_size",
+            "link_k",
         ):
             check_int_value(getattr(self, name), name, 1)
         check_int_value(self.seed, "seed", 0)
@@ -248,8 +329,13 @@ class ScalingConfig:
 
 
 def quick_config(**overrides) -> ScalingConfig:
-    """The CI-sized run: N = 1e2, 1e3, 1e4, T = 2 (time) and 10 (memory), two repeats."""
-    fields = dict(sizes=QUICK_SIZES, memory_sizes=QUICK_SIZES, steps=2, repeats=2, memory_steps=10)
+    """The CI-sized run: N = 1e2, 1e3, 1e4 (Figure 7: 2^6, 2^7), T = 2 (time) and 10 (memory), two repeats,
+    one process per time point."""
+    figure7 = overrides.get("figure") == 7
+    sizes = FIGURE7_QUICK_SIZES if figure7 else QUICK_SIZES
+    fields = dict(sizes=sizes, memory_sizes=sizes, steps=2, repeats=2, memory_steps=10)
+    if figure7:
+        fields["trials"] = 1
     fields.update(overrides)
     return ScalingConfig(**fields)
 
@@ -273,8 +359,11 @@ def build_model(model: str, N: int, config: ScalingConfig):
         seed=config.seed,
         dtype=np.dtype(config.dtype),
     )
-    if "k" in REGISTRY[spec.constructor].fields():
+    fields = REGISTRY[spec.constructor].fields()
+    if "k" in fields:
         kwargs["k"] = config.k
+    if "link_k" in fields:
+        kwargs["link_k"] = config.link_k
     return make_model(spec.constructor, **kwargs, **spec.options)
 
 
@@ -316,6 +405,65 @@ def measure_memory(model_name: str, N: int, config: ScalingConfig) -> dict:
         "seconds_per_step": call / T,
         "setup_seconds": setup,
         "measured_seconds": call + traced_call,
+        "tracemalloc_peak_mib": mib(traced.peak),
+        "rss_peak_mib": mib(rss.increase),
+        "rss_method": rss.method,
+        "process_peak_mib": mib(max(peaks)) if peaks else None,
+        "base_rss_mib": mib(base),
+        "skipped": "",
+        "dtype": config.dtype,
+    }
+
+
+def measure_total_memory(model_name: str, N: int, config: ScalingConfig) -> dict:
+    """Figure 7's memory: the total of a ``memory_steps``-step forward+backward at ``memory_batch_size``,
+    including the start state (everything from just before the model is built to the end of the call).
+
+    First a tiny model of the same line (N = max(16, k, K_L)) runs one step and is freed: the modules are
+    imported and the Numba kernels loaded, so neither is counted. Then, twice on a freshly built model:
+
+    - RSS: the peak resident size (the kernel's counter, reset just before building) minus the resident
+      size just before building;
+    - tracemalloc: the peak of the bytes traced from just before building to the end of the call.
+
+    Counted: the parameters, the memory, the index, the usage ring, the link tables (SDNC: two
+    (B, N, K_L) tables; DNC: the (B, N, N) links and the precedence), every step's caches and the
+    gradients the call returns.
+    """
+    T, B = config.memory_steps, config.memory_batch_size
+    x, y = _data(config, T, B, config.seed)
+    warm = build_model(model_name, max(16, config.k, config.link_k), config)
+    warm.loss_and_grads(x[:1], y[:1])  # imports and kernels, not counted
+    del warm
+    release_memory()
+    base = proc_status().get("VmRSS")
+    reset_peak_rss()
+    warm_peak = proc_status().get("VmHWM")
+    with PeakRSS() as rss:
+        t0 = time.perf_counter()
+        model = build_model(model_name, N, config)
+        built = time.perf_counter()
+        model.loss_and_grads(x, y)
+        done = time.perf_counter()
+    setup, call = built - t0, done - built
+    del model
+    with TracedPeak() as traced:
+        t1 = time.perf_counter()
+        model = build_model(model_name, N, config)
+        model.loss_and_grads(x, y)
+        traced_call = time.perf_counter() - t1
+    del model
+    peaks = [p for p in (warm_peak, rss.peak, proc_status().get("VmHWM")) if p is not None]
+    return {
+        "kind": "memory",
+        "model": model_name,
+        "N": N,
+        "batch": B,
+        "steps": T,
+        "repeats": 1,
+        "seconds_per_step": call / T,
+        "setup_seconds": setup,
+        "measured_seconds": setup + call + traced_call,
         "tracemalloc_peak_mib": mib(traced.peak),
         "rss_peak_mib": mib(rss.increase),
         "rss_method": rss.method,
@@ -374,7 +522,8 @@ def run_point(model_name: str, N: int, kinds, config: ScalingConfig) -> list[dic
     rows = []
     with single_threaded_blas():
         if "memory" in kinds:
-            rows.append(measure_memory(model_name, N, config))
+            measure = measure_total_memory if config.figure == 7 else measure_memory
+            rows.append(measure(model_name, N, config))
         if "time" in kinds:
             rows.append(measure_time(model_name, N, config))
     return rows
@@ -442,9 +591,10 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
     Parameters
     ----------
     out : str or Path, optional
-        Output folder (default ``runs/bench-scaling``).
+        Output folder (default ``runs/bench-scaling``; Figure 7: ``runs/bench-scaling-figure7``).
     config : ScalingConfig, optional
-        Sizes, models, budgets (default: the full Figure 1 run; :func:`quick_config` for CI).
+        Figure, sizes, models, budgets (default: the full Figure 1 run; ``ScalingConfig(figure=7)``:
+        the full Figure 7 run; :func:`quick_config` for CI).
     isolate : bool
         Run each (model, N) point in a fresh process (default). ``False`` runs them in this process:
         faster to start (tests, notebooks) but later points see the heap earlier points left.
@@ -456,15 +606,16 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
         raise TypeError(f"config: expected a ScalingConfig, got {type(config).__name__}")
     if not isinstance(isolate, bool):
         raise TypeError(f"isolate: expected a bool, got {isolate!r}")
-    out = Path("runs/bench-scaling" if out is None else out)
+    out = Path(default_out(config.figure) if out is None else out)
     say = progress or log.info
     machine = machine_info()
     rows = []
     sizes = sorted(set(config.sizes) | set(config.memory_sizes))
     total = sum(len(config.sizes) + len(config.memory_sizes) for _ in config.models)
     done = 0
+    width = max([10] + [len(_model_spec(m).label) for m in config.models])
     for model in config.models:
-        label = _model_spec(model).label
+        label = _model_spec(model).label.ljust(width)
         history = {"time": [], "memory": []}
         failed = {"time": "", "memory": ""}
         for N in sizes:
@@ -478,7 +629,7 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
                 if reason:
                     rows.append(skipped_row(model, kind, N, history[kind], prediction, reason, config))
                     done += 1
-                    say(f"[{done}/{total}] {label:<10} N={N:>10,} {kind:<6} skipped: {reason}")
+                    say(f"[{done}/{total}] {label} N={N:>10,} {kind:<6} skipped: {reason}")
                 else:
                     kinds.append(kind)
             if not kinds:
@@ -493,7 +644,7 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
                     failed[kind] = f"not run: N = {N:,} {exc}"
                     rows.append(skipped_row(model, kind, N, history[kind], decisions[kind], f"{exc}", config))
                     done += 1
-                    say(f"[{done}/{total}] {label:<10} N={N:>10,} {kind:<6} {exc}")
+                    say(f"[{done}/{total}] {label} N={N:>10,} {kind:<6} {exc}")
                 continue
             wall = time.perf_counter() - t0
             for row in measured:
@@ -502,16 +653,23 @@ def run_scaling(out=None, config: ScalingConfig | None = None, *, isolate: bool 
                 history[row["kind"]].append(row)
                 rows.append(row)
                 done += 1
-                say(f"[{done}/{total}] {label:<10} N={N:>10,} {_describe(row)}  ({wall:.1f} s)")
+                say(f"[{done}/{total}] {label} N={N:>10,} {_describe(row)}  ({wall:.1f} s)")
     for row in rows:
         row.update({key: machine[key] for key in ("cpu", "cores", "numpy", "numba", "jit")})
         timed = row["kind"] == "time" and row.get("seconds_per_step") is not None and not row.get("skipped")
         row.setdefault("trials", 1 if timed else None)
         for key in ("seconds_per_step_min", "seconds_per_step_max"):
             row.setdefault(key, row["seconds_per_step"] if timed else None)
-    table = format_table(rows, config)
+    if config.figure == 7:  # the load over the run, for the headline (Figure 1's files stay as they were)
+        machine["load_average_1min_end"] = machine_info()["load_average_1min"]
+    table = format_table(rows, config, machine=machine)
     files = write_outputs(out, rows, machine, config, table)
     return ScalingResult(rows, machine, table, files)
+
+
+def default_out(figure: int = 1) -> str:
+    """The output folder of a run that names none."""
+    return "runs/bench-scaling" if figure == 1 else f"runs/bench-scaling-figure{figure}"
 
 
 def _add_trials(measured, model, N, config, isolate):

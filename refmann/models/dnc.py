@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..cores.dnc import DNCCore
 from .configs import DNCConfig
 from .recurrent import RecurrentModel
-from .registry import ModelSpec, register_model
+from .registry import BenchVariant, ModelSpec, register_model
 
 
 class DNC(RecurrentModel):
@@ -70,5 +70,6 @@ register_model(
         label="DNC",
         color="tab:purple",
         golden={"memory_init": "random"},
+        bench=(BenchVariant("dnc", "DNC", "tab:purple", {}, 2.0, 2.0, dense=True, figure=7),),
     )
 )

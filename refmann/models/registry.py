@@ -13,7 +13,7 @@ from .configs import ModelConfig
 
 @dataclass(frozen=True)
 class BenchVariant:
-    """One line of the Figure 1 benchmark: a model with some options fixed."""
+    """One line of a scaling benchmark (Figure 1 or Figure 7 of Rae et al. 2016): a model with some options fixed."""
 
     name: str  # e.g. "sam-lsh"
     label: str  # legend text, e.g. "SAM LSH"
@@ -22,6 +22,7 @@ class BenchVariant:
     time_exponent: float  # exponent of N in the per-step time (extrapolation past the budget)
     memory_exponent: float  # exponent of N in the 100-step memory
     dense: bool = False  # addresses every slot (the table compares dense lines with the reference)
+    figure: int = 1  # the figure of Rae et al. 2016 the line belongs to: 1 (NTM, DAM, SAM) or 7 (DNC, SDNC)
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class ModelSpec:
     label: str  # "SAM"
     color: str  # plots
     golden: dict = field(default_factory=dict)  # config fields fixed in golden files (beyond the sizes)
-    bench: tuple[BenchVariant, ...] = ()  # Figure 1 lines (none: not in the scaling benchmark)
+    bench: tuple[BenchVariant, ...] = ()  # Figure 1 and Figure 7 lines (none: not in the scaling benchmark)
     train: dict = field(default_factory=dict)  # config fields `refmann train/curves` set unless --set overrides
 
     @property
@@ -69,6 +70,12 @@ def make_model(name: str, **kwargs):
     return MODELS[name].cls(**kwargs)
 
 
-def bench_variants() -> dict[str, tuple[ModelSpec, BenchVariant]]:
-    """Every Figure 1 line by name, with its model."""
-    return {v.name: (spec, v) for spec in MODELS.values() for v in spec.bench}
+#: The figures of Rae et al. 2016 the scaling benchmark draws.
+BENCH_FIGURES = (1, 7)
+
+
+def bench_variants(figure: int | None = 1) -> dict[str, tuple[ModelSpec, BenchVariant]]:
+    """Every line of one figure (default Figure 1; ``None``: every figure) by name, with its model."""
+    if figure is not None and (isinstance(figure, bool) or figure not in BENCH_FIGURES):
+        raise ValueError(f"figure: expected one of {BENCH_FIGURES} or None, got {figure!r}")
+    return {v.name: (spec, v) for spec in MODELS.values() for v in spec.bench if figure is None or v.figure == figure}

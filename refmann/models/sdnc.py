@@ -6,7 +6,7 @@ from ..cores.sdnc import DenseSDNCCore, SDNCCore
 from ..memory import make_index_factory
 from .configs import DenseSDNCConfig, SDNCConfig
 from .recurrent import RecurrentModel
-from .registry import ModelSpec, register_model
+from .registry import BenchVariant, ModelSpec, register_model
 
 
 class SDNC(RecurrentModel):
@@ -16,7 +16,8 @@ class SDNC(RecurrentModel):
     Each of the H heads reads and writes as in SAM and has three read modes (backward, forward,
     content): its read weights are K content candidates from the index, and the K slots most strongly
     linked forward and backward from what it read at t−1 (3K entries). The links follow the heads'
-    mean write weighting; no gradient flows through them (the paper's choice). See ``docs/sdnc.md``.
+    mean write weighting; by default no gradient flows through them (the paper's choice), with
+    ``link_grads=True`` it does (ours). See ``docs/sdnc.md``.
 
     Parameters
     ----------
@@ -34,6 +35,12 @@ class SDNC(RecurrentModel):
     restore : {"initial", "final"}
     strength : bool
     fused : bool
+    link_grads : bool
+        False (default, the paper): the link tables are constants in backward, so the gradient leaves
+        out how the writes shape the links. True (ours): the gradient also flows into the tables' stored
+        entries and back through every update into the write weights and the precedence, so
+        ``loss_and_grads`` is the derivative of the loss (away from truncation ties and the other
+        discrete decisions); O(K·K_L) more work per step, never O(N).
     memory_init : {"constant", "zeros", "random"} or ndarray of shape (N, W)
     seed : int
     dtype : float64 (default) or float32
@@ -58,6 +65,7 @@ class SDNC(RecurrentModel):
             fused=c.fused,
             delta=c.delta,
             strength=c.strength,
+            link_grads=c.link_grads,
         )
 
     @property
@@ -86,6 +94,10 @@ class DenseSDNC(RecurrentModel):
     input_size, output_size, memory_size, word_size, num_heads, hidden_size : int
     delta : float
     strength : bool
+    link_grads : bool
+        As for :class:`SDNC`: True differentiates through the dense (B, N, N) link recursion too (the
+        gradients of pred, succ and the precedence carried back step by step), the oracle of
+        ``SDNC(link_grads=True)``.
     memory_init : {"constant", "zeros", "random", "learned"} or ndarray of shape (N, W)
     seed : int
     dtype : float64 (default) or float32
@@ -103,6 +115,7 @@ class DenseSDNC(RecurrentModel):
             hidden_size=c.hidden_size,
             delta=c.delta,
             strength=c.strength,
+            link_grads=c.link_grads,
         )
 
 
@@ -114,5 +127,9 @@ register_model(
         color="tab:brown",
         golden={"memory_init": "random", "index": "linear"},
         train={"index": "lsh"},
+        bench=(
+            BenchVariant("sdnc-linear", "SDNC linear", "tab:olive", {"index": "linear"}, 1.0, 1.0, figure=7),
+            BenchVariant("sdnc-lsh", "SDNC LSH", "tab:brown", {"index": "lsh"}, 0.0, 1.0, figure=7),
+        ),
     )
 )
