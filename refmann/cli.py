@@ -528,7 +528,7 @@ def _bench_steps(args) -> int:
     from .bench import scaling
 
     models = args.models or ["sam-lsh"]
-    known = list(scaling.MODELS)
+    known = [m for f in scaling.FIGURES for m in scaling.FIGURE_MODELS[f]]  # every benchmark line
     unknown = [m for m in models if m not in known and m != "sam"]
     if unknown:
         raise CommandError(
@@ -540,13 +540,14 @@ def _bench_steps(args) -> int:
     else:
         sizes = args.sizes or ([100, 1_000] if args.quick else [1_000, 100_000, 1_000_000])
         batch = args.batch_size or (2 if args.quick else 8)
-    try:  # the configuration step_time and controller_ratio build, checked before the first point
-        scaling.ScalingConfig(
-            models=tuple(dict.fromkeys("sam-lsh" if m == "sam" else m for m in models)),
-            sizes=tuple(sizes),
-            memory_sizes=(),
-            batch_size=batch,
-        )
+    try:  # the configurations step_time and controller_ratio build, checked before the first point
+        names = tuple(dict.fromkeys("sam-lsh" if m == "sam" else m for m in models))
+        for figure in scaling.FIGURES:
+            lines = tuple(m for m in names if m in scaling.FIGURE_MODELS[figure])
+            if lines:
+                scaling.ScalingConfig(
+                    models=lines, figure=figure, sizes=tuple(sizes), memory_sizes=(), batch_size=batch
+                )
     except (ValueError, TypeError) as exc:
         raise CommandError(_name_flag(_message(exc), ("--models", "--sizes", "--batch-size"))) from exc
     if args.versus_lstm:
@@ -763,8 +764,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--models",
         nargs="+",
         default=None,
-        help="steps, scaling: models (sam-lsh, sam-linear, dam, ntm; scaling --figure 7: dnc, sdnc-linear, "
-        "sdnc-lsh; default sam-lsh for steps, all the figure's for scaling)",
+        help="steps, scaling: models (Figure 1: sam-lsh, sam-linear, dam, ntm; Figure 7: dnc, sdnc-linear, "
+        "sdnc-lsh; steps takes any of them; default sam-lsh for steps, all the figure's for scaling)",
     )
     p.add_argument(
         "--sizes",

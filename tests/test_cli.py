@@ -97,6 +97,14 @@ def test_bench_steps_quick_prints_per_step_times(capsys):
     assert len(rows) == 2 and all(float(r.split("|")[3]) > 0 for r in rows)
 
 
+def test_bench_steps_takes_the_figure_7_lines_too(capsys):
+    assert cli.main(["bench", "steps", "--quick", "--sizes", "64", "--models", "dnc", "sdnc-lsh", "sam"]) == 0
+    out = capsys.readouterr().out
+    for name in ("dnc", "sdnc-lsh", "sam-lsh"):
+        rows = [line for line in out.splitlines() if line.startswith(f"| {name} ")]
+        assert len(rows) == 1 and float(rows[0].split("|")[3]) > 0, name
+
+
 def test_train_sam_with_an_lsh_index(tmp_path, capsys):
     out = tmp_path / "sam"
     assert (

@@ -8,7 +8,7 @@ a T-step ``loss_and_grads`` divided by T, the median of ``repeats`` runs after a
 from __future__ import annotations
 
 from .._threads import single_threaded_blas
-from .scaling import ScalingConfig, measure_time
+from .scaling import ScalingConfig, _model_spec, measure_time
 
 
 def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float64", seed=0):
@@ -17,6 +17,7 @@ def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float6
     model_name = "sam-lsh" if model_name == "sam" else model_name
     config = ScalingConfig(
         models=(model_name,),
+        figure=_model_spec(model_name).figure,  # a Figure 1 or a Figure 7 line
         sizes=(N,),
         memory_sizes=(),
         batch_size=batch_size,
@@ -56,6 +57,7 @@ def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=1
     model_name = "sam-lsh" if model_name == "sam" else model_name
     config = ScalingConfig(
         models=(model_name,),
+        figure=_model_spec(model_name).figure,  # a Figure 1 or a Figure 7 line
         sizes=(N,),
         memory_sizes=(),
         batch_size=batch_size,
