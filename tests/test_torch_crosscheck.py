@@ -256,6 +256,22 @@ TWINS = {
         torch.einsum("bhij,bri->brhj", link, read_weights),
     ),
     "dnc_read_weights": dnc_read_weights_t,
+    "embedding_bag": lambda table, weights, *, indices: torch.nn.functional.embedding_bag(
+        _long(indices).reshape(-1, indices.shape[-1]),
+        table,
+        per_sample_weights=weights.reshape(-1, indices.shape[-1]),
+        mode="sum",
+    ).reshape(indices.shape[:-1] + (table.shape[1],)),
+    "product_key_topk": lambda queries, keys, *, k: (
+        torch.topk(  # brute force: the top k of all n² sums
+            (
+                torch.einsum("bhd,hnd->bhn", queries[..., : queries.shape[-1] // 2], keys[:, 0])[..., :, None]
+                + torch.einsum("bhd,hnd->bhn", queries[..., queries.shape[-1] // 2 :], keys[:, 1])[..., None, :]
+            ).flatten(-2),
+            k,
+            dim=-1,
+        ).values
+    ),
 }
 TWINS.update(LAYER_OP_TWINS)  # attention, the norms, GELU, SiLU, embedding: twins beside the layers' cross-check
 

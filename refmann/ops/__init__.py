@@ -67,6 +67,9 @@ from .dnc import (
     dnc_write_weights_forward,
 )
 from .embedding import EmbeddingCache, embedding_backward, embedding_forward
+
+# -- the embedding bag (issue 13): the product-key value read, the sketch read, the embedding lookup --------
+from .embedding_bag import EmbeddingBagCache, embedding_bag_backward, embedding_bag_forward
 from .linear import linear_backward, linear_forward, lstm_gates_backward, lstm_step_backward, lstm_step_forward
 from .losses import (
     sigmoid_cross_entropy_backward,
@@ -99,6 +102,15 @@ from .norms import (
     layernorm_forward,
     rmsnorm_backward,
     rmsnorm_forward,
+)
+
+# -- product keys (Lample et al. 2019, issue 13): exact top-k of n² slots from two top-k's of n ----------
+from .product_keys import (
+    ProductKeyTopKCache,
+    product_key_topk,
+    product_key_topk_backward,
+    product_key_topk_forward,
+    separated_product_keys,
 )
 from .sparse import (
     sparse_content_read_backward,
