@@ -25,6 +25,7 @@ EXAMPLES = {
     "MultiHeadAttention": (dict(model_dim=4, num_heads=2), (2, 3, 4), {"causal": True}),
     "MLP": (dict(input_dim=4, hidden_dims=(5,), output_dim=3), (2, 4), {}),
     "TransformerBlock": (dict(model_dim=4, num_heads=2, mlp_dim=6), (2, 3, 4), {"causal": True}),
+    "ProductKeyMemory": (dict(input_dim=4, output_dim=3, num_keys=4, num_heads=2, k=2, key_dim=4), (5, 4), {}),
 }
 EXTRA = {"Sequential", "Layer", "LayerBase"}  # built from other layers, or the interface itself
 

@@ -14,10 +14,11 @@ from .embedding import Embedding
 from .linear import Linear
 from .mlp import MLP
 from .norms import BatchNorm, LayerNorm, RMSNorm
+from .product_keys import ProductKeyMemory
 from .transformer import TransformerBlock
 
 __all__ = [
     "GELU", "MLP", "BatchNorm", "Embedding", "Layer", "LayerBase", "LayerNorm", "Linear", "MultiHeadAttention",
-    "RMSNorm", "ReLU", "Sequential", "SiLU", "Tanh", "TransformerBlock",
+    "ProductKeyMemory", "RMSNorm", "ReLU", "Sequential", "SiLU", "Tanh", "TransformerBlock",
     "as_op", "densify", "scope", "unscope",
 ]  # fmt: skip
