@@ -481,7 +481,7 @@ def test_make_optimizer_validates_hyperparameters_at_construction(name, hyper, a
 
 
 def test_make_optimizer_unknown_name_lists_valid_names():
-    valid = r"\['adam', 'rmsprop', 'rowwise_adagrad', 'sgd', 'sparse_adam'\]"
+    valid = r"\['adam', 'adamw', 'rmsprop', 'rowwise_adagrad', 'sgd', 'sparse_adam'\]"
     with pytest.raises(ValueError, match=rf"name: expected one of {valid}, got 'adagrad'"):
         make_optimizer("adagrad", lr=0.1)
 

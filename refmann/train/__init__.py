@@ -9,10 +9,13 @@ gives a group of parameters its own optimizer). See
 
 from .optim import (
     adam,
+    adamw,
     clip_elementwise,
     clip_global_norm,
+    clipped,
     combine,
     make_optimizer,
+    param_groups,
     rmsprop,
     rowwise_adagrad,
     sgd,
@@ -24,6 +27,9 @@ from .trainer import TrainConfig, Trainer, build
 
 __all__ = [
     "adam",
+    "adamw",
+    "clipped",
+    "param_groups",
     "clip_elementwise",
     "clip_global_norm",
     "combine",

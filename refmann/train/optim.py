@@ -22,18 +22,19 @@ table's gradient that is non-zero on a few rows, either one table ``(N, D)`` (``
 ``rows`` (J, D)) or a batch of memories ``(B, N, W)`` (``indices`` (B, J), ``rows`` (B, J, W)). Its
 dense shape must be the parameter's shape. A row index may repeat (repeats add up) and padding
 rows are zero. The clipping functions take and return RowGrads without ever allocating the N-row
-table; :func:`sgd`, :func:`rmsprop` and :func:`adam` densify them; :func:`sparse_adam` and
-:func:`rowwise_adagrad` update only the rows present. :func:`combine` gives a group of parameters
-(a value table, say) its own optimizer::
+table; :func:`sgd`, :func:`rmsprop`, :func:`adam` and :func:`adamw` densify them; :func:`sparse_adam`
+and :func:`rowwise_adagrad` update only the rows present. :func:`param_groups` (built on
+:func:`combine`) gives a group of parameters (a value table, say) its own optimizer, learning rate
+and, through :func:`clipped`, gradient clip::
 
-    step = combine({"values": make_optimizer("sparse_adam", lr=1e-3),
-                    "rest": make_optimizer("adam", lr=1e-4)},
-                   group_of=lambda key: "values" if key.endswith("values") else "rest")
+    step = param_groups({"values": clipped(make_optimizer("sparse_adam", lr=1e-3), max_norm=1.0),
+                         "*": functools.partial(adamw, lr=1e-4, weight_decay=0.01)})
     params, state = step(params, grads, state)
 """
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import math
@@ -42,17 +43,20 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .._checks import as_float_array, as_index_array, check_bool, check_positive_int
+from .._checks import as_float_array, as_index_array, check_bool, check_finite_real, check_positive_int
 from ..ops.memory import RowGrad
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "adam",
+    "adamw",
     "clip_elementwise",
     "clip_global_norm",
+    "clipped",
     "combine",
     "make_optimizer",
+    "param_groups",
     "rmsprop",
     "rowwise_adagrad",
     "sgd",
@@ -458,6 +462,7 @@ def adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8
     See Also
     --------
     sparse_adam : the lazy form for row-sparse gradients.
+    adamw : with decoupled weight decay.
     sgd, rmsprop, rowwise_adagrad, make_optimizer
 
     Notes
@@ -506,6 +511,93 @@ def _adam_rule(p, g, m, v, *, lr, beta1, beta2, eps, c1, c2):
         m.astype(p.dtype, copy=False),
         v.astype(p.dtype, copy=False),
     )
+
+
+def adamw(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=1e-2):
+    r"""AdamW: Adam with decoupled weight decay (Loshchilov & Hutter 2019), as PyTorch's ``AdamW``.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        Current parameters (float32 or float64), keyed by dotted name. Not modified.
+    grads : dict of str to ndarray or RowGrad
+        ∂L/∂param for every key of ``params``, same shapes, finite. Not modified. A
+        :class:`~refmann.ops.RowGrad` (dense shape = the parameter's) is densified first: the
+        semantics are dense, so every row decays its moments and its value at every step,
+        whether the gradient touches it or not (an O(N) array; see :func:`sparse_adam`).
+    state : dict or None, optional
+        ``{"step": int, "m": {...}, "v": {...}}`` from the previous call (the layout of
+        :func:`adam`'s, so either can continue the other's state); ``None`` starts at step 0
+        with zero moments.
+    lr : float, optional
+        Step size γ > 0 (PyTorch's default, 1e-3).
+    beta1 : float, optional
+        Decay β₁ in [0, 1) of the first-moment estimate.
+    beta2 : float, optional
+        Decay β₂ in [0, 1) of the second-moment estimate.
+    eps : float, optional
+        ε > 0 added to the denominator.
+    weight_decay : float, optional
+        Decoupled decay λ ≥ 0, finite (PyTorch's default, 1e-2). Each step multiplies every
+        parameter by 1 − γλ; 0 gives exactly :func:`adam`.
+
+    Returns
+    -------
+    params : dict of str to ndarray
+        Updated parameters, new arrays with the dtypes of the inputs.
+    state : dict
+        New state; ``step`` is the t of the update just made (1 after the first call).
+
+    See Also
+    --------
+    adam : the same rule without decay.
+    sparse_adam, combine, param_groups, make_optimizer
+
+    Notes
+    -----
+    PyTorch's algorithm (decay first, from :math:`\theta_{t-1}`; the Adam step does not read
+    :math:`\theta`, so the order only fixes the rounding):
+
+    .. math::
+
+        \theta_t &\leftarrow \theta_{t-1} - \gamma \lambda\, \theta_{t-1} \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, g_t \\
+        v_t &= \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2 \\
+        \hat m_t &= m_t / (1 - \beta_1^t), \qquad \hat v_t = v_t / (1 - \beta_2^t) \\
+        \theta_t &\leftarrow \theta_t - \gamma\, \hat m_t / (\sqrt{\hat v_t} + \epsilon)
+
+    The decay is *decoupled*: it is not added to :math:`g_t`, so it never enters the moments and
+    is not rescaled by :math:`1/\sqrt{\hat v_t}` (Adam with an L2 term would decay entries with
+    small gradients fastest). The decay is scaled by the learning rate γ, as in PyTorch; the
+    paper's Algorithm 2 scales λ by the schedule multiplier :math:`\eta_t` alone.
+
+    References
+    ----------
+    .. [1] Loshchilov & Hutter (2019), "Decoupled weight decay regularization", ICLR,
+       arXiv:1711.05101, Algorithm 2.
+    .. [2] PyTorch, ``torch.optim.AdamW`` (the algorithm box of its documentation).
+    .. [3] Kingma & Ba (2015), "Adam: a method for stochastic optimization", ICLR,
+       arXiv:1412.6980, Algorithm 1.
+    """
+    lr = _check_positive(lr, "lr")
+    beta1 = _check_unit_interval(beta1, "beta1")
+    beta2 = _check_unit_interval(beta2, "beta2")
+    eps = _check_positive(eps, "eps")
+    weight_decay = check_finite_real(weight_decay, "weight_decay", lo=0.0)
+    P, G = _check_params_and_grads(params, grads)
+    state = _init_or_check_state(state, P, ("m", "v"), "adamw")
+
+    t = int(state["step"]) + 1
+    c1 = 1.0 - beta1**t  # bias corrections (Python floats)
+    c2 = 1.0 - beta2**t
+    shrink = 1.0 - lr * weight_decay  # θ ← θ - γλθ, exactly θ when λ = 0
+    new_params, M, V = {}, {}, {}
+    for k, p in P.items():
+        decayed = (p * shrink).astype(p.dtype, copy=False)
+        new_params[k], M[k], V[k] = _adam_rule(
+            decayed, G[k], state["m"][k], state["v"][k], lr=lr, beta1=beta1, beta2=beta2, eps=eps, c1=c1, c2=c2
+        )
+    return new_params, {"step": t, "m": M, "v": V}
 
 
 def sparse_adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -704,6 +796,7 @@ _OPTIMIZERS: dict[str, Callable] = {
     "rmsprop": rmsprop,
     "adam": adam,
     "sparse_adam": sparse_adam,
+    "adamw": adamw,
     "rowwise_adagrad": rowwise_adagrad,
 }
 
@@ -714,7 +807,8 @@ def make_optimizer(name: str, **hyper) -> Callable:
     Parameters
     ----------
     name : str
-        One of ``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"sparse_adam"``, ``"rowwise_adagrad"``.
+        One of ``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"sparse_adam"``, ``"rowwise_adagrad"``
+        (bind :func:`adamw` with :func:`functools.partial`).
     **hyper
         Keyword hyperparameters of that optimizer (e.g. ``lr``, ``momentum``). They are
         validated now, so a bad value fails at construction rather than at the first step.
@@ -777,13 +871,15 @@ def combine(optimizers, group_of):
 
     See Also
     --------
+    param_groups : groups by name pattern, first match wins.
+    clipped : a group's own gradient clip.
     make_optimizer, sparse_adam, rowwise_adagrad
 
     Notes
     -----
     Each group's optimizer sees only its own parameters and gradients, so per-group clipping is
-    a matter of clipping ``{k: grads[k] for k in group}`` before the step (XLM and Memory+ clip
-    the value group and the rest separately). Every group steps at every call, so all share the
+    a matter of wrapping a group's update in :func:`clipped` (XLM and Memory+ clip the value
+    group and the rest separately). Every group steps at every call, so all share the
     global step count.
     """
     if not isinstance(optimizers, Mapping) or not optimizers:
@@ -835,6 +931,136 @@ def _combined_step(params, grads, state=None, *, optimizers, group_of):
         new_params.update(p)
         new_state.update({f"{name}:{slot}": v for slot, v in s.items() if slot != "step"})
     return {k: new_params[k] for k in params}, new_state
+
+
+def param_groups(groups):
+    r"""Parameter groups by name pattern: each parameter goes to the first group whose pattern matches.
+
+    The pattern front end of :func:`combine` (which it builds, so the state and checkpoints are
+    :func:`combine`'s)::
+
+        step = param_groups({
+            "values": clipped(make_optimizer("sparse_adam", lr=1e-3), max_norm=1.0),
+            "*": clipped(functools.partial(adamw, lr=1e-4, weight_decay=0.01), max_norm=1.0),
+        })
+        params, state = step(params, grads, state)  # state keys like "values:m/pkm.values"
+
+    Parameters
+    ----------
+    groups : dict of str to callable
+        Pattern to update ``step(params, grads, state=None) -> (params, state)`` (from
+        :func:`make_optimizer` or :func:`functools.partial`, optionally wrapped in
+        :func:`clipped` for the group's own clip), in priority order: the first pattern that
+        matches a key wins. A pattern is an
+        :mod:`fnmatch` shell pattern (``*``, ``?``, ``[...]``, case-sensitive) matched against the
+        whole key or against a dotted suffix of it: ``"values"`` matches ``"values"`` and
+        ``"layers.3.pkm.values"`` but not ``"myvalues"``; ``"*values"`` matches all three;
+        ``"*"`` matches every key. Patterns are non-empty and contain neither ``"/"`` nor
+        ``":"`` (they name the groups in the state).
+
+    Returns
+    -------
+    step : callable
+        ``step(params, grads, state=None) -> (params, state)``, with :func:`combine`'s state
+        ``{"step": int, "<pattern>:<slot>": {name: ndarray}}``.
+
+    Raises
+    ------
+    TypeError
+        ``groups`` is not a non-empty dict, or one of its values is not callable.
+    ValueError
+        An empty pattern or one with ``"/"`` or ``":"``; at a step, a parameter that no pattern
+        matches (the message names the key and lists the patterns).
+
+    See Also
+    --------
+    combine, clipped, make_optimizer
+
+    Notes
+    -----
+    Every group sees only its own parameters and gradients, so a :func:`clipped` group clips by
+    the norm of its own gradients alone (Memory+ clips the value group and the rest separately,
+    both at 1.0), and its learning rate is the one bound in its optimizer.
+    """
+    if not isinstance(groups, Mapping) or not groups:
+        raise TypeError(f"groups: expected a non-empty dict of pattern to update function, got {groups!r}")
+    for pattern, fn in groups.items():
+        if not isinstance(pattern, str) or not pattern or "/" in pattern or ":" in pattern:
+            raise ValueError(f"groups: expected non-empty patterns without '/' or ':', got {pattern!r}")
+        if not callable(fn):
+            raise TypeError(f"groups[{pattern!r}]: expected an update function, got {type(fn).__name__}")
+    return combine(groups, functools.partial(_first_match, patterns=tuple(groups)))
+
+
+def _pattern_matches(key: str, pattern: str) -> bool:
+    """``pattern`` matches the whole dotted ``key`` or one of its dotted suffixes."""
+    return fnmatch.fnmatchcase(key, pattern) or fnmatch.fnmatchcase(key, "*." + pattern)
+
+
+def _first_match(key, *, patterns):
+    """The group :func:`param_groups` gives ``key``: the first pattern that matches it."""
+    for pattern in patterns:
+        if _pattern_matches(key, pattern):
+            return pattern
+    raise ValueError(
+        f"params[{key!r}]: no parameter group matches; expected one of the patterns {list(patterns)} to "
+        "match it (add a catch-all '*' group last)"
+    )
+
+
+def clipped(step, *, value=None, max_norm=None):
+    r"""An update that clips its own gradients first: a parameter group's gradient clip.
+
+    Parameters
+    ----------
+    step : callable
+        ``step(params, grads, state=None) -> (params, state)``, e.g. from :func:`make_optimizer`.
+    value : float or None, optional
+        Clip every gradient entry to ``[-value, value]`` (:func:`clip_elementwise`) first.
+    max_norm : float or None, optional
+        Then rescale the gradients to a joint L2 norm of at most ``max_norm``
+        (:func:`clip_global_norm`). At least one of ``value`` and ``max_norm`` is given.
+
+    Returns
+    -------
+    step : callable
+        ``step(params, grads, state=None) -> (params, state)``, the state exactly ``step``'s.
+        Row-sparse gradients stay row-sparse through the clip.
+
+    Raises
+    ------
+    TypeError
+        ``step`` is not callable.
+    ValueError
+        Neither bound given, or a bound that is not a number > 0.
+
+    See Also
+    --------
+    param_groups, combine, clip_global_norm, clip_elementwise
+
+    Notes
+    -----
+    Inside :func:`param_groups` or :func:`combine` the norm is that of the group's gradients
+    only; the trainer's ``clip``/``clip_norm`` act on all parameters together, before the split.
+    """
+    if not callable(step):
+        raise TypeError(f"step: expected an update function, got {type(step).__name__}")
+    if value is None and max_norm is None:
+        raise ValueError("clipped: expected value=, max_norm= or both, got neither")
+    if value is not None:
+        value = _check_positive(value, "value", allow_inf=True)
+    if max_norm is not None:
+        max_norm = _check_positive(max_norm, "max_norm", allow_inf=True)
+    return functools.partial(_clipped_step, step=step, value=value, max_norm=max_norm)
+
+
+def _clipped_step(params, grads, state=None, *, step, value, max_norm):
+    """The update :func:`clipped` returns: clip entries, then the norm, then step."""
+    if value is not None:
+        grads = clip_elementwise(grads, value)
+    if max_norm is not None:
+        grads, _ = clip_global_norm(grads, max_norm)
+    return step(params, grads, state)
 
 
 # --------------------------------------------------------------------------- gradient clipping

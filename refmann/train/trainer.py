@@ -46,7 +46,7 @@ from . import optim
 log = logging.getLogger(__name__)
 
 #: Optimizers the trainer offers, with their default learning rates.
-DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3, "sgd": 1e-2, "sparse_adam": 1e-3, "rowwise_adagrad": 1e-2}
+DEFAULT_LR = {"rmsprop": 1e-4, "adam": 1e-3, "sgd": 1e-2, "sparse_adam": 1e-3, "rowwise_adagrad": 1e-2, "adamw": 1e-3}
 _DEFAULT_LR = DEFAULT_LR
 
 #: The checkpoint layout :meth:`Trainer.save_checkpoint` writes (1: unversioned, before
