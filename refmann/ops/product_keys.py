@@ -185,8 +185,8 @@ def separated_product_keys(rng, B, H, n, half):
     The first half's sub-scores are near multiples of n, the second half's near 0..n-1 (each a random
     permutation), the query carries a positive scale c ∈ [0.5, 1.5] on that direction; every vector is
     rotated by a random orthogonal matrix per head and half, and the orthogonal complement holds small
-    noise (|noise term| < 0.01 per sub-score). So s(i, j) ≈ c (n p_i + r_j) stays > 0.4 from every other
-    slot: no tie for a finite-difference step (or float32 rounding) to flip.
+    noise (each noise term below 0.01 in absolute value per sub-score). So s(i, j) ≈ c (n p_i + r_j)
+    stays > 0.4 from every other slot: no tie for a finite-difference step (or float32 rounding) to flip.
     """
     queries = np.empty((B, H, 2 * half))
     keys = np.empty((H, 2, n, half))
