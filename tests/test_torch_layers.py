@@ -329,6 +329,20 @@ LAYER_CASES = {
         {"causal": True},
         lambda p, x: block_t(p, x, num_heads=2, causal=True),
     ),
+    "ProductKeyMemory": (
+        lambda: layers.ProductKeyMemory(input_dim=5, output_dim=3, num_keys=4, num_heads=2, k=3, key_dim=4),
+        (6, 5),
+        {},
+        lambda p, x: pkm_t(p, x, num_heads=2, k=3),
+    ),
+    "ProductKeyMemory-layernorm": (
+        lambda: layers.ProductKeyMemory(
+            input_dim=5, output_dim=3, num_keys=4, num_heads=2, k=3, key_dim=4, query_norm="layernorm"
+        ),
+        (6, 5),
+        {},
+        lambda p, x: pkm_t(p, x, num_heads=2, k=3, norm="layernorm"),
+    ),
     "TransformerBlock-rmsnorm-silu": (
         lambda: layers.TransformerBlock(model_dim=4, num_heads=2, mlp_dim=6, norm="rmsnorm", activation="silu"),
         (2, 3, 4),
@@ -336,6 +350,22 @@ LAYER_CASES = {
         lambda p, x: block_t(p, x, num_heads=2, norm="rmsnorm", activation="silu"),
     ),
 }
+
+
+def pkm_t(p, x, *, num_heads, k, norm=None):
+    """XLM's product-key memory in torch: brute-force top-k over all n² sums (no ties in random draws)."""
+    q = x @ p["query.weight"] + p["query.bias"]
+    if norm == "layernorm":
+        q = F.layer_norm(q, (q.shape[-1],), p["query_norm.weight"], p["query_norm.bias"], 1e-5)
+    B = q.shape[0]
+    n, half = p["keys"].shape[2], p["keys"].shape[3]
+    q = q.reshape(B, num_heads, 2 * half)
+    s1 = torch.einsum("bhd,hnd->bhn", q[..., :half], p["keys"][:, 0])
+    s2 = torch.einsum("bhd,hnd->bhn", q[..., half:], p["keys"][:, 1])
+    sums = (s1[..., :, None] + s2[..., None, :]).reshape(B, num_heads, n * n)
+    scores, slots = torch.topk(sums, k, dim=-1)
+    w = torch.softmax(scores, dim=-1)
+    return torch.einsum("bhk,bhkd->bd", w, p["values"][slots])
 
 
 def test_every_layer_class_has_a_torch_case():
