@@ -198,3 +198,13 @@ def test_the_trace_is_the_allocation_order(problem, seed):
     unroll = model.unroll(x)
     for state, trace in zip(unroll.states, unroll.traces):
         np.testing.assert_array_equal(trace.order, np.argsort(state.usage, axis=-1, kind="stable"))
+
+
+def test_the_size_guard_counts_a_link_matrix_two_steps_share_once(monkeypatch):
+    """Step t's cache and step t+1's both hold L_t: the measured per-step size is one link matrix, not two, so
+    a pass that needs ~85 MB (40 links of 2 MiB) runs under a 128 MB budget (counting L_t twice said 170 MB)."""
+    monkeypatch.setenv("REFMANN_MEMORY_BUDGET", "128M")
+    model = _dnc(memory_size=512, num_heads=1, hidden_size=4, word_size=4)
+    x = np.zeros((40, 1, 3))
+    loss, _ = model.loss_and_grads(x, np.zeros((40, 1, 2)))
+    assert np.isfinite(loss)

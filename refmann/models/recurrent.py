@@ -205,9 +205,11 @@ class RecurrentModel:
                     warn=False,
                 )
 
-    def _check_step_footprint(self, T: int, B: int, *step) -> None:
-        """After a step whose cache and state are ``step``: T times what they hold, before the other steps."""
-        per_step = held_bytes(*step)
+    def _check_step_footprint(self, T: int, B: int, step, before=()) -> None:
+        """After a step whose cache and state are ``step``: T times what they add to ``before`` (the previous
+        step's), before the other steps. Arrays two steps share (the DNC's L_t sits in step t's cache and
+        in step t+1's) count once."""
+        per_step = held_bytes(*before, *step) - held_bytes(*before)
         size = _checks.format_bytes(per_step, exact=False)
         _checks.check_footprint(
             {"per-step caches": T * per_step},
@@ -251,7 +253,12 @@ class RecurrentModel:
                 if keep_states:
                     states.append(state)
                 if t == 1 and T > 2 and (keep_caches or keep_states):  # now the size of one step is known
-                    self._check_step_footprint(T, B, cache if keep else None, state if keep_states else None)
+                    self._check_step_footprint(
+                        T,
+                        B,
+                        (cache if keep else None, state if keep_states else None),
+                        (caches[0] if keep else None, states[0] if keep_states else None),
+                    )
         except BaseException:
             self.core.end_forward(caches)
             raise
