@@ -45,7 +45,7 @@ from ..memory.sparse_memory import SparseMemory, StepJournal
 from .controller import Controller, Field, HeadGroup, Interface, InterfaceLayout, Output
 from .dam import DAMTrace, memory_heads_layout
 from .protocol import CoreBase, Step
-from .sam import BPTT_MODES, READ_EPS, RESTORE_MODES
+from .sam import BPTT_MODES, READ_EPS, RESTORE_MODES, SAMCore
 
 MODES = ("backward", "forward", "content")  # the read modes' order (DeepMind's)
 
@@ -367,20 +367,10 @@ class SDNCCore(CoreBase):
                 self.links.reapply(cache.links)
         mem.end_pass()
 
-    def dense_weights(self, state):
-        """(B, H, N) read and write weights, the entries of each head scattered (for pictures)."""
-
-        def scatter(idx, w):
-            dense = np.zeros(w.shape[:2] + (self.N,), w.dtype)
-            for j in range(idx.shape[-1]):
-                np.add.at(dense, (*np.indices(idx.shape[:2]), idx[..., j]), w[..., j])
-            return dense
-
-        return scatter(state.read_idx, state.read_weights), scatter(state.write_idx, state.write_weights)
-
-    def forget_steps(self):
-        """Steps were taken without their caches: the next initial_state starts afresh (memory and links)."""
-        self.memory.dirty = True
+    # SAM's: the state has the same index/weight fields, and the links start afresh with the memory
+    # (initial_state re-prepares both when the memory is dirty)
+    dense_weights = SAMCore.dense_weights
+    forget_steps = SAMCore.forget_steps
 
     def footprint(self) -> dict[str, int]:
         """Bytes held by each part of the model-owned state (after :meth:`initial_state`)."""
