@@ -1,5 +1,7 @@
 """refmann.layers.ProductKeyMemory: gradients, the value row gradient, brute force, init, arguments."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import assume, given
@@ -194,3 +196,172 @@ def test_bad_calls_are_refused_naming_the_argument():
         layer.backward(np.ones((2, 4)), cache)
     with pytest.raises(ValueError, match=r"params: missing \['values'\]"):
         layer.forward(np.ones((2, 5)), params={k: v for k, v in layer.params.items() if k != "values"})
+
+
+# -- Memory+ (swilu output), PEER experts, shared values ----------------------------------------------------
+
+
+def _separated_params(layer, rng, B):
+    """x and params whose queries are separated_product_keys' (a margin at the top k), other tables random."""
+    X = layer.input_dim
+    queries, keys = ops.separated_product_keys(rng, B, layer.num_heads, layer.num_keys, layer.key_dim // 2)
+    x = rng.standard_normal((X, X))[:B]  # full row rank (X >= B)
+    bias = rng.uniform(-0.5, 0.5, layer.num_heads * layer.key_dim)
+    weight = np.linalg.lstsq(x, queries.reshape(B, -1) - bias, rcond=None)[0]  # x W + b = the queries
+    params = {key: v + 0.3 * rng.standard_normal(v.shape) for key, v in layer.params.items()}
+    params.update({"query.weight": weight, "query.bias": bias, "keys": keys})
+    return x, params
+
+
+MODES = [dict(output="swilu"), dict(experts=True), dict(output="swilu", experts=True)]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["swilu", "peer", "swilu+peer"])
+@given(B=st.integers(1, 3), H=st.integers(1, 2), n=st.integers(2, 4), Y=st.integers(1, 3), k=st.integers(1, 3),
+       seed=st.integers(0, 2**16))  # fmt: skip
+def test_gradients_match_with_memory_plus_and_peer(mode, B, H, n, Y, k, seed):
+    """Every parameter (gate, out, expert_in included) and the input, FD-checked on separated scores."""
+    rng = np.random.default_rng(seed)
+    layer = _layer(X=B + 1, Y=Y, n=n, H=H, k=min(k, n), dk=4, seed=seed % 7, **mode)
+    x, params = _separated_params(layer, rng, B)
+    assert _margin(layer, layer.forward(x, params=params)[1]) > 0.3
+    assert_gradients_match(layers.as_op(layer), x, *params.values(), seed=seed % 5)
+
+
+def _brute_force_modes(layer, x, p):
+    """The Memory+/PEER formulas over all n² slots, one input and one head at a time."""
+    z = x @ p["query.weight"] + p["query.bias"]
+    scores = _all_scores(z.reshape(len(x), layer.num_heads, layer.key_dim), p["keys"])  # (B, H, n²)
+    gelu = lambda a: 0.5 * a * (1 + np.vectorize(math.erf)(a / np.sqrt(2)))  # noqa: E731
+    y = np.zeros((len(x), layer.output_dim))
+    for b in range(len(x)):
+        for h in range(layer.num_heads):
+            top = np.argsort(-scores[b, h], kind="stable")[: layer.k]
+            w = np.exp(scores[b, h, top] - scores[b, h, top].max())
+            c = w / w.sum()
+            if layer.experts:
+                c = c * gelu(p["expert_in"][top] @ x[b])
+            y[b] += c @ p["values"][top]
+    if layer.output == "swilu":
+        g = x @ p["gate.weight"] + p["gate.bias"]
+        y = (y * g / (1 + np.exp(-g))) @ p["out.weight"] + p["out.bias"]
+    return y
+
+
+@pytest.mark.parametrize("mode", MODES, ids=["swilu", "peer", "swilu+peer"])
+def test_memory_plus_and_peer_outputs_equal_their_formulas_over_all_slots(mode):
+    layer = _layer(X=4, Y=3, n=5, H=2, k=3, dk=6, seed=7, **mode)
+    rng = np.random.default_rng(8)
+    params = {key: v + 0.2 * rng.standard_normal(v.shape) for key, v in layer.params.items()}  # biases non-zero
+    x = rng.standard_normal((6, 4))
+    y, _ = layer.forward(x, params=params)
+    np.testing.assert_allclose(y, _brute_force_modes(layer, x, params), rtol=1e-12, atol=1e-13)
+
+
+def test_memory_plus_and_peer_parameters_are_named_shaped_and_initialised_as_meta():
+    layer = _layer(X=40, Y=64, n=16, H=2, k=4, dk=8, output="swilu", experts=True, seed=3)
+    shapes = {key: v.shape for key, v in layer.params.items()}
+    assert shapes == {
+        "query.weight": (40, 16), "query.bias": (16,), "gate.weight": (40, 64), "gate.bias": (64,),
+        "out.weight": (64, 64), "out.bias": (64,), "keys": (2, 2, 16, 4), "values": (256, 64),
+        "expert_in": (256, 40),
+    }  # fmt: skip
+    for key, fan_in in (("gate.weight", 40), ("out.weight", 64), ("expert_in", 40)):
+        assert abs(layer.params[key].std() - fan_in**-0.5) < 0.05 * fan_in**-0.5, key
+    assert not layer.params["gate.bias"].any() and not layer.params["out.bias"].any()
+    xlm = _layer(X=40, Y=64, n=16, H=2, k=4, dk=8, seed=3)
+    for key in xlm.params:  # the options add keys without renaming (or redrawing) XLM's
+        np.testing.assert_array_equal(xlm.params[key], layer.params[key])
+
+
+def test_peer_expert_row_gradient_equals_add_at_over_every_use():
+    layer = _layer(X=4, Y=3, n=3, H=3, k=3, dk=2, experts=True, seed=4)  # 9 experts, 45 uses: repeats
+    x = np.random.default_rng(5).standard_normal((5, 4))
+    dy = np.random.default_rng(6).standard_normal((5, 3))
+    y, cache = layer.forward(x)
+    _, grads = layer.backward(dy, cache)
+    g = grads["expert_in"]
+    assert isinstance(g, ops.RowGrad) and isinstance(grads["values"], ops.RowGrad)
+    slots = cache.search.slots.reshape(5, -1)  # (B, H·k)
+    np.testing.assert_array_equal(g.indices, np.unique(slots))
+    # dα by the chain rule, one use at a time, then np.add.at as the oracle of the scatter
+    w = cache.softmax.out.reshape(5, -1)
+    alpha = np.einsum("bjx,bx->bj", layer.params["expert_in"][slots], x)
+    phi = 0.5 * (1 + np.vectorize(math.erf)(alpha / np.sqrt(2))) + alpha * np.exp(-(alpha**2) / 2) / np.sqrt(2 * np.pi)
+    dalpha = (layer.params["values"][slots] @ dy[:, :, None])[..., 0] * w * phi  # (B, H·k)
+    expected = np.zeros_like(layer.params["expert_in"])
+    np.add.at(expected, slots.reshape(-1), (dalpha[..., None] * x[:, None, :]).reshape(-1, 4))
+    np.testing.assert_allclose(layers.densify(g), expected, rtol=1e-12, atol=1e-14)
+
+
+class _TwoLayersOneTable:
+    """y = L2(L1(x)) with one value table V read by both (Memory+'s sharing), as an op over (x, *params, V)."""
+
+    def __init__(self, l1, l2):
+        self.l1, self.l2 = l1, l2
+        self.k1, self.k2 = tuple(l1.params), tuple(l2.params)
+
+    def split(self, arrays):
+        n1 = len(self.k1)
+        p1 = dict(zip(self.k1, arrays[:n1])) | {"values": arrays[-1]}
+        p2 = dict(zip(self.k2, arrays[n1:-1])) | {"values": arrays[-1]}
+        return p1, p2
+
+    def forward(self, x, *arrays):
+        p1, p2 = self.split(arrays)
+        h, c1 = self.l1.forward(x, params=p1)
+        y, c2 = self.l2.forward(h, params=p2)
+        return y, (c1, c2)
+
+    def backward(self, dy, cache):
+        dh, g2 = self.l2.backward(dy, cache[1])
+        dx, g1 = self.l1.backward(dh, cache[0])
+        v1, v2 = g1["values"], g2["values"]
+        dv = ops.RowGrad(np.concatenate([v1.indices, v2.indices]), np.concatenate([v1.rows, v2.rows]), v1.num_rows)
+        return (dx, *(g1[key] for key in self.k1), *(g2[key] for key in self.k2), dv)
+
+
+@pytest.mark.parametrize("output", ["sum", "swilu"])
+@given(B=st.integers(1, 3), n=st.integers(2, 4), seed=st.integers(0, 2**16))
+def test_a_shared_value_table_gets_the_sum_of_the_layers_gradients(output, B, n, seed):
+    """Two layers read one table V; the check perturbs V once and must see both layers' contributions."""
+    rng = np.random.default_rng(seed)
+    Y = 4
+    kw = dict(Y=Y, n=n, H=2, k=min(2, n), dk=4, output=output, shared_values=True)
+    l1, l2 = _layer(X=B + 1, seed=1, **kw), _layer(X=Y, seed=2, **kw)
+    assert "values" not in l1.params and l1.external_params == ("values",)
+    values = ProductKeyMemory.init_values(n * n, Y, seed=seed)
+    x, p1 = _separated_params(l1, rng, B)
+    p2 = {key: v + 0.3 * rng.standard_normal(v.shape) for key, v in l2.params.items()}
+    stack = _TwoLayersOneTable(l1, l2)
+    arrays = (*p1.values(), *p2.values(), values)
+    _, (c1, c2) = stack.forward(x, *arrays)
+    assume(_margin(l2, c2) > 1e-3)  # the second layer's queries come from the first's output
+    assert _margin(l1, c1) > 0.3
+    assert_gradients_match((stack.forward, stack.backward), x, *arrays, seed=seed % 5)
+
+
+def test_a_layer_with_shared_values_must_be_given_the_table():
+    layer = _layer(shared_values=True)
+    with pytest.raises(ValueError, match="shared 'values'"):
+        layer.forward(np.ones((2, 5)))
+    with pytest.raises(ValueError, match=r"params: missing \['values'\]"):
+        layer.forward(np.ones((2, 5)), params=dict(layer.params))
+    values = ProductKeyMemory.init_values(16, 3)
+    y, cache = layer.forward(np.ones((2, 5)), params=dict(layer.params, values=values))
+    _, grads = layer.backward(np.ones_like(y), cache)
+    assert set(grads) == set(layer.params) | {"values"}
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(output="gated"), ValueError, r"output: expected one of \['sum', 'swilu'\]"),
+        (dict(output=None), ValueError, "output: expected one of"),
+        (dict(experts=1), TypeError, "experts: expected True or False"),
+        (dict(shared_values="yes"), TypeError, "shared_values: expected True or False"),
+    ],
+)
+def test_bad_memory_plus_and_peer_options_are_refused(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _layer(**kwargs)

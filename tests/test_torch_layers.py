@@ -343,6 +343,38 @@ LAYER_CASES = {
         {},
         lambda p, x: pkm_t(p, x, num_heads=2, k=3, norm="layernorm"),
     ),
+    "ProductKeyMemory-swilu": (
+        lambda: layers.ProductKeyMemory(
+            input_dim=5, output_dim=3, num_keys=4, num_heads=2, k=3, key_dim=4, output="swilu"
+        ),
+        (6, 5),
+        {},
+        lambda p, x: pkm_t(p, x, num_heads=2, k=3, output="swilu"),
+    ),
+    "ProductKeyMemory-peer": (
+        lambda: layers.ProductKeyMemory(
+            input_dim=5, output_dim=3, num_keys=4, num_heads=2, k=3, key_dim=4, experts=True
+        ),
+        (6, 5),
+        {},
+        lambda p, x: pkm_t(p, x, num_heads=2, k=3, experts=True),
+    ),
+    "ProductKeyMemory-swilu-peer-batchnorm": (
+        lambda: layers.ProductKeyMemory(
+            input_dim=5,
+            output_dim=3,
+            num_keys=4,
+            num_heads=2,
+            k=2,
+            key_dim=4,
+            query_norm="batchnorm",
+            output="swilu",
+            experts=True,
+        ),
+        (6, 5),
+        {},
+        lambda p, x: pkm_t(p, x, num_heads=2, k=2, norm="batchnorm", output="swilu", experts=True),
+    ),
     "TransformerBlock-rmsnorm-silu": (
         lambda: layers.TransformerBlock(model_dim=4, num_heads=2, mlp_dim=6, norm="rmsnorm", activation="silu"),
         (2, 3, 4),
@@ -352,11 +384,13 @@ LAYER_CASES = {
 }
 
 
-def pkm_t(p, x, *, num_heads, k, norm=None):
-    """XLM's product-key memory in torch: brute-force top-k over all n² sums (no ties in random draws)."""
+def pkm_t(p, x, *, num_heads, k, norm=None, output="sum", experts=False):
+    """The product-key memory in torch (XLM, Memory+'s swilu, PEER): brute-force top-k over all n² sums."""
     q = x @ p["query.weight"] + p["query.bias"]
     if norm == "layernorm":
         q = F.layer_norm(q, (q.shape[-1],), p["query_norm.weight"], p["query_norm.bias"], 1e-5)
+    if norm == "batchnorm":
+        q = F.batch_norm(q, None, None, p["query_norm.weight"], p["query_norm.bias"], training=True)
     B = q.shape[0]
     n, half = p["keys"].shape[2], p["keys"].shape[3]
     q = q.reshape(B, num_heads, 2 * half)
@@ -365,7 +399,12 @@ def pkm_t(p, x, *, num_heads, k, norm=None):
     sums = (s1[..., :, None] + s2[..., None, :]).reshape(B, num_heads, n * n)
     scores, slots = torch.topk(sums, k, dim=-1)
     w = torch.softmax(scores, dim=-1)
-    return torch.einsum("bhk,bhkd->bd", w, p["values"][slots])
+    if experts:  # PEER: each slot an expert, gelu(u·x) v
+        w = w * F.gelu(torch.einsum("bhkx,bx->bhk", p["expert_in"][slots], x))
+    y = torch.einsum("bhk,bhkd->bd", w, p["values"][slots])
+    if output == "swilu":  # Memory+: W_o (y ⊙ silu(W_s x))
+        y = (y * F.silu(x @ p["gate.weight"] + p["gate.bias"])) @ p["out.weight"] + p["out.bias"]
+    return y
 
 
 def test_every_layer_class_has_a_torch_case():
