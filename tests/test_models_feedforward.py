@@ -1,6 +1,6 @@
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from refmann import layers, ops
@@ -185,3 +185,80 @@ def test_feedforward_models_reject_bad_input_naming_the_argument():
     bad.params["fc1.bias"] = np.full_like(bad.params["fc1.bias"], np.nan)
     with pytest.raises(ValueError, match=r"params\['fc1.bias'\]: expected finite values"):
         bad.forward(np.ones((1, 3)))
+
+
+# -- product-key memories in the transformer host ---------------------------------------------------------
+
+MEMORY_MODES = {
+    "xlm": dict(),
+    "layernorm-query": dict(memory_query_norm="layernorm"),
+    "memory+": dict(memory_output="swilu", share_memory_values=True, memory_layers=(0, 1)),
+    "peer": dict(memory_experts=True),
+    "tied": dict(tie_embeddings=True),
+}
+
+
+def _memory_transformer(**kw):
+    base = dict(
+        input_size=7, output_size=7, model_dim=4, num_heads=2, num_layers=2, mlp_dim=6, max_len=4, tokens=True,
+        loss="softmax_ce", memory_layers=(1,), memory_keys=3, memory_heads=2, memory_k=2, memory_key_dim=4,
+    )  # fmt: skip
+    return Transformer(**(base | kw))
+
+
+@pytest.mark.parametrize("mode", sorted(MEMORY_MODES))
+@settings(max_examples=4)
+@given(T=st.integers(1, 4), B=st.integers(1, 2), seed=st.integers(0, 99))
+def test_transformer_with_product_key_memories_gradients_match_as_a_whole(mode, T, B, seed):
+    """Every parameter of the host, FD-checked, where no perturbation changes a memory's top k."""
+    model = _memory_transformer(seed=seed, **MEMORY_MODES[mode])
+    r = np.random.default_rng(seed)
+    x, y = r.integers(0, 7, (T, B)), r.integers(0, 7, (T, B))
+    report = check_model(model, x, y, max_entries=8, seed=seed)
+    assume(not report.crossed_kink)  # a perturbation changed a top k: finite differences mean nothing there
+    assert report.ok(TOLERANCES["model"]), str(report)
+    assert len(model.last_trace) == len(model.config.memory_layers)
+
+
+def test_memory_blocks_replace_the_mlp_and_a_shared_table_is_one_parameter():
+    model = _memory_transformer(memory_layers=(0, 1), share_memory_values=True, memory_output="swilu")
+    keys = set(model.params)
+    assert not any(k.startswith(("block0.mlp", "block1.mlp")) for k in keys)
+    assert {"block0.memory.keys", "block1.memory.gate.weight", "memory_values"} <= keys
+    assert not any(k.endswith("memory.values") for k in keys)  # only the shared one
+    x = np.random.default_rng(0).integers(0, 7, (4, 3))
+    _, sparse = model.loss_and_grads(x, x, row_grads=True)
+    g = sparse["memory_values"]
+    assert isinstance(g, ops.RowGrad) and g.rows.shape[1] == 4 and g.num_rows == 9
+    _, dense = model.loss_and_grads(x, x)
+    np.testing.assert_allclose(ops.densify_rows(g), dense["memory_values"], rtol=1e-13, atol=1e-15)
+
+
+def test_tied_embeddings_use_the_embedding_as_the_head():
+    model = _memory_transformer(tie_embeddings=True, memory_layers=())
+    assert "head.weight" not in model.params and "head.bias" in model.params
+    x = np.random.default_rng(1).integers(0, 7, (3, 2))
+    model.params["embed.weight"] = model.params["embed.weight"] * 2.0  # the head sees the replaced table too
+    h = model.forward(x)
+    assert h.shape == (3, 2, 7)
+    untied = _memory_transformer(memory_layers=())
+    assert "head.weight" in untied.params
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(memory_layers=(2,)), ValueError, r"memory_layers: expected distinct blocks in \[0, num_layers = 2\)"),
+        (dict(memory_layers=(1, 1)), ValueError, "memory_layers: expected distinct blocks"),
+        (dict(memory_layers="1"), TypeError, "memory_layers: expected a tuple of block indices"),
+        (dict(memory_k=4), ValueError, "memory_k: expected at most memory_keys = 3"),
+        (dict(memory_key_dim=5), ValueError, "memory_key_dim: expected an even int"),
+        (dict(memory_query_norm="rms"), ValueError, "memory_query_norm: expected None or one of"),
+        (dict(memory_output="gated"), ValueError, "memory_output: expected one of"),
+        (dict(memory_experts=1), TypeError, "memory_experts: expected True or False"),
+        (dict(tie_embeddings=True, output_size=5), ValueError, "tie_embeddings: expected tokens=True and output_size"),
+    ],
+)
+def test_bad_memory_options_are_refused_naming_the_field(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _memory_transformer(**kwargs)

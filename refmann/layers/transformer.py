@@ -12,6 +12,7 @@ from .attention import MultiHeadAttention
 from .base import LayerBase, check_dtype, check_features, check_seed, child_seeds, scope
 from .mlp import MLP
 from .norms import LayerNorm, RMSNorm
+from .product_keys import ProductKeyMemory
 
 NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
 
@@ -20,7 +21,7 @@ class TransformerBlockCache(NamedTuple):
     ln1: Any  # norm cache of x                (B, T, D)
     attn: Any  # MultiHeadAttentionCache
     ln2: Any  # norm cache of h = x + attn     (B, T, D)
-    mlp: Any  # Sequential cache (tuple of the MLP's layer caches)
+    mlp: Any  # the feed-forward branch's cache: the MLP's (a tuple), or a ProductKeyMemoryCache
 
 
 class TransformerBlock(LayerBase):
@@ -38,6 +39,12 @@ class TransformerBlock(LayerBase):
     norm : {"layernorm", "rmsnorm"}, keyword-only
     eps : float, keyword-only, optional
         Of both norms (default: the norm's own, 1e-5 or 1e-6).
+    memory : dict, keyword-only, optional
+        Replace the MLP by a :class:`~refmann.layers.ProductKeyMemory` (D → D) built with these keywords
+        (``num_keys``, ``num_heads``, ``k``, ``key_dim``, ``query_norm``, ``output``, ``experts``,
+        ``shared_values``): Lample et al.'s and Memory+'s placement, a memory *instead of* the FFN.
+        Its parameters are ``"memory.*"``; with ``shared_values`` the block, like the layer, lists
+        ``"values"`` in ``external_params`` for its host to pass.
     seed : int, keyword-only
     dtype : float32 or float64, keyword-only
 
@@ -45,7 +52,7 @@ class TransformerBlock(LayerBase):
     ----------
     params : dict
         ``"ln1.weight"``, ``"ln1.bias"``, ``"attn.query.weight"``, …, ``"attn.out.bias"``,
-        ``"ln2.weight"``, ``"ln2.bias"``, ``"mlp.fc1.weight"``, …, ``"mlp.fc2.bias"``.
+        ``"ln2.weight"``, ``"ln2.bias"``, ``"mlp.fc1.weight"``, …, ``"mlp.fc2.bias"`` (or ``"memory.*"``).
 
     Notes
     -----
@@ -66,6 +73,7 @@ class TransformerBlock(LayerBase):
         activation="gelu",
         norm="layernorm",
         eps=None,
+        memory=None,
         seed=0,
         dtype=np.float64,
     ):
@@ -78,12 +86,24 @@ class TransformerBlock(LayerBase):
         self.dtype = check_dtype(dtype)
         s = child_seeds(check_seed(seed), 2)
         norm_kw = {"dim": D, "dtype": self.dtype} | ({} if eps is None else {"eps": eps})
+        if memory is None:
+            self.ffn = "mlp"
+            ffn = MLP(input_dim=D, hidden_dims=self.mlp_dim, activation=activation, seed=s[1], dtype=self.dtype)
+        else:
+            if not isinstance(memory, dict):
+                raise TypeError(f"memory: expected None or a dict of ProductKeyMemory keywords, got {memory!r}")
+            bad = sorted(set(memory) & {"input_dim", "output_dim", "seed", "dtype"})
+            if bad:
+                raise ValueError(f"memory: the block sets {bad} itself (input and output are model_dim)")
+            self.ffn = "memory"
+            ffn = ProductKeyMemory(input_dim=D, output_dim=D, seed=s[1], dtype=self.dtype, **memory)
+        self.external_params = tuple(getattr(ffn, "external_params", ()))
         self._set_children(
             [
                 ("ln1", NORMS[norm](**norm_kw)),
                 ("attn", MultiHeadAttention(model_dim=D, num_heads=num_heads, seed=s[0], dtype=self.dtype)),
                 ("ln2", NORMS[norm](**norm_kw)),
-                ("mlp", MLP(input_dim=D, hidden_dims=self.mlp_dim, activation=activation, seed=s[1], dtype=self.dtype)),
+                (self.ffn, ffn),
             ]
         )
         self.num_heads, self.activation, self.norm = num_heads, activation, norm
@@ -94,17 +114,23 @@ class TransformerBlock(LayerBase):
             "activation": activation,
             "norm": norm,
         }
+        if memory is not None:
+            self._sizes["memory"] = ffn
 
     def forward(self, x, *, params=None, mask=None, causal=False):
         """(B, T, D) -> (B, T, D); ``mask`` and ``causal`` as for :class:`MultiHeadAttention`."""
         p = self._params(params)
+        missing = [key for key in self.external_params if key not in p]
+        if missing:
+            raise ValueError(f"params: missing {missing} (the memory's shared table, which the host passes)")
         x = check_features(x, "x", self.model_dim, ndim=3, dtype=self.dtype)
         c = self.children
         a, c_ln1 = c["ln1"].forward(x, params=self._child_params(p, "ln1"))
         a, c_attn = c["attn"].forward(a, params=self._child_params(p, "attn"), mask=mask, causal=causal)
         h = x + a  # (B, T, D) residual
         m, c_ln2 = c["ln2"].forward(h, params=self._child_params(p, "ln2"))
-        m, c_mlp = c["mlp"].forward(m, params=self._child_params(p, "mlp"))
+        p_ffn = self._child_params(p, self.ffn) | {key: p[key] for key in self.external_params}
+        m, c_mlp = c[self.ffn].forward(m, params=p_ffn)
         return h + m, TransformerBlockCache(c_ln1, c_attn, c_ln2, c_mlp)
 
     def backward(self, dy, cache):
@@ -113,8 +139,10 @@ class TransformerBlock(LayerBase):
             _checks.check_dout(dy, cache.ln1.x.shape, "dy")
         c = self.children
         grads = {}
-        dm, g = c["mlp"].backward(dy, cache.mlp)
-        grads.update(scope("mlp", g))
+        dm, g = c[self.ffn].backward(dy, cache.mlp)
+        external = {key: g.pop(key) for key in self.external_params}
+        grads.update(scope(self.ffn, g))
+        grads.update(external)
         dm, g = c["ln2"].backward(dm, cache.ln2)
         grads.update(scope("ln2", g))
         dh = dy + dm  # both paths into h
@@ -122,4 +150,4 @@ class TransformerBlock(LayerBase):
         grads.update(scope("attn", g))
         da, g = c["ln1"].backward(da, cache.ln1)
         grads.update(scope("ln1", g))
-        return dh + da, {key: grads[key] for key in self.params}
+        return dh + da, {key: grads[key] for key in (*self.params, *self.external_params)}

@@ -26,11 +26,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _checks
-from ..layers import Embedding, LayerBase, Linear, TransformerBlock
+from ..layers import Embedding, LayerBase, Linear, ProductKeyMemory, TransformerBlock
 from ..layers.activations import ACTIVATIONS
 from ..layers.base import child_seeds, densify, scope
 from ..layers.mlp import MLP
+from ..layers.product_keys import OUTPUTS, QUERY_NORMS
 from ..layers.transformer import NORMS
+from ..ops import RowGrad
 from .losses import LOSSES, get_loss
 
 
@@ -53,8 +55,9 @@ class FeedForwardModel:
     params : dict[str, ndarray]
         The network's parameters by dotted name.
     last_trace : list
-        Always empty: a feed-forward host takes no discrete decisions (kept for
-        :func:`refmann.gradcheck.check_model`).
+        The discrete decisions of the last forward, for :func:`refmann.gradcheck.check_model` (which
+        flags a perturbation that changes them): ``network.trace(cache)`` if the network has one
+        (the transformer lists each memory block's selected slots), else empty.
     """
 
     def __init__(self, network, *, loss="sigmoid_ce", batch_axis=0):
@@ -79,9 +82,13 @@ class FeedForwardModel:
 
     def _network_forward(self, x):
         if not self._validated_inputs:
-            return self.network.forward(x, params=self.params)
-        with _checks.unchecked():
-            return self.network.forward(x, params=self.params)
+            out = self.network.forward(x, params=self.params)
+        else:
+            with _checks.unchecked():
+                out = self.network.forward(x, params=self.params)
+        trace = getattr(self.network, "trace", None)  # a network with discrete choices (top-k) lists them
+        self.last_trace = list(trace(out[1])) if trace is not None else []
+        return out
 
     # -- public API -----------------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -213,11 +220,23 @@ class TransformerConfig:
     norm: str = "layernorm"  # or "rmsnorm"
     activation: str = "gelu"
     loss: str = "sigmoid_ce"  # or "softmax_ce"
+    # product-key memories (Lample et al. 2019) in place of the MLP of some blocks
+    memory_layers: tuple = ()  # the blocks (0-based) whose MLP is a ProductKeyMemory
+    memory_keys: int = 32  # n sub-keys per half: n² slots
+    memory_heads: int = 4  # H
+    memory_k: int = 8  # slots read per head
+    memory_key_dim: int = 32  # dk (even)
+    memory_query_norm: str | None = None  # None or "layernorm" (causal: batch norm mixes positions), "batchnorm"
+    memory_output: str = "sum"  # or "swilu" (Memory+)
+    memory_experts: bool = False  # PEER experts
+    share_memory_values: bool = False  # one value table for every memory layer (Memory+)
+    tie_embeddings: bool = False  # tokens=True, output_size = input_size: the head is the embedding transposed
     seed: int = 0
     dtype: Any = np.float64
 
     def __post_init__(self):
         _check_common(self)
+        self._check_memory()
         for name in ("model_dim", "num_heads", "num_layers", "max_len"):
             _checks.check_positive_int(getattr(self, name), name)
         if self.mlp_dim is not None:
@@ -228,6 +247,52 @@ class TransformerConfig:
         _checks.check_bool(self.causal, "causal")
         if self.norm not in NORMS:
             raise ValueError(f"norm: expected one of {sorted(NORMS)}, got {self.norm!r}")
+        _checks.check_bool(self.tie_embeddings, "tie_embeddings")
+        if self.tie_embeddings and not (self.tokens and self.output_size == self.input_size):
+            raise ValueError(
+                "tie_embeddings: expected tokens=True and output_size = input_size (the vocabulary), "
+                f"got tokens={self.tokens}, input_size={self.input_size}, output_size={self.output_size}"
+            )
+
+    def _check_memory(self):
+        layers = self.memory_layers
+        if isinstance(layers, (int, np.integer)) and not isinstance(layers, bool):
+            layers = (layers,)
+        if not isinstance(layers, (tuple, list)):
+            raise TypeError(f"memory_layers: expected a tuple of block indices, got {self.memory_layers!r}")
+        layers = tuple(_checks.check_positive_int(i, "memory_layers", minimum=0) for i in layers)
+        if any(i >= self.num_layers for i in layers) or len(set(layers)) != len(layers):
+            raise ValueError(
+                f"memory_layers: expected distinct blocks in [0, num_layers = {self.num_layers}), got {list(layers)}"
+            )
+        object.__setattr__(self, "memory_layers", tuple(sorted(layers)))
+        for name in ("memory_keys", "memory_heads", "memory_k", "memory_key_dim"):
+            _checks.check_positive_int(getattr(self, name), name)
+        if self.memory_k > self.memory_keys:
+            raise ValueError(f"memory_k: expected at most memory_keys = {self.memory_keys}, got {self.memory_k}")
+        if self.memory_key_dim % 2:
+            raise ValueError(f"memory_key_dim: expected an even int (two halves), got {self.memory_key_dim}")
+        if self.memory_query_norm is not None and self.memory_query_norm not in QUERY_NORMS:
+            raise ValueError(
+                f"memory_query_norm: expected None or one of {sorted(QUERY_NORMS)}, got {self.memory_query_norm!r}"
+            )
+        if self.memory_output not in OUTPUTS:
+            raise ValueError(f"memory_output: expected one of {list(OUTPUTS)}, got {self.memory_output!r}")
+        _checks.check_bool(self.memory_experts, "memory_experts")
+        _checks.check_bool(self.share_memory_values, "share_memory_values")
+
+    def memory_options(self) -> dict:
+        """The :class:`~refmann.layers.ProductKeyMemory` keywords of every memory block."""
+        return {
+            "num_keys": self.memory_keys,
+            "num_heads": self.memory_heads,
+            "k": self.memory_k,
+            "key_dim": self.memory_key_dim,
+            "query_norm": self.memory_query_norm,
+            "output": self.memory_output,
+            "experts": self.memory_experts,
+            "shared_values": self.share_memory_values,
+        }
 
 
 def _config(cls, kwargs):
@@ -273,11 +338,16 @@ class MLPClassifier(FeedForwardModel):
         return x.astype(self.dtype, copy=False)
 
 
+class TiedHeadCache(NamedTuple):
+    h: np.ndarray  # (B, T, D) the final features
+    weight: np.ndarray  # (Y, D) the embedding read as the head
+
+
 class TransformerNetworkCache(NamedTuple):
     embed: Any  # LinearCache (vectors) or EmbeddingCache (tokens)
     blocks: tuple  # one TransformerBlockCache per block
     ln_f: Any  # norm cache
-    head: Any  # LinearCache
+    head: Any  # LinearCache, or TiedHeadCache with tied embeddings
     T: int  # sequence length (rows of "position" used)
 
 
@@ -292,9 +362,15 @@ class TransformerNetwork(LayerBase):
         z_t = \mathrm{LN}(h^L_t)\, W + b
 
     Parameters: ``"embed.*"`` (a :class:`~refmann.layers.Linear` or :class:`~refmann.layers.Embedding`),
-    ``"position"`` (max_len, D), ``"block{l}.*"`` (:class:`~refmann.layers.TransformerBlock`),
-    ``"ln_f.*"``, ``"head.weight"``, ``"head.bias"``. The gradient of ``"position"`` is dense
-    (zero beyond row T).
+    ``"position"`` (max_len, D), ``"block{l}.*"`` (:class:`~refmann.layers.TransformerBlock`; in the
+    ``memory_layers`` a product-key memory replaces the MLP: ``"block{l}.memory.*"``), ``"ln_f.*"``,
+    ``"head.weight"``, ``"head.bias"``. The gradient of ``"position"`` is dense (zero beyond row T).
+
+    With ``share_memory_values`` the memory blocks read one table ``"memory_values"`` (n², D); its
+    gradient is the sum of theirs (a :class:`~refmann.ops.RowGrad` over the slots any of them read).
+    With ``tie_embeddings`` there is no ``"head.weight"``: :math:`z_t = \mathrm{LN}(h^L_t) E^\top + b`
+    with E = ``"embed.weight"``, whose gradient is then the lookup's rows plus the head's dense
+    :math:`dz^\top h`.
     """
 
     def __init__(self, config: TransformerConfig):
@@ -315,24 +391,31 @@ class TransformerNetwork(LayerBase):
                     mlp_dim=c.mlp_dim,
                     activation=c.activation,
                     norm=c.norm,
+                    memory=c.memory_options() if i in c.memory_layers else None,
                     seed=s[i + 2],
                     dtype=c.dtype,
                 ),
             )
             for i in range(c.num_layers)
         ]
-        self._set_children(
-            [
-                ("embed", embed),
-                *blocks,
-                ("ln_f", NORMS[c.norm](dim=D, dtype=c.dtype)),
-                ("head", Linear(input_dim=D, output_dim=c.output_size, seed=s[1], dtype=c.dtype)),
-            ]
+        head = (
+            []
+            if c.tie_embeddings
+            else [("head", Linear(input_dim=D, output_dim=c.output_size, seed=s[1], dtype=c.dtype))]
         )
+        self._set_children([("embed", embed), *blocks, ("ln_f", NORMS[c.norm](dim=D, dtype=c.dtype)), *head])
+        if c.tie_embeddings:  # the head's weight is the embedding's transpose; its bias starts at 0
+            self.params["head.bias"] = np.zeros(c.output_size, c.dtype)
         rng = np.random.default_rng(s[-1])
         self.params["position"] = (0.02 * rng.standard_normal((c.max_len, D))).astype(c.dtype)  # GPT-2's init
+        if c.memory_layers and c.share_memory_values:
+            n = c.memory_keys
+            self.params["memory_values"] = ProductKeyMemory.init_values(n * n, D, seed=s[-1] + 1, dtype=c.dtype)
         self._blocks = [name for name, _ in blocks]
+        self._memory_blocks = {f"block{i}" for i in c.memory_layers}
         self._sizes = {"model_dim": D, "num_heads": c.num_heads, "num_layers": c.num_layers}
+        if c.memory_layers:
+            self._sizes["memory_layers"] = c.memory_layers
 
     def forward(self, x, *, params=None):
         """(T, B, X) or int (T, B) -> (T, B, Y)."""
@@ -345,28 +428,51 @@ class TransformerNetwork(LayerBase):
         h = e.transpose(1, 0, 2) + p["position"][:T]  # (B, T, D)
         c_blocks = []
         for name in self._blocks:
-            h, cb = ch[name].forward(h, params=self._child_params(p, name), causal=self.config.causal)
+            pb = self._child_params(p, name) | {key: p["memory_values"] for key in ch[name].external_params}
+            h, cb = ch[name].forward(h, params=pb, causal=self.config.causal)
             c_blocks.append(cb)
         h, c_ln = ch["ln_f"].forward(h, params=self._child_params(p, "ln_f"))
-        z, c_head = ch["head"].forward(h, params=self._child_params(p, "head"))  # (B, T, Y)
+        if self.config.tie_embeddings:
+            z, c_head = h @ p["embed.weight"].T + p["head.bias"], TiedHeadCache(h, p["embed.weight"])  # (B, T, Y)
+        else:
+            z, c_head = ch["head"].forward(h, params=self._child_params(p, "head"))  # (B, T, Y)
         return z.transpose(1, 0, 2), TransformerNetworkCache(c_embed, tuple(c_blocks), c_ln, c_head, T)
+
+    def trace(self, cache) -> list:
+        """Each memory block's selected slots ``(slots (B, T·H, k),)``, in block order: its top-k decisions."""
+        return [(cb.mlp.search.slots,) for name, cb in zip(self._blocks, cache.blocks) if name in self._memory_blocks]
 
     def backward(self, dy, cache):
         """``(dx, grads)``; dx is None for token inputs."""
         ch = self.children
         grads = {}
-        dh, g = ch["head"].backward(dy.transpose(1, 0, 2), cache.head)  # (B, T, D)
-        grads.update(scope("head", g))
+        dz = dy.transpose(1, 0, 2)  # (B, T, Y)
+        dtied = None
+        if self.config.tie_embeddings:
+            dh = dz @ cache.head.weight  # (B, T, D)
+            dtied = np.einsum("bty,btd->yd", dz, cache.head.h)  # (Y, D) the head's share of dE
+            grads["head.bias"] = dz.sum(axis=(0, 1))
+        else:
+            dh, g = ch["head"].backward(dz, cache.head)  # (B, T, D)
+            grads.update(scope("head", g))
         dh, g = ch["ln_f"].backward(dh, cache.ln_f)
         grads.update(scope("ln_f", g))
+        shared = []
         for name, cb in zip(reversed(self._blocks), reversed(cache.blocks)):
             dh, g = ch[name].backward(dh, cb)
+            if "values" in ch[name].external_params:
+                shared.append(g.pop("values"))
             grads.update(scope(name, g))
+        if shared:  # one table read by several layers: the sum of their row gradients (duplicates add)
+            indices, rows = np.concatenate([r.indices for r in shared]), np.concatenate([r.rows for r in shared])
+            grads["memory_values"] = RowGrad(indices, rows, shared[0].num_rows)
         dpos = np.zeros_like(self.params["position"], dtype=dh.dtype)
         dpos[: cache.T] = dh.sum(axis=0)  # (T, D)
         grads["position"] = dpos
         dx, g = ch["embed"].backward(dh.transpose(1, 0, 2), cache.embed)
         grads.update(scope("embed", g))
+        if dtied is not None:
+            grads["embed.weight"] = densify(grads["embed.weight"]) + dtied
         return dx, {key: grads[key] for key in self.params}
 
 
