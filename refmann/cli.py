@@ -340,6 +340,7 @@ def _checked_configs(args, models) -> dict:
 
     from .models import MODELS
     from .tasks import TASKS, make_task
+    from .train.trainer import model_kwargs
 
     if args.max_length is not None and "max_length" not in inspect.signature(TASKS[args.task]).parameters:
         raise CommandError(f"--max-length: task {args.task} has no maximum length (it applies to copy tasks)")
@@ -355,23 +356,16 @@ def _checked_configs(args, models) -> dict:
     configs = {}
     for name in models:
         spec = MODELS[name]
-        fields = spec.fields()
-        kwargs = dict(
-            input_size=task.input_size, output_size=task.output_size, hidden_size=base.hidden_size, seed=base.seed
-        )
-        for size in ("memory_size", "word_size", "num_heads"):  # as refmann.train.trainer.build passes them
-            if size in fields:
-                kwargs[size] = getattr(base, size)
-        kwargs.update(overrides[name])
+        config = dataclasses.replace(base, model=name, model_kwargs=overrides[name])
         try:
-            spec.config(**kwargs)
+            spec.config(**model_kwargs(config, task))  # what refmann.train.trainer.build passes
         except (ValueError, TypeError) as exc:
             message = _message(exc)
             where = f" (model {name})" if len(models) > 1 else ""
             raise CommandError(
                 _blame_set(message, args.set, where) or _name_flag(message, _TRAIN_FLAGS) + where
             ) from exc
-        configs[name] = dataclasses.replace(base, model=name, model_kwargs=overrides[name])
+        configs[name] = config
     return configs
 
 
@@ -479,7 +473,7 @@ def _curves_hint(out: Path) -> str:
 #: bench flags (dest) -> the benchmarks that read them; any other benchmark refuses them.
 _BENCH_FLAGS = {
     "models": ("steps", "scaling"),
-    "sizes": ("steps", "scaling", "footprint"),
+    "sizes": ("steps", "scaling", "footprint", "pkm"),
     "batch_size": ("steps", "scaling", "footprint"),
     "memory_sizes": ("scaling",),
     "steps": ("scaling",),
@@ -490,8 +484,9 @@ _BENCH_FLAGS = {
     "memory_budget": ("scaling",),
     "point_timeout": ("scaling",),
     "figure": ("scaling",),
-    "out": ("scaling",),
-    "dtype": ("scaling", "footprint"),
+    "out": ("scaling", "pkm"),
+    "dtype": ("scaling", "footprint", "pkm"),
+    "rounds": ("pkm",),
     "versus_lstm": ("steps",),
     "updates": ("footprint",),
     "length": ("footprint",),
@@ -521,6 +516,55 @@ def _cmd_bench(args) -> int:
         return _bench_scaling(args)
     elif args.what == "footprint":
         return _bench_footprint(args)
+    elif args.what == "pkm":
+        return _bench_pkm(args)
+    return 0
+
+
+def _one_dtype(args):
+    """The one --dtype of bench scaling and footprint (None if not given)."""
+    if args.dtype is not None and len(args.dtype) != 1:
+        raise CommandError(f"--dtype: bench {args.what} takes one dtype, got {len(args.dtype)}")
+    return None if args.dtype is None else args.dtype[0]
+
+
+def _json_out(text: str) -> Path:
+    """--out of bench pkm: a JSON file whose folder exists or can be created (nothing is created here)."""
+    path = Path(text)
+    if not text or path.is_dir():
+        raise CommandError(f"--out: expected a JSON file, but {text!r} is a folder")
+    _check_out(str(path.absolute().parent))
+    return path
+
+
+def _bench_pkm(args) -> int:
+    from ._io import atomic_write_text
+    from .bench._proc import machine_info
+    from .bench.pkm import QUICK, format_pkm_table, pkm_table, pkm_targets
+
+    out = None if args.out is None else _json_out(args.out)
+    kwargs = dict(QUICK) if args.quick else {}
+    if args.sizes is not None:
+        kwargs["sizes"] = args.sizes
+    if args.rounds is not None:
+        kwargs["rounds"] = args.rounds
+    try:
+        rows = pkm_table(**kwargs, dtypes=args.dtype, progress=not args.quiet)
+    except (ValueError, TypeError, MemoryError) as exc:
+        raise CommandError(_name_flag(_message(exc), ("--sizes", "--dtype", "--rounds"))) from exc
+    machine = machine_info()
+    print(format_pkm_table(rows))
+    print(
+        f"\nmachine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, load "
+        f"{machine['load_average_1min']}; numpy {machine['numpy']}, numba {machine['numba']} (JIT "
+        f"{machine['jit']}), Python {machine['python']}, one BLAS thread; {machine['date']}"
+    )
+    if out is not None:
+        with _user_errors():
+            atomic_write_text(
+                out, json.dumps({"machine": machine, "rows": rows, "targets": pkm_targets(rows)}, indent=1)
+            )
+        print(f"rows: {out}")
     return 0
 
 
@@ -605,7 +649,7 @@ def _bench_footprint(args) -> int:
         result = footprint_run(
             N,
             batch_size=args.batch_size or 1,
-            dtype=args.dtype or "float32",
+            dtype=_one_dtype(args) or "float32",
             updates=args.updates or (3 if args.quick else 10),
             length=args.length or 10,
             progress=report,
@@ -628,7 +672,7 @@ def _bench_scaling(args) -> int:
         "batch_size": args.batch_size,
         "time_budget": args.time_budget,
         "memory_budget": args.memory_budget,
-        "dtype": args.dtype,
+        "dtype": _one_dtype(args),
         "point_timeout": args.point_timeout,
         "figure": args.figure,
     }
@@ -639,7 +683,7 @@ def _bench_scaling(args) -> int:
         config = scaling.quick_config(**fields) if args.quick else scaling.ScalingConfig(**fields)
     except (TypeError, ValueError) as exc:
         raise CommandError(_name_flag(_message(exc), ["--" + key.replace("_", "-") for key in fields])) from exc
-    out = args.out or scaling.default_out(config.figure)
+    out = _check_out(args.out) if args.out else scaling.default_out(config.figure)
     with _user_errors():
         result = scaling.run_scaling(
             out, config, progress=None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
@@ -751,12 +795,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", help="benchmarks that print tables measured in one run")
     p.add_argument(
         "what",
-        choices=["lsh", "steps", "scaling", "footprint"],
+        choices=["lsh", "steps", "scaling", "footprint", "pkm"],
         help="lsh: recall and speed of the LSH index against the exact index; "
         "steps: per-step forward+backward time against N; "
         "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models), or with --figure 7 "
         "its Figure 7 (the DNC against the Sparse DNC); "
-        "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part. "
+        "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part; "
+        "pkm: one training step of a product-key memory layer (forward, backward, lazy Adam) by part, against "
+        "N = n² slots, with its floors and the dense-Adam step. "
         "A flag that the chosen benchmark does not read is an error",
     )
     p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
@@ -772,7 +818,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         type=positive_int,
         default=None,
-        help="steps, scaling: memory sizes N (at least k = 4); footprint: the one N (default 1e7; quick 1e4)",
+        help="steps, scaling: memory sizes N (at least k = 4); footprint: the one N (default 1e7; quick 1e4); "
+        "pkm: num_keys n, not N: N = n² slots (default 128 256 512 1024, N = 2^14 ... 2^20; quick 16 32; "
+        "each n >= k = 32, quick 8)",
     )
     p.add_argument(
         "--batch-size",
@@ -817,9 +865,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--dtype",
+        nargs="+",
         choices=["float64", "float32"],
         default=None,
-        help="scaling: default float64; footprint: default float32",
+        help="scaling: default float64; footprint: default float32 (these two take one); pkm: one or both "
+        "(default float32, and float64 too when its largest N fits in the memory available)",
     )
     p.add_argument(
         "--point-timeout",
@@ -838,11 +888,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out",
-        type=out_dir,
         default=None,
-        help="scaling: output folder (default runs/bench-scaling; --figure 7: runs/bench-scaling-figure7)",
+        help="scaling: output folder (default runs/bench-scaling; --figure 7: runs/bench-scaling-figure7); "
+        "pkm: a JSON file for the rows, the targets and the machine (written atomically; default none)",
     )
-    p.add_argument("--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr")
+    p.add_argument(
+        "--rounds",
+        type=positive_int,
+        default=None,
+        help="pkm: interleaved rounds, the minimum kept per cell (default 5; quick 3)",
+    )
+    p.add_argument(
+        "--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr; pkm: no progress bar"
+    )
     p.add_argument(
         "--versus-lstm",
         action="store_true",

@@ -199,7 +199,7 @@ def golden_arrays(name: str, *, seed: int = 0, steps: int = 5, batch_size: int =
         arrays[f"param/{key}"] = np.array(value)
     for key, value in grads.items():
         arrays[f"grad/{key}"] = np.array(value)
-    shapes = {"T": T, "B": B, "X": X, "Y": Y, "C": kwargs["hidden_size"]}
+    shapes = {"T": T, "B": B, "X": X, "Y": Y, "C": kwargs.get("hidden_size", kwargs.get("model_dim"))}
     for letter, key in _SHAPE_LETTERS.items():
         if key in kwargs:
             shapes[letter] = kwargs[key]

@@ -393,3 +393,62 @@ def test_the_trainer_trains_on_the_tasks_loss_and_logs_the_tasks_metric(tmp_path
     assert all("error_rate" in r and "bit_errors" not in r for r in records)
     assert any("eval_error_rate" in r for r in records)
     assert (tmp_path / "run" / "learning_curve.png").exists()
+
+
+FACTS = dict(
+    task="facts",
+    task_kwargs=dict(num_subjects=8, num_relations=2, num_objects=4, num_words=6, length=10),
+    batch_size=8,
+    hidden_size=8,
+    num_heads=2,
+    eval_every=40,
+    eval_size=8,
+    log_every=2,
+    checkpoint_every=3,
+)
+MEMORY = dict(num_layers=2, memory_layers=[1], memory_keys=4, memory_heads=2, memory_k=2, memory_key_dim=4)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sparse_adam"])
+def test_the_transformer_with_a_product_key_memory_trains_on_facts_and_resumes_bit_identically(
+    tmp_path, monkeypatch, optimizer
+):
+    config = TrainConfig(
+        model="transformer", sequences=8 * 10, optimizer=optimizer, seed=2, model_kwargs=MEMORY, **FACTS
+    )
+    straight = Trainer(config, tmp_path / "straight", progress=False)
+    assert straight.model.config.tokens and straight.model.config.model_dim == 8
+    assert straight.model.default_loss == "softmax_ce" and "block1.memory.values" in straight.model.params
+    summary = straight.run()
+    assert summary["metric"] == "fact_errors" and 0.0 <= summary["final_eval_fact_errors"] <= 1.0
+    original = Trainer.train_step
+
+    def stop_at_step_4(self):
+        if self.step == 4:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_step_4)
+    assert Trainer(config, tmp_path / "split", progress=False).run()["interrupted"]
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = Trainer(config, tmp_path / "split", resume=True, progress=False)
+    resumed.run()
+    for key, value in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[key], value, err_msg=key)
+    assert _without_seconds(resumed.records) == _without_seconds(straight.records)
+
+
+def test_sparse_adam_leaves_the_memory_rows_no_step_read_untouched(tmp_path):
+    config = TrainConfig(
+        model="transformer", sequences=8 * 2, optimizer="sparse_adam", seed=1, model_kwargs=MEMORY, **FACTS
+    )
+    trainer = Trainer(config, tmp_path / "run", progress=False)
+    before = trainer.model.params["block1.memory.values"].copy()
+    trainer.run()
+    changed = np.any(trainer.model.params["block1.memory.values"] != before, axis=1)
+    assert 0 < changed.sum() < len(changed)  # rows were read and updated, others never read and left alone
+
+
+def test_a_token_task_is_refused_by_a_model_that_reads_vectors(tmp_path):
+    with pytest.raises(ValueError, match="task facts gives int tokens; models that read them: transformer"):
+        Trainer(TrainConfig(model="lstm", sequences=8, **FACTS), tmp_path / "run", progress=False)

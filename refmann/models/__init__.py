@@ -1,4 +1,5 @@
-"""What users build: recurrent models on one BPTT engine, each a config, a core and a registry entry.
+"""What users build: recurrent models on one BPTT engine, each a config, a core and a registry entry,
+and feed-forward hosts (an MLP, a small transformer with optional product-key memories).
 
 ``model.forward(inputs (T, B, X)) -> logits (T, B, Y)``; ``model.loss_and_grads(inputs, targets,
 mask=None) -> (loss, grads)`` with ``grads`` keyed like ``model.params``; ``model.initial_state(B)``
@@ -17,7 +18,6 @@ from .configs import (
     SAMConfig,
     SDNCConfig,
 )
-from .feedforward import FeedForwardModel, MLPClassifier, Transformer
 from .losses import LOSSES, Loss, get_loss
 from .recurrent import RecurrentModel, Unroll
 from .registry import MODELS, BenchVariant, ModelSpec, bench_variants, make_model, register_model
@@ -31,6 +31,7 @@ from .dam import DAM
 from .sam import SAM
 from .dnc import DNC
 from .sdnc import SDNC, DenseSDNC
+from .feedforward import FeedForwardModel, MLPClassifier, Transformer
 # isort: on
 
 __all__ = [

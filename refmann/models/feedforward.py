@@ -34,6 +34,7 @@ from ..layers.product_keys import OUTPUTS, QUERY_NORMS
 from ..layers.transformer import NORMS
 from ..ops import RowGrad
 from .losses import LOSSES, get_loss
+from .registry import ModelSpec, register_model
 
 
 class FeedForwardModel:
@@ -75,6 +76,9 @@ class FeedForwardModel:
     #: a generic network keeps them, so its own layers report bad inputs.
     _validated_inputs = False
 
+    #: No external memory (golden files and the trainer's access picture ask).
+    has_memory = False
+
     # -- hook for hosts ---------------------------------------------------------------------------------
     def _check_inputs(self, inputs):
         """Inputs as the network takes them (hosts check shapes and cast; the network checks the rest)."""
@@ -107,6 +111,10 @@ class FeedForwardModel:
             raise ValueError(f"params: missing {missing}")
         for key, value in self.params.items():
             _checks.check_finite(value, f"params[{key!r}]")
+
+    def access_weights(self, inputs):
+        """No memory weightings: ``{"read": (0,), "write": (0,)}`` empty arrays (the recurrent models' API)."""
+        return {"read": np.zeros(0), "write": np.zeros(0)}
 
     def forward(self, inputs):
         """Logits for a batch of inputs (shapes: see the host)."""
@@ -505,6 +513,20 @@ class Transformer(FeedForwardModel):
             raise ValueError(f"inputs: expected at least one time step and one sequence, got shape {x.shape}")
         return x
 
+
+register_model(
+    ModelSpec(
+        "transformer",
+        Transformer,
+        label="Transformer",
+        color="tab:purple",
+        # golden files: two blocks, a product-key memory in the second (4² slots, 2 heads, k = 2)
+        golden=dict(
+            model_dim=8, num_heads=2, num_layers=2, mlp_dim=12, memory_layers=[1], memory_keys=4, memory_heads=2,
+            memory_k=2, memory_key_dim=4,
+        ),  # fmt: skip
+    )
+)
 
 for _cls in (MLPClassifier, Transformer):
     _cls.__signature__ = inspect.signature(_cls.Config)  # help() sees the config's fields

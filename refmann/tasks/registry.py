@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from refmann.tasks._base import Task
 from refmann.tasks.copying import Copy, RepeatCopy
+from refmann.tasks.facts import Facts
 from refmann.tasks.recall import AssociativeRecall, KeyValueRecall
 from refmann.tasks.sorting import PrioritySort
 
@@ -13,6 +14,7 @@ TASKS: dict[str, type[Task]] = {
     "associative_recall": AssociativeRecall,
     "key_value_recall": KeyValueRecall,
     "priority_sort": PrioritySort,
+    "facts": Facts,
 }
 
 
@@ -23,7 +25,7 @@ def make_task(name: str, **kwargs) -> Task:
     ----------
     name : str
         One of ``"copy"``, ``"repeat_copy"``, ``"associative_recall"``, ``"key_value_recall"``,
-        ``"priority_sort"``.
+        ``"priority_sort"``, ``"facts"`` (token inputs: for the transformer).
     **kwargs
         The task's constructor arguments, e.g. ``bits=8, max_length=20``.
 

@@ -39,6 +39,7 @@ import numpy as np
 from .. import _io
 from .._threads import single_threaded_blas
 from ..models import MODELS, make_model
+from ..models.feedforward import FeedForwardModel
 from ..ops import sigmoid, softmax
 from ..tasks import ExponentialCurriculum, make_task
 from . import optim
@@ -102,20 +103,40 @@ class TrainConfig:
         return cls(**d)
 
 
-def build(config: TrainConfig):
-    """The task and the model a config describes."""
-    task = make_task(config.task, **config.task_kwargs)
+def model_kwargs(config: TrainConfig, task) -> dict:
+    """The keywords :func:`build` gives the model: the task's sizes, the shared sizes where the model has them.
+
+    ``hidden_size`` is a recurrent controller's size and a transformer's ``model_dim``; ``memory_size``,
+    ``word_size`` and ``num_heads`` (a transformer's attention heads) go to the models that have
+    them; a token task (``task.tokens``) sets ``tokens=True`` and is refused by a model that cannot
+    read tokens; a model with a ``loss`` field gets the task's; then ``config.model_kwargs``.
+    """
     if config.model not in MODELS:
         raise ValueError(f"model: expected one of {sorted(MODELS)}, got {config.model!r}")
     fields = MODELS[config.model].fields()
-    kwargs = dict(
-        input_size=task.input_size, output_size=task.output_size, hidden_size=config.hidden_size, seed=config.seed
-    )
+    kwargs = dict(input_size=task.input_size, output_size=task.output_size, seed=config.seed)
+    if "hidden_size" in fields:
+        kwargs["hidden_size"] = config.hidden_size
+    elif "model_dim" in fields:
+        kwargs["model_dim"] = config.hidden_size
     for name in ("memory_size", "word_size", "num_heads"):  # the shared sizes, where the model has them
         if name in fields:
             kwargs[name] = getattr(config, name)
+    if getattr(task, "tokens", False):
+        if "tokens" not in fields:
+            takers = sorted(name for name, spec in MODELS.items() if "tokens" in spec.fields())
+            raise ValueError(f"model: task {config.task} gives int tokens; models that read them: {', '.join(takers)}")
+        kwargs["tokens"] = True
+    if "loss" in fields:
+        kwargs["loss"] = task.loss
     kwargs.update(config.model_kwargs)
-    return task, make_model(config.model, **kwargs)
+    return kwargs
+
+
+def build(config: TrainConfig):
+    """The task and the model a config describes."""
+    task = make_task(config.task, **config.task_kwargs)
+    return task, make_model(config.model, **model_kwargs(config, task))
 
 
 class _SigintGuard:
@@ -228,6 +249,8 @@ class Trainer:
     def __init__(self, config: TrainConfig, out_dir, *, resume=False, progress=None):
         self.config, self.out = config, Path(out_dir)
         self.task, self.model = build(config)
+        # a feed-forward host hands tables' gradients over as RowGrads, which a lazy optimizer updates row-wise
+        self._grads_options = {"row_grads": True} if isinstance(self.model, FeedForwardModel) else {}
         c = config
         self.update = optim.make_optimizer(c.optimizer, lr=c.lr)
         self.opt_state = None
@@ -535,7 +558,9 @@ class Trainer:
                 rng, curriculum = copy.deepcopy(self.rng), copy.deepcopy(self.curriculum)
                 level = curriculum.draw(rng) if curriculum is not None else None
                 batch = self.task.sample(c.batch_size, rng, level=level)
-                loss, grads = self.model.loss_and_grads(batch.inputs, batch.targets, batch.mask, loss=self.task.loss)
+                loss, grads = self.model.loss_and_grads(
+                    batch.inputs, batch.targets, batch.mask, loss=self.task.loss, **self._grads_options
+                )
                 if c.clip is not None:
                     grads = optim.clip_elementwise(grads, c.clip)
                 if c.clip_norm is not None:
@@ -732,8 +757,11 @@ class Trainer:
             outputs = softmax(logits[:, 0], axis=-1)
         else:
             targets, outputs = batch.targets[:, 0], sigmoid(logits[:, 0])
+        shown = batch.inputs[:, 0]
+        if np.issubdtype(shown.dtype, np.integer):  # tokens: one-hot rows
+            shown = np.eye(self.task.input_size)[shown]
         access = viz.plot_access(
-            batch.inputs[:, 0],
+            shown,
             targets,
             outputs,
             read,
