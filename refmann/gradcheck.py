@@ -145,8 +145,9 @@ class GradCheckReport(NamedTuple):
             f"{self.op}: max relative error {self.max_rel_error:.2e}"
             + ("  (a perturbation crossed a kink)" if self.crossed_kink else "")
         ]
+        width = max([12, *(len(r.name) for r in self.inputs)])  # one column, however long the names
         for r in self.inputs:
-            lines.append(f"  {r.name:<12} {str(r.shape):<16} abs {r.max_abs_error:.2e}  rel {r.max_rel_error:.2e}")
+            lines.append(f"  {r.name:<{width}} {str(r.shape):<16} abs {r.max_abs_error:.2e}  rel {r.max_rel_error:.2e}")
         return "\n".join(lines)
 
 

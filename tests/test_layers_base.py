@@ -184,3 +184,15 @@ def test_layer_construction_and_calls_reject_bad_input_naming_the_argument():
         layers.Sequential(layers={"f": np.tanh})
     with pytest.raises(TypeError, match="layers: expected \\(name, layer\\) pairs"):
         layers.Sequential(layers=[layers.GELU()])
+
+
+def test_as_op_leaves_a_training_batchnorms_running_statistics_as_it_found_them():
+    layer = layers.BatchNorm(dim=3).train()
+    before = {key: value.copy() for key, value in layer.buffers.items()}
+    x = np.random.default_rng(0).standard_normal((5, 3)) * 2 + 1
+    report = check_op(*layers.as_op(layer), x, *layer.params.values())
+    assert report.max_rel_error < 1e-6
+    for key, value in layer.buffers.items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    layer.forward(x)  # a plain forward in training mode still updates them
+    assert not np.array_equal(layer.buffers["running_mean"], before["running_mean"])

@@ -14,7 +14,7 @@ import pytest
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
-#: The notebooks, in reading order (01–08 the teaching issue, 09 the DNC).
+#: The notebooks, in reading order (01–08 the teaching issue, 09 the DNC, 10–11 attention and product keys).
 EXPECTED = (
     "01_content_addressing",
     "02_ntm_heads",
@@ -25,6 +25,8 @@ EXPECTED = (
     "07_scaling_benchmark",
     "08_check_your_pytorch",
     "09_dnc",
+    "10_attention_is_a_memory_read",
+    "11_product_keys",
 )
 
 notebooks = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
@@ -48,8 +50,8 @@ def code(nb):
 
 
 def test_all_expected_tutorials_exist():
-    """NAME-EXISTENCE TEST: fails until every one of the expected notebooks is written
-    (01-03 first; 04-08 are being written separately). The other tests check whichever notebooks exist."""
+    """NAME-EXISTENCE TEST: fails until every one of the expected notebooks is written.
+    The other tests check whichever notebooks exist."""
     missing = [name for name in EXPECTED if not (TUTORIALS / f"{name}.ipynb").exists()]
     assert not missing, f"tutorials missing: {missing}"
 

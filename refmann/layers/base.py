@@ -248,6 +248,9 @@ def as_op(layer, *, differentiate_input: bool = True, **options):
     **options
         Passed to ``layer.forward`` (``mask=``, ``causal=``, ...).
 
+    The pair leaves the layer's ``buffers`` (BatchNorm's running statistics) as it found them: each
+    forward restores them, so a gradient check does not move them.
+
     Returns
     -------
     forward, backward : callables
@@ -263,10 +266,21 @@ def as_op(layer, *, differentiate_input: bool = True, **options):
     """
     keys = tuple(layer.params)
 
+    def run(x, arrays):
+        # A check calls forward many times; a layer in training mode (BatchNorm) would move its running
+        # statistics at each call. They do not enter the output, so restore them: a check leaves the layer as it was.
+        buffers = getattr(layer, "buffers", {})
+        saved = {key: np.array(value, copy=True) for key, value in buffers.items()}
+        try:
+            return layer.forward(x, params=dict(zip(keys, arrays)), **options)
+        finally:
+            if saved:
+                layer.load_buffers(saved)
+
     if differentiate_input:
 
         def layer_forward(x, *arrays):
-            return layer.forward(x, params=dict(zip(keys, arrays)), **options)
+            return run(x, arrays)
 
         def layer_backward(dy, cache):
             dx, grads = layer.backward(dy, cache)
@@ -274,7 +288,7 @@ def as_op(layer, *, differentiate_input: bool = True, **options):
     else:
 
         def layer_forward(*arrays, x):
-            return layer.forward(x, params=dict(zip(keys, arrays)), **options)
+            return run(x, arrays)
 
         def layer_backward(dy, cache):
             _, grads = layer.backward(dy, cache)

@@ -184,6 +184,12 @@ class LayerDiagnostics:
     num_slots : int
         N = ``layer.num_keys ** 2``.
 
+    Attributes
+    ----------
+    mass : ndarray, shape (N,)
+        The access mass :math:`z_i` accumulated so far (the weight-summed reads of each slot); divide
+        by its sum for the access distribution p that the statistics describe (a usage histogram).
+
     Examples
     --------
     >>> diag = LayerDiagnostics(layer.num_keys**2)        # doctest: +SKIP
