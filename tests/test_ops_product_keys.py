@@ -1,4 +1,5 @@
-"""Product-key top-k: exactly brute force over all n² slots (ties included), FD gradients, refused inputs."""
+"""Product-key top-k: exactly brute force over all n² slots (ties included), FD gradients, refused inputs; the fused
+path (the Numba kernel, the default) equals the readable reference (``fused=False``) bit for bit."""
 
 from fractions import Fraction
 
@@ -17,12 +18,13 @@ def naive_product_key_topk(queries, keys, k):
     """Brute force: every one of the n² slots scored with its exact (rational) sum s¹_i + s²_j, sorted by
     (sum descending, slot ascending); the scores returned are the float sums.
 
-    The sub-scores are computed by the op's own einsum (a dot product summed in another order may differ in
-    the last bit; what is claimed exact is the selection from given sub-scores)."""
+    The sub-scores are computed as the op computes them, one matmul per head and half (a dot product summed
+    in another order may differ in the last bit; what is claimed exact is the selection from given sub-scores)."""
     B, H, D = queries.shape
     n, half = keys.shape[2], D // 2
-    sub1 = np.einsum("bhd,hnd->bhn", queries[..., :half], keys[:, 0])
-    sub2 = np.einsum("bhd,hnd->bhn", queries[..., half:], keys[:, 1])
+    q = queries.transpose(1, 0, 2)  # (H, B, D)
+    sub1 = (q[..., :half] @ keys[:, 0].transpose(0, 2, 1)).transpose(1, 0, 2)  # (B, H, n)
+    sub2 = (q[..., half:] @ keys[:, 1].transpose(0, 2, 1)).transpose(1, 0, 2)
     scores = np.empty((B, H, k), queries.dtype)
     slots = np.empty((B, H, k), np.int64)
     for b in range(B):
@@ -47,20 +49,25 @@ def pkm_inputs(draw, grid=False):
     return draw(f64((B, H, 2 * half))), draw(f64((H, 2, n, half))), k
 
 
-@given(pkm_inputs())
-def test_product_key_topk_equals_brute_force_over_all_slots(inputs):
+FUSED = pytest.mark.parametrize("fused", [False, True], ids=["reference", "fused"])
+
+
+@FUSED
+@given(inputs=pkm_inputs())
+def test_product_key_topk_equals_brute_force_over_all_slots(inputs, fused):
     queries, keys, k = inputs
-    scores, slots = ops.product_key_topk(queries, keys, k)
+    scores, slots = ops.product_key_topk(queries, keys, k, fused=fused)
     want_scores, want_slots = naive_product_key_topk(queries, keys, k)
     np.testing.assert_array_equal(slots, want_slots)
     np.testing.assert_array_equal(scores, want_scores)
     assert slots.dtype == np.int64
 
 
-@given(pkm_inputs(grid=True))
-def test_product_key_topk_equals_brute_force_on_an_integer_grid_with_many_ties(inputs):
+@FUSED
+@given(inputs=pkm_inputs(grid=True))
+def test_product_key_topk_equals_brute_force_on_an_integer_grid_with_many_ties(inputs, fused):
     queries, keys, k = inputs
-    scores, slots = ops.product_key_topk(queries, keys, k)
+    scores, slots = ops.product_key_topk(queries, keys, k, fused=fused)
     # integer sums are exact floats: plain NumPy brute force, score descending then slot ascending
     half = queries.shape[-1] // 2
     s1 = np.einsum("bhd,hnd->bhn", queries[..., :half], keys[:, 0])
@@ -72,25 +79,103 @@ def test_product_key_topk_equals_brute_force_on_an_integer_grid_with_many_ties(i
     np.testing.assert_array_equal((scores, slots), naive_product_key_topk(queries, keys, k))
 
 
-def test_product_key_topk_orders_sums_that_round_to_the_same_float_as_the_real_sums():
+@FUSED
+def test_product_key_topk_orders_sums_that_round_to_the_same_float_as_the_real_sums(fused):
     """s¹ = (0, 1e-20), s² = (1, −5): fl(1 + 0) = fl(1 + 1e-20), but slot 1's real sum is larger. The half top-1
     keeps i = 1 only, so a rounded-sum order with ties by slot would want slot 0, which the product search never
     sees; comparing exact sums (TwoSum) keeps brute force and product search equal."""
     queries = np.ones((1, 1, 2))
     keys = np.array([[[[0.0], [1e-20]], [[1.0], [-5.0]]]])  # (H=1, 2, n=2, 1)
-    scores, slots = ops.product_key_topk(queries, keys, 1)
+    scores, slots = ops.product_key_topk(queries, keys, 1, fused=fused)
     np.testing.assert_array_equal(slots, [[[2]]])  # i = 1, j = 0
     np.testing.assert_array_equal((scores, slots), naive_product_key_topk(queries, keys, 1))
-    scores, slots = ops.product_key_topk(queries, keys, 2)
+    scores, slots = ops.product_key_topk(queries, keys, 2, fused=fused)
     np.testing.assert_array_equal(slots, [[[2, 0]]])
     np.testing.assert_array_equal(scores, [[[1.0, 1.0]]])
 
 
-def test_product_key_topk_with_k_equal_n_and_one_sub_key():
+@FUSED
+def test_product_key_topk_with_k_equal_n_and_one_sub_key(fused):
     queries, keys = np.ones((1, 1, 2)), np.full((1, 2, 1, 1), 3.0)
-    scores, slots = ops.product_key_topk(queries, keys, 1)
+    scores, slots = ops.product_key_topk(queries, keys, 1, fused=fused)
     np.testing.assert_array_equal(slots, [[[0]]])
     np.testing.assert_array_equal(scores, [[[6.0]]])
+
+
+@st.composite
+def tied_pkm_inputs(draw, dtype=np.float64):
+    """(queries, keys, k) in ``dtype`` whose n² sums tie often, one of four ways: small integers (exact sums);
+    sub-key tables with repeated rows (equal sub-scores); the same table and query half in both halves (so
+    s(i, j) = s(j, i)); or plain Gaussian values. Sizes reach past the pruning's k ln k."""
+    B, H, half = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    n = draw(st.integers(1, 24))
+    k = draw(st.integers(1, n))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["integers", "repeated", "symmetric", "gaussian"]))
+    if kind == "integers":
+        queries = rng.integers(-2, 3, (B, H, 2 * half)).astype(dtype)
+        keys = rng.integers(-2, 3, (H, 2, n, half)).astype(dtype)
+    else:
+        queries = rng.standard_normal((B, H, 2 * half)).astype(dtype)
+        keys = rng.standard_normal((H, 2, n, half)).astype(dtype)
+    if kind == "repeated":  # each sub-key copies one of at most 3 distinct rows of its table
+        keys = np.take_along_axis(keys, rng.integers(0, min(n, 3), (H, 2, n, 1)), axis=2)
+    if kind == "symmetric":
+        keys[:, 1] = keys[:, 0]
+        queries[..., half:] = queries[..., :half]
+    return queries, keys, k
+
+
+def assert_fused_equals_reference(queries, keys, k):
+    want_scores, want = ops.product_key_topk_forward(queries, keys, k=k, fused=False)
+    scores, got = ops.product_key_topk_forward(queries, keys, k=k, fused=True)
+    np.testing.assert_array_equal(scores, want_scores)
+    assert scores.dtype == want_scores.dtype
+    for name in ops.ProductKeyTopKCache._fields:
+        a, b = getattr(got, name), getattr(want, name)
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+
+
+@given(tied_pkm_inputs())
+def test_fused_forward_equals_the_reference_bit_for_bit_with_many_ties(inputs):
+    assert_fused_equals_reference(*inputs)
+
+
+@given(tied_pkm_inputs(np.float32))
+def test_fused_forward_equals_the_reference_bit_for_bit_in_float32(inputs):
+    assert_fused_equals_reference(*inputs)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_forward_equals_the_reference_and_brute_force_at_memory_layer_sizes(dtype):
+    """n = 64, k = 32 (the default k: the pruning visits ~k ln k of the k² pairs), integer sub-scores so the
+    n² sums are exact floats and tie often; plus Gaussian queries against ProductKeyMemory's uniform keys."""
+    rng = np.random.default_rng(7)
+    B, H, n, half, k = 6, 2, 64, 4, 32
+    queries = rng.integers(-1, 2, (B, H, 2 * half)).astype(dtype)
+    keys = rng.integers(-1, 2, (H, 2, n, half)).astype(dtype)
+    assert_fused_equals_reference(queries, keys, k)
+    scores, slots = ops.product_key_topk(queries, keys, k)
+    s1 = np.einsum("bhd,hnd->bhn", queries[..., :half], keys[:, 0])
+    s2 = np.einsum("bhd,hnd->bhn", queries[..., half:], keys[:, 1])
+    full = (s1[..., :, None] + s2[..., None, :]).reshape(B, H, n * n)
+    want = np.argsort(-full, axis=-1, kind="stable")[..., :k]
+    np.testing.assert_array_equal(slots, want)
+    np.testing.assert_array_equal(scores, np.take_along_axis(full, want, axis=-1))
+    bound = 1 / np.sqrt(half)
+    assert_fused_equals_reference(
+        rng.standard_normal((B, H, 2 * half)).astype(dtype),
+        rng.uniform(-bound, bound, (H, 2, n, half)).astype(dtype),
+        k,
+    )
+
+
+def test_fused_forward_with_no_tokens_returns_empty_arrays():
+    queries, keys = np.ones((0, 2, 4)), np.ones((2, 2, 5, 2))
+    scores, cache = ops.product_key_topk_forward(queries, keys, k=3)
+    assert scores.shape == (0, 2, 3) and cache.slots.shape == (0, 2, 3) and cache.slots.dtype == np.int64
+    assert_fused_equals_reference(queries, keys, 3)
 
 
 @given(
@@ -199,6 +284,25 @@ def test_product_key_topk_refuses_bad_inputs_naming_the_argument(label, call, ex
         call()
 
 
+@FUSED
+def test_product_key_topk_refuses_sub_scores_whose_sums_overflow(fused):
+    """Finite float32 inputs whose sub-scores reach 2e38: max|s¹| + max|s²| = 4e38 overflows, where TwoSum is no
+    longer exact; both paths refuse them, naming the arguments."""
+    queries = np.full((2, 1, 2), 2e19, np.float32)
+    keys = np.full((1, 2, 3, 1), 1e19, np.float32)
+    keys[0, 1, 1] = 0.0
+    with np.errstate(over="ignore"), pytest.raises(ValueError, match=r"queries, keys: .*overflows"):
+        ops.product_key_topk_forward(queries, keys, k=2, fused=fused)
+    scores, _ = ops.product_key_topk_forward(queries / 2, keys, k=2, fused=fused)  # 1e38 + 1e38 is finite
+    np.testing.assert_array_equal(scores, np.full((2, 1, 2), np.float32(2e38)))
+
+
+@pytest.mark.parametrize("k", [0, 6, 2.0, True])
+def test_fused_forward_checks_k_even_unchecked_so_the_kernel_never_indexes_past_n(k):
+    with unchecked(), pytest.raises((ValueError, TypeError), match=r"k: expected"):
+        ops.product_key_topk_forward(GOOD_Q, GOOD_K, k=k)
+
+
 @pytest.mark.parametrize(
     "dscores, exc, pattern",
     [
@@ -213,10 +317,11 @@ def test_product_key_topk_backward_refuses_a_bad_dscores(dscores, exc, pattern):
         ops.product_key_topk_backward(dscores, cache)
 
 
-def test_product_key_topk_runs_unchecked_with_the_same_result():
+@FUSED
+def test_product_key_topk_runs_unchecked_with_the_same_result(fused):
     queries, keys = ops.separated_product_keys(np.random.default_rng(2), 2, 2, 5, 2)
-    want = ops.product_key_topk(queries, keys, 3)
+    want = ops.product_key_topk(queries, keys, 3, fused=fused)
     with unchecked():
-        got = ops.product_key_topk(queries, keys, 3)
+        got = ops.product_key_topk(queries, keys, 3, fused=fused)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])

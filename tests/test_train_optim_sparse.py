@@ -27,6 +27,7 @@ from refmann.train import (
     rowwise_adagrad,
     sgd,
     sparse_adam,
+    sparse_adam_inplace,
     state_from_arrays,
     state_to_arrays,
 )
@@ -576,3 +577,43 @@ def test_an_empty_rowgrad_changes_nothing_but_the_step(layout):
         assert state["step"] == 1
     clipped, norm = clip_global_norm({"values": g}, 1.0)
     assert norm == 0.0 and clipped["values"].rows.shape == g.rows.shape
+
+
+# --------------------------------------------------------------------------- the in-place lazy Adam
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@given(data=st.data(), lr=st.floats(1e-4, 1e-1), beta1=st.sampled_from([0.0, 0.9]), eps=st.sampled_from([1e-8, 1e-3]))
+def test_sparse_adam_inplace_equals_sparse_adam_bit_for_bit(dtype, data, lr, beta1, eps):
+    """Same rule, same arithmetic: the kernel on the touched rows ≡ the pure NumPy update (and a dense key too)."""
+    p, seq = data.draw(sparse_problems(max_steps=4, dtype=dtype))
+    dense = data.draw(hnp.arrays(np.float64, (2, 3), elements=ELEMENTS)).astype(dtype)
+    hyper = dict(lr=lr, beta1=beta1, beta2=0.999, eps=eps)
+    pure, s_pure = {"values": p.copy(), "w": dense.copy()}, None
+    inplace, s_in = {"values": p.copy(), "w": dense.copy()}, None
+    arrays = dict(inplace)
+    for g in seq:
+        grads = {"values": g, "w": (g.rows.sum() * np.ones((2, 3))).astype(dtype)}
+        pure, s_pure = sparse_adam(pure, grads, s_pure, **hyper)
+        inplace, s_in = sparse_adam_inplace(inplace, grads, s_in, **hyper)
+    assert s_in["step"] == s_pure["step"] == len(seq)
+    for key in pure:
+        assert inplace[key] is arrays[key]  # updated in place, not replaced
+        np.testing.assert_array_equal(inplace[key], pure[key], err_msg=key)
+        np.testing.assert_array_equal(s_in["m"][key], s_pure["m"][key], err_msg=key)
+        np.testing.assert_array_equal(s_in["v"][key], s_pure["v"][key], err_msg=key)
+
+
+def test_sparse_adam_inplace_refuses_arrays_it_cannot_update_in_place():
+    p = np.zeros((4, 3))
+    g = {"values": RowGrad(np.array([1]), np.ones((1, 3)), 4)}
+    with pytest.raises(ValueError, match=r"params\['values'\]: expected a C-contiguous writeable ndarray"):
+        sparse_adam_inplace({"values": np.asfortranarray(np.zeros((4, 3)))}, g)
+    ro = p.copy()
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="C-contiguous writeable"):
+        sparse_adam_inplace({"values": ro}, g)
+    _, state = sparse_adam_inplace({"values": p}, g)
+    state["m"]["values"] = state["m"]["values"].astype(np.float32)
+    with pytest.raises(ValueError, match=r"state\['m'\]\['values'\]: expected a C-contiguous writeable float64"):
+        sparse_adam_inplace({"values": p}, g, state)

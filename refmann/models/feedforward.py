@@ -522,8 +522,15 @@ register_model(
         color="tab:purple",
         # golden files: two blocks, a product-key memory in the second (4² slots, 2 heads, k = 2)
         golden=dict(
-            model_dim=8, num_heads=2, num_layers=2, mlp_dim=12, memory_layers=[1], memory_keys=4, memory_heads=2,
-            memory_k=2, memory_key_dim=4,
+            model_dim=8,
+            num_heads=2,
+            num_layers=2,
+            mlp_dim=12,
+            memory_layers=[1],
+            memory_keys=4,
+            memory_heads=2,
+            memory_k=2,
+            memory_key_dim=4,
         ),  # fmt: skip
     )
 )

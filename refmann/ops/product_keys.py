@@ -5,6 +5,11 @@ Per head h the query splits into halves :math:`q = (q^1, q^2)` and the head owns
 :math:`s(i, j) = s^1_i + s^2_j` with :math:`s^1 = C^1_h q^1`, :math:`s^2 = C^2_h q^2`. The top k of the
 n² scores lie among the k² pairs of the halves' top k's, so the search costs :math:`O(n D + k^2)`
 instead of :math:`O(n^2 D)`. Derivation and proof: ``docs/derivations/product_keys.md``.
+
+The forward has a readable NumPy body — the reference, ``fused=False``: the halves' top k, the k² sums,
+one ``np.lexsort`` — and, behind ``fused=True`` (the default), a Numba kernel per (token, head) row
+(``refmann.kernels.product_keys``) that visits only the ~k ln k pairs that can be in the top k. Both share
+the sub-score products; the tests prove them equal bit for bit, ties included.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import as_float_array, check_dout, check_positive_int, check_shape, enabled
+from ..kernels.product_keys import product_key_topk_kernel
 from ._registry import register_op
 from .topk import top_k
 
@@ -44,6 +50,27 @@ def _check_inputs(queries, keys, k):
     return queries, keys, k
 
 
+def _sub_scores(queries, keys):
+    """``s¹ = C¹_h q¹`` and ``s² = C²_h q²`` per head, both (B, H, n): the products both paths share."""
+    half = queries.shape[-1] // 2
+    q = queries.transpose(1, 0, 2)  # (H, B, dk) a view: one batched matmul per half (BLAS, ~7× an einsum)
+    s1 = (q[..., :half] @ keys[:, 0].transpose(0, 2, 1)).transpose(1, 0, 2)  # (B, H, n)
+    s2 = (q[..., half:] @ keys[:, 1].transpose(0, 2, 1)).transpose(1, 0, 2)  # (B, H, n)
+    return s1, s2
+
+
+def _check_sums(bounds):
+    """Refuse (token, head) rows whose sums could overflow, ``bounds = max|s¹| + max|s²|`` (B, H).
+
+    Below the overflow threshold TwoSum is exact, which both paths' order relies on."""
+    bad = int(np.size(bounds) - np.count_nonzero(np.isfinite(bounds)))
+    if bad:
+        raise ValueError(
+            f"queries, keys: expected sub-scores s¹ = C¹q¹, s² = C²q² whose sums are finite in {bounds.dtype}, "
+            f"got {bad} (token, head) rows where max|s¹| + max|s²| overflows or is NaN (scale the queries or keys down)"
+        )
+
+
 def _two_sum(a, b):
     """``(s, e)`` with ``s = fl(a + b)`` and ``a + b = s + e`` exactly (Knuth's TwoSum, any magnitudes)."""
     s = a + b
@@ -52,7 +79,7 @@ def _two_sum(a, b):
     return s, e
 
 
-def product_key_topk(queries, keys, k):
+def product_key_topk(queries, keys, k, *, fused=True):
     r"""The k best slots of each head by exact product-key search: ``(scores, slots)``.
 
     Parameters
@@ -63,6 +90,9 @@ def product_key_topk(queries, keys, k):
         Head h's sub-key tables ``keys[h, 0]`` (first half) and ``keys[h, 1]`` (second half).
     k : int
         1 ≤ k ≤ n.
+    fused : bool, keyword-only
+        As :func:`product_key_topk_forward`: the Numba kernel (True, default) or the readable NumPy
+        reference (False); the results are equal bit for bit.
 
     Returns
     -------
@@ -79,11 +109,11 @@ def product_key_topk(queries, keys, k):
     sums (non-increasing). With this order the result equals brute force over all n² slots exactly,
     ties included (proof: ``docs/derivations/product_keys.md``).
     """
-    scores, cache = product_key_topk_forward(queries, keys, k=k)
+    scores, cache = product_key_topk_forward(queries, keys, k=k, fused=fused)
     return scores, cache.slots
 
 
-def product_key_topk_forward(queries, keys, *, k):
+def product_key_topk_forward(queries, keys, *, k, fused=True):
     r"""Scores of the top k of the n² product keys per head (Lample et al. 2019, eq. 3-4); slots in the cache.
 
     Parameters
@@ -94,6 +124,11 @@ def product_key_topk_forward(queries, keys, *, k):
         Sub-key tables :math:`C^1_h = ` ``keys[h, 0]``, :math:`C^2_h = ` ``keys[h, 1]``.
     k : int, keyword-only
         Slots kept per head, 1 ≤ k ≤ n.
+    fused : bool, keyword-only
+        True (default): one Numba pass per (token, head) row after the sub-score products
+        (``refmann.kernels.product_keys``): the halves' top k, then only the pairs :math:`(p, q)` of the
+        halves' ranks with :math:`(p + 1)(q + 1) \le k`, ~k ln k of the k². False: the readable NumPy
+        reference (the k² sums and one ``np.lexsort``). Equal bit for bit: scores, order and cache.
 
     Returns
     -------
@@ -114,6 +149,9 @@ def product_key_topk_forward(queries, keys, *, k):
     (``docs/derivations/product_keys.md``). The selection is piecewise constant; the scores are
     differentiable away from ties (see :func:`product_key_topk_backward`).
 
+    With checks on, a (token, head) row with :math:`\max|s^1| + \max|s^2|` not finite in the dtype is refused
+    (ValueError): beyond it a sum can overflow and the exact order is lost.
+
     References
     ----------
     Lample, Sablayrolles, Ranzato, Denoyer, Jégou. Large Memory Layers with Product Keys. NeurIPS 2019.
@@ -121,9 +159,12 @@ def product_key_topk_forward(queries, keys, *, k):
     queries, keys, k = _check_inputs(queries, keys, k)
     B, H, D = queries.shape
     n = keys.shape[2]
-    half = D // 2
-    s1 = np.einsum("bhd,hnd->bhn", queries[..., :half], keys[:, 0])  # (B, H, n)
-    s2 = np.einsum("bhd,hnd->bhn", queries[..., half:], keys[:, 1])  # (B, H, n)
+    s1, s2 = _sub_scores(queries, keys)  # (B, H, n), (B, H, n)
+    if fused:
+        return _product_key_topk_fused(queries, keys, s1, s2, k)
+    if enabled():
+        with np.errstate(over="ignore"):
+            _check_sums(np.abs(s1).max(axis=-1) + np.abs(s2).max(axis=-1))
     # the halves' top k (score descending, index ascending), re-sorted by index: the k² grid is then
     # in ascending slot order, so "slot ascending" is "grid position ascending"
     top1 = np.sort(top_k(s1, k)[0], axis=-1)  # (B, H, k)
@@ -138,6 +179,33 @@ def product_key_topk_forward(queries, keys, *, k):
     rows = np.take_along_axis(top1, order // k, axis=-1)  # (B, H, k)
     cols = np.take_along_axis(top2, order % k, axis=-1)  # (B, H, k)
     scores = np.take_along_axis(grid, order, axis=-1)  # (B, H, k)
+    slots = rows * n + cols
+    return scores, ProductKeyTopKCache(queries, keys, rows, cols, slots)
+
+
+def _product_key_topk_fused(queries, keys, s1, s2, k):
+    """The forward's selection as one kernel call (``refmann.kernels.product_keys``); same result, bit for bit."""
+    B, H, n = s1.shape
+    # the kernel indexes the halves' first k: k is checked here even inside unchecked()
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        raise ValueError(f"k: expected an int with 1 <= k <= n = {n} (the sub-keys per half), got {k!r}")
+    R = B * H
+    rows = np.empty((B, H, k), np.int64)
+    cols = np.empty((B, H, k), np.int64)
+    scores = np.empty((B, H, k), s1.dtype)
+    bounds = np.empty((B, H), s1.dtype)  # max|s¹| + max|s²| per row
+    with np.errstate(over="ignore", invalid="ignore"):  # only the plain-Python kernel (JIT off) would warn
+        product_key_topk_kernel(
+            np.ascontiguousarray(s1).reshape(R, n),
+            np.ascontiguousarray(s2).reshape(R, n),
+            k,
+            rows.reshape(R, k),
+            cols.reshape(R, k),
+            scores.reshape(R, k),
+            bounds.reshape(R),
+        )
+    if enabled():
+        _check_sums(bounds)
     slots = rows * n + cols
     return scores, ProductKeyTopKCache(queries, keys, rows, cols, slots)
 
@@ -169,12 +237,11 @@ def product_key_topk_backward(dscores, cache):
     weights = np.ravel(dscores)
     ds1 = np.bincount(np.ravel(base + cache.rows), weights, minlength=B * H * n).reshape(B, H, n).astype(dtype)
     ds2 = np.bincount(np.ravel(base + cache.cols), weights, minlength=B * H * n).reshape(B, H, n).astype(dtype)
-    dqueries = np.concatenate(
-        [np.einsum("bhn,hnd->bhd", ds1, keys[:, 0]), np.einsum("bhn,hnd->bhd", ds2, keys[:, 1])], axis=-1
-    )  # (B, H, D)
+    d1, d2 = ds1.transpose(1, 0, 2), ds2.transpose(1, 0, 2)  # (H, B, n) views: batched matmuls per head
+    q = queries.transpose(1, 0, 2)  # (H, B, D)
+    dqueries = np.concatenate([d1 @ keys[:, 0], d2 @ keys[:, 1]], axis=-1).transpose(1, 0, 2)  # (B, H, D)
     dkeys = np.stack(
-        [np.einsum("bhn,bhd->hnd", ds1, queries[..., :half]), np.einsum("bhn,bhd->hnd", ds2, queries[..., half:])],
-        axis=1,
+        [d1.transpose(0, 2, 1) @ q[..., :half], d2.transpose(0, 2, 1) @ q[..., half:]], axis=1
     )  # (H, 2, n, D/2)
     return dqueries.astype(dtype, copy=False), dkeys.astype(dtype, copy=False)
 

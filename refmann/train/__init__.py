@@ -20,6 +20,7 @@ from .optim import (
     rowwise_adagrad,
     sgd,
     sparse_adam,
+    sparse_adam_inplace,
     state_from_arrays,
     state_to_arrays,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "rowwise_adagrad",
     "sgd",
     "sparse_adam",
+    "sparse_adam_inplace",
     "state_from_arrays",
     "state_to_arrays",
     "TrainConfig",

@@ -44,6 +44,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .._checks import as_float_array, as_index_array, check_bool, check_finite_real, check_positive_int
+from ..kernels.optim import adam_rows_kernel
 from ..ops.memory import RowGrad
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ __all__ = [
     "rowwise_adagrad",
     "sgd",
     "sparse_adam",
+    "sparse_adam_inplace",
     "state_from_arrays",
     "state_to_arrays",
 ]
@@ -141,6 +143,8 @@ def _coalesce(g: RowGrad) -> _Rows:
     N = g.num_rows
     if g.indices.ndim == 1:  # one (N, D) table
         keys, rows, shape = g.indices, g.rows, (N, g.rows.shape[1])
+        if keys.size < 2 or bool(np.all(keys[1:] > keys[:-1])):  # already coalesced (an embedding bag's): as is
+            return _Rows(keys.astype(np.int64, copy=False), rows, shape)
     else:  # a batch of (N, W) memories
         B, J, W = g.rows.shape
         keys = (np.arange(B, dtype=np.int64)[:, None] * N + g.indices).reshape(B * J)
@@ -702,6 +706,62 @@ def sparse_adam(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, e
         theta, m_rows, v_rows = _as_rows(new_params[k]), _as_rows(M[k]), _as_rows(V[k])
         theta[r], m_rows[r], v_rows[r] = _adam_rule(_as_rows(p)[r], g.rows, _as_rows(m)[r], _as_rows(v)[r], **hyper)
     return new_params, {"step": t, "m": M, "v": V}
+
+
+def sparse_adam_inplace(params, grads, state=None, *, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8):
+    r""":func:`sparse_adam`, updating the parameters and moments **in place**: O(touched rows) per step.
+
+    The same rule and the same arithmetic as :func:`sparse_adam` (bit for bit:
+    ``test_sparse_adam_inplace_equals_sparse_adam_bit_for_bit``), without its three O(N) copies per
+    table: the touched rows are rewritten in the arrays of ``params`` and ``state`` by one Numba kernel
+    (:mod:`refmann.kernels.optim`, a plain-Python loop under ``NUMBA_DISABLE_JIT=1``); dense gradients
+    are applied with the dense rule and written back. This is what a value table of 2²⁰ rows needs
+    (``refmann bench pkm``); the trainer, whose step is a transaction it can roll back, keeps the pure
+    :func:`sparse_adam`.
+
+    Parameters
+    ----------
+    params : dict of str to ndarray
+        Float32/float64, C-contiguous and writeable: **modified in place**.
+    grads, lr, beta1, beta2, eps
+        As :func:`sparse_adam`.
+    state : dict or None, optional
+        As :func:`sparse_adam`; its moment arrays are modified in place (None: zeros are made once).
+
+    Returns
+    -------
+    params, state
+        The same dict objects and arrays, updated (``state["step"]`` is the new t).
+    """
+    lr = _check_positive(lr, "lr")
+    beta1 = _check_unit_interval(beta1, "beta1")
+    beta2 = _check_unit_interval(beta2, "beta2")
+    eps = _check_positive(eps, "eps")
+    P, G = _check_params_and_grads(params, grads, keep_rows=True)
+    for k, p in params.items():
+        if not (isinstance(p, np.ndarray) and p.flags.c_contiguous and p.flags.writeable):
+            raise ValueError(f"params[{k!r}]: expected a C-contiguous writeable ndarray (it is updated in place)")
+    state = _init_or_check_state(state, P, ("m", "v"), "sparse_adam_inplace")
+    for s in ("m", "v"):
+        for k, p in params.items():
+            a = state[s][k]
+            if not (isinstance(a, np.ndarray) and a.dtype == p.dtype and a.flags.c_contiguous and a.flags.writeable):
+                raise ValueError(
+                    f"state[{s!r}][{k!r}]: expected a C-contiguous writeable {p.dtype} ndarray (updated in place)"
+                )
+    t = int(state["step"]) + 1
+    c1, c2 = 1.0 - beta1**t, 1.0 - beta2**t
+    hyper = dict(lr=lr, beta1=beta1, beta2=beta2, eps=eps, c1=c1, c2=c2)
+    for k, p in params.items():
+        g, m, v = G[k], state["m"][k], state["v"][k]
+        if not isinstance(g, _Rows):  # dense: every entry, by the dense rule, written back
+            p[...], m[...], v[...] = _adam_rule(p, g, m, v, **hyper)
+            continue
+        h = np.array([lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, c1, c2], dtype=p.dtype)  # (8,)
+        rows = np.ascontiguousarray(g.rows, dtype=p.dtype)  # (U, F)
+        adam_rows_kernel(_as_rows(p), _as_rows(m), _as_rows(v), np.ascontiguousarray(g.keys, np.int64), rows, h)
+    state["step"] = t
+    return params, state
 
 
 def _row_shape(p) -> tuple:
