@@ -222,3 +222,19 @@ def test_an_unchecked_wrong_sized_dout_raises_before_the_kernel_reads_it():
     _, cache = ops.embedding_bag_forward(np.ones((4, 3)), np.ones((2, 2)), indices=np.array([[0, 1], [1, 3]]))
     with unchecked(), pytest.raises(ValueError):
         ops.embedding_bag_backward(np.ones((1, 3)), cache)
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_a_non_finite_looked_up_row_is_refused_even_under_weight_zero(bad):
+    """The check runs on the (…, D) output: 0·inf is NaN, so a bad row cannot hide behind its weight."""
+    table = np.ones((5, 3))
+    table[2, 1] = bad
+    with pytest.raises(ValueError, match=r"table \(the looked-up rows\)"):
+        ops.embedding_bag_forward(table, np.array([[1.0, 0.0]]), indices=np.array([[0, 2]]))
+    ops.embedding_bag_forward(table, np.array([[1.0, 0.5]]), indices=np.array([[0, 3]]))  # row 2 not read: fine
+
+
+def test_an_overflowing_weighted_sum_of_finite_rows_is_refused():
+    table = np.full((2, 2), 1e308)
+    with pytest.raises(ValueError, match="out: the weighted sum of finite rows overflowed"):
+        ops.embedding_bag_forward(table, np.array([[1.0, 1.0]]), indices=np.array([[0, 1]]))

@@ -74,8 +74,13 @@ def embedding_bag_forward(table, weights, *, indices):
     if weights.shape != indices.shape:  # always (cheap): the backward's kernel relies on it
         raise ValueError(f"weights: expected shape {indices.shape} (the indices'), got {weights.shape}")
     rows = table[indices]  # (..., R, D) a copy (fancy indexing)
-    check_finite(rows, "table (the looked-up rows)")  # the J rows only, never all N
     out = np.einsum("...r,...rd->...d", weights, rows)  # (..., D)
+    # An inf or NaN in a looked-up row reaches the output whatever its weight (0·inf is NaN), so checking
+    # the (..., D) output finds it without a pass over the (..., R, D) rows; only then are they searched.
+    if not np.isfinite(out).all():
+        check_finite(rows, "table (the looked-up rows)")  # the J rows only, never all N
+        check_finite(weights, "weights")
+        raise ValueError("out: the weighted sum of finite rows overflowed (scale the table or the weights down)")
     return out, EmbeddingBagCache(rows, weights, indices, table.shape[0])
 
 
