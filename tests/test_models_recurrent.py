@@ -478,7 +478,7 @@ def test_make_model_builds_the_named_model():
     assert {"lstm", "ntm", "dam"} <= set(models.MODELS)
 
 
-@pytest.mark.parametrize("name", ["transformer", "NTM", ""])
+@pytest.mark.parametrize("name", ["gpt", "NTM", ""])
 def test_make_model_refuses_an_unknown_name(name):
     with pytest.raises(ValueError, match=r"name: expected one of \[.*'ntm'.*\], got " + repr(name)):
         models.make_model(name, input_size=2, output_size=3)
