@@ -635,7 +635,7 @@ def format_pkm_table(rows) -> str:
         f"{r0['num_heads']} heads, k = {r0['k']}, {r0['tokens']:,} tokens, query norm {r0['query_norm']}; "
         f"ms, minimum of {r0['rounds']} interleaved rounds, one BLAS thread. total = the sum of the parts; "
         "floor = the bare NumPy gather values[slots] + the weighted sum (einsum) of the same rows; "
-        "copy = np.array of the values and both Adam moments; dense = densify the values' RowGrad + adam.",
+        "copy = np.array of the values and both Adam moments; dense = densify the values' RowGrad + Adam on every row.",
         "",
         "| dtype | n | N | query | search | softmax | gather | scatter | optimizer | **total** | × smallest N "
         "| floor gather | floor sum | (gather + scatter) / floor | copy | dense optimizer | dense total "
