@@ -8,7 +8,9 @@
   its budgets (predicting a point's cost, extrapolating skipped points) are in :mod:`refmann.bench.budget`
   and its files (CSV, JSON, the Markdown table, the two plots) in :mod:`refmann.bench.report`;
 - :mod:`refmann.bench.footprint`: SAM trained at very large N, with the bytes each part of its state holds
-  (``refmann bench footprint``).
+  (``refmann bench footprint``);
+- :mod:`refmann.bench.pkm`: one product-key memory training step against N = 2^14 … 2^20, in parts, beside
+  the bare-gather floor and the dense-Adam step (``refmann bench pkm``).
 
 :mod:`refmann.bench._proc` reads the machine and the process (/proc RSS, peak-RSS reset, tracemalloc) for both.
 """
