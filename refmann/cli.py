@@ -244,6 +244,8 @@ _TRAIN_FLAGS = (
     "--lr",
     "--clip",
     "--clip-norm",
+    "--value-optimizer",
+    "--value-lr",
     "--memory-size",
     "--word-size",
     "--num-heads",
@@ -271,6 +273,8 @@ def _train_config(args):
         lr=args.lr,
         clip=None if args.clip == 0 else args.clip,  # 0 is documented as off
         clip_norm=None if args.clip_norm == 0 else args.clip_norm,
+        value_optimizer=args.value_optimizer,
+        value_lr=args.value_lr,
         memory_size=args.memory_size,
         word_size=args.word_size,
         num_heads=args.num_heads,
@@ -951,6 +955,15 @@ def _train_arguments(p, default_out):
     p.add_argument("--optimizer", choices=list(DEFAULT_LR), default="rmsprop")
     lrs = ", ".join(f"{lr:g} {name}" for name, lr in DEFAULT_LR.items())
     p.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default: {lrs})")
+    p.add_argument(
+        "--value-optimizer",
+        choices=list(DEFAULT_LR),
+        default=None,
+        help="a separate optimizer for the value tables (parameters named *values, e.g. a product-key memory's)",
+    )
+    p.add_argument(
+        "--value-lr", type=positive_float, default=None, help="the value tables' learning rate (a group of their own)"
+    )
     p.add_argument(
         "--clip",
         type=off_or_positive_float,

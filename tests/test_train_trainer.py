@@ -452,3 +452,40 @@ def test_sparse_adam_leaves_the_memory_rows_no_step_read_untouched(tmp_path):
 def test_a_token_task_is_refused_by_a_model_that_reads_vectors(tmp_path):
     with pytest.raises(ValueError, match="task facts gives int tokens; models that read them: transformer"):
         Trainer(TrainConfig(model="lstm", sequences=8, **FACTS), tmp_path / "run", progress=False)
+
+
+def test_value_tables_can_have_their_own_optimizer_and_learning_rate_and_resume_bit_identically(tmp_path, monkeypatch):
+    config = TrainConfig(
+        model="transformer", sequences=8 * 8, optimizer="adam", lr=1e-3, value_optimizer="sparse_adam", value_lr=1e-2,
+        seed=4, model_kwargs=MEMORY, **FACTS,
+    )  # fmt: skip
+    straight = Trainer(config, tmp_path / "straight", progress=False)
+    straight.run()
+    assert any(slot.startswith("*values:") for slot in straight.opt_state) and "*:m" in straight.opt_state
+    # the value group is sparse_adam at its own lr: the first step moves a read row by about value_lr
+    fresh = Trainer(config, tmp_path / "fresh", progress=False)
+    before = fresh.model.params["block1.memory.values"].copy()
+    fresh.train_step()
+    moved = np.abs(fresh.model.params["block1.memory.values"] - before).max()
+    assert 0.5e-2 < moved <= 1.01e-2
+    original = Trainer.train_step
+
+    def stop_at_step_3(self):
+        if self.step == 3:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", stop_at_step_3)
+    assert Trainer(config, tmp_path / "split", progress=False).run()["interrupted"]
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = Trainer(config, tmp_path / "split", resume=True, progress=False)
+    resumed.run()
+    for key, value in straight.model.params.items():
+        np.testing.assert_array_equal(resumed.model.params[key], value, err_msg=key)
+
+
+def test_bad_value_optimizer_settings_are_refused():
+    with pytest.raises(ValueError, match="value_optimizer: expected one of"):
+        TrainConfig(value_optimizer="lion")
+    with pytest.raises(ValueError, match="value_lr: expected a positive number"):
+        TrainConfig(value_lr=-1.0)

@@ -71,6 +71,8 @@ class TrainConfig:
     lr: float | None = None  # default: 1e-4 for rmsprop, 1e-3 for adam, 1e-2 for sgd
     clip: float | None = 10.0  # elementwise gradient clip (the NTM papers' ±10); None: off
     clip_norm: float | None = None  # global-norm clip; None: off
+    value_optimizer: str | None = None  # a separate optimizer for value tables ("*values" params); None: optimizer
+    value_lr: float | None = None  # its learning rate (default: that optimizer's); both None: one group
     memory_size: int = 128
     word_size: int = 20
     num_heads: int = 1
@@ -94,6 +96,21 @@ class TrainConfig:
             raise ValueError(f"optimizer: expected one of {sorted(_DEFAULT_LR)}, got {self.optimizer!r}")
         if self.lr is None:
             self.lr = _DEFAULT_LR[self.optimizer]
+        if self.value_optimizer is not None and self.value_optimizer not in _DEFAULT_LR:
+            raise ValueError(f"value_optimizer: expected one of {sorted(_DEFAULT_LR)}, got {self.value_optimizer!r}")
+        if self.value_lr is not None and not (isinstance(self.value_lr, (int, float)) and self.value_lr > 0):
+            raise ValueError(f"value_lr: expected a positive number, got {self.value_lr!r}")
+
+    def make_update(self):
+        """The update step: one optimizer, or with ``value_optimizer``/``value_lr`` two parameter groups —
+        the value tables (keys ending in ``values``: a product-key memory's, a shared ``memory_values``)
+        and the rest (:func:`refmann.train.optim.param_groups`; Memory+ gives its values lr 1e-3 apart)."""
+        rest = optim.make_optimizer(self.optimizer, lr=self.lr)
+        if self.value_optimizer is None and self.value_lr is None:
+            return rest
+        name = self.value_optimizer or self.optimizer
+        lr = self.value_lr if self.value_lr is not None else _DEFAULT_LR[name]
+        return optim.param_groups({"*values": optim.make_optimizer(name, lr=lr), "*": rest})
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -252,7 +269,7 @@ class Trainer:
         # a feed-forward host hands tables' gradients over as RowGrads, which a lazy optimizer updates row-wise
         self._grads_options = {"row_grads": True} if isinstance(self.model, FeedForwardModel) else {}
         c = config
-        self.update = optim.make_optimizer(c.optimizer, lr=c.lr)
+        self.update = c.make_update()
         self.opt_state = None
         self.rng = np.random.default_rng(c.seed)
         self.curriculum = None
