@@ -251,6 +251,15 @@ CELLS = [
 ]
 
 
+def _skip_unless_sigint_works():
+    """A real SIGINT needs the main thread and Python's default handler: a process started in the
+    background by a non-interactive shell inherits SIGINT ignored (and so would its children)."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("a real SIGINT needs the main thread")
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("a real SIGINT needs Python's default handler (SIGINT is ignored in this process)")
+
+
 @pytest.mark.parametrize(("config_name", "phase", "n", "after", "kind"), CELLS)
 def test_an_interrupt_at_any_phase_of_a_step_resumes_bit_identically(
     config_name, phase, n, after, kind, tmp_path, tmp_path_factory
@@ -302,8 +311,7 @@ def test_the_resumed_curriculum_level_equals_the_uninterrupted_one(tmp_path, tmp
 
 def test_a_sigint_during_a_standalone_train_step_waits_for_the_commit(tmp_path, monkeypatch):
     """Outside run() too: Ctrl-C during the commit is raised once the step is whole."""
-    if threading.current_thread() is not threading.main_thread():
-        pytest.skip("signals need the main thread")
+    _skip_unless_sigint_works()
     config = CONFIGS["lstm"]
     trainer = Trainer(config, tmp_path, progress=False)
     install(monkeypatch, config, "commit", Shot("SIGINT", 2))
@@ -421,6 +429,7 @@ def _interrupt_at_random_times(script, config, out, schedule):
 
 
 def test_real_sigints_and_sigkills_at_random_times_resume_bit_identically(script, tmp_path, tmp_path_factory):
+    _skip_unless_sigint_works()  # the children inherit the handler
     config = RANDOM_CONFIG
     ref_out = tmp_path_factory.mktemp("reference-random")
     with pytest.MonkeyPatch.context() as mp:
@@ -442,6 +451,7 @@ def test_real_sigints_and_sigkills_at_random_times_resume_bit_identically(script
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", range(4))
 def test_many_real_interrupts_at_random_times_resume_bit_identically(script, tmp_path, tmp_path_factory, seed):
+    _skip_unless_sigint_works()
     config = dataclasses.replace(RANDOM_CONFIG, sequences=4 * 600, seed=seed)
     ref_out = tmp_path_factory.mktemp(f"reference-random-{seed}")
     with pytest.MonkeyPatch.context() as mp:
