@@ -1,0 +1,132 @@
+"""refmann.layers.SketchMemory: gradients, the collision kernel, explicit writes, arguments."""
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from refmann import layers, ops
+from refmann.layers.sketch import SketchMemory, simhash_buckets
+from tests.helpers import assert_gradients_match
+
+
+def _layer(X=4, Y=4, T=3, b=3, **kw):
+    return SketchMemory(input_dim=X, output_dim=Y, num_tables=T, num_bits=b, **kw)
+
+
+MODES = [
+    dict(combine="residual"),
+    dict(combine="concat", Y=3),
+    dict(combine="none", Y=2, signs=True),
+    dict(combine="residual", gate=True),
+    dict(combine="concat", Y=2, signs=True, gate=True),
+]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "-".join(f"{k}={v}" for k, v in m.items()))
+@given(B=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_gradients_match_in_every_differentiable_mode(mode, B, seed):
+    """Values, gate and input, FD-checked; inputs kept away from every hyperplane (the hash is constant there)."""
+    mode = dict(mode)
+    layer = _layer(X=4, Y=mode.pop("Y", 4), seed=seed % 11, **mode)
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((B, 4))
+    _, margins = simhash_buckets(x, layer.buffers["planes"])
+    assume(margins.min() > 1e-3)  # a central difference of 1e-6 never flips a bit
+    params = {k: rng.standard_normal(v.shape) for k, v in layer.params.items()}  # values away from the zero init
+    assert_gradients_match(layers.as_op(layer), x, *params.values(), seed=seed % 5)
+
+
+def test_value_row_gradient_equals_add_at_and_is_row_sparse():
+    layer = _layer(X=4, Y=2, T=3, b=2, combine="none", signs=True, seed=3)
+    x = np.random.default_rng(0).standard_normal((9, 4))  # 27 lookups into 12 rows: repeats
+    dy = np.random.default_rng(1).standard_normal((9, 2))
+    _, cache = layer.forward(x)
+    _, grads = layer.backward(dy, cache)
+    g = grads["values"]
+    assert isinstance(g, ops.RowGrad) and len(g.indices) < 27
+    rows = layer.rows(x)
+    expected = np.zeros((12, 2))
+    w = layer.buffers["signs"][rows] / 3
+    np.add.at(expected, rows.ravel(), (w[..., None] * dy[:, None, :]).reshape(-1, 2))
+    np.testing.assert_allclose(layers.densify(g), expected, rtol=1e-14, atol=1e-15)
+
+
+@settings(max_examples=25)
+@given(theta=st.floats(0.05, 3.0), b=st.integers(1, 6), seed=st.integers(0, 2**16))
+def test_the_collision_probability_at_angle_theta_is_one_minus_theta_over_pi_to_the_b(theta, b, seed):
+    """SimHash's kernel: over M independent tables, the same-bucket fraction of two inputs at angle θ.
+
+    Tolerance: 5 binomial standard deviations of the M draws, plus 1e-3."""
+    rng = np.random.default_rng(seed)
+    X, M = 8, 4000
+    u, v = np.linalg.qr(rng.standard_normal((X, 2)))[0].T  # an orthonormal pair
+    x = np.stack([u, np.cos(theta) * u + np.sin(theta) * v])  # (2, X) at angle θ
+    planes = rng.standard_normal((M, X, b))
+    buckets, _ = simhash_buckets(x, planes)  # (2, M)
+    same = np.mean(buckets[0] == buckets[1])
+    p = (1 - theta / np.pi) ** b
+    assert abs(same - p) <= 5 * np.sqrt(p * (1 - p) / M) + 1e-3, (same, p)
+
+
+def test_explicit_writes_recall_every_key_that_shares_no_row_exactly_and_average_the_rest():
+    layer = _layer(X=16, Y=5, T=4, b=10, combine="none", signs=True, seed=1)
+    rng = np.random.default_rng(0)
+    keys, values = rng.standard_normal((120, 16)), rng.standard_normal((120, 5))
+    layer.write_inplace(keys, values)
+    y, _ = layer.forward(keys)
+    rows = layer.rows(keys)  # (n, T)
+    # the read, by its definition as a kernel smoother: per table, the mean of the values in the key's bucket
+    want = np.zeros_like(values)
+    for t in range(4):
+        same = rows[:, t][:, None] == rows[:, t][None, :]  # (n, n) the collision kernel of table t
+        want += (same @ values) / same.sum(axis=1, keepdims=True) / 4
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+    alone = np.array([all(np.sum(rows[:, t] == rows[i, t]) == 1 for t in range(4)) for i in range(120)])
+    assert 0 < (~alone).sum() < 120  # some keys collided in some table, most did not
+    np.testing.assert_allclose(y[alone], values[alone], rtol=1e-12, atol=1e-12)
+
+
+def test_overwrite_keeps_the_last_write_of_a_bucket():
+    layer = _layer(X=4, Y=2, T=2, b=8, combine="none", seed=2)
+    key = np.ones((1, 4))
+    layer.write_inplace(key, np.array([[1.0, 2.0]]), mode="overwrite")
+    layer.write_inplace(key, np.array([[3.0, -1.0]]), mode="overwrite")
+    np.testing.assert_allclose(layer.forward(key)[0], [[3.0, -1.0]])
+    layer.write_inplace(key, np.array([[5.0, 5.0]]))  # average mode counts on from the overwrite
+    np.testing.assert_allclose(layer.forward(key)[0], [[4.0, 2.0]])
+
+
+def test_a_zero_table_reads_nothing_and_the_combines_have_their_widths():
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    np.testing.assert_array_equal(_layer(combine="residual").forward(x)[0], x)
+    out, _ = _layer(Y=3, combine="concat").forward(x)
+    assert out.shape == (2, 3, 7)
+    np.testing.assert_array_equal(out[..., :4], x)
+    assert _layer(Y=3, combine="none").forward(x)[0].shape == (2, 3, 3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(Y=3), ValueError, "output_dim: combine='residual' adds y to x"),
+        (dict(b=25), ValueError, "num_bits: expected at most 24"),
+        (dict(T=0), ValueError, "num_tables: expected an int >= 1"),
+        (dict(combine="sum"), ValueError, "combine: expected one of"),
+        (dict(signs=1), TypeError, "signs: expected True or False"),
+        (dict(gate="yes"), TypeError, "gate: expected True or False"),
+    ],
+)
+def test_bad_arguments_are_refused_naming_the_argument(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _layer(**kwargs)
+
+
+def test_bad_writes_are_refused():
+    layer = _layer(combine="none", Y=2)
+    with pytest.raises(ValueError, match="mode: expected 'average' or 'overwrite'"):
+        layer.write_inplace(np.ones((1, 4)), np.ones((1, 2)), mode="max")
+    with pytest.raises(ValueError, match="values: expected 2 rows"):
+        layer.write_inplace(np.ones((2, 4)), np.ones((1, 2)))
+    with pytest.raises(ValueError, match=r"keys: expected shape"):
+        layer.write_inplace(np.ones((2, 3)), np.ones((2, 2)))
