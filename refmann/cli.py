@@ -543,7 +543,7 @@ def _json_out(text: str) -> Path:
 
 def _bench_pkm(args) -> int:
     from ._io import atomic_write_text
-    from .bench._proc import machine_info
+    from .bench._proc import machine_info, machine_line
     from .bench.pkm import QUICK, format_pkm_table, pkm_table, pkm_targets
 
     out = None if args.out is None else _json_out(args.out)
@@ -558,11 +558,7 @@ def _bench_pkm(args) -> int:
         raise CommandError(_name_flag(_message(exc), ("--sizes", "--dtype", "--rounds"))) from exc
     machine = machine_info()
     print(format_pkm_table(rows))
-    print(
-        f"\nmachine: {machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, load "
-        f"{machine['load_average_1min']}; numpy {machine['numpy']}, numba {machine['numba']} (JIT "
-        f"{machine['jit']}), Python {machine['python']}, one BLAS thread; {machine['date']}"
-    )
+    print(f"\nmachine: {machine_line(machine)}")
     if out is not None:
         with _user_errors():
             atomic_write_text(

@@ -1,6 +1,7 @@
 """What the benchmarks read about the machine and the process: /proc, peak RSS, tracemalloc.
 
-- :func:`machine_info`: the CPU, cores, RAM, load and the versions that decide the speed;
+- :func:`machine_info`: the CPU, cores, RAM, load and the versions that decide the speed (one line:
+  :func:`machine_line`);
 - :func:`proc_status`: VmRSS (resident now) and VmHWM (peak resident) of a process, in bytes;
 - :class:`PeakRSS`: the peak RSS increase over a block (the kernel's counter after a reset through
   ``/proc/self/clear_refs``, else a sampling thread);
@@ -74,6 +75,15 @@ def machine_info() -> dict:
         "blas_threads": 1,
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
+
+
+def machine_line(machine: dict) -> str:
+    """:func:`machine_info` on one line, as the benchmarks and experiments print it under their tables."""
+    return (
+        f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, load "
+        f"{machine['load_average_1min']}; numpy {machine['numpy']}, numba {machine['numba']} (JIT "
+        f"{machine['jit']}), Python {machine['python']}, one BLAS thread; {machine['date']}"
+    )
 
 
 def reset_peak_rss() -> bool:

@@ -958,7 +958,7 @@ def main(argv=None):
             config["n"] = args.n
         if args.ablations is not None:
             config["ablations"] = tuple(args.ablations)
-    from ..bench._proc import machine_info
+    from ..bench._proc import machine_info, machine_line
 
     machine = machine_info()
     command = "python -m refmann.experiments.capacity " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -971,17 +971,10 @@ def main(argv=None):
     start = time.perf_counter()
     rows = run(args.experiment, **config, dtype=args.dtype, progress=not args.quiet, on_row=write if args.out else None)
     print(format_table(rows))
-    print(f"\nWall time {time.perf_counter() - start:.0f} s. Machine: {_machine_line(machine)}.")
+    print(f"\nWall time {time.perf_counter() - start:.0f} s. Machine: {machine_line(machine)}.")
     if args.out:
         write(rows)
     return rows
-
-
-def _machine_line(machine) -> str:
-    return (
-        f"{machine['cpu']}, {machine['cores']} cores; numpy {machine['numpy']}, numba {machine['numba']} "
-        f"(JIT {machine['jit']}); one BLAS thread; load average {machine['load_average_1min']}"
-    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -247,14 +247,6 @@ def format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def machine_line(machine) -> str:
-    """CPU, cores, and the numpy / numba versions, on one line."""
-    return (
-        f"{machine['cpu']}, {machine['cores']} cores; numpy {machine['numpy']}, numba {machine['numba']} "
-        f"(JIT {machine['jit']}); one BLAS thread; load average {machine['load_average_1min']}"
-    )
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m refmann.experiments.pkm_search", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="CI sizes: n <= 128, 32 tokens, 2 rounds")
@@ -272,7 +264,7 @@ def main(argv=None):
             config[name] = getattr(args, name)
     if any(n < config["k"] for n in config["sizes"]) or config["tokens"] < 1 or config["rounds"] < 1:
         p.error(f"--sizes take integers >= k = {config['k']}; --tokens and --rounds positive integers")
-    from ..bench._proc import machine_info
+    from ..bench._proc import machine_info, machine_line
 
     machine = machine_info()
     rows = run(
