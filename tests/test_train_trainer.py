@@ -395,6 +395,29 @@ def test_the_trainer_trains_on_the_tasks_loss_and_logs_the_tasks_metric(tmp_path
     assert (tmp_path / "run" / "learning_curve.png").exists()
 
 
+def _interrupted_then_resumed(config, out, monkeypatch, *, at):
+    """Run ``config`` in ``out`` with Ctrl-C before step ``at``, then resume it to the end; the resumed trainer."""
+    original = Trainer.train_step
+
+    def stop(self):
+        if self.step == at:
+            raise KeyboardInterrupt
+        return original(self)
+
+    monkeypatch.setattr(Trainer, "train_step", stop)
+    assert Trainer(config, out, progress=False).run()["interrupted"]
+    monkeypatch.setattr(Trainer, "train_step", original)
+    resumed = Trainer(config, out, resume=True, progress=False)
+    assert resumed.step == at
+    resumed.run()
+    return resumed
+
+
+def _assert_same_params(a, b):
+    for key, value in b.model.params.items():
+        np.testing.assert_array_equal(a.model.params[key], value, err_msg=key)
+
+
 FACTS = dict(
     task="facts",
     task_kwargs=dict(num_subjects=8, num_relations=2, num_objects=4, num_words=6, length=10),
@@ -421,20 +444,8 @@ def test_the_transformer_with_a_product_key_memory_trains_on_facts_and_resumes_b
     assert straight.model.default_loss == "softmax_ce" and "block1.memory.values" in straight.model.params
     summary = straight.run()
     assert summary["metric"] == "fact_errors" and 0.0 <= summary["final_eval_fact_errors"] <= 1.0
-    original = Trainer.train_step
-
-    def stop_at_step_4(self):
-        if self.step == 4:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", stop_at_step_4)
-    assert Trainer(config, tmp_path / "split", progress=False).run()["interrupted"]
-    monkeypatch.setattr(Trainer, "train_step", original)
-    resumed = Trainer(config, tmp_path / "split", resume=True, progress=False)
-    resumed.run()
-    for key, value in straight.model.params.items():
-        np.testing.assert_array_equal(resumed.model.params[key], value, err_msg=key)
+    resumed = _interrupted_then_resumed(config, tmp_path / "split", monkeypatch, at=4)
+    _assert_same_params(resumed, straight)
     assert _without_seconds(resumed.records) == _without_seconds(straight.records)
 
 
@@ -468,20 +479,7 @@ def test_value_tables_can_have_their_own_optimizer_and_learning_rate_and_resume_
     fresh.train_step()
     moved = np.abs(fresh.model.params["block1.memory.values"] - before).max()
     assert 0.5e-2 < moved <= 1.01e-2
-    original = Trainer.train_step
-
-    def stop_at_step_3(self):
-        if self.step == 3:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", stop_at_step_3)
-    assert Trainer(config, tmp_path / "split", progress=False).run()["interrupted"]
-    monkeypatch.setattr(Trainer, "train_step", original)
-    resumed = Trainer(config, tmp_path / "split", resume=True, progress=False)
-    resumed.run()
-    for key, value in straight.model.params.items():
-        np.testing.assert_array_equal(resumed.model.params[key], value, err_msg=key)
+    _assert_same_params(_interrupted_then_resumed(config, tmp_path / "split", monkeypatch, at=3), straight)
 
 
 def test_bad_value_optimizer_settings_are_refused():
