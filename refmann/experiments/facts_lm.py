@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import _io
+from .. import _io, ops
 from ..layers.pkm_diagnostics import LayerDiagnostics
 from ..tasks import Facts
 from ..train import TrainConfig, Trainer
@@ -96,20 +96,17 @@ def _evaluate(model, task, eval_size, seed):
     ce = tokens = facts = facts_right = other = other_right = 0.0
     diags = {}
     net = model.network
-    memory_blocks = [f"block{i}" for i in model.config.memory_layers]
     for start in range(0, eval_size, 64):
         batch = task.sample(min(64, eval_size - start), rng)
-        ce += model.loss(batch.inputs, batch.targets) * batch.inputs.shape[1]  # summed over the batch
-        tokens += batch.targets.size
-        logits, cache = net.forward(batch.inputs, params=model.params)  # (T, B, V)
+        logits, cache = net.forward(batch.inputs, params=model.params)  # (T, B, V): one forward for everything
+        summed, _ = ops.softmax_cross_entropy_forward(logits, targets=batch.targets, mask=batch.mask)
+        ce, tokens = ce + float(summed), tokens + batch.targets.size
         right = np.argmax(logits, axis=-1) == batch.targets
         f = task.fact_positions(batch)
         facts, facts_right = facts + f.sum(), facts_right + (right & f).sum()
         other, other_right = other + (~f).sum(), other_right + (right & ~f).sum()
-        for name, cb in zip(net._blocks, cache.blocks):
-            if name in memory_blocks:
-                diag = diags.setdefault(name, LayerDiagnostics(model.config.memory_keys**2))
-                diag.update(cb.mlp)
+        for name, memory_cache in net.memory_caches(cache).items():
+            diags.setdefault(name, LayerDiagnostics(model.config.memory_keys**2)).update(memory_cache)
     out = {
         "perplexity": float(np.exp(ce / tokens)),
         "fact_recall": float(facts_right / facts),

@@ -446,9 +446,14 @@ class TransformerNetwork(LayerBase):
             z, c_head = ch["head"].forward(h, params=self._child_params(p, "head"))  # (B, T, Y)
         return z.transpose(1, 0, 2), TransformerNetworkCache(c_embed, tuple(c_blocks), c_ln, c_head, T)
 
+    def memory_caches(self, cache) -> dict:
+        """Block name -> the :class:`~refmann.layers.ProductKeyMemoryCache` of each memory block, in block order
+        (what :class:`~refmann.layers.pkm_diagnostics.LayerDiagnostics` reads)."""
+        return {name: cb.mlp for name, cb in zip(self._blocks, cache.blocks) if name in self._memory_blocks}
+
     def trace(self, cache) -> list:
         """Each memory block's selected slots ``(slots (B, T·H, k),)``, in block order: its top-k decisions."""
-        return [(cb.mlp.search.slots,) for name, cb in zip(self._blocks, cache.blocks) if name in self._memory_blocks]
+        return [(c.search.slots,) for c in self.memory_caches(cache).values()]
 
     def backward(self, dy, cache):
         """``(dx, grads)``; dx is None for token inputs."""
