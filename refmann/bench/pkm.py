@@ -134,6 +134,8 @@ def pkm_forward_backward(layer, x, dy, *, params=None, clock=time.perf_counter):
     """
     from ..layers.base import scope, unscope
 
+    if layer.output != "sum" or layer.experts or layer.shared_values:  # this mirrors XLM's path only
+        raise ValueError("layer: expected a ProductKeyMemory in XLM's mode (no swilu, experts or shared values)")
     p = layer.params if params is None else params
     c = layer.children
     B, H, k, dk = x.shape[0], layer.num_heads, layer.k, layer.key_dim
