@@ -26,6 +26,7 @@ EXAMPLES = {
     "MLP": (dict(input_dim=4, hidden_dims=(5,), output_dim=3), (2, 4), {}),
     "TransformerBlock": (dict(model_dim=4, num_heads=2, mlp_dim=6), (2, 3, 4), {"causal": True}),
     "ProductKeyMemory": (dict(input_dim=4, output_dim=3, num_keys=4, num_heads=2, k=2, key_dim=4), (5, 4), {}),
+    "SketchMemory": (dict(input_dim=4, output_dim=3, num_tables=2, num_bits=3, combine="concat"), (2, 5, 4), {}),
 }
 EXTRA = {"Sequential", "Layer", "LayerBase"}  # built from other layers, or the interface itself
 

@@ -75,3 +75,34 @@ def test_transformer_block_rejects_bad_input_naming_the_argument():
         layers.TransformerBlock(model_dim=4, num_heads=3)
     with pytest.raises(ValueError, match=r"x: expected shape \(·, ·, 4\)"):
         layers.TransformerBlock(model_dim=4, num_heads=2).forward(np.ones((2, 3, 5)))
+
+
+@given(B=st.integers(1, 2), T=st.integers(1, 3), gate=st.booleans(), seed=st.integers(0, 99), data=st.data())
+def test_transformer_block_with_a_sketch_memory_gradients_match(B, T, gate, seed, data):
+    from hypothesis import assume
+
+    from refmann.layers.sketch import simhash_buckets
+
+    block = layers.TransformerBlock(
+        model_dim=4, num_heads=2, mlp_dim=6, sketch=dict(num_tables=2, num_bits=3, gate=gate), seed=seed
+    )
+    x = data.draw(f64((B, T, 4))) + np.linspace(-1, 1, 4)
+    params = {k: np.asarray(v + data.draw(f64(v.shape, -0.3, 0.3))) for k, v in block.params.items()}
+    _, cache = block.forward(x, params=params)
+    assume(simhash_buckets(cache.sketch.x, block.children["sketch"].buffers["planes"])[1].min() > 1e-3)
+    assert_gradients_match(layers.as_op(block), x, *params.values(), seed=9)
+
+
+def test_transformer_block_sketch_is_a_residual_read_of_the_output():
+    plain = layers.TransformerBlock(model_dim=4, num_heads=2, seed=3)
+    block = layers.TransformerBlock(model_dim=4, num_heads=2, seed=3, sketch=dict(num_bits=2))
+    assert list(block.children) == ["ln1", "attn", "ln2", "mlp", "sketch"]
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))
+    y0 = plain.forward(x)[0]
+    np.testing.assert_array_equal(block.forward(x)[0], y0)  # zero tables: the plain block, bit for bit
+    block.params["sketch.values"][...] = 1.0
+    np.testing.assert_allclose(block.forward(x)[0], y0 + 1.0, rtol=1e-13)  # every row reads the ones row
+    with pytest.raises(ValueError, match=r"sketch: the block sets \['combine'\]"):
+        layers.TransformerBlock(model_dim=4, num_heads=2, sketch=dict(combine="concat"))
+    with pytest.raises(TypeError, match="sketch: expected None or a dict"):
+        layers.TransformerBlock(model_dim=4, num_heads=2, sketch=True)

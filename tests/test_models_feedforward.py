@@ -262,3 +262,50 @@ def test_tied_embeddings_use_the_embedding_as_the_head():
 def test_bad_memory_options_are_refused_naming_the_field(kwargs, error, match):
     with pytest.raises(error, match=match):
         _memory_transformer(**kwargs)
+
+
+# -- sketch memories in the transformer host (Panigrahy et al. 2021, refmann's reconstruction) -------------
+
+
+@pytest.mark.parametrize("mode", ["plain", "gate+signs", "with-pkm"])
+@settings(max_examples=4)
+@given(T=st.integers(1, 4), B=st.integers(1, 2), seed=st.integers(0, 99))
+def test_transformer_with_sketch_memories_gradients_match_as_a_whole(mode, T, B, seed):
+    """Every parameter of the host, FD-checked, where no perturbation moves an input across a hash hyperplane."""
+    extra = {"plain": {}, "gate+signs": dict(sketch_gate=True, sketch_signs=True), "with-pkm": {}}[mode]
+    memory = dict(memory_layers=(1,)) if mode == "with-pkm" else dict(memory_layers=())
+    model = _memory_transformer(seed=seed, sketch_layers=(0, 1), sketch_tables=2, sketch_bits=3, **memory, **extra)
+    r = np.random.default_rng(seed)
+    for key in ("block0.sketch.values", "block1.sketch.values"):  # away from the zero init: reads that matter
+        model.params[key] = r.standard_normal(model.params[key].shape)
+    x, y = r.integers(0, 7, (T, B)), r.integers(0, 7, (T, B))
+    report = check_model(model, x, y, max_entries=8, seed=seed)
+    assume(not report.crossed_kink)  # a perturbation flipped a hash bit: the read jumps there
+    assert report.ok(TOLERANCES["model"]), str(report)
+    assert len(model.last_trace) == len(model.config.memory_layers) + 2
+
+
+def test_sketch_blocks_add_a_residual_read_and_start_as_the_plain_host():
+    plain = _memory_transformer(memory_layers=())
+    sketch = _memory_transformer(memory_layers=(), sketch_layers=(1,), sketch_bits=4)
+    assert set(sketch.params) - set(plain.params) == {"block1.sketch.values"}
+    assert sketch.params["block1.sketch.values"].shape == (4 * 2**4, 4)
+    x = np.random.default_rng(2).integers(0, 7, (4, 3))
+    np.testing.assert_array_equal(plain.forward(x), sketch.forward(x))  # zero-initialised tables read zeros
+    _, grads = sketch.loss_and_grads(x, x, row_grads=True)
+    assert isinstance(grads["block1.sketch.values"], ops.RowGrad)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(sketch_layers=(2,)), ValueError, r"sketch_layers: expected distinct blocks in \[0, num_layers = 2\)"),
+        (dict(sketch_layers="0"), TypeError, "sketch_layers: expected a tuple of block indices"),
+        (dict(sketch_bits=25), ValueError, "sketch_bits: expected at most 24"),
+        (dict(sketch_tables=0), ValueError, "sketch_tables: expected an int >= 1"),
+        (dict(sketch_gate="yes"), TypeError, "sketch_gate: expected True or False"),
+    ],
+)
+def test_bad_sketch_options_are_refused_naming_the_field(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        _memory_transformer(**kwargs)

@@ -375,6 +375,18 @@ LAYER_CASES = {
         {},
         lambda p, x: pkm_t(p, x, num_heads=2, k=2, norm="batchnorm", output="swilu", experts=True),
     ),
+    "SketchMemory": (
+        lambda: layers.SketchMemory(**SKETCH),
+        (6, 5),
+        {},
+        lambda p, x: sketch_t(p, x, SKETCH),
+    ),
+    "SketchMemory-concat-signs-gate": (
+        lambda: layers.SketchMemory(**SKETCH_GATED),
+        (2, 3, 5),
+        {},
+        lambda p, x: sketch_t(p, x, SKETCH_GATED),
+    ),
     "TransformerBlock-rmsnorm-silu": (
         lambda: layers.TransformerBlock(model_dim=4, num_heads=2, mlp_dim=6, norm="rmsnorm", activation="silu"),
         (2, 3, 4),
@@ -382,6 +394,27 @@ LAYER_CASES = {
         lambda p, x: block_t(p, x, num_heads=2, norm="rmsnorm", activation="silu"),
     ),
 }
+
+
+SKETCH = dict(input_dim=5, output_dim=5, num_tables=3, num_bits=2)
+SKETCH_GATED = dict(input_dim=5, output_dim=3, num_tables=2, num_bits=3, combine="concat", signs=True, gate=True)
+
+
+def sketch_t(p, x, kwargs):
+    """The sketch memory in torch: SimHash buckets (the layer's own hyperplanes and signs), a signed mean of
+    the T rows, the gate, the combine."""
+    buffers = layers.SketchMemory(**kwargs).buffers  # the hyperplanes and signs of the case's seed
+    planes, signs = torch.from_numpy(buffers["planes"]), torch.from_numpy(buffers["signs"])
+    T, _, b = planes.shape
+    x2 = x.reshape(-1, x.shape[-1])
+    bits = (torch.einsum("bx,txk->btk", x2, planes) > 0).long()
+    rows = (bits * (2 ** torch.arange(b))).sum(-1) + torch.arange(T) * 2**b  # (B, T)
+    y = (signs[rows][..., None] * p["values"][rows]).sum(1) / T
+    if kwargs.get("gate"):
+        y = torch.sigmoid(x2 @ p["gate.weight"] + p["gate.bias"])[:, None] * y
+    combine = kwargs.get("combine", "residual")
+    out = x2 + y if combine == "residual" else torch.cat([x2, y], -1) if combine == "concat" else y
+    return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def pkm_t(p, x, *, num_heads, k, norm=None, output="sum", experts=False):

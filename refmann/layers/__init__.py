@@ -15,10 +15,11 @@ from .linear import Linear
 from .mlp import MLP
 from .norms import BatchNorm, LayerNorm, RMSNorm
 from .product_keys import ProductKeyMemory
+from .sketch import SketchMemory
 from .transformer import TransformerBlock
 
 __all__ = [
     "GELU", "MLP", "BatchNorm", "Embedding", "Layer", "LayerBase", "LayerNorm", "Linear", "MultiHeadAttention",
-    "ProductKeyMemory", "RMSNorm", "ReLU", "Sequential", "SiLU", "Tanh", "TransformerBlock",
+    "ProductKeyMemory", "RMSNorm", "ReLU", "Sequential", "SiLU", "SketchMemory", "Tanh", "TransformerBlock",
     "as_op", "densify", "scope", "unscope",
 ]  # fmt: skip

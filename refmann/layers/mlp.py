@@ -1,4 +1,8 @@
-r"""A multilayer perceptron: Linear, activation, ..., Linear (the transformer's feed-forward block)."""
+r"""A multilayer perceptron: Linear, activation, ..., Linear (the transformer's feed-forward block).
+
+With ``memory=`` a :class:`~refmann.layers.SketchMemory` follows the chosen hidden activations: the
+sketch paper's "memory at every layer" (Panigrahy, Wang & Zaheer 2021; refmann's reconstruction).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from .. import _checks
 from .activations import ACTIVATIONS
 from .base import Sequential, check_dtype, check_seed, child_seeds
 from .linear import Linear
+from .sketch import SketchMemory
 
 
 class MLP(Sequential):
@@ -22,6 +27,14 @@ class MLP(Sequential):
         Default ``input_dim``.
     activation : {"gelu", "gelu_tanh", "silu", "relu", "tanh"}, keyword-only
     bias : bool, keyword-only
+    memory : dict, keyword-only, optional
+        :class:`~refmann.layers.SketchMemory` keywords (all but ``input_dim``, ``seed``, ``dtype``):
+        ``num_tables``, ``num_bits``, ``output_dim`` (default: the hidden width), ``combine`` (default
+        ``"concat"``), ``signs``, ``gate``. A sketch memory ``"mem{l}"`` follows ``"act{l}"`` for every
+        hidden layer l in ``memory_layers``; with ``"concat"`` the next linear layer reads the wider
+        :math:`[h_l ; r_l]`.
+    memory_layers : "all" or sequence of int, keyword-only
+        The hidden layers (1-based) that get a memory; default every one. Ignored without ``memory``.
     seed : int, keyword-only
     dtype : float32 or float64, keyword-only
 
@@ -29,15 +42,32 @@ class MLP(Sequential):
     ----------
     params : dict
         ``"fc1.weight"``, ``"fc1.bias"``, …, ``"fc{L}.weight"``, ``"fc{L}.bias"`` for L = len(hidden_dims) + 1;
-        the activations are ``"act1"``, …, ``"act{L-1}"`` (no parameters).
+        the activations are ``"act1"``, …, ``"act{L-1}"`` (no parameters); with a memory,
+        ``"mem{l}.values"`` (and ``"mem{l}.gate.*"``), whose gradients are row-sparse
+        (:class:`~refmann.ops.RowGrad`).
+    memory_layers : tuple of int
+        The hidden layers that have a memory (empty without one).
 
     Notes
     -----
     .. math:: h_0 = x, \quad h_l = f(h_{l-1} W_l + b_l)\ (l < L), \quad y = h_{L-1} W_L + b_L
+
+    With a memory at layer l, :math:`h_l` is replaced by the sketch layer's output before it feeds layer
+    l + 1: :math:`[h_l ; r(h_l)]` (concat) or :math:`h_l + r(h_l)` (residual), r the table read.
     """
 
     def __init__(
-        self, *, input_dim, hidden_dims, output_dim=None, activation="gelu", bias=True, seed=0, dtype=np.float64
+        self,
+        *,
+        input_dim,
+        hidden_dims,
+        output_dim=None,
+        activation="gelu",
+        bias=True,
+        memory=None,
+        memory_layers="all",
+        seed=0,
+        dtype=np.float64,
     ):
         input_dim = _checks.check_positive_int(input_dim, "input_dim")
         output_dim = input_dim if output_dim is None else _checks.check_positive_int(output_dim, "output_dim")
@@ -51,18 +81,25 @@ class MLP(Sequential):
             raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
         dtype = check_dtype(dtype)
         sizes = (input_dim, *hidden, output_dim)
-        seeds = child_seeds(check_seed(seed), len(sizes) - 1)
-        layers = []
+        seed = check_seed(seed)
+        seeds = child_seeds(seed, len(sizes) - 1)
+        with_memory = _memory_layers(memory, memory_layers, len(hidden))
+        mem_seeds = child_seeds(seed + 1, len(hidden)) if with_memory else []
+        layers, width = [], input_dim  # width: what the next linear layer reads
         for i in range(1, len(sizes)):
             layers.append(
-                (
-                    f"fc{i}",
-                    Linear(input_dim=sizes[i - 1], output_dim=sizes[i], bias=bias, seed=seeds[i - 1], dtype=dtype),
-                )
+                (f"fc{i}", Linear(input_dim=width, output_dim=sizes[i], bias=bias, seed=seeds[i - 1], dtype=dtype))
             )
+            width = sizes[i]
             if i < len(sizes) - 1:
                 layers.append((f"act{i}", ACTIVATIONS[activation](dtype=dtype)))
+                if i in with_memory:
+                    kw = {"combine": "concat", "output_dim": width} | memory
+                    mem = SketchMemory(input_dim=width, seed=mem_seeds[i - 1], dtype=dtype, **kw)
+                    layers.append((f"mem{i}", mem))
+                    width = mem.out_dim
         super().__init__(layers=layers)
+        self.memory_layers = with_memory
         self.input_dim, self.hidden_dims, self.output_dim, self.activation = input_dim, hidden, output_dim, activation
         self.dtype = dtype
         self._sizes = {
@@ -71,3 +108,33 @@ class MLP(Sequential):
             "output_dim": output_dim,
             "activation": activation,
         }
+        if with_memory:
+            self._sizes["memory_layers"] = with_memory
+
+
+def _memory_layers(memory, memory_layers, num_hidden) -> tuple:
+    """The 1-based hidden layers that get a sketch memory (empty without ``memory``), checked."""
+    if memory is None:
+        return ()
+    if not isinstance(memory, dict):
+        raise TypeError(f"memory: expected None or a dict of SketchMemory keywords, got {memory!r}")
+    bad = sorted(set(memory) & {"input_dim", "seed", "dtype"})
+    if bad:
+        raise ValueError(f"memory: the MLP sets {bad} itself (the hidden width, and seeds from its own)")
+    if num_hidden == 0:
+        raise ValueError("memory: expected at least one hidden layer to put a memory after, got hidden_dims = ()")
+    if isinstance(memory_layers, str):
+        if memory_layers != "all":
+            raise ValueError(
+                f"memory_layers: expected 'all' or a sequence of hidden-layer indices, got {memory_layers!r}"
+            )
+        return tuple(range(1, num_hidden + 1))
+    try:
+        chosen = tuple(_checks.check_positive_int(i, "memory_layers") for i in memory_layers)
+    except TypeError:
+        raise TypeError(f"memory_layers: expected 'all' or a sequence of ints, got {memory_layers!r}") from None
+    if not chosen or len(set(chosen)) != len(chosen) or max(chosen) > num_hidden:
+        raise ValueError(
+            f"memory_layers: expected distinct hidden layers in [1, {num_hidden}], got {list(memory_layers)}"
+        )
+    return tuple(sorted(chosen))

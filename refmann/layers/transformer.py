@@ -13,6 +13,7 @@ from .base import LayerBase, check_dtype, check_features, check_seed, child_seed
 from .mlp import MLP
 from .norms import LayerNorm, RMSNorm
 from .product_keys import ProductKeyMemory
+from .sketch import SketchMemory
 
 NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
 
@@ -22,6 +23,7 @@ class TransformerBlockCache(NamedTuple):
     attn: Any  # MultiHeadAttentionCache
     ln2: Any  # norm cache of h = x + attn     (B, T, D)
     mlp: Any  # the feed-forward branch's cache: the MLP's (a tuple), or a ProductKeyMemoryCache
+    sketch: Any = None  # SketchMemoryCache of the block's output, with a sketch memory
 
 
 class TransformerBlock(LayerBase):
@@ -45,6 +47,11 @@ class TransformerBlock(LayerBase):
         ``shared_values``): Lample et al.'s and Memory+'s placement, a memory *instead of* the FFN.
         Its parameters are ``"memory.*"``; with ``shared_values`` the block, like the layer, lists
         ``"values"`` in ``external_params`` for its host to pass.
+    sketch : dict, keyword-only, optional
+        Add a :class:`~refmann.layers.SketchMemory` (D → D, ``combine="residual"``) to the block's output,
+        built with these keywords (``num_tables``, ``num_bits``, ``signs``, ``gate``): the sketch paper's
+        memory read "before feeding [the layer's output] to the next layer" (refmann's reconstruction),
+        in addition to the MLP. Its parameters are ``"sketch.*"``.
     seed : int, keyword-only
     dtype : float32 or float64, keyword-only
 
@@ -58,6 +65,9 @@ class TransformerBlock(LayerBase):
     -----
     .. math::
         h = x + \mathrm{MHA}(\mathrm{LN}_1(x)), \qquad y = h + \mathrm{MLP}(\mathrm{LN}_2(h))
+
+    and with a sketch memory :math:`y \leftarrow y + r(y)`, r the hashed table read (no gradient through
+    the hash: y's gradient gains only the gate's path).
 
     Backward: :math:`dh = dy + J_{\mathrm{LN}_2}^\top J_{\mathrm{MLP}}^\top dy` and
     :math:`dx = dh + J_{\mathrm{LN}_1}^\top J_{\mathrm{MHA}}^\top dh` — each residual add passes its
@@ -74,6 +84,7 @@ class TransformerBlock(LayerBase):
         norm="layernorm",
         eps=None,
         memory=None,
+        sketch=None,
         seed=0,
         dtype=np.float64,
     ):
@@ -84,7 +95,7 @@ class TransformerBlock(LayerBase):
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}")
         self.dtype = check_dtype(dtype)
-        s = child_seeds(check_seed(seed), 2)
+        s = child_seeds(check_seed(seed), 3)
         norm_kw = {"dim": D, "dtype": self.dtype} | ({} if eps is None else {"eps": eps})
         if memory is None:
             self.ffn = "mlp"
@@ -98,12 +109,23 @@ class TransformerBlock(LayerBase):
             self.ffn = "memory"
             ffn = ProductKeyMemory(input_dim=D, output_dim=D, seed=s[1], dtype=self.dtype, **memory)
         self.external_params = tuple(getattr(ffn, "external_params", ()))
+        extra = []
+        if sketch is not None:
+            if not isinstance(sketch, dict):
+                raise TypeError(f"sketch: expected None or a dict of SketchMemory keywords, got {sketch!r}")
+            bad = sorted(set(sketch) & {"input_dim", "output_dim", "combine", "seed", "dtype"})
+            if bad:
+                raise ValueError(f"sketch: the block sets {bad} itself (a residual D → D read of its output)")
+            sk = SketchMemory(input_dim=D, output_dim=D, combine="residual", seed=s[2], dtype=self.dtype, **sketch)
+            extra = [("sketch", sk)]
+        self.has_sketch = bool(extra)
         self._set_children(
             [
                 ("ln1", NORMS[norm](**norm_kw)),
                 ("attn", MultiHeadAttention(model_dim=D, num_heads=num_heads, seed=s[0], dtype=self.dtype)),
                 ("ln2", NORMS[norm](**norm_kw)),
                 (self.ffn, ffn),
+                *extra,
             ]
         )
         self.num_heads, self.activation, self.norm = num_heads, activation, norm
@@ -116,6 +138,8 @@ class TransformerBlock(LayerBase):
         }
         if memory is not None:
             self._sizes["memory"] = ffn
+        if extra:
+            self._sizes["sketch"] = extra[0][1]
 
     def forward(self, x, *, params=None, mask=None, causal=False):
         """(B, T, D) -> (B, T, D); ``mask`` and ``causal`` as for :class:`MultiHeadAttention`."""
@@ -131,7 +155,10 @@ class TransformerBlock(LayerBase):
         m, c_ln2 = c["ln2"].forward(h, params=self._child_params(p, "ln2"))
         p_ffn = self._child_params(p, self.ffn) | {key: p[key] for key in self.external_params}
         m, c_mlp = c[self.ffn].forward(m, params=p_ffn)
-        return h + m, TransformerBlockCache(c_ln1, c_attn, c_ln2, c_mlp)
+        y, c_sketch = h + m, None
+        if self.has_sketch:
+            y, c_sketch = c["sketch"].forward(y, params=self._child_params(p, "sketch"))  # y + r(y)
+        return y, TransformerBlockCache(c_ln1, c_attn, c_ln2, c_mlp, c_sketch)
 
     def backward(self, dy, cache):
         """``(dx, grads)``, dx of shape (B, T, D), grads keyed like ``params``."""
@@ -139,6 +166,9 @@ class TransformerBlock(LayerBase):
             _checks.check_dout(dy, cache.ln1.x.shape, "dy")
         c = self.children
         grads = {}
+        if self.has_sketch:
+            dy, g = c["sketch"].backward(dy, cache.sketch)  # the residual's identity (+ the gate's path)
+            grads.update(scope("sketch", g))
         dm, g = c[self.ffn].backward(dy, cache.mlp)
         external = {key: g.pop(key) for key in self.external_params}
         grads.update(scope(self.ffn, g))

@@ -238,6 +238,12 @@ class TransformerConfig:
     memory_output: str = "sum"  # or "swilu" (Memory+)
     memory_experts: bool = False  # PEER experts
     share_memory_values: bool = False  # one value table for every memory layer (Memory+)
+    # sketch memories (Panigrahy et al. 2021, refmann's reconstruction) read after some blocks
+    sketch_layers: tuple = ()  # the blocks (0-based) whose output gains a residual SketchMemory read
+    sketch_tables: int = 4  # T SimHash tables
+    sketch_bits: int = 12  # b bits: 2^b rows per table
+    sketch_signs: bool = False  # count-sketch signs
+    sketch_gate: bool = False  # a learned read gate
     tie_embeddings: bool = False  # tokens=True, output_size = input_size: the head is the embedding transposed
     seed: int = 0
     dtype: Any = np.float64
@@ -288,6 +294,32 @@ class TransformerConfig:
             raise ValueError(f"memory_output: expected one of {list(OUTPUTS)}, got {self.memory_output!r}")
         _checks.check_bool(self.memory_experts, "memory_experts")
         _checks.check_bool(self.share_memory_values, "share_memory_values")
+        sketch = self.sketch_layers
+        if isinstance(sketch, list):
+            sketch = tuple(sketch)
+        if not isinstance(sketch, tuple):
+            raise TypeError(f"sketch_layers: expected a tuple of block indices, got {self.sketch_layers!r}")
+        sketch = tuple(_checks.check_positive_int(i, "sketch_layers", minimum=0) for i in sketch)
+        if len(set(sketch)) != len(sketch) or any(i >= self.num_layers for i in sketch):
+            raise ValueError(
+                f"sketch_layers: expected distinct blocks in [0, num_layers = {self.num_layers}), got {list(sketch)}"
+            )
+        object.__setattr__(self, "sketch_layers", tuple(sorted(sketch)))
+        _checks.check_positive_int(self.sketch_tables, "sketch_tables")
+        bits = _checks.check_positive_int(self.sketch_bits, "sketch_bits")
+        if bits > 24:
+            raise ValueError(f"sketch_bits: expected at most 24 (2^b rows per table), got {bits}")
+        _checks.check_bool(self.sketch_signs, "sketch_signs")
+        _checks.check_bool(self.sketch_gate, "sketch_gate")
+
+    def sketch_options(self) -> dict:
+        """The :class:`~refmann.layers.SketchMemory` keywords of every sketch block."""
+        return {
+            "num_tables": self.sketch_tables,
+            "num_bits": self.sketch_bits,
+            "signs": self.sketch_signs,
+            "gate": self.sketch_gate,
+        }
 
     def memory_options(self) -> dict:
         """The :class:`~refmann.layers.ProductKeyMemory` keywords of every memory block."""
@@ -372,7 +404,8 @@ class TransformerNetwork(LayerBase):
     Parameters: ``"embed.*"`` (a :class:`~refmann.layers.Linear` or :class:`~refmann.layers.Embedding`),
     ``"position"`` (max_len, D), ``"block{l}.*"`` (:class:`~refmann.layers.TransformerBlock`; in the
     ``memory_layers`` a product-key memory replaces the MLP: ``"block{l}.memory.*"``), ``"ln_f.*"``,
-    ``"head.weight"``, ``"head.bias"``. The gradient of ``"position"`` is dense (zero beyond row T).
+    ``"head.weight"``, ``"head.bias"``; in the ``sketch_layers`` a sketch memory reads the block's output,
+    ``"block{l}.sketch.*"``. The gradient of ``"position"`` is dense (zero beyond row T).
 
     With ``share_memory_values`` the memory blocks read one table ``"memory_values"`` (n², D); its
     gradient is the sum of theirs (a :class:`~refmann.ops.RowGrad` over the slots any of them read).
@@ -400,6 +433,7 @@ class TransformerNetwork(LayerBase):
                     activation=c.activation,
                     norm=c.norm,
                     memory=c.memory_options() if i in c.memory_layers else None,
+                    sketch=c.sketch_options() if i in c.sketch_layers else None,
                     seed=s[i + 2],
                     dtype=c.dtype,
                 ),
@@ -452,8 +486,10 @@ class TransformerNetwork(LayerBase):
         return {name: cb.mlp for name, cb in zip(self._blocks, cache.blocks) if name in self._memory_blocks}
 
     def trace(self, cache) -> list:
-        """Each memory block's selected slots ``(slots (B, T·H, k),)``, in block order: its top-k decisions."""
-        return [(c.search.slots,) for c in self.memory_caches(cache).values()]
+        """The discrete decisions, in block order: each memory block's selected slots ``(slots (B, T·H, k),)``
+        (its top k), then each sketch block's rows ``(rows (B·T, T_tables),)`` (its hash buckets)."""
+        found = [(c.search.slots,) for c in self.memory_caches(cache).values()]
+        return found + [(cb.sketch.bag.indices,) for cb in cache.blocks if cb.sketch is not None]
 
     def backward(self, dy, cache):
         """``(dx, grads)``; dx is None for token inputs."""
