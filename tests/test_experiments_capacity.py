@@ -13,6 +13,7 @@ from refmann.experiments import capacity
 from refmann.experiments.capacity import FlatKeyMemory
 from refmann.gradcheck import TOLERANCES, check_model, check_op
 from refmann.layers.product_keys import ProductKeyMemory
+from refmann.layers.sketch import simhash_buckets
 from refmann.models.feedforward import FeedForwardModel
 
 #: Tiny options per arm for the gradient check: a new arm must add its own here.
@@ -25,6 +26,7 @@ TINY = {
         {**_PKM, "k": 3, "query_norm": None},
         {**_PKM, "keys": "flat"},
     ],
+    "sketch": [{"num_tables": 2, "num_bits": 3}, {"num_tables": 3, "num_bits": 2, "signs": True, "gate": True}],
 }
 TINY_CASES = [(arm, options) for arm, cases in TINY.items() for options in cases]
 
@@ -113,7 +115,7 @@ def test_another_seed_draws_other_pairs_and_other_results(e1_rows):
 def test_on_row_sees_the_rows_after_every_run():
     seen = []
     capacity.run_e1(**{**capacity.QUICK["e1"], "sizes": (64,)}, on_row=lambda rows: seen.append(len(rows)))
-    assert seen == [1, 2]
+    assert seen == [1, 2, 3]
 
 
 # --- the task, FLOPs and widths ---------------------------------------------------------------------------
@@ -184,6 +186,8 @@ def _kink_distance(layer, cache):
         scores = (s1[..., :, None] + s2[..., None, :]).reshape(*s1.shape[:2], -1)  # (B, H, n²)
     elif isinstance(layer, FlatKeyMemory):
         scores = np.einsum("bhd,hnd->bhn", cache.queries, cache.keys)  # (B, H, N)
+    elif isinstance(layer, layers.SketchMemory):  # the distance to the nearest hash hyperplane
+        return float(simhash_buckets(cache.x, layer.buffers["planes"])[1].min())
     elif isinstance(layer, layers.Sequential):
         return min(_kink_distance(c, cc) for c, cc in zip(layer.children.values(), cache))
     else:
@@ -283,7 +287,7 @@ def test_main_quick_writes_the_rows_as_json(experiment, tmp_path, capsys):
     argv += ["--sizes", "64"] if experiment == "e1" else ["--ablations", "keys"]
     rows = capacity.main(argv)
     doc = json.loads(out.read_text())
-    assert doc["rows"] == json.loads(json.dumps(rows)) and len(rows) == 2
+    assert doc["rows"] == json.loads(json.dumps(rows)) and len(rows) == (3 if experiment == "e1" else 2)
     assert doc["command"] == "python -m refmann.experiments.capacity " + " ".join(argv)
     assert {"cores", "numpy"} <= set(doc["machine"])
     assert capacity.format_table(rows) in capsys.readouterr().out
@@ -306,7 +310,8 @@ def test_main_applies_the_memory_arm_flags_and_sizes_the_mlp_to_them():
             "none",
         ]
     )
-    mlp, pkm = rows
+    mlp, pkm, sketch = rows
+    assert sketch["arm"] == "sketch" and sketch["flops_per_row"] < pkm["flops_per_row"]
     assert "H=1 k=2" in pkm["config"] and pkm["config"].endswith("none")
     assert abs(mlp["flops_per_row"] - pkm["flops_per_row"]) <= 0.1 * pkm["flops_per_row"]
 

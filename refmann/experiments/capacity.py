@@ -24,8 +24,15 @@ step)``, a :mod:`refmann.layers` layer and an update ``step(params, grads, state
 
 The learning rates were tuned briefly on this task with 2,000 steps of 256: the MLP over {1e-3, 3e-3, 1e-2}
 at n = 16k; the memory arm over values {1e-2, 3e-2, 1e-1} × rest {3e-4, 1e-3, 3e-3} (not the full grid) at
-n = 64k. A later arm (``"mlp+sketch"``, ``"mlp+hma"``) registers itself with :func:`register_arm` and
-appears in the same table.
+n = 64k.
+
+- ``"sketch"`` (:func:`build_sketch`): a :class:`~refmann.layers.SketchMemory` over the key itself, T = 4
+  SimHash tables of b = 12 bits (16,384 rows of 100 class scores, as many rows as the product-key arm has
+  slots), whose averaged read is the logits; only the values are trained (lazy sparse Adam, lr 3e-2, not
+  tuned). There is no MLP in it — with no gradient through the hash, a trunk before it would never learn —
+  so it runs at a fraction of the others' FLOPs (the FLOPs column says how many).
+
+A later arm registers itself with :func:`register_arm` and appears in the same table.
 
 **FLOPs** (:func:`count_flops`) are multiply-adds per input row, counted on the built network: every matmul
 (``in·out`` for a linear layer), the product search's sub-scores (:math:`H \cdot 2 \cdot n \cdot d_k/2 = H n
@@ -71,7 +78,18 @@ import numpy as np
 from .. import _checks, ops
 from .._io import atomic_write_text
 from .._threads import single_threaded_blas
-from ..layers import MLP, BatchNorm, LayerBase, LayerNorm, Linear, ProductKeyMemory, ReLU, RMSNorm, Sequential
+from ..layers import (
+    MLP,
+    BatchNorm,
+    LayerBase,
+    LayerNorm,
+    Linear,
+    ProductKeyMemory,
+    ReLU,
+    RMSNorm,
+    Sequential,
+    SketchMemory,
+)
 from ..layers.base import check_dtype, check_features, check_seed, child_seeds, scope
 from ..layers.pkm_diagnostics import slot_statistics
 from ..layers.product_keys import QUERY_NORMS
@@ -82,6 +100,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "ARMS", "DEFAULTS", "QUICK", "ROW_KEYS", "FlatKeyMemory", "FlatKeyMemoryCache", "build_mlp", "build_mlp_pkm",
+    "build_sketch",
     "count_flops", "format_table", "key_value_pairs", "main", "memory_selections", "mlp_width_for_flops",
     "pkm_arm_flops", "register_arm", "run", "run_e1", "run_e6", "train_and_evaluate",
 ]  # fmt: skip
@@ -95,11 +114,15 @@ PKM_OPTIONS = {"trunk_dim": 64, "num_keys": 128, "num_heads": 4, "k": 8, "key_di
 #: The CI-sized memory arm.
 QUICK_PKM_OPTIONS = {"trunk_dim": 16, "num_keys": 8, "num_heads": 2, "k": 4, "key_dim": 8, "query_norm": "batchnorm"}
 
+#: E1's sketch arm: T·2^b = 16,384 value rows, as many as the product-key arm's N = 128² slots.
+SKETCH_OPTIONS = {"num_tables": 4, "num_bits": 12, "signs": False}
+#: The CI-sized sketch arm.
+QUICK_SKETCH_OPTIONS = {"num_tables": 2, "num_bits": 6, "signs": False}
 #: The full runs.
 DEFAULTS = {
     "e1": {
-        "sizes": (1024, 4096, 16384, 65536), "arms": ("mlp", "mlp+pkm"), "seeds": (0,), "steps": 2000,
-        "batch_size": 256, "pkm": PKM_OPTIONS,
+        "sizes": (1024, 4096, 16384, 65536), "arms": ("mlp", "mlp+pkm", "sketch"), "seeds": (0,), "steps": 2000,
+        "batch_size": 256, "pkm": PKM_OPTIONS, "sketch": SKETCH_OPTIONS,
     },
     "e6": {
         "n": 65536, "seeds": (0,), "steps": 1000, "batch_size": 256, "base": PKM_OPTIONS,
@@ -111,8 +134,8 @@ DEFAULTS = {
 #: The CI sizes (seconds).
 QUICK = {
     "e1": {
-        "sizes": (128, 512), "arms": ("mlp", "mlp+pkm"), "seeds": (0,), "steps": 40, "batch_size": 32,
-        "pkm": QUICK_PKM_OPTIONS,
+        "sizes": (128, 512), "arms": ("mlp", "mlp+pkm", "sketch"), "seeds": (0,), "steps": 40, "batch_size": 32,
+        "pkm": QUICK_PKM_OPTIONS, "sketch": QUICK_SKETCH_OPTIONS,
     },
     "e6": {
         "n": 256, "seeds": (0,), "steps": 30, "batch_size": 32, "base": QUICK_PKM_OPTIONS,
@@ -500,6 +523,46 @@ def build_mlp_pkm(
     return network, step
 
 
+@register_arm("sketch")
+def build_sketch(
+    input_dim, num_classes, *, seed=0, dtype=np.float64, num_tables=4, num_bits=12, signs=False, gate=False,
+    values_lr=3e-2, lr=3e-4,
+):  # fmt: skip
+    """The sketch arm: a :class:`~refmann.layers.SketchMemory` over the key whose read *is* the logits.
+
+    SimHash of the key in T tables of b bits picks T rows of class scores, averaged (``combine="none"``):
+    each bucket votes for the classes of the keys it holds. Nothing but the value table (and the gate,
+    if any) is trained, with lazy :func:`~refmann.train.optim.sparse_adam` at ``values_lr``; the hash is
+    fixed (refmann's reconstruction of Panigrahy et al. 2021; no gradient through the hash).
+
+    Parameters
+    ----------
+    input_dim, num_classes : int
+    seed : int, keyword-only
+    dtype : float32 or float64, keyword-only
+    num_tables, num_bits : int, keyword-only
+        T and b: T·2^b value rows of ``num_classes`` scores.
+    signs, gate : bool, keyword-only
+        The layer's count-sketch signs and read gate.
+    values_lr : float, keyword-only
+        The value table's learning rate (parameter group ``"*values"``).
+    lr : float, keyword-only
+        Adam's, for the gate.
+
+    Returns
+    -------
+    network : refmann.layers.Sequential
+        ``"memory"``.
+    step : callable
+    """
+    memory = SketchMemory(
+        input_dim=input_dim, output_dim=num_classes, num_tables=num_tables, num_bits=num_bits, combine="none",
+        signs=signs, gate=gate, seed=seed, dtype=dtype,
+    )  # fmt: skip
+    step = param_groups({"*values": make_optimizer("sparse_adam", lr=values_lr), "*": make_optimizer("adam", lr=lr)})
+    return Sequential(layers=[("memory", memory)]), step
+
+
 # --- training and evaluation -----------------------------------------------------------------------------
 
 
@@ -514,6 +577,9 @@ def memory_selections(layer, cache) -> list:
         return [(layer.num_keys**2, cache.search.slots, cache.softmax.out)]
     if isinstance(layer, FlatKeyMemory):
         return [(layer.num_slots, cache.topk.indices, cache.softmax.out)]
+    if isinstance(layer, SketchMemory):  # its T hash rows, equally weighted (a bucket's usage)
+        rows = cache.bag.indices  # (B, T)
+        return [(layer.num_rows, rows[:, None, :], np.full(rows.shape, 1.0 / rows.shape[1])[:, None, :])]
     if isinstance(layer, Sequential):
         found = []
         for child, child_cache in zip(layer.children.values(), cache):
@@ -638,6 +704,10 @@ def _describe(arm, network, options) -> str:
         return (
             f"trunk {o['trunk_dim']}, {kind} N={o['num_keys']}² H={o['num_heads']} k={o['k']} dk={o['key_dim']} {norm}"
         )
+    if arm == "sketch":
+        m = network.children["memory"]
+        extra = "".join(f", {name}" for name in ("signs", "gate") if getattr(m, name))
+        return f"sketch T={m.num_tables} b={m.num_bits} ({m.num_rows:,} rows){extra}"
     return arm
 
 
@@ -649,8 +719,8 @@ def _progress_bar(total, desc, progress):
 
 def run_e1(
     sizes=DEFAULTS["e1"]["sizes"], *, arms=DEFAULTS["e1"]["arms"], seeds=(0,), steps=DEFAULTS["e1"]["steps"],
-    batch_size=DEFAULTS["e1"]["batch_size"], pkm=PKM_OPTIONS, arm_options=None, dtype="float32", progress=False,
-    on_row=None,
+    batch_size=DEFAULTS["e1"]["batch_size"], pkm=PKM_OPTIONS, sketch=SKETCH_OPTIONS, arm_options=None,
+    dtype="float32", progress=False, on_row=None,
 ):  # fmt: skip
     """E1: train accuracy of each arm against the number of pairs n, at equal FLOPs and equal steps.
 
@@ -689,7 +759,8 @@ def run_e1(
         raise ValueError(f"arms: expected names from {sorted(ARMS)}, got {list(arms)}")
     seeds, steps, batch_size, dtype = _check_common(seeds, steps, batch_size, dtype)
     pkm = {**PKM_OPTIONS, **pkm}
-    options = {"mlp+pkm": pkm, "mlp": {"flops": pkm_arm_flops(INPUT_DIM, NUM_CLASSES, **pkm)}}
+    sketch = {**SKETCH_OPTIONS, **sketch}
+    options = {"mlp+pkm": pkm, "mlp": {"flops": pkm_arm_flops(INPUT_DIM, NUM_CLASSES, **pkm)}, "sketch": sketch}
     for arm, extra in (arm_options or {}).items():
         options[arm] = {**options.get(arm, {}), **extra}
     rows = []

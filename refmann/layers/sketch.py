@@ -162,6 +162,14 @@ class SketchMemory(LayerBase):
             self.combine
         ]
 
+    def flops_per_row(self) -> int:
+        r"""Multiply-adds per input row: the hash :math:`T b X`, the read :math:`T Y` (and the gate's X).
+
+        Independent of the table size 2^b·T — the sketch paper's "capacity at almost no compute".
+        """
+        T, b, X, Y = self.num_tables, self.num_bits, self.input_dim, self.output_dim
+        return T * b * X + T * Y + (X if self.gate else 0)
+
     def rows(self, x):
         """int (B, T): the value row of each input in each table, ``t·2^b + bucket`` (x is (..., X))."""
         x = check_features(x, "x", self.input_dim, dtype=self.dtype).reshape(-1, self.input_dim)
