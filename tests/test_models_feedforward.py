@@ -309,3 +309,28 @@ def test_sketch_blocks_add_a_residual_read_and_start_as_the_plain_host():
 def test_bad_sketch_options_are_refused_naming_the_field(kwargs, error, match):
     with pytest.raises(error, match=match):
         _memory_transformer(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "sketch",
+    [dict(sketch_layers="all"), dict(sketch_layers=(2,), sketch_combine="residual", sketch_gate=True)],
+    ids=["all-concat", "second-residual-gate"],
+)
+@settings(max_examples=5)
+@given(seed=st.integers(0, 99))
+def test_mlp_host_with_a_sketch_memory_at_every_layer_gradients_match(sketch, seed):
+    model = MLPClassifier(
+        input_size=3, output_size=4, hidden_sizes=(5, 5), activation="tanh", sketch_tables=2, sketch_bits=3,
+        seed=seed, **sketch,
+    )  # fmt: skip
+    r = np.random.default_rng(seed)
+    for key in model.params:
+        if key.endswith("values"):
+            model.params[key] = r.standard_normal(model.params[key].shape)
+    x, y = r.standard_normal((6, 3)), r.integers(0, 4, 6)
+    report = check_model(model, x, y, max_entries=8, seed=seed)
+    assume(not report.crossed_kink)  # a hash bit flipped under the perturbation
+    assert report.ok(TOLERANCES["model"]), str(report)
+    layers_with_memory = (1, 2) if sketch["sketch_layers"] == "all" else (2,)
+    assert len(model.last_trace) == len(layers_with_memory)
+    assert [k for k in model.params if k.endswith("values")] == [f"mem{i}.values" for i in layers_with_memory]

@@ -111,6 +111,11 @@ class MLP(Sequential):
         if with_memory:
             self._sizes["memory_layers"] = with_memory
 
+    def trace(self, cache) -> list:
+        """Each sketch memory's hash rows ``(rows (B, T),)``, in layer order: the discrete decisions a gradient
+        check must not cross (:attr:`refmann.models.FeedForwardModel.last_trace`)."""
+        return [(c.bag.indices,) for name, c in zip(self.children, cache) if name.startswith("mem")]
+
 
 def _memory_layers(memory, memory_layers, num_hidden) -> tuple:
     """The 1-based hidden layers that get a sketch memory (empty without ``memory``), checked."""

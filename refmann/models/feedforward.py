@@ -199,6 +199,14 @@ class MLPClassifierConfig:
     hidden_sizes: tuple = (100,)  # one entry per hidden layer
     activation: str = "relu"  # "gelu", "gelu_tanh", "silu", "relu", "tanh"
     loss: str = "softmax_ce"  # or "sigmoid_ce"
+    # sketch memories (Panigrahy et al. 2021, refmann's reconstruction) after hidden layers
+    sketch_layers: Any = ()  # "all", or the hidden layers (1-based) followed by a SketchMemory
+    sketch_tables: int = 4  # T SimHash tables
+    sketch_bits: int = 12  # b bits: 2^b rows per table
+    sketch_dim: int | None = None  # the read's width (default: the hidden width)
+    sketch_combine: str = "concat"  # or "residual" (needs sketch_dim = the hidden width)
+    sketch_signs: bool = False
+    sketch_gate: bool = False
     seed: int = 0
     dtype: Any = np.float64
 
@@ -210,6 +218,16 @@ class MLPClassifierConfig:
         except TypeError:
             raise TypeError(f"hidden_sizes: expected ints, got {self.hidden_sizes!r}") from None
         object.__setattr__(self, "hidden_sizes", hidden)
+        if isinstance(self.sketch_layers, list):
+            object.__setattr__(self, "sketch_layers", tuple(self.sketch_layers))
+
+    def sketch_options(self) -> dict | None:
+        """The :class:`~refmann.layers.MLP`'s ``memory`` keywords, or None without sketch layers."""
+        if self.sketch_layers == ():
+            return None
+        options = {"num_tables": self.sketch_tables, "num_bits": self.sketch_bits, "combine": self.sketch_combine}
+        options |= {"signs": self.sketch_signs, "gate": self.sketch_gate}
+        return options | ({} if self.sketch_dim is None else {"output_dim": self.sketch_dim})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -351,7 +369,9 @@ class MLPClassifier(FeedForwardModel):
     """An MLP host: ``forward(inputs (B, X)) -> logits (B, Y)``; softmax cross-entropy by default.
 
     Takes the fields of :class:`MLPClassifierConfig` as keywords (or ``config=``). Parameters:
-    ``"fc1.weight"``, ``"fc1.bias"``, …, of :class:`refmann.layers.MLP`.
+    ``"fc1.weight"``, ``"fc1.bias"``, …, of :class:`refmann.layers.MLP`; with ``sketch_layers`` a
+    :class:`~refmann.layers.SketchMemory` follows those hidden layers (``"mem{l}.values"``, row-sparse
+    gradients with ``row_grads=True``), "memory at every layer" with ``sketch_layers="all"``.
     """
 
     Config = MLPClassifierConfig
@@ -365,6 +385,8 @@ class MLPClassifier(FeedForwardModel):
             hidden_dims=c.hidden_sizes,
             output_dim=c.output_size,
             activation=c.activation,
+            memory=c.sketch_options(),
+            memory_layers=c.sketch_layers or "all",
             seed=c.seed,
             dtype=c.dtype,
         )
