@@ -11,7 +11,8 @@ from tests.helpers import assert_gradients_match
 
 rng = np.random.default_rng(0)
 
-#: One small instance of every layer class, with an input and the forward's options.
+#: One small instance of every layer class, with an input shape (None: token indices; a tuple of shapes: a
+#: layer of several inputs, ``forward(x, y)`` / ``backward -> (dx, dy, grads)``) and the forward's options.
 EXAMPLES = {
     "Linear": (dict(input_dim=4, output_dim=3), (2, 5, 4), {}),
     "Embedding": (dict(num_embeddings=6, embedding_dim=3), None, {}),
@@ -27,15 +28,39 @@ EXAMPLES = {
     "TransformerBlock": (dict(model_dim=4, num_heads=2, mlp_dim=6), (2, 3, 4), {"causal": True}),
     "ProductKeyMemory": (dict(input_dim=4, output_dim=3, num_keys=4, num_heads=2, k=2, key_dim=4), (5, 4), {}),
     "SketchMemory": (dict(input_dim=4, output_dim=3, num_tables=2, num_bits=3, combine="concat"), (2, 5, 4), {}),
+    "MemoryTokens": (
+        dict(feature_dim=2, num_classes=3, label_dim=2, tokens_per_class=2, queue_size=4, num_heads=2),
+        (3, 2),
+        {},
+    ),
+    "MultiheadAttentionBlock": (dict(query_dim=4, kv_dim=3, num_heads=2), ((2, 3, 4), (2, 5, 3)), {}),
 }
 EXTRA = {"Sequential", "Layer", "LayerBase"}  # built from other layers, or the interface itself
 
 
 def _example(name, seed=0, dtype=np.float64):
+    """``(layer, inputs, options)``: ``inputs`` a tuple, one array per positional input of ``forward``."""
     kwargs, shape, options = EXAMPLES[name]
     layer = getattr(layers, name)(**kwargs, seed=seed, dtype=dtype)
-    x = np.array([[0, 5, 5], [2, 1, 0]]) if shape is None else np.random.default_rng(1).standard_normal(shape)
-    return layer, x, options
+    rng = np.random.default_rng(1)
+    if shape is None:
+        return layer, (np.array([[0, 5, 5], [2, 1, 0]]),), options
+    shapes = shape if isinstance(shape[0], tuple) else (shape,)
+    return layer, tuple(rng.standard_normal(s) for s in shapes), options
+
+
+def _inputs_op(layer, n, **options):
+    """A layer of ``n`` inputs as an op over ``(*inputs, *params)`` (:func:`layers.as_op` takes one input)."""
+    keys = tuple(layer.params)
+
+    def forward(*arrays):
+        return layer.forward(*arrays[:n], params=dict(zip(keys, arrays[n:])), **options)
+
+    def backward(dy, cache):
+        *dxs, grads = layer.backward(dy, cache)
+        return (*dxs, *(grads[k] for k in keys))
+
+    return forward, backward
 
 
 def test_every_exported_layer_class_has_an_example_here():
@@ -45,19 +70,22 @@ def test_every_exported_layer_class_has_an_example_here():
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_layer_follows_the_convention(name):
-    """params dict; forward(x) -> (y, cache); backward(dy, cache) -> (dx, grads) with params' keys and shapes."""
-    layer, x, options = _example(name)
+    """params dict; forward(x) -> (y, cache); backward(dy, cache) -> (dx, grads) with params' keys and shapes.
+
+    A layer of several inputs: forward(x, y) -> (out, cache); backward -> (dx, dy, grads), one gradient per input."""
+    layer, xs, options = _example(name)
     assert isinstance(layer, layers.Layer)
     assert isinstance(layer.params, dict) and all(isinstance(v, np.ndarray) for v in layer.params.values())
-    y, cache = layer.forward(x, **options)
-    dx, grads = layer.backward(np.ones_like(y), cache)
+    y, cache = layer.forward(*xs, **options)
+    *dxs, grads = layer.backward(np.ones_like(y), cache)
+    assert len(dxs) == len(xs)
     assert list(grads) == list(layer.params)
     for key, g in grads.items():
         assert np.shape(layers.densify(g)) == layer.params[key].shape, key
     if name == "Embedding":
-        assert dx is None and isinstance(grads["weight"], ops.RowGrad)
+        assert dxs[0] is None and isinstance(grads["weight"], ops.RowGrad)
     else:
-        assert dx.shape == x.shape
+        assert [dx.shape for dx in dxs] == [x.shape for x in xs]
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
@@ -76,27 +104,29 @@ def test_layer_constructor_is_keyword_only_with_seed_and_dtype(name):
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_forward_reads_params_and_never_writes_them(name):
-    layer, x, options = _example(name)
+    layer, xs, options = _example(name)
     before = {k: v.copy() for k, v in layer.params.items()}
-    y, cache = layer.forward(x, **options)
+    y, cache = layer.forward(*xs, **options)
     layer.backward(np.ones_like(y), cache)
     for key, value in layer.params.items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
     if layer.params:  # params= overrides layer.params
         other = {k: v + 0.5 for k, v in layer.params.items()}
-        y2, _ = layer.forward(x, params=other, **options)
+        y2, _ = layer.forward(*xs, params=other, **options)
         assert not np.allclose(y, y2)
 
 
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
 def test_layer_gradients_match_finite_differences(name):
-    layer, x, options = _example(name)
+    layer, xs, options = _example(name)
     params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in layer.params.items()}  # off γ = 1, β = 0
     if name == "Embedding":
         fwd, bwd = layers.as_op(layer, differentiate_input=False)
-        report = check_op(fwd, bwd, *params.values(), x=x, seed=5)
+        report = check_op(fwd, bwd, *params.values(), x=xs[0], seed=5)
+    elif len(xs) > 1:
+        report = check_op(*_inputs_op(layer, len(xs), **options), *xs, *params.values(), seed=5)
     else:
-        report = check_op(*layers.as_op(layer, **options), x, *params.values(), seed=5)
+        report = check_op(*layers.as_op(layer, **options), *xs, *params.values(), seed=5)
     assert report.ok(TOLERANCES["op"]), str(report)
 
 

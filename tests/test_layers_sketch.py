@@ -32,7 +32,7 @@ def test_gradients_match_in_every_differentiable_mode(mode, B, seed):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((B, 4))
     _, margins = simhash_buckets(x, layer.buffers["planes"])
-    assume(margins.min() > 1e-3)  # a central difference of 1e-6 never flips a bit
+    assume(margins.min() > 1e-3)  # check_op's steps (≤ 2e-4) never flip a bit (nor a sign)
     params = {k: rng.standard_normal(v.shape) for k, v in layer.params.items()}  # values away from the zero init
     assert_gradients_match(layers.as_op(layer), x, *params.values(), seed=seed % 5)
 
@@ -45,9 +45,9 @@ def test_value_row_gradient_equals_add_at_and_is_row_sparse():
     _, grads = layer.backward(dy, cache)
     g = grads["values"]
     assert isinstance(g, ops.RowGrad) and len(g.indices) < 27
-    rows = layer.rows(x)
+    rows, signs = layer.address(x)
     expected = np.zeros((12, 2))
-    w = layer.buffers["signs"][rows] / 3
+    w = signs / 3
     np.add.at(expected, rows.ravel(), (w[..., None] * dy[:, None, :]).reshape(-1, 2))
     np.testing.assert_allclose(layers.densify(g), expected, rtol=1e-14, atol=1e-15)
 
@@ -75,12 +75,14 @@ def test_explicit_writes_recall_every_key_that_shares_no_row_exactly_and_average
     keys, values = rng.standard_normal((120, 16)), rng.standard_normal((120, 5))
     layer.write_inplace(keys, values)
     y, _ = layer.forward(keys)
-    rows = layer.rows(keys)  # (n, T)
-    # the read, by its definition as a kernel smoother: per table, the mean of the values in the key's bucket
+    rows, signs = layer.address(keys)  # (n, T) each
+    # the read, by its definition as a kernel smoother: per table, the mean of the (signed) values in the
+    # key's bucket, times the key's own sign
     want = np.zeros_like(values)
     for t in range(4):
         same = rows[:, t][:, None] == rows[:, t][None, :]  # (n, n) the collision kernel of table t
-        want += (same @ values) / same.sum(axis=1, keepdims=True) / 4
+        signed = signs[:, t, None] * values
+        want += signs[:, t, None] * (same @ signed) / same.sum(axis=1, keepdims=True) / 4
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
     alone = np.array([all(np.sum(rows[:, t] == rows[i, t]) == 1 for t in range(4)) for i in range(120)])
     assert 0 < (~alone).sum() < 120  # some keys collided in some table, most did not
@@ -163,3 +165,25 @@ def test_explicit_write_recall_degrades_as_the_interference_bound_predicts(load)
     assert gaussian.mean() <= bound + 4 * gaussian.std(ddof=1) / np.sqrt(len(gaussian)) + 0.01
     if load <= 1 / 32:
         assert exact.mean() > 0.9  # n ≪ 2^b: nearly every key comes back exactly
+
+
+def test_count_sketch_signs_belong_to_the_input_so_colliding_keys_of_opposite_sign_cancel():
+    """A sign per input (one more hyperplane per table): two keys in one bucket with opposite signs write
+    +v₁ and −v₂, and each reads its own value minus the other's; with equal signs, plus."""
+    layer = _layer(X=8, Y=2, T=1, b=1, combine="none", signs=True, seed=4)
+    rng = np.random.default_rng(5)
+    keys = rng.standard_normal((200, 8))
+    rows, signs = layer.address(keys)
+    assert set(np.unique(signs)) == {-1.0, 1.0} and rows.max() < 2
+    # two keys in the same row, once with opposite signs, once with equal signs
+    for same_sign in (False, True):
+        i, j = next(
+            (i, j) for i in range(200) for j in range(i + 1, 200)
+            if rows[i, 0] == rows[j, 0] and (signs[i, 0] == signs[j, 0]) == same_sign
+        )  # fmt: skip
+        fresh = _layer(X=8, Y=2, T=1, b=1, combine="none", signs=True, seed=4)
+        v = rng.standard_normal((2, 2))
+        fresh.write_inplace(keys[[i, j]], v, mode="average")
+        got = fresh.forward(keys[[i, j]])[0]
+        s = 1.0 if same_sign else -1.0
+        np.testing.assert_allclose(got, [(v[0] + s * v[1]) / 2, (s * v[0] + v[1]) / 2], rtol=1e-12)

@@ -4,7 +4,10 @@ against PyTorch in float64, forward and backward, to 1e-10.
 The torch side uses PyTorch's own implementations wherever they exist — ``scaled_dot_product_attention``,
 ``layer_norm``, ``rms_norm``, ``batch_norm`` (with its in-place running statistics), ``gelu``,
 ``silu``, ``embedding``, ``multi_head_attention_forward`` and ``nn.TransformerEncoderLayer`` — so the
-check does not share a formula with refmann. Parameters are leaf tensors keyed like refmann's
+check does not share a formula with refmann. HMA's head (:mod:`refmann.layers.hma`) has no torch counterpart: its
+multihead attention block and memory tokens are written here from the equations in their docstrings, with the
+softmax of ``c·QKᵀ`` spelled out (``nn.MultiheadAttention`` fixes c = 1/√(De/H) and would hide a scale
+mix-up between the released code's 1/√Dkv and the usual one). Parameters are leaf tensors keyed like refmann's
 ``params``; the upstream gradient is random (standard normal, seeded). The criterion is
 ``tests/test_torch_crosscheck.py``'s: ``max|a − b| / max(1, max|a|, max|b|) ≤ 1e-10`` for every output
 and gradient (a RowGrad densified first).
@@ -17,6 +20,7 @@ Skipped when torch is absent (``pip install torch==2.13.0``).
 """
 
 import inspect
+import math
 
 import numpy as np
 import pytest
@@ -393,6 +397,43 @@ LAYER_CASES = {
         {},
         lambda p, x: block_t(p, x, num_heads=2, norm="rmsnorm", activation="silu"),
     ),
+    "MemoryTokens": (lambda: hma_layer(), (4, 2), {}, lambda p, x: memory_tokens_t(p, x, {})),
+    "MemoryTokens-per_sample": (
+        lambda: hma_layer(),
+        (4, 2),
+        {"mode": "per_sample"},
+        lambda p, x: memory_tokens_t(p, x, {}, mode="per_sample"),
+    ),
+    "MemoryTokens-logits_from_label": (
+        lambda: hma_layer(logits_from="label"),
+        (4, 2),
+        {},
+        lambda p, x: memory_tokens_t(p, x, {"logits_from": "label"}),
+    ),
+    "MemoryTokens-logits_from_feature-head_dim-per_sample": (
+        lambda: hma_layer(logits_from="feature", scale="head_dim"),
+        (4, 2),
+        {"mode": "per_sample"},
+        lambda p, x: memory_tokens_t(p, x, {"logits_from": "feature", "scale": "head_dim"}, mode="per_sample"),
+    ),
+    "MemoryTokens-no_queue": (
+        lambda: hma_layer(use_queue=False),
+        (4, 2),
+        {},
+        lambda p, x: memory_tokens_t(p, x, {"use_queue": False}),
+    ),
+    "MemoryTokens-no_tokens": (
+        lambda: hma_layer(use_tokens=False),
+        (4, 2),
+        {},
+        lambda p, x: memory_tokens_t(p, x, {"use_tokens": False}),
+    ),
+    "MemoryTokens-no_queue-no_tokens-per_sample": (
+        lambda: hma_layer(use_queue=False, use_tokens=False),
+        (4, 2),
+        {"mode": "per_sample"},
+        lambda p, x: memory_tokens_t(p, x, {"use_queue": False, "use_tokens": False}, mode="per_sample"),
+    ),
 }
 
 
@@ -403,13 +444,13 @@ SKETCH_GATED = dict(input_dim=5, output_dim=3, num_tables=2, num_bits=3, combine
 def sketch_t(p, x, kwargs):
     """The sketch memory in torch: SimHash buckets (the layer's own hyperplanes and signs), a signed mean of
     the T rows, the gate, the combine."""
-    buffers = layers.SketchMemory(**kwargs).buffers  # the hyperplanes and signs of the case's seed
-    planes, signs = torch.from_numpy(buffers["planes"]), torch.from_numpy(buffers["signs"])
-    T, _, b = planes.shape
+    planes = torch.from_numpy(layers.SketchMemory(**kwargs).buffers["planes"])  # the case's hyperplanes
+    T, b = planes.shape[0], kwargs["num_bits"]
     x2 = x.reshape(-1, x.shape[-1])
-    bits = (torch.einsum("bx,txk->btk", x2, planes) > 0).long()
-    rows = (bits * (2 ** torch.arange(b))).sum(-1) + torch.arange(T) * 2**b  # (B, T)
-    y = (signs[rows][..., None] * p["values"][rows]).sum(1) / T
+    bits = (torch.einsum("bx,txk->btk", x2, planes) > 0).long()  # (B, T, b [+ 1 sign bit])
+    rows = (bits[..., :b] * (2 ** torch.arange(b))).sum(-1) + torch.arange(T) * 2**b  # (B, T)
+    signs = 2.0 * bits[..., b] - 1.0 if kwargs.get("signs") else torch.ones(rows.shape, dtype=x.dtype)
+    y = (signs[..., None] * p["values"][rows]).sum(1) / T
     if kwargs.get("gate"):
         y = torch.sigmoid(x2 @ p["gate.weight"] + p["gate.bias"])[:, None] * y
     combine = kwargs.get("combine", "residual")
@@ -440,9 +481,153 @@ def pkm_t(p, x, *, num_heads, k, norm=None, output="sum", experts=False):
     return y
 
 
+# ------------------------------------------------------------------------------------------------
+# HMA's head (Qiu et al. 2023): the multihead attention block and the memory tokens, from their equations
+# ------------------------------------------------------------------------------------------------
+
+
+def mab_t(p, x, y, *, num_heads, scale, mask=None, eps=1e-12, prefix=""):
+    """MAB(X, Y) as ``MultiheadAttentionBlock``'s docstring writes it, for every set s at once:
+
+    Q = LN_q(X) W_q + b_q, K = LN_kv(Y) W_k + b_k, V = LN_kv(Y) W_v + b_v; per head h,
+    H = [softmax(c Q_h K_hᵀ) V_h]_h + X; out = H + FF(LN_ff(H)), FF = fc2 ∘ GELU ∘ fc1;
+    c = 1/√Dkv ("kv_width") or 1/√(De/H) ("head_dim"). ``y`` a tuple: its parts joined on the token axis
+    (a part with a leading 1 repeated for every set). ``mask``: False = weight 0.
+    """
+    S, Tq, De = x.shape
+    if isinstance(y, tuple):
+        y = torch.cat([part.expand(S, -1, -1) for part in y], dim=1)  # (S, Tk, Dkv)
+    c = 1.0 / math.sqrt(y.shape[-1] if scale == "kv_width" else De // num_heads)
+
+    def ln(name, z):
+        return F.layer_norm(z, z.shape[-1:], p[f"{prefix}{name}.weight"], p[f"{prefix}{name}.bias"], eps)
+
+    def proj(name, z):  # (S, T, ·) -> (S, H, T, De/H): head h owns columns [h De/H, (h+1) De/H)
+        z = z @ p[f"{prefix}{name}.weight"] + p[f"{prefix}{name}.bias"]
+        return z.reshape(S, z.shape[1], num_heads, -1).transpose(1, 2)
+
+    yn = ln("ln_kv", y)
+    q, k, v = proj("query", ln("ln_q", x)), proj("key", yn), proj("value", yn)
+    scores = c * q @ k.transpose(-1, -2)  # (S, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~torch.as_tensor(np.broadcast_to(mask, scores.shape).copy()), -math.inf)
+    h = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(S, Tq, De) + x  # the identity residual
+    return h + mlp_t(p, ln("ln_ff", h), num_linear=2, activation="gelu", prefix=prefix + "ff.")
+
+
+HMA = dict(feature_dim=2, num_classes=3, label_dim=2, tokens_per_class=2, queue_size=5, num_heads=2)
+
+
+def hma_layer(**options):
+    """``MemoryTokens(**HMA, **options)`` with two fixed batches enqueued (3 then 4 rows: the ring of 5 wraps)."""
+    layer = layers.MemoryTokens(**(HMA | options))
+    rng = np.random.default_rng(7)
+    layer.enqueue(rng.standard_normal((3, HMA["feature_dim"])), np.array([2, 0, 2]))
+    layer.enqueue(rng.standard_normal((4, HMA["feature_dim"])), np.array([1, 1, 0, 2]))
+    return layer
+
+
+def memory_tokens_t(p, f, options, *, mode="transductive"):
+    """HMA's head as ``MemoryTokens``' docstring writes it: c⁰_i = [f_i ; E_C]; c¹_i = MAB₁(c⁰_i, [c⁰_i ; R]);
+    c² = MAB₂(c¹, [c¹ ; Ĝ]) over the batch as one set (transductive) or per sample, Ĝ_j = [G_j ; E_{j // m_s}];
+    logits = c²[part] W_o + b_o. R is the queue of a layer built as the case's (a constant: no gradient)."""
+    kw = HMA | options
+    C, d, m, H = kw["num_classes"], kw["feature_dim"], kw["tokens_per_class"], kw["num_heads"]
+    scale = kw.get("scale", "kv_width")
+    B, E = f.shape[0], p["labels"]
+    c0 = torch.cat([f, E[C].expand(B, -1)], dim=1)[:, None]  # (B, 1, D)
+    y1 = c0
+    if kw.get("use_queue", True):
+        queue = torch.from_numpy(hma_layer(**options).buffers["queue"])  # (S, D)
+        y1 = torch.cat([c0, queue.expand(B, -1, -1)], dim=1)  # (B, 1 + S, D)
+    c1 = mab_t(p, c0, y1, num_heads=H, scale=scale, prefix="stage1.")  # (B, 1, D)
+    x2 = c1.reshape(1, B, -1) if mode == "transductive" else c1  # one set of B, or B sets of 1
+    y2 = x2
+    if kw.get("use_tokens", True):
+        tokens = torch.cat([p["tokens"], E[torch.arange(C).repeat_interleave(m)]], dim=1)  # (C·m_s, D)
+        y2 = torch.cat([x2, tokens.expand(x2.shape[0], -1, -1)], dim=1)
+    c2 = mab_t(p, x2, y2, num_heads=H, scale=scale, prefix="stage2.").reshape(B, -1)  # (B, D)
+    part = {"all": slice(None), "label": slice(d, None), "feature": slice(0, d)}[kw.get("logits_from", "all")]
+    return c2[:, part] @ p["head.weight"] + p["head.bias"]
+
+
+def crosscheck_pair_layer(layer, x, y, torch_fn, *, seed=0, **options) -> dict:
+    """:func:`crosscheck_layer` for a layer of two inputs (``forward(x, y)``, ``backward -> (dx, dy, grads)``);
+    ``y`` an array or a tuple of parts, each differentiated; ``torch_fn(params_t, x_t, y_t)``."""
+    rng = np.random.default_rng(seed)
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in layer.params.items()}  # off γ = 1, β = 0
+    out, cache = layer.forward(x, y, params=params, **options)
+    dout = rng.standard_normal(out.shape)
+    dx, dy, grads = layer.backward(dout, cache)
+    pair = isinstance(y, tuple)
+    ys, dys = (y, dy) if pair else ((y,), (dy,))
+    p_t = {k: _t(v, grad=True) for k, v in params.items()}
+    x_t, ys_t = _t(x, grad=True), tuple(_t(part, grad=True) for part in ys)
+    out_t = torch_fn(p_t, x_t, ys_t if pair else ys_t[0])
+    t_grads = torch.autograd.grad((out_t * _t(dout)).sum(), [*p_t.values(), x_t, *ys_t], allow_unused=True)
+    t_grads = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip([*p_t.values(), x_t, *ys_t], t_grads)]
+    errors = {"out": scaled_error(out, out_t), "dx": scaled_error(dx, t_grads[len(p_t)])}
+    errors.update({key: scaled_error(grads[key], g) for key, g in zip(p_t, t_grads)})
+    errors.update({f"dy[{j}]": scaled_error(a, g) for j, (a, g) in enumerate(zip(dys, t_grads[len(p_t) + 1 :]))})
+    return errors
+
+
+#: Layers of two inputs: name -> (make, x shape, y shape or tuple of part shapes, forward options, torch_fn(p, x, y)).
+#: Dq = 6, Dkv = 5, H = 2: the two scales (1/√5, 1/√3) differ.
+PAIR_CASES = {
+    "MultiheadAttentionBlock": (
+        lambda: layers.MultiheadAttentionBlock(query_dim=6, kv_dim=5, num_heads=2),
+        (2, 3, 6),
+        (2, 4, 5),
+        {},
+        lambda p, x, y: mab_t(p, x, y, num_heads=2, scale="kv_width"),
+    ),
+    "MultiheadAttentionBlock-head_dim": (
+        lambda: layers.MultiheadAttentionBlock(query_dim=6, kv_dim=5, num_heads=2, scale="head_dim"),
+        (2, 3, 6),
+        (2, 4, 5),
+        {},
+        lambda p, x, y: mab_t(p, x, y, num_heads=2, scale="head_dim"),
+    ),
+    "MultiheadAttentionBlock-shared_part": (  # y = (own rows (S, ·), rows shared by every set (1, ·)), HMA's stage 1
+        lambda: layers.MultiheadAttentionBlock(query_dim=6, kv_dim=5, num_heads=3),
+        (3, 1, 6),
+        ((3, 1, 5), (1, 4, 5)),
+        {},
+        lambda p, x, y: mab_t(p, x, y, num_heads=3, scale="kv_width"),
+    ),
+    "MultiheadAttentionBlock-head_dim-mask": (
+        lambda: layers.MultiheadAttentionBlock(query_dim=6, kv_dim=5, num_heads=2, scale="head_dim"),
+        (2, 3, 6),
+        (2, 4, 5),
+        {"mask": np.array([[1, 1, 0, 0], [1, 1, 1, 0]], bool)[:, None, None, :]},
+        lambda p, x, y: mab_t(
+            p, x, y, num_heads=2, scale="head_dim", mask=np.array([[1, 1, 0, 0], [1, 1, 1, 0]], bool)[:, None, None, :]
+        ),
+    ),
+}
+
+
 def test_every_layer_class_has_a_torch_case():
+    """One-input layers in LAYER_CASES; layers of two inputs (MultiheadAttentionBlock) in PAIR_CASES."""
     classes = {n for n in layers.__all__ if isinstance(getattr(layers, n), type)} - {"Layer", "LayerBase", "Sequential"}
-    assert classes <= {case.split("-")[0] for case in LAYER_CASES}
+    assert classes <= {case.split("-")[0] for case in (*LAYER_CASES, *PAIR_CASES)}
+
+
+@pytest.mark.parametrize("case", sorted(PAIR_CASES))
+@given(seed=st.integers(0, 2**32 - 1))
+def test_two_input_layer_output_and_gradients_equal_torch(case, seed):
+    """x, every part of y and every parameter against torch autograd (both score scales, a shared part, a mask)."""
+    make, x_shape, y_shape, options, torch_fn = PAIR_CASES[case]
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(x_shape)
+    y = (
+        tuple(rng.standard_normal(s) for s in y_shape)
+        if isinstance(y_shape[0], tuple)
+        else rng.standard_normal(y_shape)
+    )
+    errors = crosscheck_pair_layer(make(), x, y, torch_fn, seed=seed, **options)
+    assert max(errors.values()) <= TOL, errors
 
 
 @pytest.mark.parametrize("case", sorted(LAYER_CASES))

@@ -11,6 +11,7 @@ from .activations import GELU, ReLU, SiLU, Tanh
 from .attention import MultiHeadAttention
 from .base import Layer, LayerBase, Sequential, as_op, densify, scope, unscope
 from .embedding import Embedding
+from .hma import MemoryTokens, MultiheadAttentionBlock
 from .linear import Linear
 from .mlp import MLP
 from .norms import BatchNorm, LayerNorm, RMSNorm
@@ -19,7 +20,7 @@ from .sketch import SketchMemory
 from .transformer import TransformerBlock
 
 __all__ = [
-    "GELU", "MLP", "BatchNorm", "Embedding", "Layer", "LayerBase", "LayerNorm", "Linear", "MultiHeadAttention",
-    "ProductKeyMemory", "RMSNorm", "ReLU", "Sequential", "SiLU", "SketchMemory", "Tanh", "TransformerBlock",
-    "as_op", "densify", "scope", "unscope",
+    "GELU", "MLP", "BatchNorm", "Embedding", "Layer", "LayerBase", "LayerNorm", "Linear", "MemoryTokens",
+    "MultiHeadAttention", "MultiheadAttentionBlock", "ProductKeyMemory", "RMSNorm", "ReLU", "Sequential", "SiLU",
+    "SketchMemory", "Tanh", "TransformerBlock", "as_op", "densify", "scope", "unscope",
 ]  # fmt: skip

@@ -72,12 +72,15 @@ class SketchMemory(LayerBase):
     combine : {"residual", "concat", "none"}, keyword-only
         The output: x + y (transformers), [x ; y] (MLPs: width X + Y), or y alone.
     signs : bool, keyword-only
-        Count-sketch signs: each (table, bucket) reads its row times a fixed random ±1.
+        Count-sketch signs: one more hyperplane per table gives each *input* a sign
+        :math:`\varsigma_t(x) = \pm 1`, and the input reads (and writes) its row times that sign, so two
+        inputs that share a bucket but not a sign cancel instead of adding. (A fixed sign per *row*
+        would change nothing: every input of the row would get the same one, a renaming of the values.)
     gate : bool, keyword-only
         A learned read gate g = σ(x·w + c) per input (``"gate.weight"`` (X,), ``"gate.bias"`` ()),
         y ← g·y; a differentiable path from x into the read, as Engram's context gate.
     seed : int, keyword-only
-        Draws the hyperplanes and the signs (buffers, never trained) and the gate.
+        Draws the hyperplanes (buffers, never trained) and the gate.
     dtype : float32 or float64, keyword-only
 
     Attributes
@@ -86,17 +89,18 @@ class SketchMemory(LayerBase):
         ``"values"`` (T·2^b, Y), zero-initialised (the layer starts as a no-op read), a
         :class:`~refmann.ops.RowGrad` gradient; ``"gate.*"`` with a gate.
     buffers : dict
-        ``"planes"`` (T, X, b) Gaussian hyperplanes, ``"signs"`` (T·2^b,) ±1 (all +1 without signs),
+        ``"planes"`` (T, X, b) Gaussian hyperplanes — (T, X, b + 1) with signs, the last one each table's
+        sign hyperplane —
         ``"counts"`` (T·2^b,) the writes each row holds (explicit-write mode).
 
     Notes
     -----
-    With :math:`\beta_t(x)` the bucket of x in table t (:func:`simhash_buckets`), row
-    :math:`r_t = t\,2^b + \beta_t(x)` and sign :math:`\epsilon_{r}`:
+    With :math:`\beta_t(x)` the bucket of x in table t = 0, …, T − 1 (:func:`simhash_buckets`), row
+    :math:`r_t = t\,2^b + \beta_t(x)` and sign :math:`\varsigma_t(x)` (1 without signs):
 
-    .. math:: y = \frac{g(x)}{T} \sum_{t=1}^T \epsilon_{r_t}\, V_{r_t}
+    .. math:: y = \frac{g(x)}{T} \sum_{t=0}^{T-1} \varsigma_t(x)\, V_{r_t}
 
-    The backward holds the buckets constant: :math:`\bar V_{r_t} \mathrel{+}= (g\,\epsilon_{r_t} / T)\,\bar y`
+    The backward holds the buckets and signs constant: :math:`\bar V_{r_t} \mathrel{+}= (g\,\varsigma_t / T)\,\bar y`
     (an embedding-bag row gradient), and x receives only the combine's identity and the gate's
     :math:`\bar g\, g (1 - g)\, w`. Read as a kernel, a learned table is a regression with the collision
     kernel :math:`k(x, x') = \frac1T \sum_t [\beta_t(x) = \beta_t(x')]`, whose mean is :math:`(1 - \theta/\pi)^b`.
@@ -145,14 +149,8 @@ class SketchMemory(LayerBase):
                 self.dtype
             )
             self.params["gate.bias"] = np.zeros((), self.dtype)
-        signs_ = (
-            np.random.default_rng(s[1]).choice([-1.0, 1.0], self.num_rows) if self.signs else np.ones(self.num_rows)
-        )
-        self._buffers = {
-            "planes": np.random.default_rng(s[0]).standard_normal((T, X, b)).astype(self.dtype),
-            "signs": signs_.astype(self.dtype),
-            "counts": np.zeros(self.num_rows, self.dtype),
-        }
+        planes = np.random.default_rng(s[0]).standard_normal((T, X, b + self.signs)).astype(self.dtype)
+        self._buffers = {"planes": planes, "counts": np.zeros(self.num_rows, self.dtype)}
         self._sizes = {"input_dim": X, "output_dim": Y, "num_tables": T, "num_bits": b, "combine": combine}
 
     @property
@@ -170,11 +168,19 @@ class SketchMemory(LayerBase):
         T, b, X, Y = self.num_tables, self.num_bits, self.input_dim, self.output_dim
         return T * b * X + T * Y + (X if self.gate else 0)
 
+    def address(self, x):
+        """``(rows, signs)``, both (B, T): each input's value row in each table, ``t·2^b + bucket``, and its
+        sign ±1 (all +1 without signs); x is (..., X)."""
+        x = check_features(x, "x", self.input_dim, dtype=self.dtype).reshape(-1, self.input_dim)
+        codes, _ = simhash_buckets(x, self._buffers["planes"])  # (B, T), b bits (+ the sign bit on top)
+        b = self.num_bits
+        buckets = codes & (2**b - 1)
+        signs = np.where(codes >> b, 1.0, -1.0) if self.signs else np.ones(codes.shape)
+        return buckets + (np.arange(self.num_tables) * 2**b)[None, :], signs.astype(self.dtype)
+
     def rows(self, x):
         """int (B, T): the value row of each input in each table, ``t·2^b + bucket`` (x is (..., X))."""
-        x = check_features(x, "x", self.input_dim, dtype=self.dtype).reshape(-1, self.input_dim)
-        buckets, _ = simhash_buckets(x, self._buffers["planes"])
-        return buckets + (np.arange(self.num_tables) * 2**self.num_bits)[None, :]
+        return self.address(x)[0]
 
     def forward(self, x, *, params=None):
         """(..., input_dim) -> (..., out_dim); see the class Notes."""
@@ -182,8 +188,8 @@ class SketchMemory(LayerBase):
         x = check_features(x, "x", self.input_dim, dtype=self.dtype)
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.input_dim)  # (B, X)
-        rows = self.rows(x2)  # (B, T)
-        w = self._buffers["signs"][rows] / self.num_tables  # (B, T)
+        rows, signs = self.address(x2)  # (B, T) each
+        w = signs / self.num_tables  # (B, T)
         read, cb = ops.embedding_bag_forward(p["values"], w, indices=rows)  # (B, Y)
         y, cg = read, None
         if self.gate:
@@ -236,11 +242,13 @@ class SketchMemory(LayerBase):
 
         Notes
         -----
-        Reading a stored key gives :math:`\frac1T \sum_t \epsilon_{r_t} V_{r_t}`: the value itself when its
-        rows hold no other key's, and otherwise an average with the keys it collides with. With n keys
-        in 2^b buckets a table puts a given key with another with probability
-        :math:`1 - (1 - 2^{-b})^{n-1} \approx n / 2^b`, so exact recall needs :math:`n \ll 2^b`. The writes
-        are applied in order, one (key, table) at a time: O(n·T·Y).
+        Reading a stored key gives :math:`\frac1T \sum_t \varsigma_t V_{r_t}`: the value itself when its
+        rows hold no other key's, and otherwise an average with the keys it collides with (with signs,
+        a colliding key of the opposite sign enters negated). With n keys in 2^b uniform buckets a key is
+        alone in one table with probability :math:`(1 - 2^{-b})^{n-1}` and in all T with
+        :math:`(1 - 2^{-b})^{(n-1)T} \approx e^{-nT/2^b}`, so exact recall of most keys needs
+        :math:`nT \ll 2^b` (the interference bound, tested). The writes are applied in order, one
+        (key, table) at a time: O(n·T·Y).
         """
         p = self.params if params is None else params
         if mode not in ("average", "overwrite"):
@@ -249,10 +257,11 @@ class SketchMemory(LayerBase):
         values = check_features(values, "values", self.output_dim, ndim=2, dtype=self.dtype)
         if keys.shape[0] != values.shape[0]:
             raise ValueError(f"values: expected {keys.shape[0]} rows (one per key), got {values.shape[0]}")
-        table, counts, signs = p["values"], self._buffers["counts"], self._buffers["signs"]
-        for i, rows in enumerate(self.rows(keys)):
-            for r in rows:
-                v = signs[r] * values[i]  # ε² = 1: the read multiplies by ε again
+        table, counts = p["values"], self._buffers["counts"]
+        all_rows, all_signs = self.address(keys)
+        for i, (rows, signs) in enumerate(zip(all_rows, all_signs)):
+            for r, sign in zip(rows, signs):
+                v = sign * values[i]  # ς² = 1: the read multiplies by ς again
                 if mode == "overwrite":
                     table[r], counts[r] = v, 1.0
                 else:
