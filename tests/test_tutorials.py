@@ -14,7 +14,8 @@ import pytest
 TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
-#: The notebooks, in reading order (01–08 the teaching issue, 09 the DNC, 10–11 attention and product keys).
+#: The notebooks, in reading order (01–08 the teaching issue, 09 the DNC, 10–11 attention and product keys,
+#: 12–13 sketch memory and HMA).
 EXPECTED = (
     "01_content_addressing",
     "02_ntm_heads",
@@ -27,6 +28,8 @@ EXPECTED = (
     "09_dnc",
     "10_attention_is_a_memory_read",
     "11_product_keys",
+    "12_sketch_memory",
+    "13_hma",
 )
 
 notebooks = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -29,7 +29,8 @@ def simhash_buckets(x, planes):
     ----------
     x : ndarray, shape (B, X)
     planes : ndarray, shape (T, X, b)
-        The random hyperplanes of the T tables (Charikar's SimHash).
+        The random hyperplanes of the T tables (Charikar's SimHash); b is the number of bits read (a
+        :class:`SketchMemory` with signs passes b + 1 planes, the last one its sign bit).
 
     Returns
     -------
@@ -103,7 +104,9 @@ class SketchMemory(LayerBase):
     The backward holds the buckets and signs constant: :math:`\bar V_{r_t} \mathrel{+}= (g\,\varsigma_t / T)\,\bar y`
     (an embedding-bag row gradient), and x receives only the combine's identity and the gate's
     :math:`\bar g\, g (1 - g)\, w`. Read as a kernel, a learned table is a regression with the collision
-    kernel :math:`k(x, x') = \frac1T \sum_t [\beta_t(x) = \beta_t(x')]`, whose mean is :math:`(1 - \theta/\pi)^b`.
+    kernel :math:`k(x, x') = \frac1T \sum_t [\beta_t(x) = \beta_t(x')]`, whose mean is :math:`(1 - \theta/\pi)^b`
+    (with signs, the signed kernel :math:`\frac1T \sum_t \varsigma_t(x)\varsigma_t(x') [\beta_t(x) = \beta_t(x')]`,
+    mean :math:`(1 - \theta/\pi)^b (1 - 2\theta/\pi)`; ``docs/derivations/sketch.md``).
 
     References
     ----------
@@ -161,11 +164,12 @@ class SketchMemory(LayerBase):
         ]
 
     def flops_per_row(self) -> int:
-        r"""Multiply-adds per input row: the hash :math:`T b X`, the read :math:`T Y` (and the gate's X).
+        r"""Multiply-adds per input row: the hash :math:`T b X` (:math:`T (b + 1) X` with signs), the read
+        :math:`T Y`, and the gate's X.
 
         Independent of the table size 2^b·T — the sketch paper's "capacity at almost no compute".
         """
-        T, b, X, Y = self.num_tables, self.num_bits, self.input_dim, self.output_dim
+        T, b, X, Y = self.num_tables, self.num_bits + self.signs, self.input_dim, self.output_dim
         return T * b * X + T * Y + (X if self.gate else 0)
 
     def address(self, x):
