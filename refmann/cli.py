@@ -477,7 +477,7 @@ def _curves_hint(out: Path) -> str:
 #: bench flags (dest) -> the benchmarks that read them; any other benchmark refuses them.
 _BENCH_FLAGS = {
     "models": ("steps", "scaling"),
-    "sizes": ("steps", "scaling", "footprint", "pkm"),
+    "sizes": ("steps", "scaling", "footprint", "pkm", "sketch", "hma"),
     "batch_size": ("steps", "scaling", "footprint"),
     "memory_sizes": ("scaling",),
     "steps": ("scaling",),
@@ -488,9 +488,9 @@ _BENCH_FLAGS = {
     "memory_budget": ("scaling",),
     "point_timeout": ("scaling",),
     "figure": ("scaling",),
-    "out": ("scaling", "pkm"),
-    "dtype": ("scaling", "footprint", "pkm"),
-    "rounds": ("pkm",),
+    "out": ("scaling", "pkm", "sketch", "hma"),
+    "dtype": ("scaling", "footprint", "pkm", "sketch", "hma"),
+    "rounds": ("pkm", "sketch", "hma"),
     "versus_lstm": ("steps",),
     "updates": ("footprint",),
     "length": ("footprint",),
@@ -522,6 +522,10 @@ def _cmd_bench(args) -> int:
         return _bench_footprint(args)
     elif args.what == "pkm":
         return _bench_pkm(args)
+    elif args.what == "sketch":
+        return _bench_sketch(args)
+    elif args.what == "hma":
+        return _bench_hma(args)
     return 0
 
 
@@ -564,6 +568,42 @@ def _bench_pkm(args) -> int:
             atomic_write_text(
                 out, json.dumps({"machine": machine, "rows": rows, "targets": pkm_targets(rows)}, indent=1)
             )
+        print(f"rows: {out}")
+    return 0
+
+
+def _bench_sketch(args) -> int:
+    from .bench.memory_layers import SKETCH_QUICK, format_sketch_table, sketch_ratios, sketch_table
+
+    return _bench_memory_layer(args, SKETCH_QUICK, sketch_table, format_sketch_table, sketch_ratios)
+
+
+def _bench_hma(args) -> int:
+    from .bench.memory_layers import HMA_QUICK, format_hma_table, hma_ratios, hma_table
+
+    return _bench_memory_layer(args, HMA_QUICK, hma_table, format_hma_table, hma_ratios)
+
+
+def _bench_memory_layer(args, quick, table, format_table, ratios) -> int:
+    """bench sketch and bench hma: the table (--quick: its small sizes), the machine line, and --out's JSON."""
+    from ._io import atomic_write_text
+    from .bench._proc import machine_info, machine_line
+
+    out = None if args.out is None else _json_out(args.out)
+    kwargs = dict(quick) if args.quick else {}
+    for key, value in (("sizes", args.sizes), ("rounds", args.rounds), ("dtypes", args.dtype)):
+        if value is not None:
+            kwargs[key] = value
+    try:
+        rows = table(**kwargs, progress=not args.quiet)
+    except (ValueError, TypeError, MemoryError) as exc:
+        raise CommandError(_name_flag(_message(exc), ("--sizes", "--dtype", "--rounds"))) from exc
+    machine = machine_info()
+    print(format_table(rows))
+    print(f"\nmachine: {machine_line(machine)}")
+    if out is not None:
+        with _user_errors():
+            atomic_write_text(out, json.dumps({"machine": machine, "rows": rows, "ratios": ratios(rows)}, indent=1))
         print(f"rows: {out}")
     return 0
 
@@ -795,14 +835,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", help="benchmarks that print tables measured in one run")
     p.add_argument(
         "what",
-        choices=["lsh", "steps", "scaling", "footprint", "pkm"],
+        choices=["lsh", "steps", "scaling", "footprint", "pkm", "sketch", "hma"],
         help="lsh: recall and speed of the LSH index against the exact index; "
         "steps: per-step forward+backward time against N; "
         "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models), or with --figure 7 "
         "its Figure 7 (the DNC against the Sparse DNC); "
         "footprint: SAM trained at N = 1e7 (--sizes) with the bytes of each part; "
         "pkm: one training step of a product-key memory layer (forward, backward, lazy Adam) by part, against "
-        "N = n² slots, with its floors and the dense-Adam step. "
+        "N = n² slots, with its floors and the dense-Adam step; "
+        "sketch: forward + backward per row of a sketch memory against its table size, beside dense layers of the "
+        "same parameters and of the same multiply-adds (and lazy against dense Adam); "
+        "hma: forward + backward per sample of HMA's memory tokens against the queue length, in both modes, beside "
+        "a dense head of the same parameters. "
         "A flag that the chosen benchmark does not read is an error",
     )
     p.add_argument("--quick", action="store_true", help="small sizes (for CI)")
@@ -820,7 +864,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="steps, scaling: memory sizes N (at least k = 4); footprint: the one N (default 1e7; quick 1e4); "
         "pkm: num_keys n, not N: N = n² slots (default 128 256 512 1024, N = 2^14 ... 2^20; quick 16 32; "
-        "each n >= k = 32, quick 8)",
+        "each n >= k = 32, quick 8); sketch: num_bits b, 2^b buckets per table (default 8 10 ... 20; quick 4 6 8); "
+        "hma: queue lengths S (default 64 256 1024 4096 16384; quick 8 32)",
     )
     p.add_argument(
         "--batch-size",
@@ -869,7 +914,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["float64", "float32"],
         default=None,
         help="scaling: default float64; footprint: default float32 (these two take one); pkm: one or both "
-        "(default float32, and float64 too when its largest N fits in the memory available)",
+        "(default float32, and float64 too when its largest N fits in the memory available); sketch, hma: one or "
+        "both (default float32)",
     )
     p.add_argument(
         "--point-timeout",
@@ -890,16 +936,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         default=None,
         help="scaling: output folder (default runs/bench-scaling; --figure 7: runs/bench-scaling-figure7); "
-        "pkm: a JSON file for the rows, the targets and the machine (written atomically; default none)",
+        "pkm: a JSON file for the rows, the targets and the machine (written atomically; default none); "
+        "sketch, hma: likewise, with the ratios",
     )
     p.add_argument(
         "--rounds",
         type=positive_int,
         default=None,
-        help="pkm: interleaved rounds, the minimum kept per cell (default 5; quick 3)",
+        help="pkm, sketch, hma: interleaved rounds, the minimum kept per cell (default 5; quick 3)",
     )
     p.add_argument(
-        "--quiet", action="store_true", help="scaling, footprint: no progress lines on stderr; pkm: no progress bar"
+        "--quiet",
+        action="store_true",
+        help="scaling, footprint: no progress lines on stderr; pkm, sketch, hma: no progress bar",
     )
     p.add_argument(
         "--versus-lstm",

@@ -43,9 +43,12 @@ def simhash_buckets(x, planes):
     Two inputs at angle θ fall in the same bucket of one table with probability :math:`(1 - \theta/\pi)^b`
     (each bit agrees with probability 1 − θ/π, independently over the b hyperplanes).
     """
-    proj = np.einsum("bx,txk->btk", x, planes)  # (B, T, b)
+    T, X, b = planes.shape
+    # x·R_t for every table as one BLAS matmul against the (X, T·b) stack of the planes (an einsum here does
+    # not reach BLAS, and cost 12–23× more: refmann bench sketch measured it)
+    proj = (x @ planes.transpose(1, 0, 2).reshape(X, T * b)).reshape(x.shape[0], T, b)  # (B, T, b)
     bits = (proj > 0).astype(np.int64)  # (B, T, b)
-    weights = np.left_shift(1, np.arange(planes.shape[-1], dtype=np.int64))  # (b,) 1, 2, 4, ...
+    weights = np.left_shift(1, np.arange(b, dtype=np.int64))  # (b,) 1, 2, 4, ...
     return bits @ weights, np.abs(proj).min(axis=-1)
 
 
