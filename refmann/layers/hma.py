@@ -68,11 +68,71 @@ class MultiheadAttentionBlockCache(NamedTuple):
     ln_kv: tuple  # one LayerNormCache per part of y
     key: tuple  # one LinearCache per part: (S_j, Tk_j, Dkv) -> (S_j, Tk_j, De)
     value: tuple  # one LinearCache per part
-    attn: ops.AttentionCache  # q (S, H, Tq, De/H), k and v (S or 1, H, Tk, De/H), weights (S, H, Tq, Tk)
+    attn: Any  # ops.AttentionCache (q; k, v (S or 1, H, Tk, De/H); weights), or PartsAttentionCache (fused)
     ln_ff: Any  # LayerNormCache of h = attention + x   (S, Tq, De)
     ff: Any  # the MLP's cache
     parts: tuple  # ((S_j, Tk_j), ...) each part's leading size and token count
     pair: bool  # y was a tuple of parts (dy is returned as one)
+
+
+class PartsAttentionCache(NamedTuple):
+    """The fused stage's attention over KV parts, some shared (:meth:`MultiheadAttentionBlock.forward`)."""
+
+    q: np.ndarray  # (S, H, Tq, d)
+    ks: tuple  # per part (S or 1, H, Tk_j, d), never broadcast to S
+    vs: tuple  # per part, likewise
+    weights: np.ndarray  # (S, H, Tq, Tk) the softmax over every part's keys
+    scale: float
+
+
+def _parts_attention_forward(q, ks, vs, *, mask, scale):
+    r"""Softmax attention over keys given in parts whose leading axis is S or 1 (shared), without copying a
+    shared part S times: the scores of each part by a broadcast matmul, one softmax over their concatenation
+    (S, H, Tq, Tk — small), and :math:`O = \sum_j A_j V_j`. Equal to :func:`refmann.ops.attention_forward`
+    on the concatenated parts (``fused=False``, the reference) up to rounding."""
+    scale = q.dtype.type(scale)  # a float32 block stays float32
+    scores = np.concatenate([scale * (q @ k.swapaxes(-1, -2)) for k in ks], axis=-1)  # (S, H, Tq, Tk)
+    if mask is not None:
+        mask = np.broadcast_to(mask, scores.shape)
+        if not np.all(mask.any(axis=-1)):
+            raise ValueError("mask: every query must keep at least one key")
+        scores = np.where(mask, scores, -np.inf)
+    A = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    A /= A.sum(axis=-1, keepdims=True)  # (S, H, Tq, Tk)
+    out, start = 0.0, 0
+    for v in vs:
+        T_j = v.shape[2]
+        out = out + A[..., start : start + T_j] @ v  # (S, H, Tq, d): a shared v broadcasts, never copied
+        start += T_j
+    return out, PartsAttentionCache(q, tuple(ks), tuple(vs), A, scale)
+
+
+def _shared_sum(a, b):
+    r""":math:`\sum_s a_s^\top b_s` for a (S, H, Tq, Tk_j), b (S, H, Tq, d) -> (1, H, Tk_j, d), one matmul per head."""
+    S, H, Tq, Tk = a.shape
+    a2 = a.transpose(1, 3, 0, 2).reshape(H, Tk, S * Tq)
+    b2 = b.transpose(1, 0, 2, 3).reshape(H, S * Tq, b.shape[-1])
+    return (a2 @ b2)[None]
+
+
+def _parts_attention_backward(dout, cache):
+    """VJP of :func:`_parts_attention_forward`: ``(dq, dks, dvs)``, each part's gradient at its own leading size."""
+    q, ks, vs, A, c = cache
+    dA = np.concatenate([dout @ v.swapaxes(-1, -2) for v in vs], axis=-1)  # (S, H, Tq, Tk)
+    dS = A * (dA - np.sum(A * dA, axis=-1, keepdims=True))  # the softmax VJP
+    dq, dks, dvs, start = np.zeros_like(q), [], [], 0
+    for k in ks:
+        T_j = k.shape[2]
+        dS_j, A_j = dS[..., start : start + T_j], A[..., start : start + T_j]
+        start += T_j
+        dq += c * (dS_j @ k)  # (S, H, Tq, d)
+        if k.shape[0] == 1 and q.shape[0] > 1:  # shared: the sum over the sets, without an (S, H, Tk_j, d) array
+            dks.append(c * _shared_sum(dS_j, q))
+            dvs.append(_shared_sum(A_j, dout))
+        else:
+            dks.append(c * (dS_j.swapaxes(-1, -2) @ q))
+            dvs.append(A_j.swapaxes(-1, -2) @ dout)
+    return dq, dks, dvs
 
 
 class MultiheadAttentionBlock(LayerBase):
@@ -188,7 +248,7 @@ class MultiheadAttentionBlock(LayerBase):
             raise ValueError("y: expected at least one key row, got none")
         return parts, pair
 
-    def forward(self, x, y, *, params=None, mask=None):
+    def forward(self, x, y, *, params=None, mask=None, fused=True):
         """Attend from each set of queries to its KV set.
 
         Parameters
@@ -201,6 +261,11 @@ class MultiheadAttentionBlock(LayerBase):
             Default ``self.params``.
         mask : bool ndarray broadcastable to (S, H, Tq, Tk), keyword-only, optional
             False = weight exactly 0 (see :func:`refmann.ops.attention_forward`).
+        fused : bool, keyword-only
+            With a shared part (leading axis 1) and S > 1 sets: attend to it without copying its keys and
+            values into every set (scores by part, one softmax, :math:`\\sum_j A_j V_j`). False: the
+            readable reference, :func:`refmann.ops.attention_forward` over the parts concatenated. The
+            two agree to rounding (tested).
 
         Returns
         -------
@@ -224,8 +289,12 @@ class MultiheadAttentionBlock(LayerBase):
             c_v.append(cv)
             ks.append(self._split(k))  # (S_j, H, Tk_j, De/H)
             vs.append(self._split(v))
-        K, V = self._join(ks), self._join(vs)  # (S or 1, H, Tk, De/H)
-        o, c_att = ops.attention_forward(self._split(q), K, V, mask=mask, scale=self.score_scale)  # (S, H, Tq, De/H)
+        shared = len(parts) > 1 and any(part.shape[0] == 1 < x.shape[0] for part in parts)
+        if fused and shared:  # a shared part attended without being copied into every set
+            o, c_att = _parts_attention_forward(self._split(q), ks, vs, mask=mask, scale=self.score_scale)
+        else:  # the reference: the parts concatenated on the token axis (a shared one broadcast to S)
+            K, V = self._join(ks), self._join(vs)  # (S or 1, H, Tk, De/H)
+            o, c_att = ops.attention_forward(self._split(q), K, V, mask=mask, scale=self.score_scale)  # (S, H, Tq, ·)
         h = self._merge(o) + x  # (S, Tq, De)   the residual is the identity (D_out = Dq)
         m, c_lnff = c["ln_ff"].forward(h, params=self._child_params(p, "ln_ff"))  # (S, Tq, De)
         f, c_ff = c["ff"].forward(m, params=self._child_params(p, "ff"))  # (S, Tq, De)
@@ -254,16 +323,20 @@ class MultiheadAttentionBlock(LayerBase):
         dh, g = c["ln_ff"].backward(dm, cache.ln_ff)
         _add(grads, "ln_ff", g)
         dh = dout + dh  # (S, Tq, De) both paths into H
-        dq, dK, dV = ops.attention_backward(self._split(dh), cache.attn)  # shapes of q, K, V
+        if isinstance(cache.attn, PartsAttentionCache):
+            dq, dks, dvs = _parts_attention_backward(self._split(dh), cache.attn)  # each part at its own size
+        else:
+            dq, dK, dV = ops.attention_backward(self._split(dh), cache.attn)  # shapes of q, K, V
+            bounds = np.cumsum([0] + [T_j for _, T_j in cache.parts])
+            dks = [dK[:, :, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+            dvs = [dV[:, :, a:b] for a, b in zip(bounds[:-1], bounds[1:])]
         dxn, g = c["query"].backward(self._merge(dq), cache.query)  # (S, Tq, Dq)
         _add(grads, "query", g)
         dxn, g = c["ln_q"].backward(dxn, cache.ln_q)
         _add(grads, "ln_q", g)
         dx = dh + dxn  # the residual and the query path
-        dys, start = [], 0
-        for (S_j, T_j), cl, ck, cv in zip(cache.parts, cache.ln_kv, cache.key, cache.value):
-            dk, dv = dK[:, :, start : start + T_j], dV[:, :, start : start + T_j]  # (S or 1, H, Tk_j, d)
-            start += T_j
+        dys = []
+        for (S_j, _), cl, ck, cv, dk, dv in zip(cache.parts, cache.ln_kv, cache.key, cache.value, dks, dvs):
             if S_j == 1 and dk.shape[0] > 1:  # a shared part: the sum over the sets it served
                 dk, dv = dk.sum(axis=0, keepdims=True), dv.sum(axis=0, keepdims=True)
             dyn_k, gk = c["key"].backward(self._merge(dk), ck)  # (S_j, Tk_j, Dkv)
