@@ -15,6 +15,7 @@ from refmann.gradcheck import TOLERANCES, check_model, check_op
 from refmann.layers.product_keys import ProductKeyMemory
 from refmann.layers.sketch import simhash_buckets
 from refmann.models.feedforward import FeedForwardModel
+from refmann.models.hma import MemoryTokensClassifier
 
 #: Tiny options per arm for the gradient check: a new arm must add its own here.
 _PKM = {"trunk_dim": 5, "num_keys": 3, "num_heads": 2, "k": 2, "key_dim": 4, "query_norm": "batchnorm"}
@@ -27,6 +28,11 @@ TINY = {
         {**_PKM, "keys": "flat"},
     ],
     "sketch": [{"num_tables": 2, "num_bits": 3}, {"num_tables": 3, "num_bits": 2, "signs": True, "gate": True}],
+    "mlp+hma": [
+        {"hidden": (5,), "feature_dim": 2, "label_dim": 2, "num_heads": 2, "queue_size": 4, "tokens_per_class": 2},
+        {"hidden": (4,), "feature_dim": 2, "label_dim": 2, "num_heads": 1, "queue_size": 3, "use_tokens": False},
+        {"hidden": (4,), "feature_dim": 3, "label_dim": 1, "num_heads": 2, "queue_size": 0, "use_queue": False},
+    ],
 }
 TINY_CASES = [(arm, options) for arm, cases in TINY.items() for options in cases]
 
@@ -51,15 +57,20 @@ def e6_rows():
 def test_quick_e1_gives_one_row_per_arm_and_n_with_the_documented_keys(e1_rows):
     q = capacity.QUICK["e1"]
     assert [(r["arm"], r["n"]) for r in e1_rows] == [(a, n) for n in q["sizes"] for a in q["arms"]]
+    assert "mlp+hma" in q["arms"]
     for r in e1_rows:
         assert tuple(r) == capacity.ROW_KEYS["e1"]
         assert 0.0 <= r["train_accuracy"] <= 1.0 and r["final_loss"] > 0
         assert r["steps"] == q["steps"] and r["epochs"] == pytest.approx(q["steps"] * r["batch_size"] / r["n"])
         assert r["params"] > 0 and r["flops_per_row"] > 0 and r["wall_time_s"] >= 0
-        if r["arm"] == "mlp":
+        if r["arm"] in ("mlp", "mlp+hma"):  # no slot memory (HMA's queue and tokens are attended, not selected)
             assert r["usage"] is r["kl_to_uniform"] is r["coverage_99"] is None
         else:
             assert 0 < r["usage"] <= 1 and r["kl_to_uniform"] >= 0 and 0 < r["coverage_99"] <= 1
+        if r["arm"] == "mlp+hma":
+            assert 0.0 <= r["transductive_accuracy"] <= 1.0 and r["config"].endswith("eval per sample")
+        else:
+            assert r["transductive_accuracy"] is None
     table = capacity.format_table(e1_rows)
     assert table.count("\n| ") == len(e1_rows) + 2  # header, separator, one line per row
 
@@ -115,7 +126,7 @@ def test_another_seed_draws_other_pairs_and_other_results(e1_rows):
 def test_on_row_sees_the_rows_after_every_run():
     seen = []
     capacity.run_e1(**{**capacity.QUICK["e1"], "sizes": (64,)}, on_row=lambda rows: seen.append(len(rows)))
-    assert seen == [1, 2, 3]
+    assert seen == list(range(1, len(capacity.QUICK["e1"]["arms"]) + 1))
 
 
 # --- the task, FLOPs and widths ---------------------------------------------------------------------------
@@ -158,6 +169,62 @@ def test_the_mlp_width_is_the_one_closest_to_the_flop_budget(depth, flops):
     assert all(abs(cost(w) - flops) <= abs(cost(v) - flops) for v in (w - 1, w + 1) if v >= 1)
 
 
+def test_the_hma_head_flops_are_the_documented_formula_and_the_arm_is_sized_to_the_budget():
+    network, _ = capacity.build_mlp_hma(32, 100, batch_size=256)
+    head = network.head
+    D, S, G, B = 16, 256, 100, 256
+    assert (head.dim, head.queue_size, head.num_classes * head.tokens_per_class) == (D, S, G)
+    formula = 11 * D * D + 2 * S * D * D / B + 2 * (1 + S) * D + 11 * D * D + 2 * G * D * D / B + 2 * (B + G) * D
+    assert capacity.hma_head_flops(head, batch_size=B) == int(formula + D * 100)
+    per_sample = formula - 2 * (B - 1) * D
+    assert capacity.hma_head_flops(head, batch_size=B, mode="per_sample") == int(per_sample + D * 100)
+    w = network.encoder.hidden_dims[0]
+    assert capacity.count_flops(network, batch_size=B) == 32 * w + w * 12 + int(formula + D * 100)
+    budget = capacity.pkm_arm_flops(32, 100, **capacity.PKM_OPTIONS)
+    assert abs(capacity.count_flops(network, batch_size=B) - budget) <= (32 + 12) / 2
+    # without a queue or tokens their terms vanish
+    bare, _ = capacity.build_mlp_hma(32, 100, hidden=(8,), queue_size=0, use_queue=False, use_tokens=False)
+    assert capacity.hma_head_flops(bare.head, batch_size=B) == int(22 * D * D + 2 * D + 2 * B * D + D * 100)
+
+
+def test_count_flops_of_an_hma_head_needs_the_batch_size():
+    network, _ = capacity.build_mlp_hma(4, 3, **TINY["mlp+hma"][0])
+    with pytest.raises(ValueError, match="batch_size: an HMA head's FLOPs per row depend on the batch"):
+        capacity.count_flops(network)
+    with pytest.raises(TypeError, match="head: expected a MemoryTokens layer"):
+        capacity.hma_head_flops(network, batch_size=4)
+    with pytest.raises(ValueError, match="mode: expected 'transductive' or 'per_sample'"):
+        capacity.hma_head_flops(network.head, batch_size=4, mode="batch")
+
+
+def test_train_and_evaluate_writes_the_hma_queue_after_every_step_and_scores_per_sample():
+    network, step = capacity.build_mlp_hma(4, 3, seed=2, **TINY["mlp+hma"][0])  # queue of 4 rows
+    calls = []
+    original = network.update_memory
+
+    def spy(x, y):
+        calls.append((x.copy(), y.copy()))
+        # the host's own params are the trained ones when it is called
+        model_params = network.params
+        assert all(np.all(np.isfinite(v)) for v in model_params.values())
+        original(x, y)
+
+    network.update_memory = spy
+    rng = np.random.default_rng(0)
+    keys, labels = rng.standard_normal((10, 4)), rng.integers(0, 3, 10)
+    before = {k: np.array(v) for k, v in network.params.items()}
+    result = capacity.train_and_evaluate(network, step, keys, labels, steps=3, batch_size=4, seed=1)
+    assert len(calls) == 3 and all(x.shape == (4, 4) and y.shape == (4,) for x, y in calls)
+    rows, stored = network.head.queue_contents()
+    np.testing.assert_array_equal(stored, calls[-1][1])  # the ring of 4 holds the last batch's labels
+    assert any(not np.array_equal(network.params[k], before[k]) for k in before)  # trained arrays were copied in
+    per_sample = network.forward(keys, mode="per_sample")[0]
+    assert result["train_accuracy"] == pytest.approx(np.mean(np.argmax(per_sample, axis=1) == labels))
+    transductive = np.concatenate([network.forward(keys[i : i + 4])[0] for i in range(0, 10, 4)])
+    assert result["transductive_accuracy"] == pytest.approx(np.mean(np.argmax(transductive, axis=1) == labels))
+    assert result["flops_per_row"] == capacity.count_flops(network, batch_size=4)
+
+
 def test_count_flops_refuses_a_layer_it_cannot_count():
     class Opaque(layers.LayerBase):
         def __init__(self):
@@ -190,6 +257,8 @@ def _kink_distance(layer, cache):
         return float(simhash_buckets(cache.x, layer.buffers["planes"])[1].min())
     elif isinstance(layer, layers.Sequential):
         return min(_kink_distance(c, cc) for c, cc in zip(layer.children.values(), cache))
+    elif isinstance(layer, MemoryTokensClassifier):  # the ReLU encoder's kinks (the head is smooth: LN, softmax, GELU)
+        return _kink_distance(layer.encoder, cache.encoder)
     else:
         return np.inf
     s = -np.sort(-scores, axis=-1)
@@ -200,6 +269,9 @@ def _kink_distance(layer, cache):
 def test_every_arm_builds_and_its_network_gradients_match_finite_differences(arm, options):
     network, step = capacity.ARMS[arm](4, 3, seed=1, dtype=np.float64, **options)
     assert isinstance(network, layers.Layer) and callable(step)
+    if hasattr(network, "update_memory"):  # HMA's host: a queue with written rows, then held fixed by the check
+        rng = np.random.default_rng(9)
+        network.update_memory(rng.standard_normal((2, 4)), np.array([0, 2]))
     model = FeedForwardModel(network, loss="softmax_ce")
     for data_seed in range(100):  # inputs at least 1e-3 from every kink (the stencil moves params by 2e-5)
         rng = np.random.default_rng(data_seed)
@@ -209,7 +281,10 @@ def test_every_arm_builds_and_its_network_gradients_match_finite_differences(arm
             break
     else:
         pytest.fail("no input away from the kinks")
-    report = check_model(model, x, y)
+    # HMA's host has ~40 parameter arrays (two attention blocks): a sample of entries in each keeps this fast
+    # (every entry of every array: tests/test_models_hma.py and tests/test_layers_hma.py)
+    entries = None if arm != "mlp+hma" else 12 if options is TINY[arm][0] else 4
+    report = check_model(model, x, y, max_entries=entries)
     assert not report.crossed_kink and report.ok(TOLERANCES["model"]), str(report)
     assert {row.name for row in report.inputs} == set(network.params)
 
@@ -287,7 +362,7 @@ def test_main_quick_writes_the_rows_as_json(experiment, tmp_path, capsys):
     argv += ["--sizes", "64"] if experiment == "e1" else ["--ablations", "keys"]
     rows = capacity.main(argv)
     doc = json.loads(out.read_text())
-    assert doc["rows"] == json.loads(json.dumps(rows)) and len(rows) == (3 if experiment == "e1" else 2)
+    assert doc["rows"] == json.loads(json.dumps(rows)) and len(rows) == (4 if experiment == "e1" else 2)
     assert doc["command"] == "python -m refmann.experiments.capacity " + " ".join(argv)
     assert {"cores", "numpy"} <= set(doc["machine"])
     assert capacity.format_table(rows) in capsys.readouterr().out
@@ -310,8 +385,9 @@ def test_main_applies_the_memory_arm_flags_and_sizes_the_mlp_to_them():
             "none",
         ]
     )
-    mlp, pkm, sketch = rows
+    mlp, pkm, sketch, hma = rows
     assert sketch["arm"] == "sketch" and sketch["flops_per_row"] < pkm["flops_per_row"]
+    assert hma["arm"] == "mlp+hma"
     assert "H=1 k=2" in pkm["config"] and pkm["config"].endswith("none")
     assert abs(mlp["flops_per_row"] - pkm["flops_per_row"]) <= 0.1 * pkm["flops_per_row"]
 

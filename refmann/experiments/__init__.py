@@ -3,7 +3,7 @@
 Run one with ``python -m refmann.experiments.NAME --help``. Every module offers ``run(...) -> rows``
 (a list of dicts, one per table row), ``format_table(rows) -> str`` and ``main(argv=None)``; with
 ``--quick`` it runs at the sizes CI uses, and ``--out FILE.json`` writes the rows atomically. Their
-tables, with the commands that produced them, are on the documentation's product-key page.
+tables, with the commands that produced them, are on the documentation's product-key, sketch and HMA pages.
 
 - :mod:`refmann.experiments.pkm_search` — E8: product-key search is exact, and its speed-up over brute
   force against N.
@@ -11,4 +11,10 @@ tables, with the commands that produced them, are on the documentation's product
   MLP + memory layer as the number of pairs grows), and the product-key ablations.
 - :mod:`refmann.experiments.facts_lm` — E5: a synthetic language with a table of facts; depth 2 vs
   depth 4 vs depth 2 + PKM (and Memory+): perplexity and fact recall.
+- :mod:`refmann.experiments.sketch` — E2/E3 (the sketch memory page): fuzzy keys against SimHash's
+  collision curves, and multi-hop traversal of random functional graphs with a memory at every layer.
+- :mod:`refmann.experiments.longtail` — E4 (the HMA page): long-tailed classification, many/medium/few-shot
+  accuracy of an MLP, the MLP with a sketch memory, and the MLP with HMA's head.
+- :mod:`refmann.experiments.few_labels` — E7 (the HMA page): HMA's head with few labels per class and under
+  a spurious-feature shift, its ablations, and how its predictions depend on the evaluation batch.
 """

@@ -31,12 +31,24 @@ n = 64k.
   slots), whose averaged read is the logits; only the values are trained (lazy sparse Adam, lr 3e-2, not
   tuned). There is no MLP in it — with no gradient through the hash, a trunk before it would never learn —
   so it runs at a fraction of the others' FLOPs (the FLOPs column says how many).
+- ``"mlp+hma"`` (:func:`build_mlp_hma`): a one-hidden-layer ReLU encoder 32 → w → d = 12 and HMA's head
+  (:class:`~refmann.models.hma.MemoryTokensClassifier`, Qiu et al. 2023): d_l = 4 (D = 16), 4 heads, a queue
+  of S = 256 rows written after each step by a momentum encoder (m = 0.99), m_s = 1 synthetic token per
+  class (100 tokens). w is solved so that the FLOPs per row match the ``"mlp+pkm"`` arm's at the training
+  batch size (:func:`hma_head_flops`; the head alone costs 27,560 of the 29,824 at B = 256). Adam, lr 1e-3
+  (not tuned). It trains transductively (stage 2 attends over the training batch, the paper's); its
+  ``train_accuracy`` and ``final_loss`` are evaluated **per sample** (refmann's batch-independent mode), and
+  ``transductive_accuracy`` in batches of the training batch size, in the data's order (the keys are
+  i.i.d.).
 
 A later arm registers itself with :func:`register_arm` and appears in the same table.
 
 **FLOPs** (:func:`count_flops`) are multiply-adds per input row, counted on the built network: every matmul
 (``in·out`` for a linear layer), the product search's sub-scores (:math:`H \cdot 2 \cdot n \cdot d_k/2 = H n
-d_k` for n sub-keys per half; :math:`H N d_k` for flat keys) and the k-way read (:math:`H k Y`). Elementwise
+d_k` for n sub-keys per half; :math:`H N d_k` for flat keys), the k-way read (:math:`H k Y`), and HMA's two
+attention blocks (:func:`hma_head_flops`: per row, the projections, the scores and weighted sums over its
+keys, the feed-forward block; the queue's and the tokens' projections, made once per batch, shared by the
+batch's rows). Elementwise
 work is not counted: biases, activations, norms, the softmax over k, the :math:`k^2` candidate sums and the
 top-k comparisons. A parameter count is the number of trained scalars.
 
@@ -91,18 +103,20 @@ from ..layers import (
     SketchMemory,
 )
 from ..layers.base import check_dtype, check_features, check_seed, child_seeds, scope
+from ..layers.hma import MemoryTokens
 from ..layers.pkm_diagnostics import slot_statistics
 from ..layers.product_keys import QUERY_NORMS
 from ..models.feedforward import FeedForwardModel
+from ..models.hma import MemoryTokensClassifier
 from ..train.optim import make_optimizer, param_groups
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "ARMS", "DEFAULTS", "QUICK", "ROW_KEYS", "FlatKeyMemory", "FlatKeyMemoryCache", "build_mlp", "build_mlp_pkm",
-    "build_sketch",
-    "count_flops", "format_table", "key_value_pairs", "main", "memory_selections", "mlp_width_for_flops",
-    "pkm_arm_flops", "register_arm", "run", "run_e1", "run_e6", "train_and_evaluate",
+    "build_mlp_hma", "build_sketch", "count_flops", "hma_head_flops", "format_table", "key_value_pairs", "main",
+    "memory_selections", "mlp_width_for_flops", "pkm_arm_flops", "register_arm", "run", "run_e1", "run_e6",
+    "train_and_evaluate",
 ]  # fmt: skip
 
 #: The task: keys on S^(dim-1), classes in [0, num_classes).
@@ -118,11 +132,17 @@ QUICK_PKM_OPTIONS = {"trunk_dim": 16, "num_keys": 8, "num_heads": 2, "k": 4, "ke
 SKETCH_OPTIONS = {"num_tables": 4, "num_bits": 12, "signs": False}
 #: The CI-sized sketch arm.
 QUICK_SKETCH_OPTIONS = {"num_tables": 2, "num_bits": 6, "signs": False}
+#: E1's HMA arm (the encoder's width is solved for the FLOPs of the product-key arm).
+HMA_OPTIONS = {"feature_dim": 12, "label_dim": 4, "num_heads": 4, "queue_size": 256, "tokens_per_class": 1}
+#: The CI-sized HMA arm (its head alone exceeds the quick budget, so the encoder's width is given).
+QUICK_HMA_OPTIONS = {
+    "feature_dim": 4, "label_dim": 4, "num_heads": 2, "queue_size": 16, "tokens_per_class": 1, "hidden": (8,),
+}  # fmt: skip
 #: The full runs.
 DEFAULTS = {
     "e1": {
-        "sizes": (1024, 4096, 16384, 65536), "arms": ("mlp", "mlp+pkm", "sketch"), "seeds": (0,), "steps": 2000,
-        "batch_size": 256, "pkm": PKM_OPTIONS, "sketch": SKETCH_OPTIONS,
+        "sizes": (1024, 4096, 16384, 65536), "arms": ("mlp", "mlp+pkm", "sketch", "mlp+hma"), "seeds": (0,),
+        "steps": 2000, "batch_size": 256, "pkm": PKM_OPTIONS, "sketch": SKETCH_OPTIONS, "hma": HMA_OPTIONS,
     },
     "e6": {
         "n": 65536, "seeds": (0,), "steps": 1000, "batch_size": 256, "base": PKM_OPTIONS,
@@ -134,8 +154,8 @@ DEFAULTS = {
 #: The CI sizes (seconds).
 QUICK = {
     "e1": {
-        "sizes": (128, 512), "arms": ("mlp", "mlp+pkm", "sketch"), "seeds": (0,), "steps": 40, "batch_size": 32,
-        "pkm": QUICK_PKM_OPTIONS, "sketch": QUICK_SKETCH_OPTIONS,
+        "sizes": (128, 512), "arms": ("mlp", "mlp+pkm", "sketch", "mlp+hma"), "seeds": (0,), "steps": 40,
+        "batch_size": 32, "pkm": QUICK_PKM_OPTIONS, "sketch": QUICK_SKETCH_OPTIONS, "hma": QUICK_HMA_OPTIONS,
     },
     "e6": {
         "n": 256, "seeds": (0,), "steps": 30, "batch_size": 32, "base": QUICK_PKM_OPTIONS,
@@ -149,6 +169,7 @@ ROW_KEYS = {
     "e1": (
         "experiment", "arm", "config", "n", "seed", "steps", "batch_size", "epochs", "train_accuracy",
         "final_loss", "flops_per_row", "params", "usage", "kl_to_uniform", "coverage_99", "wall_time_s",
+        "transductive_accuracy",
     ),
     "e6": (
         "experiment", "ablation", "keys", "query_norm", "num_heads", "k", "num_slots", "n", "seed", "steps",
@@ -348,23 +369,39 @@ class FlatKeyMemory(LayerBase):
 # --- FLOPs -----------------------------------------------------------------------------------------------
 
 
-def count_flops(layer) -> int:
+def count_flops(layer, *, batch_size=None) -> int:
     r"""Multiply-adds per input row of a layer network (the E1 compute measure).
 
     A layer with a ``flops_per_row()`` method (:class:`FlatKeyMemory`, a later arm's memory) counts itself;
     a :class:`~refmann.layers.Linear` costs ``input_dim · output_dim``; a
     :class:`~refmann.layers.ProductKeyMemory` its children (the query map, Memory+'s gate and output maps)
     plus the sub-scores :math:`H n d_k` and the read :math:`H k Y` (PEER adds :math:`H k X` for the expert
-    inputs); a composite the sum of its children; activations and norms nothing (elementwise work is not
-    counted).
+    inputs); HMA's :class:`~refmann.layers.hma.MemoryTokens` head :func:`hma_head_flops` (which depends on
+    ``batch_size``); a composite the sum of its children; activations and norms nothing (elementwise work
+    is not counted).
+
+    Parameters
+    ----------
+    layer : Layer
+    batch_size : int, keyword-only, optional
+        Rows per batch: needed only by an HMA head (its stage 2 attends over the batch), ignored otherwise.
 
     Raises
     ------
     TypeError
         A leaf layer with parameters that none of these rules covers (it would be silently undercounted).
+    ValueError
+        An HMA head without ``batch_size``.
     """
     if callable(getattr(layer, "flops_per_row", None)):
         return int(layer.flops_per_row())
+    if isinstance(layer, MemoryTokens):
+        if batch_size is None:
+            raise ValueError(
+                "batch_size: an HMA head's FLOPs per row depend on the batch (stage 2 attends over it); pass "
+                "count_flops(..., batch_size=B)"
+            )
+        return hma_head_flops(layer, batch_size=batch_size)
     if isinstance(layer, Linear):
         return layer.input_dim * layer.output_dim
     if isinstance(layer, ProductKeyMemory):
@@ -378,10 +415,52 @@ def count_flops(layer) -> int:
         return 0
     children = getattr(layer, "children", None)
     if children:
-        return sum(count_flops(child) for child in children.values())
+        return sum(count_flops(child, batch_size=batch_size) for child in children.values())
     if not getattr(layer, "params", None):
         return 0
     raise TypeError(f"count_flops: no rule for a {type(layer).__name__} with parameters (give it flops_per_row())")
+
+
+def hma_head_flops(head, *, batch_size, mode="transductive") -> int:
+    r"""Multiply-adds per row of a :class:`~refmann.layers.hma.MemoryTokens` head (HMA's two blocks and logits).
+
+    Each attention block of width D costs, per query row, :math:`3D^2` for its query and its own key and
+    value, :math:`2 T D` for the scores and the weighted sum over its T keys (all heads together), and
+    :math:`8 D^2` for the feed-forward block D → 4D → D; a part of the keys shared by the batch (the queue,
+    the tokens) is projected once per batch, :math:`2 R D^2 / B` per row for R shared rows. With S queue
+    rows (0 without the queue), :math:`G = C m_s` tokens (0 without them) and P logit inputs:
+
+    .. math::
+        \underbrace{11 D^2 + 2 S D^2 / B + 2 (1 + S) D}_{\text{stage 1}}
+        + \underbrace{11 D^2 + 2 G D^2 / B + 2 (B' + G) D}_{\text{stage 2}} + P C
+
+    with :math:`B' = B` in the transductive mode (each row attends to the whole batch) and 1 per sample.
+    Elementwise work (norms, softmax, GELU, the residuals) is not counted, as in :func:`count_flops`.
+
+    Parameters
+    ----------
+    head : MemoryTokens
+    batch_size : int, keyword-only
+        B.
+    mode : {"transductive", "per_sample"}, keyword-only
+
+    Returns
+    -------
+    int
+        Rounded down.
+    """
+    if not isinstance(head, MemoryTokens):
+        raise TypeError(f"head: expected a MemoryTokens layer, got {type(head).__name__}")
+    B = _checks.check_positive_int(batch_size, "batch_size")
+    if mode not in ("transductive", "per_sample"):
+        raise ValueError(f"mode: expected 'transductive' or 'per_sample', got {mode!r}")
+    D, C = head.dim, head.num_classes
+    S = head.queue_size if head.use_queue else 0
+    G = C * head.tokens_per_class if head.use_tokens else 0
+    P = head.children["head"].input_dim
+    stage1 = 11 * D * D + 2 * S * D * D / B + 2 * (1 + S) * D
+    stage2 = 11 * D * D + 2 * G * D * D / B + 2 * ((B if mode == "transductive" else 1) + G) * D
+    return int(stage1 + stage2 + P * C)
 
 
 def pkm_arm_flops(
@@ -563,6 +642,62 @@ def build_sketch(
     return Sequential(layers=[("memory", memory)]), step
 
 
+@register_arm("mlp+hma")
+def build_mlp_hma(
+    input_dim, num_classes, *, seed=0, dtype=np.float64, hidden=None, flops=None, batch_size=256, feature_dim=12,
+    label_dim=4, num_heads=4, queue_size=256, tokens_per_class=1, momentum=0.99, lr=1e-3, **head,
+):  # fmt: skip
+    """The HMA arm: a ReLU MLP encoder X → w → d and the memory-tokens head (queue + synthetic tokens), on Adam.
+
+    Parameters
+    ----------
+    input_dim, num_classes : int
+    seed : int, keyword-only
+    dtype : float32 or float64, keyword-only
+    hidden : sequence of int, keyword-only, optional
+        The encoder's hidden widths (then ``flops`` is ignored).
+    flops : int, keyword-only, optional
+        Multiply-adds per row to match at ``batch_size``: one hidden layer of the width w whose encoder
+        :math:`X w + w d` brings the total closest to it (at least 1); default those of
+        :func:`build_mlp_pkm` with its default options.
+    batch_size : int, keyword-only
+        The training batch, for the FLOPs (stage 2 attends over it).
+    feature_dim, label_dim, num_heads, queue_size, tokens_per_class : int, keyword-only
+        d, d_l, H, S, m_s of :class:`~refmann.layers.hma.MemoryTokens` (D = d + d_l divisible by H).
+    momentum : float, keyword-only
+        The momentum encoder's, which writes the queue after each step.
+    lr : float, keyword-only
+        Adam's.
+    **head
+        More :class:`~refmann.layers.hma.MemoryTokens` keywords (``use_queue``, ``use_tokens``, ...).
+
+    Returns
+    -------
+    network : refmann.models.hma.MemoryTokensClassifier
+        ``params`` ``"encoder.*"`` and ``"head.*"``; :func:`train_and_evaluate` calls its
+        ``update_memory`` after every step and evaluates it per sample.
+    step : callable
+    """
+    s = child_seeds(check_seed(seed), 2)
+    kw = dict(
+        num_classes=num_classes, feature_dim=feature_dim, label_dim=label_dim, num_heads=num_heads,
+        queue_size=queue_size, tokens_per_class=tokens_per_class, momentum=momentum, seed=s[1], dtype=dtype, **head,
+    )  # fmt: skip
+    if hidden is None:
+        target = pkm_arm_flops(input_dim, num_classes, **PKM_OPTIONS) if flops is None else flops
+        probe = MemoryTokens(
+            feature_dim=feature_dim, num_classes=num_classes, label_dim=label_dim, num_heads=num_heads,
+            queue_size=queue_size, tokens_per_class=tokens_per_class, dtype=dtype, **head,
+        )  # fmt: skip
+        rest = target - hma_head_flops(probe, batch_size=batch_size)
+        hidden = (max(1, int(round(rest / (input_dim + feature_dim)))),)
+    encoder = MLP(
+        input_dim=input_dim, hidden_dims=tuple(hidden), output_dim=feature_dim, activation="relu", seed=s[0],
+        dtype=dtype,
+    )  # fmt: skip
+    return MemoryTokensClassifier(encoder, **kw), make_optimizer("adam", lr=lr)
+
+
 # --- training and evaluation -----------------------------------------------------------------------------
 
 
@@ -603,6 +738,13 @@ def train_and_evaluate(network, step, keys, labels, *, steps, batch_size, seed, 
     dropped: every step sees ``min(batch_size, n)`` pairs). The loss is :class:`FeedForwardModel`'s
     ``"softmax_ce"``; the values' row gradients stay :class:`~refmann.ops.RowGrad` for a sparse optimizer.
 
+    A network with ``update_memory`` (HMA's host, :class:`~refmann.models.hma.MemoryTokensClassifier`) gets
+    it called with the batch after each optimizer step (the momentum encoder moves, the queue is written),
+    the trained arrays first copied into its own ``params``, which it reads. HMA's host is evaluated per
+    sample (``mode="per_sample"``: a prediction does not depend on the rest of the batch) for
+    ``train_accuracy`` and ``final_loss``, and transductively in consecutive batches of ``min(batch_size,
+    n)`` pairs for ``transductive_accuracy`` (the last batch may be smaller).
+
     Parameters
     ----------
     network : Layer
@@ -621,7 +763,8 @@ def train_and_evaluate(network, step, keys, labels, *, steps, batch_size, seed, 
     dict
         ``train_accuracy`` (argmax = class over all n, evaluation mode), ``final_loss`` (mean cross-entropy
         over all n, evaluation mode), ``usage``, ``kl_to_uniform``, ``coverage_99`` of the first memory layer
-        (None without one), ``flops_per_row``, ``params``, ``wall_time_s`` (training and evaluation).
+        (None without one), ``flops_per_row`` (at ``min(batch_size, n)`` rows per batch), ``params``,
+        ``wall_time_s`` (training and evaluation), ``transductive_accuracy`` (None but for HMA's host).
     """
     steps = _checks.check_positive_int(steps, "steps")
     batch_size = _checks.check_positive_int(batch_size, "batch_size")
@@ -632,6 +775,8 @@ def train_and_evaluate(network, step, keys, labels, *, steps, batch_size, seed, 
     model.train()
     rng = np.random.default_rng(seed)
     order, pos, state = rng.permutation(n), 0, None
+    update = getattr(network, "update_memory", None)
+    hma = isinstance(network, MemoryTokensClassifier)
     with _checks.unchecked():  # the pairs are ours and checked once; the inner loop skips the per-op scans
         for t in range(steps):
             if pos + B > n:
@@ -640,6 +785,9 @@ def train_and_evaluate(network, step, keys, labels, *, steps, batch_size, seed, 
             pos += B
             loss, grads = model.loss_and_grads(keys[batch], labels[batch], row_grads=True)
             model.params, state = step(model.params, grads, state)
+            if update is not None:
+                network.params.update(model.params)  # update_memory reads the host's own dict
+                update(keys[batch], labels[batch])
             if bar is not None:
                 bar.update(1)
                 if t % 50 == 0:
@@ -647,11 +795,18 @@ def train_and_evaluate(network, step, keys, labels, *, steps, batch_size, seed, 
         if not all(np.all(np.isfinite(v)) for v in model.params.values()):
             raise FloatingPointError("train_and_evaluate: the parameters became non-finite")
         model.eval()
-        logits, found = [], []
+        logits, found, transductive = [], [], None
+        mode = {"mode": "per_sample"} if hma else {}
         for i in range(0, n, EVAL_CHUNK):
-            out, cache = network.forward(keys[i : i + EVAL_CHUNK], params=model.params)
+            out, cache = network.forward(keys[i : i + EVAL_CHUNK], params=model.params, **mode)
             logits.append(out)
             found.append(memory_selections(network, cache))
+        if hma:  # stage 2 over consecutive batches of B pairs, as in training
+            hits = 0
+            for i in range(0, n, B):
+                out, _ = network.forward(keys[i : i + B], params=model.params, mode="transductive")
+                hits += int(np.sum(np.argmax(out, axis=1) == labels[i : i + B]))
+            transductive = hits / n
         model.train()
     logits = np.concatenate(logits)  # (n, C)
     out = {
@@ -667,9 +822,10 @@ def train_and_evaluate(network, step, keys, labels, *, steps, batch_size, seed, 
         weights = np.concatenate([f[0][2] for f in found])
         stats = slot_statistics(slots, weights, num_slots)
         out.update(usage=stats.usage, kl_to_uniform=stats.kl_to_uniform, coverage_99=stats.coverage_99)
-    out["flops_per_row"] = count_flops(network)
+    out["flops_per_row"] = count_flops(network, batch_size=B)
     out["params"] = int(sum(np.size(v) for v in model.params.values()))
     out["wall_time_s"] = time.perf_counter() - start
+    out["transductive_accuracy"] = transductive
     return out
 
 
@@ -708,6 +864,14 @@ def _describe(arm, network, options) -> str:
         m = network.children["memory"]
         extra = "".join(f", {name}" for name in ("signs", "gate") if getattr(m, name))
         return f"sketch T={m.num_tables} b={m.num_bits} ({m.num_rows:,} rows){extra}"
+    if isinstance(network, MemoryTokensClassifier):
+        h = network.head
+        memory = [f"S={h.queue_size}"] if h.use_queue else []
+        memory += [f"m_s={h.tokens_per_class}"] if h.use_tokens else []
+        return (
+            f"{_describe('mlp', network.encoder, {})} + HMA D={h.dim} ({', '.join(memory) or 'no memory'}, "
+            f"m={network.momentum:g}); eval per sample"
+        )
     return arm
 
 
@@ -719,8 +883,8 @@ def _progress_bar(total, desc, progress):
 
 def run_e1(
     sizes=DEFAULTS["e1"]["sizes"], *, arms=DEFAULTS["e1"]["arms"], seeds=(0,), steps=DEFAULTS["e1"]["steps"],
-    batch_size=DEFAULTS["e1"]["batch_size"], pkm=PKM_OPTIONS, sketch=SKETCH_OPTIONS, arm_options=None,
-    dtype="float32", progress=False, on_row=None,
+    batch_size=DEFAULTS["e1"]["batch_size"], pkm=PKM_OPTIONS, sketch=SKETCH_OPTIONS, hma=HMA_OPTIONS,
+    arm_options=None, dtype="float32", progress=False, on_row=None,
 ):  # fmt: skip
     """E1: train accuracy of each arm against the number of pairs n, at equal FLOPs and equal steps.
 
@@ -735,7 +899,10 @@ def run_e1(
     steps, batch_size : int, keyword-only
         The training budget of every run.
     pkm : dict, keyword-only
-        Options of ``"mlp+pkm"``; ``"mlp"`` gets ``flops=`` those of this arm (:func:`pkm_arm_flops`).
+        Options of ``"mlp+pkm"``; ``"mlp"`` and ``"mlp+hma"`` get ``flops=`` those of this arm
+        (:func:`pkm_arm_flops`).
+    sketch, hma : dict, keyword-only
+        Options of ``"sketch"`` and ``"mlp+hma"`` (which also gets ``batch_size``, for its FLOPs).
     arm_options : dict of str to dict, keyword-only, optional
         More options per arm (they override the above).
     dtype : {"float32", "float64"}, keyword-only
@@ -760,7 +927,11 @@ def run_e1(
     seeds, steps, batch_size, dtype = _check_common(seeds, steps, batch_size, dtype)
     pkm = {**PKM_OPTIONS, **pkm}
     sketch = {**SKETCH_OPTIONS, **sketch}
-    options = {"mlp+pkm": pkm, "mlp": {"flops": pkm_arm_flops(INPUT_DIM, NUM_CLASSES, **pkm)}, "sketch": sketch}
+    budget = pkm_arm_flops(INPUT_DIM, NUM_CLASSES, **pkm)
+    options = {
+        "mlp+pkm": pkm, "mlp": {"flops": budget}, "sketch": sketch,
+        "mlp+hma": {**HMA_OPTIONS, **hma, "flops": budget},
+    }  # fmt: skip
     for arm, extra in (arm_options or {}).items():
         options[arm] = {**options.get(arm, {}), **extra}
     rows = []
@@ -773,8 +944,9 @@ def run_e1(
                     keys, labels = key_value_pairs(n, rng=np.random.default_rng(data_seed), dtype=dtype)
                     for arm in arms:
                         bar.set_description(f"E1 {arm} n={n:,}")
+                        sized = {"batch_size": min(batch_size, n)} if arm == "mlp+hma" else {}  # its FLOPs need B
                         network, step = ARMS[arm](
-                            INPUT_DIM, NUM_CLASSES, seed=init_seed, dtype=dtype, **options.get(arm, {})
+                            INPUT_DIM, NUM_CLASSES, seed=init_seed, dtype=dtype, **{**options.get(arm, {}), **sized}
                         )
                         result = train_and_evaluate(
                             network, step, keys, labels, steps=steps, batch_size=batch_size, seed=order_seed, bar=bar
@@ -910,12 +1082,22 @@ def _format_e1(rows):
         "| time s |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    transductive = []
     for r in rows:
         lines.append(
             f"| {r['arm']} | {r['config']} | {r['n']:,} | {r['seed']} | {r['epochs']:.1f} | {r['train_accuracy']:.4f} "
             f"| {r['final_loss']:.3f} | {r['flops_per_row']:,} | {r['params']:,} | {_num(r['usage'], '.3f')} "
             f"| {_num(r['kl_to_uniform'], '.3f')} | {_num(r['coverage_99'], '.3f')} | {r['wall_time_s']:.1f} |"
         )
+        if r.get("transductive_accuracy") is not None:
+            transductive.append(f"{r['arm']} n={r['n']:,} seed {r['seed']}: {r['transductive_accuracy']:.4f}")
+    if transductive:
+        lines += [
+            "",
+            "HMA's train acc and loss are per sample; transductively, in batches of the training batch size: "
+            + "; ".join(transductive)
+            + ".",
+        ]
     return lines
 
 

@@ -859,8 +859,9 @@ def e2_summary(rows) -> list[dict]:
     Returns
     -------
     list of dict
-        ``num_tables``, ``num_bits``, ``max_hit_gap`` (max |hit rate − curve|), ``max_collision_gap`` (max
-        |collision rate − (1 − θ/π)^b|), ``max_accuracy_gap`` (max |accuracy − curve|) and
+        ``num_tables``, ``num_bits``, ``max_hit_gap`` (the largest absolute hit rate − curve),
+        ``max_collision_gap`` (the largest absolute collision rate − (1 − θ/π)^b), ``max_accuracy_gap`` (the
+        largest absolute accuracy − curve) and
         ``mean_accuracy_gap`` (mean of accuracy − curve, negative below the curve), ``alone_rate`` (seed mean)
         and ``alone_uniform``.
     """
