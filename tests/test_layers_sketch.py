@@ -187,3 +187,30 @@ def test_count_sketch_signs_belong_to_the_input_so_colliding_keys_of_opposite_si
         got = fresh.forward(keys[[i, j]])[0]
         s = 1.0 if same_sign else -1.0
         np.testing.assert_allclose(got, [(v[0] + s * v[1]) / 2, (s * v[0] + v[1]) / 2], rtol=1e-12)
+
+
+@pytest.mark.parametrize("signs", [False, True])
+def test_a_learned_table_is_kernel_ridge_regression_with_the_collision_kernel(signs):
+    r"""Train only the values by gradient descent (the layer's own backward) on
+    L = (1/2n) Σ ‖y(x_i) − t_i‖² + (λ/2)‖V‖². The minimiser's read is kernel ridge regression with the layer's
+    kernel K(x, x') = (1/T) Σ_t ς_t(x) ς_t(x') [β_t(x) = β_t(x')] and ridge nTλ, at the training points and at
+    new ones: y(x) = K(x, X) (K(X, X) + nTλ I)⁻¹ t. Tolerance: the gradient descent's remaining error (1e-8)."""
+    T, b, n, lam = 3, 3, 20, 1e-2
+    layer = _layer(X=4, Y=2, T=T, b=b, combine="none", signs=signs, seed=6)
+    rng = np.random.default_rng(7)
+    x, t, x_new = rng.standard_normal((n, 4)), rng.standard_normal((n, 2)), rng.standard_normal((9, 4))
+
+    def kernel(a, c):
+        (ra, sa), (rc, sc) = layer.address(a), layer.address(c)
+        return np.einsum("it,jt,ijt->ij", sa, sc, ra[:, None, :] == rc[None, :, :]) / T
+
+    K = kernel(x, x)
+    step = 1.0 / (np.linalg.eigvalsh(K).max() / (n * T) + lam)  # 1 / the loss's largest curvature
+    V = np.zeros_like(layer.params["values"])
+    for _ in range(4000):
+        y, cache = layer.forward(x, params={"values": V})
+        _, grads = layer.backward((y - t) / n, cache)
+        V = V - step * (ops.densify_rows(grads["values"]) + lam * V)
+    alpha = np.linalg.solve(K + n * T * lam * np.eye(n), t)
+    np.testing.assert_allclose(layer.forward(x, params={"values": V})[0], K @ alpha, atol=1e-8)
+    np.testing.assert_allclose(layer.forward(x_new, params={"values": V})[0], kernel(x_new, x) @ alpha, atol=1e-8)
