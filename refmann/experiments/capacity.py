@@ -109,6 +109,7 @@ from ..layers.product_keys import QUERY_NORMS
 from ..models.feedforward import FeedForwardModel
 from ..models.hma import MemoryTokensClassifier
 from ..train.optim import make_optimizer, param_groups
+from ._cli import positive_int, seed_int
 
 log = logging.getLogger(__name__)
 
@@ -1133,45 +1134,25 @@ def format_table(rows) -> str:
 # --- command line ----------------------------------------------------------------------------------------
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
 def _parser():
     p = argparse.ArgumentParser(prog="python -m refmann.experiments.capacity", description=__doc__.splitlines()[0])
     p.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS), help="e1 (capacity) or e6 (ablations)")
     p.add_argument("--quick", action="store_true", help="the CI sizes (seconds)")
-    p.add_argument("--seeds", type=_seed, nargs="+", default=None, help="one run per seed (default 0)")
-    p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps per run")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per step (>= 2)")
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=None, help="one run per seed (default 0)")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps per run")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="pairs per step (>= 2)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     e1 = p.add_argument_group("E1")
-    e1.add_argument("--sizes", type=_positive_int, nargs="+", default=None, help="numbers of pairs n")
+    e1.add_argument("--sizes", type=positive_int, nargs="+", default=None, help="numbers of pairs n")
     e1.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=None)
-    e1.add_argument("--num-keys", type=_positive_int, default=None, help="memory arm: sub-keys per half (N = n²)")
-    e1.add_argument("--heads", type=_positive_int, default=None, help="memory arm: H")
-    e1.add_argument("--k", type=_positive_int, default=None, help="memory arm: slots per head")
+    e1.add_argument("--num-keys", type=positive_int, default=None, help="memory arm: sub-keys per half (N = n²)")
+    e1.add_argument("--heads", type=positive_int, default=None, help="memory arm: H")
+    e1.add_argument("--k", type=positive_int, default=None, help="memory arm: slots per head")
     e1.add_argument(
         "--query-norm", choices=("none", *sorted(QUERY_NORMS)), default=None, help="memory arm (default batchnorm)"
     )
     e6 = p.add_argument_group("E6")
-    e6.add_argument("--n", type=_positive_int, default=None, help="the number of pairs")
+    e6.add_argument("--n", type=positive_int, default=None, help="the number of pairs")
     e6.add_argument("--ablations", nargs="+", choices=ABLATIONS, default=None)
     p.add_argument("--out", default=None, metavar="FILE.json", help="also write the rows to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -80,6 +80,7 @@ from ..layers.base import check_dtype, check_seed
 from ..models.feedforward import FeedForwardModel
 from ..models.hma import MemoryTokensClassifier
 from ..train.optim import make_optimizer, param_groups
+from ._cli import positive_int, seed_int
 
 log = logging.getLogger(__name__)
 
@@ -818,28 +819,6 @@ def format_table(rows, *, reference="mlp") -> str:
 
 
 # --- command line ----------------------------------------------------------------------------------------
-
-
-def positive_int(text):
-    """argparse type: an int >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def seed_int(text):
-    """argparse type: an int >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
 
 
 def _ratio(text):

@@ -91,6 +91,7 @@ from ..layers.base import check_dtype, check_seed
 from ..models.feedforward import FeedForwardModel
 from ..train.optim import make_optimizer, param_groups, sparse_adam_inplace
 from . import capacity
+from ._cli import positive_int, seed_int
 
 log = logging.getLogger(__name__)
 
@@ -1037,26 +1038,6 @@ def plot_e2(rows, path):
 # --- command line ------------------------------------------------------------------------------------------------
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def _seed(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}")
-    return value
-
-
 def _angle(text):
     try:
         value = float(text)
@@ -1071,21 +1052,21 @@ def _parser():
     p = argparse.ArgumentParser(prog="python -m refmann.experiments.sketch", description=__doc__.splitlines()[0])
     p.add_argument("--experiment", required=True, choices=sorted(EXPERIMENTS), help="e2 (fuzzy keys) or e3 (hops)")
     p.add_argument("--quick", action="store_true", help="the CI sizes (seconds)")
-    p.add_argument("--seeds", type=_seed, nargs="+", default=None, help="one run per seed")
-    p.add_argument("--steps", type=_positive_int, default=None, help="optimizer steps per learned run")
-    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per step (>= 2)")
+    p.add_argument("--seeds", type=seed_int, nargs="+", default=None, help="one run per seed")
+    p.add_argument("--steps", type=positive_int, default=None, help="optimizer steps per learned run")
+    p.add_argument("--batch-size", type=positive_int, default=None, help="pairs per step (>= 2)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--arms", nargs="+", default=None, help=f"E2: {list(E2_ARMS)}; E3: {list(E3_ARMS)}")
     e2 = p.add_argument_group("E2")
-    e2.add_argument("--n", type=_positive_int, default=None, help="the number of pairs")
+    e2.add_argument("--n", type=positive_int, default=None, help="the number of pairs")
     e2.add_argument("--thetas", type=_angle, nargs="+", default=None, help="query angles in degrees")
-    e2.add_argument("--tables", type=_positive_int, nargs="+", default=None, help="T of the explicit arm")
-    e2.add_argument("--bits", type=_positive_int, default=None, help="b (default: the smallest with 2^b >= 4n)")
+    e2.add_argument("--tables", type=positive_int, nargs="+", default=None, help="T of the explicit arm")
+    e2.add_argument("--bits", type=positive_int, default=None, help="b (default: the smallest with 2^b >= 4n)")
     e2.add_argument("--plot", default=None, metavar="FILE.png", help="draw accuracy against θ with the curves")
     e3 = p.add_argument_group("E3")
-    e3.add_argument("--sizes", type=_positive_int, nargs="+", default=None, help="numbers of nodes N")
-    e3.add_argument("--hops", type=_positive_int, default=None, help="hop counts 1..H")
-    e3.add_argument("--width", type=_positive_int, default=None, help="the memory arm's hidden width")
+    e3.add_argument("--sizes", type=positive_int, nargs="+", default=None, help="numbers of nodes N")
+    e3.add_argument("--hops", type=positive_int, default=None, help="hop counts 1..H")
+    e3.add_argument("--width", type=positive_int, default=None, help="the memory arm's hidden width")
     p.add_argument("--out", default=None, metavar="FILE.json", help="also write the rows to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
