@@ -422,7 +422,7 @@ def test_a_bad_flag_exits_2_with_a_one_line_error(argv, capsys):
     [
         ("e7", {}, ValueError, r"experiment: expected one of \['e1', 'e6'\]"),
         ("e1", {"arms": ("mlp", "tree")}, ValueError, r"arms: expected names from"),
-        ("e1", {"batch_size": 1}, ValueError, r"batch_size: expected at least 2"),
+        ("e1", {"batch_size": 1}, ValueError, "batch_size: expected an int >= 2"),
         ("e1", {"dtype": "float16"}, ValueError, r"dtype: expected float32 or float64"),
         ("e1", {"seeds": ()}, ValueError, r"seeds: expected at least one seed"),
         ("e6", {"ablations": ("depth",)}, ValueError, r"ablations: expected names from"),

@@ -109,7 +109,7 @@ from ..layers.product_keys import QUERY_NORMS
 from ..models.feedforward import FeedForwardModel
 from ..models.hma import MemoryTokensClassifier
 from ..train.optim import make_optimizer, param_groups
-from ._cli import positive_int, seed_int
+from ._common import check_common, positive_int, progress_bar, seed_int
 
 log = logging.getLogger(__name__)
 
@@ -836,21 +836,6 @@ def _run_seeds(seed, n):
     return data, int(init.generate_state(1)[0] % 2**31), int(order.generate_state(1)[0] % 2**31)
 
 
-def _check_common(seeds, steps, batch_size, dtype):
-    seeds = tuple(seeds)
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed, got none")
-    seeds = tuple(check_seed(s) for s in seeds)
-    steps = _checks.check_positive_int(steps, "steps")
-    batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    if batch_size < 2:
-        raise ValueError(f"batch_size: expected at least 2 (a batch norm needs two rows), got {batch_size}")
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
-    return seeds, steps, batch_size, dtype.type
-
-
 def _describe(arm, network, options) -> str:
     if isinstance(network, MLP):
         return "MLP " + " → ".join(str(d) for d in (network.input_dim, *network.hidden_dims, network.output_dim))
@@ -874,12 +859,6 @@ def _describe(arm, network, options) -> str:
             f"m={network.momentum:g}); eval per sample"
         )
     return arm
-
-
-def _progress_bar(total, desc, progress):
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not progress, unit="step", desc=desc, file=sys.stderr)
 
 
 def run_e1(
@@ -925,7 +904,7 @@ def run_e1(
     unknown = [a for a in arms if a not in ARMS]
     if unknown or not arms:
         raise ValueError(f"arms: expected names from {sorted(ARMS)}, got {list(arms)}")
-    seeds, steps, batch_size, dtype = _check_common(seeds, steps, batch_size, dtype)
+    seeds, steps, batch_size, dtype = check_common(seeds, steps, batch_size, dtype)
     pkm = {**PKM_OPTIONS, **pkm}
     sketch = {**SKETCH_OPTIONS, **sketch}
     budget = pkm_arm_flops(INPUT_DIM, NUM_CLASSES, **pkm)
@@ -936,7 +915,7 @@ def run_e1(
     for arm, extra in (arm_options or {}).items():
         options[arm] = {**options.get(arm, {}), **extra}
     rows = []
-    bar = _progress_bar(len(sizes) * len(arms) * len(seeds) * steps, "E1 capacity", progress)
+    bar = progress_bar(len(sizes) * len(arms) * len(seeds) * steps, "E1 capacity", progress)
     try:
         with single_threaded_blas():
             for seed in seeds:
@@ -1014,7 +993,7 @@ def run_e6(
         Keys ``ROW_KEYS["e6"]``, grouped by ``ablation``. A configuration in several groups is trained once.
     """
     n = _checks.check_positive_int(n, "n")
-    seeds, steps, batch_size, dtype = _check_common(seeds, steps, batch_size, dtype)
+    seeds, steps, batch_size, dtype = check_common(seeds, steps, batch_size, dtype)
     ablations = tuple(ablations)
     bad = [a for a in ablations if a not in ABLATIONS]
     if bad or not ablations:
@@ -1026,7 +1005,7 @@ def run_e6(
     unique = list(dict.fromkeys(json.dumps(o, sort_keys=True) for _, o in configs))
     rows = []
     done: dict[tuple, dict] = {}
-    bar = _progress_bar(len(unique) * len(seeds) * steps, "E6 ablations", progress)
+    bar = progress_bar(len(unique) * len(seeds) * steps, "E6 ablations", progress)
     try:
         with single_threaded_blas():
             for seed in seeds:

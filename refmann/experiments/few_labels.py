@@ -79,7 +79,8 @@ from ..layers import MLP, LayerBase, Linear, ReLU, Sequential
 from ..models.hma import MemoryTokensClassifier
 from ..train.optim import make_optimizer
 from . import longtail
-from .longtail import check_common, describe, fit, mean_sd, positive_int, predict, progress_bar, seed_int
+from ._common import check_common, mean_sd, positive_int, progress_bar, seed_int
+from .longtail import describe, fit, predict
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ from ..layers.base import check_dtype, check_seed
 from ..models.feedforward import FeedForwardModel
 from ..models.hma import MemoryTokensClassifier
 from ..train.optim import make_optimizer, param_groups
-from ._cli import positive_int, seed_int
+from ._common import check_common, mean_sd, positive_int, progress_bar, seed_int
 
 log = logging.getLogger(__name__)
 
@@ -603,27 +603,6 @@ def _check_arms(arms, known):
     return arms
 
 
-def check_common(seeds, steps, batch_size, dtype):
-    """The shared run arguments, checked: ``(seeds tuple, steps, batch_size, dtype type)``."""
-    seeds = tuple(seeds)
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed, got none")
-    seeds = tuple(check_seed(s) for s in seeds)
-    steps = _checks.check_positive_int(steps, "steps")
-    batch_size = _checks.check_positive_int(batch_size, "batch_size", minimum=2)
-    dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
-    return seeds, steps, batch_size, dtype.type
-
-
-def progress_bar(total, desc, progress):
-    """A tqdm bar on stderr (disabled without ``progress``)."""
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not progress, unit="step", desc=desc, file=sys.stderr)
-
-
 def run(
     *, dataset=DEFAULTS["dataset"], imbalance=DEFAULTS["imbalance"], max_per_class=DEFAULTS["max_per_class"],
     test_per_class=DEFAULTS["test_per_class"], thresholds=DEFAULTS["thresholds"], arms=DEFAULTS["arms"],
@@ -727,17 +706,6 @@ def _check_thresholds(thresholds):
 
 
 # --- output ----------------------------------------------------------------------------------------------
-
-
-def mean_sd(values, fmt=".3f") -> str:
-    """``"m ± s"`` (sample s.d.) of the non-None values, one value as is, none as "—"."""
-    values = [v for v in values if v is not None]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    sd = format(float(np.std(values, ddof=1)), fmt.replace("+", ""))
-    return f"{format(float(np.mean(values)), fmt)} ± {sd}"
 
 
 def _paired_deltas(group, reference, name):

@@ -87,11 +87,11 @@ from .. import _checks
 from .._io import atomic_write_text
 from .._threads import single_threaded_blas
 from ..layers import MLP, Sequential, SketchMemory
-from ..layers.base import check_dtype, check_seed
+from ..layers.base import check_dtype
 from ..models.feedforward import FeedForwardModel
 from ..train.optim import make_optimizer, param_groups, sparse_adam_inplace
 from . import capacity
-from ._cli import positive_int, seed_int
+from ._common import check_common, mean_sd, positive_int, progress_bar, seed_int
 
 log = logging.getLogger(__name__)
 
@@ -462,24 +462,12 @@ def _seeds(seed, size, count):
 
 
 def _check_common(seeds, steps, batch_size, dtype, arms, known):
-    seeds = tuple(seeds)
-    if not seeds:
-        raise ValueError("seeds: expected at least one seed, got none")
-    seeds = tuple(check_seed(s) for s in seeds)
-    steps = _checks.check_positive_int(steps, "steps")
-    batch_size = _checks.check_positive_int(batch_size, "batch_size")
-    if batch_size < 2:
-        raise ValueError(f"batch_size: expected at least 2 (a batch norm needs two rows), got {batch_size}")
-    try:
-        dtype = np.dtype(dtype)
-    except TypeError:
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype!r}") from None
-    if dtype not in (np.float32, np.float64):
-        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+    """:func:`~refmann.experiments._common.check_common`, and the arms: distinct names from ``known``."""
+    seeds, steps, batch_size, dtype = check_common(seeds, steps, batch_size, dtype)
     arms = tuple(arms)
     if not arms or any(a not in known for a in arms) or len(set(arms)) != len(arms):
         raise ValueError(f"arms: expected distinct names from {list(known)}, got {list(arms)}")
-    return seeds, steps, batch_size, dtype.type, arms
+    return seeds, steps, batch_size, dtype, arms
 
 
 def _describe_mlp(network) -> str:
@@ -497,12 +485,6 @@ def _describe_mlp(network) -> str:
 def _describe_pkm(o) -> str:
     norm = {None: "none", "batchnorm": "BN", "layernorm": "LN"}[o["query_norm"]]
     return f"trunk {o['trunk_dim']}, PKM N={o['num_keys']}² H={o['num_heads']} k={o['k']} dk={o['key_dim']} {norm}"
-
-
-def _progress_bar(total, desc, progress):
-    from tqdm import tqdm
-
-    return tqdm(total=total, disable=not progress, unit="step", desc=desc, file=sys.stderr)
 
 
 def run_e2(
@@ -566,7 +548,7 @@ def run_e2(
     }
     learned = [a for a in arms if a != "explicit"]
     rows = []
-    bar = _progress_bar(len(seeds) * len(learned) * steps, "E2 fuzzy keys", progress)
+    bar = progress_bar(len(seeds) * len(learned) * steps, "E2 fuzzy keys", progress)
 
     def emit(seed, arm, config, T, bits_, accuracy, flops, params, wall, hit=None, coll=None, alone=None, steps_=None):
         for i, theta in enumerate(thetas):
@@ -759,7 +741,7 @@ def run_e3(
         _checks.check_positive_finite(value, name)
     X = EMBED_DIM + hops
     rows = []
-    bar = _progress_bar(len(seeds) * len(sizes) * len(arms) * steps, "E3 multi-hop", progress)
+    bar = progress_bar(len(seeds) * len(sizes) * len(arms) * steps, "E3 multi-hop", progress)
     try:
         with single_threaded_blas():
             for seed in seeds:
@@ -837,15 +819,6 @@ def run(experiment, **config):
 # --- output ------------------------------------------------------------------------------------------------------
 
 
-def _mean_sd(values, fmt=".3f") -> str:
-    values = [v for v in values if v is not None]
-    if not values:
-        return "—"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(float(np.mean(values)), fmt)} ± {format(float(np.std(values, ddof=1)), fmt)}"
-
-
 def _groups(rows, key):
     """Rows grouped by ``key(row)``, in first-seen order."""
     out: dict = {}
@@ -909,7 +882,7 @@ def _format_e2(rows):
     groups = _groups(rows, lambda r: (r["arm"], r["config"]))
     for (arm, config), group in groups.items():
         by_theta = _groups(group, lambda r: r["theta_deg"])
-        cells = " | ".join(_mean_sd([r["accuracy"] for r in by_theta[t]]) for t in thetas)
+        cells = " | ".join(mean_sd([r["accuracy"] for r in by_theta[t]]) for t in thetas)
         lines.append(f"| {arm} | {config} | {group[0]['flops_per_row']:,} | {group[0]['params']:,} | {cells} |")
     explicit = [r for r in rows if r["arm"] == "explicit"]
     if explicit:
@@ -969,15 +942,15 @@ def _format_e3(rows):
     ]  # fmt: skip
     for (arm, N), group in _groups(rows, lambda r: (r["arm"], r["num_nodes"])).items():
         g0 = group[0]
-        cells = " | ".join(_mean_sd([r["accuracy_by_hop"][h] for r in group]) for h in range(H))
+        cells = " | ".join(mean_sd([r["accuracy_by_hop"][h] for r in group]) for h in range(H))
         kept = "—"
         if g0["bucket_stability"] is not None:
             kept = " / ".join(f"{np.mean([r['bucket_stability'][j] for r in group]):.2f}"
                               for j in range(len(g0["bucket_stability"])))  # fmt: skip
         lines.append(
             f"| {arm} | {g0['config']} | {N:,} | {H * N:,} | {g0['epochs']:.1f} | {cells} "
-            f"| {_mean_sd([r['accuracy'] for r in group])} | {kept} | {g0['flops_per_row']:,} | {g0['params']:,} "
-            f"| {_mean_sd([r['wall_time_s'] for r in group], '.0f')} |"
+            f"| {mean_sd([r['accuracy'] for r in group])} | {kept} | {g0['flops_per_row']:,} | {g0['params']:,} "
+            f"| {mean_sd([r['wall_time_s'] for r in group], '.0f')} |"
         )
     fractions = _groups(rows, lambda r: r["num_nodes"])
     lines += ["", "Distinct targets |f^h(V)| / N (seed means): " + "; ".join(
