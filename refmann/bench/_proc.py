@@ -155,3 +155,22 @@ class TracedPeak:
         finally:
             tracemalloc.stop()
         return False
+
+
+def check_dtypes(dtypes) -> tuple[str, ...]:
+    """The benchmarks' ``dtypes``: one or more of float32/float64, deduplicated in order."""
+    if isinstance(dtypes, str):
+        dtypes = (dtypes,)
+    out = []
+    for d in dtypes:
+        try:
+            name = np.dtype(d).name
+        except TypeError:
+            name = str(d)
+        if name not in ("float32", "float64"):
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {d!r}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise ValueError("dtype: expected at least one of 'float32', 'float64', got none")
+    return tuple(out)

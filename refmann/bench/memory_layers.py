@@ -70,7 +70,7 @@ import numpy as np
 from .. import ops
 from .._checks import check_positive_finite, check_positive_int
 from .._threads import single_threaded_blas
-from ._proc import GIB, _read_kib
+from ._proc import GIB, _read_kib, check_dtypes
 
 __all__ = [
     "HMA_MODES",
@@ -124,24 +124,6 @@ def _fits(need: float) -> tuple[bool, str]:
 def _keep_min(best: dict, seconds: dict):
     for key, value in seconds.items():
         best[key] = min(best.get(key, np.inf), value)
-
-
-def _check_dtypes(dtypes) -> tuple[str, ...]:
-    if isinstance(dtypes, str):
-        dtypes = (dtypes,)
-    out = []
-    for d in dtypes:
-        try:
-            name = np.dtype(d).name
-        except TypeError:
-            name = str(d)
-        if name not in ("float32", "float64"):
-            raise ValueError(f"dtype: expected 'float32' or 'float64', got {d!r}")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise ValueError("dtype: expected at least one of 'float32', 'float64', got none")
-    return tuple(out)
 
 
 def _check_sizes(sizes, *, what: str, lo: int, hi: int | None = None) -> tuple[int, ...]:
@@ -477,7 +459,7 @@ def sketch_table(
         lr=lr,
     )
     sizes = _check_sizes(sizes, what="num_bits b", lo=1, hi=24)
-    dtypes = _check_dtypes(dtypes)
+    dtypes = check_dtypes(dtypes)
     rounds = check_positive_int(rounds, "rounds")
 
     from tqdm import tqdm
@@ -924,7 +906,7 @@ def hma_table(
         batch=batch,
     )
     sizes = _check_sizes(sizes, what="queue length S", lo=1)
-    dtypes = _check_dtypes(dtypes)
+    dtypes = check_dtypes(dtypes)
     rounds = check_positive_int(rounds, "rounds")
     from tqdm import tqdm
 

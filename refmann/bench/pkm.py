@@ -46,7 +46,7 @@ import numpy as np
 from .. import ops
 from .._checks import check_positive_int
 from .._threads import single_threaded_blas
-from ._proc import GIB, _read_kib
+from ._proc import GIB, _read_kib, check_dtypes
 
 __all__ = ["PARTS", "QUICK", "pkm_forward_backward", "pkm_table", "pkm_targets", "format_pkm_table"]
 
@@ -300,24 +300,6 @@ def _check_sizes(sizes, k) -> tuple[int, ...]:
     return sizes
 
 
-def _check_dtypes(dtypes) -> tuple[str, ...]:
-    if isinstance(dtypes, str):
-        dtypes = (dtypes,)
-    out = []
-    for d in dtypes:
-        try:
-            name = np.dtype(d).name
-        except TypeError:
-            name = str(d)
-        if name not in ("float32", "float64"):
-            raise ValueError(f"dtype: expected 'float32' or 'float64', got {d!r}")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise ValueError("dtype: expected at least one of 'float32', 'float64', got none")
-    return tuple(out)
-
-
 def pkm_table(
     sizes=SIZES,
     *,
@@ -383,7 +365,7 @@ def pkm_table(
     )
     sizes = _check_sizes(sizes, config.k)
     dims = {"input_dim": input_dim, "output_dim": output_dim, "key_dim": key_dim, "num_heads": num_heads, "k": k}
-    dtypes = _check_dtypes(default_dtypes(sizes, **dims, tokens=tokens) if dtypes is None else dtypes)
+    dtypes = check_dtypes(default_dtypes(sizes, **dims, tokens=tokens) if dtypes is None else dtypes)
     rounds = check_positive_int(rounds, "rounds")
     if query_norm is not None:  # the layer checks the name; fail before any build
         from ..layers.product_keys import QUERY_NORMS
