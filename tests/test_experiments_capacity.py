@@ -202,19 +202,18 @@ def test_train_and_evaluate_writes_the_hma_queue_after_every_step_and_scores_per
     calls = []
     original = network.update_memory
 
-    def spy(x, y):
-        calls.append((x.copy(), y.copy()))
-        # the host's own params are the trained ones when it is called
-        model_params = network.params
-        assert all(np.all(np.isfinite(v)) for v in model_params.values())
-        original(x, y)
+    def spy(x, y, *, params):
+        calls.append((x.copy(), y.copy(), {k: v.copy() for k, v in params.items()}))
+        assert set(params) == set(network.params) and all(np.all(np.isfinite(v)) for v in params.values())
+        original(x, y, params=params)
 
     network.update_memory = spy
     rng = np.random.default_rng(0)
     keys, labels = rng.standard_normal((10, 4)), rng.integers(0, 3, 10)
     before = {k: np.array(v) for k, v in network.params.items()}
     result = capacity.train_and_evaluate(network, step, keys, labels, steps=3, batch_size=4, seed=1)
-    assert len(calls) == 3 and all(x.shape == (4, 4) and y.shape == (4,) for x, y in calls)
+    assert len(calls) == 3 and all(x.shape == (4, 4) and y.shape == (4,) for x, y, _ in calls)
+    assert any(not np.array_equal(calls[0][2][k], before[k]) for k in before)  # called with the stepped params
     rows, stored = network.head.queue_contents()
     np.testing.assert_array_equal(stored, calls[-1][1])  # the ring of 4 holds the last batch's labels
     assert any(not np.array_equal(network.params[k], before[k]) for k in before)  # trained arrays were copied in

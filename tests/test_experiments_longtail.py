@@ -169,16 +169,16 @@ def test_fit_calls_update_memory_after_every_step_with_the_trained_params():
     seen = []
     original = network.update_memory
 
-    def spy(x, y):
-        seen.append((x.copy(), y.copy(), {k: v.copy() for k, v in network.params.items()}))
-        original(x, y)
+    def spy(x, y, *, params):
+        seen.append((x.copy(), y.copy(), {k: v.copy() for k, v in params.items()}))
+        original(x, y, params=params)
 
     network.update_memory = spy
     rng = np.random.default_rng(1)
     x, y = rng.standard_normal((7, 5)), rng.integers(0, 3, 7)
     params = longtail.fit(network, step, x, y, steps=4, batch_size=3, seed=2)
     assert len(seen) == 4 and all(b.shape == (3, 5) for b, _, _ in seen)
-    for key in params:  # the host held the final trained arrays at the last call, and holds them now
+    for key in params:  # the last call had the final trained arrays, and the host holds them now
         np.testing.assert_array_equal(seen[-1][2][key], params[key])
         assert network.params[key] is params[key]
     assert any(not np.array_equal(seen[0][2][k], seen[-1][2][k]) for k in params)

@@ -297,3 +297,26 @@ def test_the_host_refuses_bad_arguments_naming_them():
         model.forward(x, params={"encoder.fc1.weight": np.ones((3, 5))})
     with pytest.raises(ValueError, match="expected finite values"):
         model.forward(np.full((2, 3), np.nan))
+
+
+def test_update_memory_takes_the_trained_params_like_a_forward():
+    """update_memory(params=p) moves the momentum encoder towards p (not the host's own dict) and enqueues
+    with p's label table: the same as writing p into the host first."""
+    from refmann.layers import MLP
+    from refmann.models.hma import MemoryTokensClassifier
+
+    def host():
+        enc = MLP(input_dim=3, hidden_dims=(4,), output_dim=4, seed=1)
+        return MemoryTokensClassifier(enc, num_classes=3, feature_dim=4, label_dim=4, tokens_per_class=1,
+                                      queue_size=6, num_heads=2, momentum=0.5, seed=2)  # fmt: skip
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((4, 3)), np.array([0, 1, 2, 1])
+    a, b = host(), host()
+    trained = {k: v + rng.standard_normal(v.shape) for k, v in a.params.items()}
+    a.update_memory(x, y, params=trained)
+    b.params.update(trained)
+    b.update_memory(x, y)
+    for key, value in b.buffers.items():
+        np.testing.assert_array_equal(a.buffers[key], value, err_msg=key)
+    assert not np.array_equal(a.buffers["momentum.fc1.weight"], host().buffers["momentum.fc1.weight"])

@@ -787,12 +787,13 @@ def train_and_evaluate(network, step, keys, labels, *, steps, batch_size, seed, 
             loss, grads = model.loss_and_grads(keys[batch], labels[batch], row_grads=True)
             model.params, state = step(model.params, grads, state)
             if update is not None:
-                network.params.update(model.params)  # update_memory reads the host's own dict
-                update(keys[batch], labels[batch])
+                update(keys[batch], labels[batch], params=model.params)
             if bar is not None:
                 bar.update(1)
                 if t % 50 == 0:
                     bar.set_postfix(loss=f"{loss:.3g}")
+        if update is not None:
+            network.params.update(model.params)  # the host holds the trained arrays (its predict reads them)
         if not all(np.all(np.isfinite(v)) for v in model.params.values()):
             raise FloatingPointError("train_and_evaluate: the parameters became non-finite")
         model.eval()

@@ -521,8 +521,7 @@ def fit(network, step, inputs, labels, *, steps, batch_size, seed, mode=None, ba
                 loss, grads = network.loss_and_grads(inputs[batch], labels[batch], mode=mode, params=model.params)
             model.params, state = step(model.params, grads, state)
             if update is not None:
-                network.params.update(model.params)  # update_memory reads the host's own dict
-                update(inputs[batch], labels[batch])
+                update(inputs[batch], labels[batch], params=model.params)
             if bar is not None:
                 bar.update(1)
                 if t % 50 == 0:

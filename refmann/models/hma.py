@@ -195,8 +195,11 @@ class MemoryTokensClassifier(LayerBase):
         _, grads = self.backward(dlogits, cache)
         return float(loss) / B, {key: densify(value) for key, value in grads.items()}
 
-    def update_memory(self, x, labels):
+    def update_memory(self, x, labels, *, params=None):
         r"""After the optimizer step: move the momentum encoder, then enqueue its features with the labels.
+
+        ``params`` (default ``self.params``) are the trained parameters θ, as the optimizer left them (a
+        training loop that keeps its own dict passes it, like every forward's ``params=``).
 
         :math:`\tilde\theta \leftarrow m\,\tilde\theta + (1 - m)\,\theta`, then
         ``head.enqueue(f̃(x), labels)`` with :math:`\tilde f` the encoder run with :math:`\tilde\theta`
@@ -210,7 +213,8 @@ class MemoryTokensClassifier(LayerBase):
         if not self.write_queue:
             return
         m = self.momentum
-        theta = unscope("encoder", self.params)
+        p = self._params(params)
+        theta = unscope("encoder", p)
         moved = {key: m * self._buffers[f"momentum.{key}"] + (1.0 - m) * theta[key] for key in self.encoder.params}
         saved = {key: np.array(value, copy=True) for key, value in getattr(self.encoder, "buffers", {}).items()}
         try:
@@ -218,7 +222,7 @@ class MemoryTokensClassifier(LayerBase):
         finally:
             if saved:
                 self.encoder.load_buffers(saved)
-        self.head.enqueue(f, labels, params=unscope("head", self.params))  # validates before writing
+        self.head.enqueue(f, labels, params=unscope("head", p))  # validates before writing
         self._buffers = {f"momentum.{key}": value for key, value in moved.items()}
 
     def predict(self, x, *, mode="transductive", batch_size=None):
