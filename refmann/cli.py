@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import math
@@ -257,22 +258,36 @@ _TRAIN_FLAGS = (
 )
 
 
-def _train_config(args):
+def _regime_fields(args, model: str, task: str) -> dict:
+    """The training fields of ``model`` on ``task``: each flag the user gave, else the regime's
+    (:mod:`refmann.train.regimes`); a regime's learning rate only with the regime's optimizer."""
+    from .train.regimes import REGIME_FIELDS, regime
+
+    r = regime(model, task)
+    given = {name: getattr(args, name, None) for name in REGIME_FIELDS}
+    out = {name: (r.get(name) if value is None else value) for name, value in given.items()}
+    if given["lr"] is None and given["optimizer"] is not None and given["optimizer"] != r.get("optimizer"):
+        out["lr"] = None  # the optimizer's own default (TrainConfig)
+    if given["clip"] is not None:
+        out["clip"] = None if given["clip"] == 0 else given["clip"]  # 0 is documented as off
+    if given["clip_norm"] is not None:
+        out["clip_norm"] = None if given["clip_norm"] == 0 else given["clip_norm"]
+    return out
+
+
+def _train_config(args, model: str | None = None, task: str | None = None):
     from .train import TrainConfig
 
+    model = model or getattr(args, "model", "ntm")
+    task = task or args.task
     task_kwargs = {}
     if args.max_length is not None:
         task_kwargs["max_length"] = args.max_length
     return TrainConfig(
-        model=getattr(args, "model", "ntm"),
-        task=args.task,
+        model=model,
+        task=task,
         task_kwargs=task_kwargs,
-        sequences=args.sequences,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        clip=None if args.clip == 0 else args.clip,  # 0 is documented as off
-        clip_norm=None if args.clip_norm == 0 else args.clip_norm,
+        **_regime_fields(args, model, task),
         value_optimizer=args.value_optimizer,
         value_lr=args.value_lr,
         memory_size=args.memory_size,
@@ -354,13 +369,13 @@ def _checked_configs(args, models) -> dict:
         raise CommandError(_name_flag(_message(exc), ("--max-length",))) from exc
     try:
         overrides = model_overrides(args.set, models)
-        base = _train_config(args)
+        bases = {name: _train_config(args, name, args.task) for name in models}
     except (ValueError, TypeError) as exc:
         raise CommandError(_name_flag(_message(exc), _TRAIN_FLAGS)) from exc
     configs = {}
     for name in models:
         spec = MODELS[name]
-        config = dataclasses.replace(base, model=name, model_kwargs=overrides[name])
+        config = dataclasses.replace(bases[name], model_kwargs=overrides[name])
         try:
             spec.config(**model_kwargs(config, task))  # what refmann.train.trainer.build passes
         except (ValueError, TypeError) as exc:
@@ -440,8 +455,11 @@ def _cmd_curves(args) -> int:
     args.out = str(_check_out(args.out or f"runs/curves-{args.task}"))
     out = Path(args.out)
     configs = _checked_configs(args, args.models)
-    base = _train_config(args)
-    overrides = {name: {"model_kwargs": config.model_kwargs} for name, config in configs.items()}
+    base = configs[args.models[0]]
+    overrides = {
+        name: {k: v for k, v in dataclasses.asdict(config).items() if k not in ("model", "seed")}
+        for name, config in configs.items()
+    }
     started = math.floor(time.time())  # a coarse file system rounds mtimes down
     try:
         with _user_errors():
@@ -458,6 +476,81 @@ def _cmd_curves(args) -> int:
     if any(s.get("interrupted") for s in summaries):
         print(_curves_hint(out), file=sys.stderr)
         return 130
+    return 0
+
+
+_GRID_FLAG_NAMES = {"batch_size", "optimizer", "lr", "clip", "clip_norm", "sequences"}
+
+
+def parse_grid(pairs) -> dict:
+    """--grid KEY=V1,V2 pairs -> {key: [values]} (values parsed like --set's); ValueError names the pair."""
+    grid = {}
+    for pair in pairs or []:
+        key, sep, values = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key or not values:
+            raise ValueError(f"--grid: expected KEY=V1,V2,..., got {pair!r}")
+        if key in grid:
+            raise ValueError(f"--grid: {key} is given twice; give all its values in one --grid {key}=V1,V2")
+        if key in ("model", "task", "seed"):
+            raise ValueError(f"--grid {pair}: use --{key}s")
+        try:
+            grid[key] = [_parse_value(v) for v in values.split(",")]
+        except ValueError as exc:
+            raise ValueError(f"--grid {pair}: {exc}") from None
+    return grid
+
+
+def _cmd_sweep(args) -> int:
+    from .train import sweep
+
+    out = _check_out(args.out or "runs/sweep")
+    if args.report:
+        with _user_errors():
+            sweep.read_plan(out)
+            sweep.write_report(out)
+        print((out / "results.md").read_text())
+        return 0
+    if args.scheduler is not None and not args.scheduler.strip():
+        raise CommandError("--scheduler: expected an address such as tcp://HOST:8786, got an empty string")
+    try:
+        grid = parse_grid(args.grid)
+    except ValueError as exc:
+        raise CommandError(_one_line(exc)) from exc
+    runs_by_task = []
+    for task in args.tasks:
+        args.task = task
+        configs = _checked_configs(args, args.models)
+        runs_by_task.append(configs)
+    try:
+        runs = []
+        for configs in runs_by_task:
+            for name, config in configs.items():
+                # a grid key the user set goes into the config; a regime field that the grid varies is the grid's
+                runs += sweep.plan(config, models=[name], tasks=[config.task], seeds=args.seeds, grid=grid)
+        order = {(t, m): i for i, (t, m) in enumerate((t, m) for t in args.tasks for m in args.models)}
+        runs.sort(key=lambda r: order[(r.task, r.model)])
+        for r in runs:  # every config built once, so a bad grid value fails before any work
+            from .train import TrainConfig
+            from .train.trainer import build
+
+            build(TrainConfig.from_dict(r.config))
+    except (ValueError, TypeError) as exc:
+        raise CommandError(_name_flag(_message(exc), ("--grid", "--models", "--tasks", "--seeds"))) from exc
+    print(f"refmann sweep: {len(runs)} runs into {out}/", flush=True)
+    started = time.perf_counter()
+    with _user_errors():
+        try:
+            sweep.run_sweep(
+                runs, out, workers=args.workers, scheduler=args.scheduler, progress=False if args.quiet else None
+            )
+        except (OSError, TimeoutError) as exc:
+            if args.scheduler is None:
+                raise
+            raise CommandError(f"--scheduler: cannot reach {args.scheduler} ({_one_line(exc)})") from exc
+    print((out / "results.md").read_text())
+    print(f"sweep wall time: {time.perf_counter() - started:.0f} s")
+    print(f"table: {out / 'results.md'}; figures: {', '.join(str(p) for p in sorted(out.glob('figure2-*.png')))}")
     return 0
 
 
@@ -966,6 +1059,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=positive_int, default=2, help="parallel trainings (default 2)")
     p.set_defaults(func=_cmd_curves)
 
+    p = add(
+        "sweep",
+        help="train models × tasks × seeds × settings on Dask (a LocalCluster, or --scheduler); resumable",
+        description="Every run writes its own folder OUT/TASK/MODEL[-SETTING]-sSEED; running the same "
+        "command again skips the finished runs and resumes the interrupted ones bit-identically. "
+        "The table (results.md, results.json) and the mean ± s.d. curves (figure2-TASK.png) go to OUT.",
+    )
+    _train_arguments(p, default_out="runs/sweep", several_tasks=True)
+    p.add_argument("--models", nargs="+", default=["ntm", "dam", "sam"], choices=_model_names())
+    p.add_argument("--seeds", nargs="+", type=seed_int, default=[0, 1, 2, 3, 4], help="(default 0 1 2 3 4)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2,...",
+        help="a setting to vary: a training field (lr, batch_size, optimizer, clip, clip_norm, hidden_size, "
+        "num_heads, ...) or a model option; repeatable (the runs are the product)",
+    )
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=2,
+        help="processes of the LocalCluster (default 2; not with --scheduler)",
+    )
+    p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="a running Dask scheduler")
+    p.add_argument("--report", action="store_true", help="only gather the table and draw the figures of OUT")
+    p.set_defaults(func=_cmd_sweep)
+
     p = add("train", help="train a model on a task; log, checkpoints and plots go to --out")
     _train_arguments(p, default_out="runs/MODEL-TASK-sSEED")
     p.add_argument("--model", choices=_model_names(), default="ntm")
@@ -981,11 +1102,14 @@ def _model_names():
     return list(MODELS)
 
 
-def _train_arguments(p, default_out):
+def _train_arguments(p, default_out, *, several_tasks=False):
     from .tasks import TASKS
     from .train.trainer import DEFAULT_LR
 
-    p.add_argument("--task", choices=list(TASKS), default="copy")
+    if several_tasks:
+        p.add_argument("--tasks", nargs="+", choices=list(TASKS), default=["copy"], help="(default: copy)")
+    else:
+        p.add_argument("--task", choices=list(TASKS), default="copy")
     p.add_argument(
         "--set",
         action="append",
@@ -995,11 +1119,14 @@ def _train_arguments(p, default_out):
         "or a list); repeatable; applies to every model that has the field; the sizes and the seed have "
         "their own flags",
     )
-    p.add_argument("--sequences", type=positive_int, default=30_000, help="training budget in sequences")
-    p.add_argument("--batch-size", type=positive_int, default=16)
-    p.add_argument("--optimizer", choices=list(DEFAULT_LR), default="rmsprop")
+    regime = "default: the model's regime on the task (refmann.train.regimes, docs/results.md)"
+    p.add_argument("--sequences", type=positive_int, default=None, help=f"training budget in sequences ({regime})")
+    p.add_argument("--batch-size", type=positive_int, default=None, help=f"sequences per update ({regime})")
+    p.add_argument("--optimizer", choices=list(DEFAULT_LR), default=None, help=f"({regime})")
     lrs = ", ".join(f"{lr:g} {name}" for name, lr in DEFAULT_LR.items())
-    p.add_argument("--lr", type=positive_float, default=None, help=f"learning rate (default: {lrs})")
+    p.add_argument(
+        "--lr", type=positive_float, default=None, help=f"learning rate ({regime}; another --optimizer's: {lrs})"
+    )
     p.add_argument(
         "--value-optimizer",
         choices=list(DEFAULT_LR),
@@ -1012,11 +1139,14 @@ def _train_arguments(p, default_out):
     p.add_argument(
         "--clip",
         type=off_or_positive_float,
-        default=10.0,
-        help="elementwise gradient clip (default 10); 0 turns it off",
+        default=None,
+        help="elementwise gradient clip; 0 turns it off (default: the regime's, ±10 for every model today)",
     )
     p.add_argument(
-        "--clip-norm", type=off_or_positive_float, default=0.0, help="global-norm gradient clip; 0 (default) is off"
+        "--clip-norm",
+        type=off_or_positive_float,
+        default=None,
+        help="global-norm gradient clip; 0 is off (default: the regime's)",
     )
     p.add_argument("--memory-size", type=positive_int, default=128)
     p.add_argument("--word-size", type=positive_int, default=20)
@@ -1043,6 +1173,8 @@ def _interrupt_hint(args) -> str:
         if (Path(out) / "checkpoint.npz").exists() or (Path(out) / "log.jsonl").exists():
             return RESUME_HINT
         return "interrupted before the first checkpoint: nothing saved; run the same command again"
+    if command == "sweep":
+        return "interrupted: every run keeps its last checkpoint; run the same command again to continue"
     if command == "curves" and out:
         return _curves_hint(Path(out))
     return "interrupted"

@@ -100,6 +100,33 @@ def plot_curves(curves, path, *, title="", xlabel="sequences seen", ylabel="bit 
     return _save(fig, path)
 
 
+def plot_mean_sd(
+    curves, path, *, title="", xlabel="sequences seen", ylabel="bit errors per sequence", target=None
+) -> Path:
+    """Figure 2 of Rae et al. (2016) in its manner: per label, the mean over seeds with ±1 s.d. shaded.
+
+    ``curves`` maps a label to a list of (x, y) arrays, one per seed; the seeds are cut to the
+    shortest (an unfinished run), and the number of seeds is in the legend.
+    """
+    fig, ax = subplots(figsize=(7, 4))
+    for i, (label, runs) in enumerate(curves.items()):
+        n = min(len(x) for x, _ in runs)
+        if n == 0:
+            continue
+        ys = np.stack([np.asarray(y, dtype=float)[:n] for _, y in runs])
+        x = np.asarray(runs[0][0])[:n]
+        mean, sd = ys.mean(axis=0), ys.std(axis=0)
+        ax.fill_between(x, np.maximum(mean - sd, 0), mean + sd, color=f"C{i}", alpha=0.2, lw=0)
+        ax.plot(x, mean, color=f"C{i}", lw=1.8, label=f"{label} ({len(runs)} seeds)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if target is not None:
+        ax.axhline(target, color="grey", lw=0.6, ls=":")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
 def plot_access(inputs, targets, outputs, read_weights, write_weights, path, *, title="") -> Path:
     """The classic NTM copy picture for one sequence and one head: inputs, targets, outputs, and
     the write and read weightings over time (slots on the vertical axis).

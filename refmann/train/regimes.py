@@ -1,0 +1,43 @@
+"""The training regime of each model on each task: the defaults of ``refmann train`` and ``refmann sweep``.
+
+A regime is a dict of :class:`~refmann.train.TrainConfig` fields (batch size, optimizer, learning
+rate, clipping, budget). :func:`regime` merges the entries that match a (model, task) pair, the
+most specific last: ``("*", "*")``, then ``("*", task)``, then ``(model, "*")``, then
+``(model, task)``. A flag given on the command line wins over the regime; a learning rate given by
+the regime applies only with the regime's own optimizer (``--optimizer adam`` alone gets Adam's
+default rate, not the regime's RMSProp rate).
+
+Every entry was measured: docs/results.md gives the table of each change's effect and the command
+that produced it.
+"""
+
+from __future__ import annotations
+
+#: The TrainConfig fields a regime may set.
+REGIME_FIELDS = ("sequences", "batch_size", "optimizer", "lr", "clip", "clip_norm")
+
+#: (model or "*", task or "*") -> TrainConfig fields.
+REGIMES: dict[tuple[str, str], dict] = {
+    # the NTM papers' optimizer: centred RMSProp (Graves 2013), elementwise clip ±10
+    ("*", "*"): {"sequences": 30_000, "batch_size": 16, "optimizer": "rmsprop", "lr": 1e-4, "clip": 10.0},
+}
+
+
+def regime(model: str, task: str) -> dict:
+    """The TrainConfig fields of ``model`` on ``task`` (a new dict)."""
+    out: dict = {}
+    for key in (("*", "*"), ("*", task), (model, "*"), (model, task)):
+        out.update(REGIMES.get(key, {}))
+    return out
+
+
+def describe(model: str, task: str) -> str:
+    """One line for ``--help`` and logs, e.g. ``batch 1, rmsprop 1e-4, clip ±10, 30000 sequences``."""
+    r = regime(model, task)
+    parts = [f"batch {r['batch_size']}", f"{r['optimizer']} {r['lr']:g}"]
+    if r.get("clip"):
+        parts.append(f"clip ±{r['clip']:g}")
+    if r.get("clip_norm"):
+        parts.append(f"norm clip {r['clip_norm']:g}")
+    parts.append(f"{r['sequences']} sequences")
+    return ", ".join(parts)

@@ -1,0 +1,184 @@
+"""refmann sweep: the plan, resuming, the table, and a tiny sweep on a 2-worker Dask LocalCluster."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from refmann import cli
+from refmann.train import TrainConfig, Trainer, sweep
+from refmann.train.regimes import REGIMES, regime
+
+pytest.importorskip("distributed")
+
+TINY = dict(sequences=32, batch_size=8, eval_every=16, eval_size=4, memory_size=6, word_size=4, hidden_size=8)
+TINY_FLAGS = [
+    "--sequences", "32", "--batch-size", "8", "--eval-every", "16", "--memory-size", "6",
+    "--word-size", "4", "--hidden-size", "8", "--max-length", "3", "--quiet",
+]  # fmt: skip
+
+
+def _base(**kw):
+    return TrainConfig(**{**TINY, "task_kwargs": {"max_length": 3}, **kw})
+
+
+def test_plan_is_the_product_in_order_with_one_folder_each():
+    runs = sweep.plan(_base(), models=["lstm", "dam"], tasks=["copy"], seeds=[0, 1], grid={"lr": [1e-3, 3e-3]})
+    assert len(runs) == 2 * 2 * 2
+    assert len({r.folder for r in runs}) == len(runs)
+    assert [(r.model, r.config["lr"], r.seed) for r in runs[:4]] == [
+        ("lstm", 1e-3, 0),
+        ("lstm", 1e-3, 1),
+        ("lstm", 3e-3, 0),
+        ("lstm", 3e-3, 1),
+    ]
+    assert runs[0].folder == "copy/lstm-lr=0.001-s0" and runs[0].setting == "lr=0.001"
+    for r in runs:  # every run is a whole TrainConfig
+        assert TrainConfig.from_dict(r.config).to_dict() == r.config
+
+
+def test_plan_puts_a_model_option_into_model_kwargs_of_the_models_that_have_it():
+    runs = sweep.plan(_base(), models=["lstm", "sam"], tasks=["copy"], seeds=[0], grid={"k": [2, 4]})
+    by_model = {(r.model, r.setting): r.config["model_kwargs"] for r in runs}
+    assert by_model[("sam", "k=2")] == {"k": 2} and by_model[("sam", "k=4")] == {"k": 4}
+    assert by_model[("lstm", "k=2")] == {}  # the LSTM has no k: the setting is a no-op for it
+
+
+def test_plan_keeps_the_base_model_options_and_gives_a_gridded_optimizer_its_own_rate():
+    base = _base(model_kwargs={"index": "linear"}, optimizer="rmsprop", lr=3e-4)
+    runs = sweep.plan(base, models=["sam"], tasks=["copy"], seeds=[0], grid={"optimizer": ["adam", "sgd"]})
+    assert all(r.config["model_kwargs"] == {"index": "linear"} for r in runs)
+    assert [r.config["lr"] for r in runs] == [1e-3, 1e-2]  # not the base's RMSProp rate
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(models=["lstm", "lstm"]), "models: expected no repeats"),
+        (dict(models=["nope"]), "models: expected names"),
+        (dict(tasks=[]), "tasks: expected at least one"),
+        (dict(seeds=[1, 1]), "seeds: expected no repeats"),
+        (dict(grid={"lr": []}), "grid: lr has no values"),
+        (dict(grid={"lr": [1e-3, 1e-3]}), "repeats a value"),
+        (dict(grid={"nonsense": [1]}), "neither a training field"),
+    ],
+)
+def test_plan_refuses_bad_sweeps(kwargs, match):
+    args = {**dict(models=["lstm"], tasks=["copy"], seeds=[0]), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        sweep.plan(_base(), **args)
+
+
+def test_collapse_is_learning_then_losing_it():
+    assert not sweep.collapsed_after([(1, 30.0), (2, 0.5), (3, 0.0)], 1.0)
+    assert sweep.collapsed_after([(1, 30.0), (2, 0.5), (3, 20.0)], 1.0)
+    assert not sweep.collapsed_after([(1, 30.0), (2, 20.0)], 1.0)  # never learned
+    assert not sweep.collapsed_after([], 1.0)
+
+
+def test_median_to_target_counts_a_seed_that_never_got_there_as_past_the_budget():
+    rows = [dict(budget=100, sequences_to_target=s) for s in (10, 30, None)]
+    assert sweep.median_to_target(rows) == 30
+    rows = [dict(budget=100, sequences_to_target=s) for s in (10, None, None)]
+    assert sweep.median_to_target(rows) is None
+
+
+def test_finished_runs_are_skipped_and_an_interrupted_one_resumes_bit_identically(tmp_path):
+    """Without Dask: run_sweep's own bookkeeping with a client stand-in that runs tasks in this process."""
+    runs = sweep.plan(_base(), models=["lstm"], tasks=["copy"], seeds=[0, 1])
+    # the reference: seed 1 trained in one go
+    ref = Trainer(TrainConfig.from_dict(runs[1].config), tmp_path / "ref")
+    ref.run()
+    # seed 0 finished already; seed 1 stopped after 2 of its 4 steps (a checkpoint at step 2)
+    out = tmp_path / "sweep"
+    sweep.train_run(runs[0].config, str(out / runs[0].folder))
+    t = Trainer(TrainConfig.from_dict(runs[1].config), out / runs[1].folder)
+    for _ in range(2):
+        t.train_step()
+    t.save_checkpoint()
+    submitted = []
+
+    class InProcess:
+        def submit(self, fn, *args, key, pure):
+            submitted.append(key)
+            return _Done(fn(*args))
+
+    class _Done:
+        def __init__(self, value):
+            self.value = value
+
+        def result(self):
+            return self.value
+
+    import distributed
+
+    original = distributed.as_completed
+    distributed.as_completed = lambda futures: list(futures)
+    try:
+        rows = sweep.run_sweep(runs, out, client=InProcess(), progress=False)
+    finally:
+        distributed.as_completed = original
+    assert submitted == [f"refmann-{runs[1].folder}"]  # seed 0 was not trained again
+    a = np.load(ref.out / "checkpoint.npz")
+    b = np.load(out / runs[1].folder / "checkpoint.npz")
+    params = [k for k in a.files if k.startswith("param")]
+    assert params and all(np.array_equal(a[k], b[k]) for k in params)
+    assert [r["finished"] for r in rows] == [True, True]
+    assert (out / "results.md").exists() and (out / "figure2-copy.png").exists()
+
+
+def test_the_cli_sweeps_on_a_two_worker_local_cluster_and_a_rerun_skips_everything(tmp_path, capsys):
+    out = tmp_path / "sw"
+    argv = ["sweep", "--models", "lstm", "dam", "--tasks", "copy", "--seeds", "0", "1", "--workers", "2"]
+    argv += TINY_FLAGS + ["--grid", "lr=1e-3,3e-3", "--out", str(out)]
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "refmann sweep: 8 runs" in printed and "| copy | dam | lr=0.003 | 0, 1 |" in printed
+    rows = json.loads((out / "results.json").read_text())
+    assert len(rows) == 8 and all(r["finished"] and r["sequences"] == 32 for r in rows)
+    assert all(r["curve"] and r["curve"][-1][0] == 32 for r in rows)  # the last evaluation at the budget
+    mtimes = {p: p.stat().st_mtime_ns for p in out.glob("copy/*/checkpoint.npz")}
+    assert cli.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("copy/*/checkpoint.npz")} == mtimes  # nothing retrained
+    assert cli.main(["sweep", "--report", "--out", str(out)]) == 0
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--grid", "lr"], "--grid: expected KEY=V1,V2"),
+        (["--grid", "lr=1e-3", "--grid", "lr=2e-3"], "given twice"),
+        (["--grid", "seed=1,2"], "use --seeds"),
+        (["--grid", "wat=1,2"], "neither a training field"),
+        (["--grid", "batch_size=0,2"], "batch_size"),
+    ],
+)
+def test_the_cli_refuses_a_bad_grid_with_one_line(tmp_path, capsys, extra, match):
+    argv = ["sweep", "--models", "lstm", "--seeds", "0", *TINY_FLAGS, "--out", str(tmp_path / "x"), *extra]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("refmann sweep:") and match in err and "\n" not in err
+    assert not (tmp_path / "x" / "copy").exists()  # nothing ran
+
+
+def test_a_sweep_folder_is_not_reused_with_other_settings(tmp_path, capsys):
+    out = tmp_path / "sw"
+    runs = sweep.plan(_base(), models=["lstm"], tasks=["copy"], seeds=[0])
+    sweep.write_plan(out, runs)
+    argv = ["sweep", "--models", "lstm", "--seeds", "0", *TINY_FLAGS, "--lr", "0.5", "--out", str(out)]
+    assert cli.main(argv) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+def test_report_of_a_folder_without_a_sweep_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["sweep", "--report", "--out", str(tmp_path)]) == 2
+    assert "holds no sweep" in capsys.readouterr().err
+
+
+def test_regimes_merge_from_general_to_specific():
+    assert regime("anything", "anything") == REGIMES[("*", "*")]
+    for (model, task), fields in REGIMES.items():
+        if "*" not in (model, task):
+            assert regime(model, task).items() >= fields.items()
