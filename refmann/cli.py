@@ -239,6 +239,7 @@ _OWN_FLAGS = {
 }
 _FROM_TASK = ("input_size", "output_size")
 _TRAIN_FLAGS = (
+    "--optimizer-options",
     "--sequences",
     "--batch-size",
     "--optimizer",
@@ -264,14 +265,27 @@ def _regime_fields(args, model: str, task: str) -> dict:
     from .train.regimes import REGIME_FIELDS, regime
 
     r = regime(model, task)
-    given = {name: getattr(args, name, None) for name in REGIME_FIELDS}
+    given = {name: getattr(args, name, None) for name in REGIME_FIELDS if name != "optimizer_options"}
     out = {name: (r.get(name) if value is None else value) for name, value in given.items()}
-    if given["lr"] is None and given["optimizer"] is not None and given["optimizer"] != r.get("optimizer"):
+    own = given["optimizer"] is None or given["optimizer"] == r.get("optimizer")  # the regime's optimizer
+    if given["lr"] is None and not own:
         out["lr"] = None  # the optimizer's own default (TrainConfig)
+    options = dict(r.get("optimizer_options", {})) if own else {}
+    options.update(parse_pairs(getattr(args, "optimizer_options", None) or [], "--optimizer-options"))
+    out["optimizer_options"] = options
     if given["clip"] is not None:
         out["clip"] = None if given["clip"] == 0 else given["clip"]  # 0 is documented as off
     if given["clip_norm"] is not None:
         out["clip_norm"] = None if given["clip_norm"] == 0 else given["clip_norm"]
+    return out
+
+
+def _task_kwargs(args) -> dict:
+    out = {}
+    if args.max_length is not None:
+        out["max_length"] = args.max_length
+    if getattr(args, "data", None) is not None:
+        out["data"] = str(Path(args.data).expanduser().resolve())  # absolute: a sweep's workers may run elsewhere
     return out
 
 
@@ -280,9 +294,7 @@ def _train_config(args, model: str | None = None, task: str | None = None):
 
     model = model or getattr(args, "model", "ntm")
     task = task or args.task
-    task_kwargs = {}
-    if args.max_length is not None:
-        task_kwargs["max_length"] = args.max_length
+    task_kwargs = _task_kwargs(args)
     return TrainConfig(
         model=model,
         task=task,
@@ -361,12 +373,19 @@ def _checked_configs(args, models) -> dict:
     from .tasks import TASKS, make_task
     from .train.trainer import model_kwargs
 
-    if args.max_length is not None and "max_length" not in inspect.signature(TASKS[args.task]).parameters:
+    parameters = inspect.signature(TASKS[args.task]).parameters
+    if args.max_length is not None and "max_length" not in parameters:
         raise CommandError(f"--max-length: task {args.task} has no maximum length (it applies to copy tasks)")
+    if getattr(args, "data", None) is not None:
+        takers = [name for name, cls in TASKS.items() if "data" in inspect.signature(cls).parameters]
+        if "data" not in parameters:
+            raise CommandError(f"--data: task {args.task} reads no data (tasks that do: {', '.join(takers)})")
+        if not Path(args.data).expanduser().exists():
+            raise CommandError(f"--data: expected an existing folder or file, got {args.data!r}")
     try:
-        task = make_task(args.task, **({} if args.max_length is None else {"max_length": args.max_length}))
+        task = make_task(args.task, **_task_kwargs(args))
     except (ValueError, TypeError) as exc:
-        raise CommandError(_name_flag(_message(exc), ("--max-length",))) from exc
+        raise CommandError(_name_flag(_message(exc), ("--max-length", "--data"))) from exc
     try:
         overrides = model_overrides(args.set, models)
         bases = {name: _train_config(args, name, args.task) for name in models}
@@ -482,6 +501,20 @@ def _cmd_curves(args) -> int:
 _GRID_FLAG_NAMES = {"batch_size", "optimizer", "lr", "clip", "clip_norm", "sequences"}
 
 
+def parse_pairs(pairs, flag: str) -> dict:
+    """KEY=VALUE pairs -> {key: value} (values parsed like --set's); ValueError names the flag and the pair."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{flag}: expected KEY=VALUE, got {pair!r}")
+        try:
+            out[key.strip()] = _parse_value(value)
+        except ValueError as exc:
+            raise ValueError(f"{flag} {pair}: {exc}") from None
+    return out
+
+
 def parse_grid(pairs) -> dict:
     """--grid KEY=V1,V2 pairs -> {key: [values]} (values parsed like --set's); ValueError names the pair."""
     grid = {}
@@ -517,11 +550,18 @@ def _cmd_sweep(args) -> int:
         grid = parse_grid(args.grid)
     except ValueError as exc:
         raise CommandError(_one_line(exc)) from exc
+    import inspect
+
+    from .tasks import TASKS
+
+    data, readers = args.data, [t for t in args.tasks if "data" in inspect.signature(TASKS[t]).parameters]
+    if data is not None and not readers:
+        args.task = args.tasks[0]
+        _checked_configs(args, args.models)  # the one-line refusal of --data for a task without data
     runs_by_task = []
     for task in args.tasks:
-        args.task = task
-        configs = _checked_configs(args, args.models)
-        runs_by_task.append(configs)
+        args.task, args.data = task, (data if task in readers else None)  # --data goes to the tasks that read data
+        runs_by_task.append(_checked_configs(args, args.models))
     try:
         runs = []
         for configs in runs_by_task:
@@ -1128,6 +1168,14 @@ def _train_arguments(p, default_out, *, several_tasks=False):
         "--lr", type=positive_float, default=None, help=f"learning rate ({regime}; another --optimizer's: {lrs})"
     )
     p.add_argument(
+        "--optimizer-options",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter of the optimizer besides lr, e.g. centered=false, momentum=0.9, decay=0.95 "
+        "(rmsprop), beta2=0.99 (adam); repeatable",
+    )
+    p.add_argument(
         "--value-optimizer",
         choices=list(DEFAULT_LR),
         default=None,
@@ -1153,6 +1201,13 @@ def _train_arguments(p, default_out, *, several_tasks=False):
     p.add_argument("--num-heads", type=positive_int, default=1)
     p.add_argument("--hidden-size", type=positive_int, default=100)
     p.add_argument("--max-length", type=positive_int, default=None, help="task's maximum length (copy tasks)")
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="DIR",
+        help="the data a task reads: bAbI's files (babi), an Omniglot folder or zip (one_shot); "
+        "default: refmann's generator / scikit-learn's digits",
+    )
     p.add_argument("--curriculum", action="store_true", help="exponential curriculum (Rae et al. 2016)")
     p.add_argument("--eval-every", type=positive_int, default=1000, help="sequences between evaluations")
     p.add_argument("--out", type=out_dir, default=None, help=f"output folder (default: {default_out})")

@@ -182,3 +182,68 @@ def test_regimes_merge_from_general_to_specific():
     for (model, task), fields in REGIMES.items():
         if "*" not in (model, task):
             assert regime(model, task).items() >= fields.items()
+
+
+# -- the regime defaults and the optimizer options (refmann train, refmann curves) -----------------------
+
+
+def test_train_takes_unset_flags_from_the_regime_and_given_flags_over_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(
+        REGIMES, ("lstm", "copy"), {"batch_size": 2, "lr": 5e-4, "optimizer_options": {"centered": False}}
+    )
+    small = ["--model", "lstm", "--sequences", "4", "--hidden-size", "4", "--max-length", "2", "--quiet"]
+    assert cli.main(["train", *small, "--out", str(tmp_path / "a")]) == 0
+    a = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert (a["batch_size"], a["optimizer"], a["lr"], a["optimizer_options"]) == (
+        2,
+        "rmsprop",
+        5e-4,
+        {"centered": False},
+    )
+    assert cli.main(["train", *small, "--batch-size", "4", "--lr", "1e-3", "--out", str(tmp_path / "b")]) == 0
+    b = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert (b["batch_size"], b["lr"], b["optimizer_options"]) == (4, 1e-3, {"centered": False})
+    # another optimizer: neither the regime's rate nor its RMSProp options
+    assert cli.main(["train", *small, "--optimizer", "adam", "--out", str(tmp_path / "c")]) == 0
+    c = json.loads((tmp_path / "c" / "config.json").read_text())
+    assert (c["optimizer"], c["lr"], c["optimizer_options"]) == ("adam", 1e-3, {})
+
+
+def test_optimizer_options_reach_the_update(tmp_path):
+    plain = TrainConfig(**{**TINY, "optimizer_options": {"centered": False}})
+    update = plain.make_update()
+    assert update.keywords["centered"] is False
+    t = Trainer(plain, tmp_path / "p")
+    t.train_step()
+    assert "gbar" not in t.opt_state  # the plain form keeps no running mean
+    with pytest.raises(ValueError, match="optimizer_options: decay"):
+        TrainConfig(optimizer_options={"decay": 1.5})
+    with pytest.raises(TypeError, match="optimizer_options: .*unexpected keyword"):
+        TrainConfig(optimizer="adam", optimizer_options={"centered": False})
+    with pytest.raises(ValueError, match="the learning rate is lr"):
+        TrainConfig(optimizer_options={"lr": 1.0})
+
+
+def test_a_run_saved_before_optimizer_options_existed_still_resumes(tmp_path):
+    t = Trainer(TrainConfig(**TINY), tmp_path / "old")
+    t.train_step()
+    t.save_checkpoint()
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())
+    del saved["optimizer_options"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(saved))
+    assert Trainer(TrainConfig(**TINY), tmp_path / "old", resume=True).step == 1
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--optimizer-options", "centered"], "--optimizer-options: expected KEY=VALUE"),
+        (["--optimizer-options", "wat=1"], "--optimizer-options: rmsprop() got an unexpected keyword"),
+        (["--data", "nowhere"], "--data: task copy reads no data"),
+    ],
+)
+def test_train_refuses_bad_optimizer_options_and_data_with_one_line(tmp_path, capsys, flags, match):
+    argv = ["train", "--model", "lstm", "--sequences", "4", "--quiet", "--out", str(tmp_path / "x"), *flags]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err

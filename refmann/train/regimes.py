@@ -14,7 +14,7 @@ that produced it.
 from __future__ import annotations
 
 #: The TrainConfig fields a regime may set.
-REGIME_FIELDS = ("sequences", "batch_size", "optimizer", "lr", "clip", "clip_norm")
+REGIME_FIELDS = ("sequences", "batch_size", "optimizer", "lr", "optimizer_options", "clip", "clip_norm")
 
 #: (model or "*", task or "*") -> TrainConfig fields.
 REGIMES: dict[tuple[str, str], dict] = {

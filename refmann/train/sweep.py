@@ -264,6 +264,8 @@ def _submit(todo, out_dir, *, workers, scheduler, client, progress):
         raise ImportError("refmann sweep needs Dask distributed: pip install 'refmann[sweep]'") from None
     from tqdm import tqdm
 
+    # Dask logs its cluster's life at INFO on its own handler; shown only when refmann's log is (-v)
+    logging.getLogger("distributed").setLevel(logging.INFO if log.isEnabledFor(logging.INFO) else logging.WARNING)
     own = client is None
     cluster = None
     if own:

@@ -69,6 +69,7 @@ class TrainConfig:
     batch_size: int = 16
     optimizer: str = "rmsprop"  # rmsprop (Graves 2013) | adam | sgd
     lr: float | None = None  # default: 1e-4 for rmsprop, 1e-3 for adam, 1e-2 for sgd
+    optimizer_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"centered": False} for rmsprop
     clip: float | None = 10.0  # elementwise gradient clip (the NTM papers' ±10); None: off
     clip_norm: float | None = None  # global-norm clip; None: off
     value_optimizer: str | None = None  # a separate optimizer for value tables ("*values" params); None: optimizer
@@ -96,6 +97,16 @@ class TrainConfig:
             raise ValueError(f"optimizer: expected one of {sorted(_DEFAULT_LR)}, got {self.optimizer!r}")
         if self.lr is None:
             self.lr = _DEFAULT_LR[self.optimizer]
+        if not isinstance(self.optimizer_options, dict) or not all(isinstance(k, str) for k in self.optimizer_options):
+            raise TypeError(f"optimizer_options: expected a dict of str keys, got {self.optimizer_options!r}")
+        if "lr" in self.optimizer_options:
+            raise ValueError("optimizer_options: the learning rate is lr, not an option")
+        try:
+            optim.make_optimizer(self.optimizer, lr=self.lr, **self.optimizer_options)
+        except TypeError as exc:
+            raise TypeError(f"optimizer_options: {exc}") from None
+        except ValueError as exc:
+            raise ValueError(f"optimizer_options: {exc}") from None
         if self.value_optimizer is not None and self.value_optimizer not in _DEFAULT_LR:
             raise ValueError(f"value_optimizer: expected one of {sorted(_DEFAULT_LR)}, got {self.value_optimizer!r}")
         if self.value_lr is not None and not (isinstance(self.value_lr, (int, float)) and self.value_lr > 0):
@@ -105,7 +116,7 @@ class TrainConfig:
         """The update step: one optimizer, or with ``value_optimizer``/``value_lr`` two parameter groups —
         the value tables (keys ending in ``values``: a product-key memory's, a shared ``memory_values``)
         and the rest (:func:`refmann.train.optim.param_groups`; Memory+ gives its values lr 1e-3 apart)."""
-        rest = optim.make_optimizer(self.optimizer, lr=self.lr)
+        rest = optim.make_optimizer(self.optimizer, lr=self.lr, **self.optimizer_options)
         if self.value_optimizer is None and self.value_lr is None:
             return rest
         name = self.value_optimizer or self.optimizer
@@ -241,6 +252,10 @@ class _StepResult(NamedTuple):
     record: dict | None
 
 
+#: TrainConfig fields added after runs were first saved, with the value an older run had in effect.
+_ADDED_FIELDS = {"optimizer_options": {}}
+
+
 def _describe_config_diff(saved: dict, given: dict) -> str:
     absent = "<absent>"
     names = list(given) + [k for k in saved if k not in given]
@@ -356,6 +371,8 @@ class Trainer:
         given = json.loads(json.dumps(self.config.to_dict()))
         if not isinstance(saved, dict):
             raise ValueError(f"resume: {where}: expected a JSON object (a TrainConfig), got {type(saved).__name__}")
+        for name, default in _ADDED_FIELDS.items():  # fields newer than the run: their defaults
+            saved.setdefault(name, default)
         if saved != given:
             raise ValueError(
                 f"resume: {where} was written with another configuration: {_describe_config_diff(saved, given)}; "
