@@ -2,6 +2,7 @@
 
 import io
 import struct
+import sys
 import zipfile
 import zlib
 from pathlib import Path
@@ -11,11 +12,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from refmann.tasks import Batch, OneShotTask, error_rate, make_task
 from refmann.tasks.omniglot import (
+    DISTORTION,
+    Episodes,
     area_resize,
     decode_png,
     digits_episodes,
+    distort_drawings,
+    instance_numbers,
     label_delayed_episodes,
+    load_digits,
     load_omniglot,
     load_one_shot_runs,
 )
@@ -358,3 +365,364 @@ def test_episodes_refuse_bad_arguments():
         label_delayed_episodes(images, classes, num_classes=2, presentations=0, rng=rng)
     with pytest.raises(ValueError, match="images: expected shape"):
         label_delayed_episodes(images[0], classes, num_classes=2, rng=rng)
+
+
+# --- per-drawing distortion ------------------------------------------------------------------
+
+
+def test_distort_false_gives_the_episodes_of_before():
+    """Values recorded from label_delayed_episodes before ``distort`` existed (same seed, same pool)."""
+    images, classes = _pool()
+    kwargs = dict(num_classes=4, presentations=3, size=5, batch_size=3)
+    ep = label_delayed_episodes(images, classes, rng=np.random.default_rng(5), **kwargs)
+    np.testing.assert_array_equal(ep.labels[:, 0], [0, 2, 0, 2, 3, 3, 1, 2, 3, 1, 1, 0])
+    np.testing.assert_array_equal(ep.classes, [[2, 0, 5, 4], [0, 1, 6, 4], [4, 6, 5, 0]])
+    np.testing.assert_array_equal(ep.rotations, [[2, 3, 0, 1], [1, 1, 3, 0], [3, 3, 3, 0]])
+    np.testing.assert_allclose(ep.inputs.sum(), 484.34210086176176, rtol=1e-12)
+    same = label_delayed_episodes(images, classes, rng=np.random.default_rng(5), distort=False, **kwargs)
+    for a, b in zip(ep, same, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _centred_pool(n_classes=6, per_class=8, side=24, seed=0):
+    """Random ink confined to the middle half of the frame, so a small distortion keeps it all inside."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n_classes * per_class, side, side))
+    q = side // 4
+    images[:, q : side - q, q : side - q] = rng.random((n_classes * per_class, side - 2 * q, side - 2 * q)) < 0.4
+    return images, np.repeat(np.arange(n_classes), per_class)
+
+
+@given(seed=st.integers(0, 2**16))
+def test_distort_is_deterministic_and_changes_only_the_drawings(seed):
+    images, classes = _centred_pool()
+    kwargs = dict(num_classes=3, presentations=4, size=12, batch_size=2)
+    plain = label_delayed_episodes(images, classes, rng=np.random.default_rng(seed), **kwargs)
+    one = label_delayed_episodes(images, classes, rng=np.random.default_rng(seed), distort=True, **kwargs)
+    two = label_delayed_episodes(images, classes, rng=np.random.default_rng(seed), distort=True, **kwargs)
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in ("labels", "classes", "rotations", "targets", "mask"):
+        np.testing.assert_array_equal(getattr(one, name), getattr(plain, name))
+    np.testing.assert_array_equal(one.inputs[..., 144:], plain.inputs[..., 144:])  # the delayed labels
+    shown, base = one.inputs[..., :144], plain.inputs[..., :144]
+    assert not np.allclose(shown, base)
+    assert shown.min() >= 0.0 and shown.max() <= 1.0 + 1e-12
+    # rotation and shift keep the ink; each axis' scale in [0.9, 1.1] multiplies it by at most 1.1**2
+    ratio = shown.sum(axis=2) / base.sum(axis=2)
+    assert np.all((ratio > 0.9**2 - 0.05) & (ratio < 1.1**2 + 0.05))
+
+
+def _affine_twin(image, angle, scale, shift):
+    """One drawing through scipy.ndimage.affine_transform: the obviously-correct twin of distort_drawings."""
+    from scipy.ndimage import affine_transform
+
+    theta = np.deg2rad(angle)
+    rotation = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]])
+    inverse = np.linalg.inv(rotation @ np.diag(scale))
+    centre = (np.array(image.shape) - 1) / 2.0
+    offset = centre - inverse @ (centre + shift)
+    return affine_transform(image, inverse, offset=offset, order=1, mode="grid-constant", cval=0.0)
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    n=st.integers(1, 4),
+    shape=st.tuples(st.integers(2, 9), st.integers(2, 9)),
+    wild=st.booleans(),
+)
+def test_distort_drawings_matches_scipy_affine_transform_drawing_by_drawing(seed, n, shape, wild):
+    rng = np.random.default_rng(seed)
+    images = rng.random((n, *shape))
+    reach = 5.0 if wild else 1.0  # wild: large turns and shifts that read far outside the frame
+    angles = rng.uniform(-90 * reach, 90 * reach, n)
+    scales = rng.uniform(0.5, 1.5, (n, 2))
+    shifts = rng.uniform(-3 * reach, 3 * reach, (n, 2))
+    out = distort_drawings(images, angles=angles, scales=scales, shifts=shifts)
+    for i in range(n):
+        np.testing.assert_allclose(out[i], _affine_twin(images[i], angles[i], scales[i], shifts[i]), atol=1e-12)
+
+
+@given(dy=st.integers(-3, 3), dx=st.integers(-3, 3), seed=st.integers(0, 2**16))
+def test_distort_drawings_is_the_identity_at_zero_and_moves_ink_by_whole_pixels(dy, dx, seed):
+    images = np.zeros((2, 12, 12))
+    images[:, 3:9, 3:9] = np.random.default_rng(seed).random((2, 6, 6))
+    keep = distort_drawings(images, angles=np.zeros(2), scales=np.ones((2, 2)), shifts=np.zeros((2, 2)))
+    np.testing.assert_allclose(keep, images, atol=1e-12)
+    moved = distort_drawings(images, angles=np.zeros(2), scales=np.ones((2, 2)), shifts=np.tile([dy, dx], (2, 1)))
+    np.testing.assert_allclose(moved, np.roll(images, (dy, dx), axis=(1, 2)), atol=1e-12)
+
+
+def test_distort_drawings_turns_counter_clockwise_as_documented():
+    image = np.zeros((1, 5, 5))
+    image[0, 2, 4] = 1.0  # right of the centre
+    turned = distort_drawings(image, angles=np.array([90.0]), scales=np.ones((1, 2)), shifts=np.zeros((1, 2)))
+    expected = np.zeros((5, 5))
+    expected[0, 2] = 1.0  # above the centre (rows go down)
+    np.testing.assert_allclose(turned[0], expected, atol=1e-12)
+
+
+def test_distortion_ranges_are_the_documented_ones():
+    assert DISTORTION == {"angle_degrees": 10.0, "scale": 0.1, "shift_pixels": 2.0}
+
+
+def test_distort_drawings_refuses_bad_parameters():
+    x = np.zeros((2, 4, 4))
+    ok = dict(angles=np.zeros(2), scales=np.ones((2, 2)), shifts=np.zeros((2, 2)))
+    with pytest.raises(ValueError, match="angles: expected shape"):
+        distort_drawings(x, **{**ok, "angles": np.zeros(3)})
+    with pytest.raises(ValueError, match="scales: expected positive"):
+        distort_drawings(x, **{**ok, "scales": np.zeros((2, 2))})
+    with pytest.raises(ValueError, match="shifts"):
+        distort_drawings(x, **{**ok, "shifts": np.full((2, 2), np.nan)})
+    with pytest.raises(ValueError, match="images"):
+        distort_drawings(np.zeros((4, 4)), **ok)
+    images, classes = _pool()
+    with pytest.raises(TypeError, match="distort: expected True or False"):
+        label_delayed_episodes(images, classes, num_classes=2, rng=np.random.default_rng(0), distort="yes")
+
+
+# --- instance numbers ------------------------------------------------------------------------
+
+
+@given(T=st.integers(1, 12), B=st.integers(1, 3), C=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_instance_numbers_count_the_shows_of_each_label_so_far(T, B, C, seed):
+    labels = np.random.default_rng(seed).integers(0, C, (T, B))
+    naive = np.zeros((T, B), dtype=np.int64)
+    for b in range(B):
+        for t in range(T):
+            naive[t, b] = 1 + sum(labels[s, b] == labels[t, b] for s in range(t))
+    got = instance_numbers(labels)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, naive)
+
+
+def test_instance_numbers_are_one_more_than_episodes_instances():
+    images, classes = _pool()
+    ep = label_delayed_episodes(images, classes, num_classes=3, presentations=4, rng=np.random.default_rng(1), size=4)
+    np.testing.assert_array_equal(instance_numbers(ep.labels), ep.instances + 1)
+    with pytest.raises(ValueError, match="labels: expected shape"):
+        instance_numbers(ep.labels[:, 0])
+    with pytest.raises(TypeError, match="labels: expected an integer"):
+        instance_numbers(ep.labels.astype(float))
+
+
+# --- the task --------------------------------------------------------------------------------
+
+
+@given(C=st.integers(1, 5), P=st.integers(1, 4), B=st.integers(1, 3), seed=st.integers(0, 2**16))
+def test_one_shot_batches_have_the_documented_shapes_dtypes_and_label_delay(C, P, B, seed):
+    task = OneShotTask(num_classes=C, presentations=P, size=6)
+    batch = task.sample(B, np.random.default_rng(seed))
+    T = C * P
+    assert isinstance(batch, Batch) and task.input_size == 36 + C and task.output_size == C and task.steps == T
+    assert batch.inputs.shape == (T, B, 36 + C) and batch.inputs.dtype == np.float64
+    assert batch.targets.shape == (T, B) and batch.targets.dtype == np.int64
+    assert batch.mask.shape == (T, B) and batch.mask.dtype == np.float64 and np.all(batch.mask == 1.0)
+    delayed = batch.inputs[:, :, 36:]  # the label part of the input
+    np.testing.assert_array_equal(delayed[0], 0.0)
+    np.testing.assert_array_equal(delayed[1:], np.eye(C)[batch.targets[:-1]])  # input label at t = target at t-1
+    numbers = task.instance_numbers(batch.targets)
+    for b in range(B):
+        for c in range(C):  # label c is shown P times, as its 1st, 2nd, ..., P-th instance
+            np.testing.assert_array_equal(np.sort(numbers[batch.targets[:, b] == c, b]), np.arange(1, P + 1))
+
+
+def test_sample_and_sample_episodes_draw_the_same_episodes():
+    task = OneShotTask(num_classes=4, presentations=3, size=8)
+    batch = task.sample(5, np.random.default_rng(9))
+    ep = task.sample_episodes(5, np.random.default_rng(9))
+    assert isinstance(ep, Episodes)
+    np.testing.assert_array_equal(batch.inputs, ep.inputs)
+    np.testing.assert_array_equal(batch.targets, ep.labels)
+    distorted = OneShotTask(num_classes=4, presentations=3, size=8, distort=True)
+    assert distorted.pool[0].shape[1:] == (16, 16)  # stored at 2 size for the distortion
+    d = distorted.sample(5, np.random.default_rng(9))
+    np.testing.assert_array_equal(d.targets, batch.targets)
+    assert not np.allclose(d.inputs, batch.inputs)
+
+
+def test_the_pool_is_loaded_once_per_task():
+    task = OneShotTask(num_classes=2, presentations=2, size=8)
+    first = task.pool
+    task.sample(2, np.random.default_rng(0))
+    assert task.pool is first
+
+
+def test_digits_splits_hold_out_every_fourth_drawing():
+    images, classes = load_digits()
+    test = np.arange(len(classes)) % 4 == 3
+    pools = {split: OneShotTask(size=8, split=split).pool for split in ("train", "test", "all")}
+    np.testing.assert_allclose(pools["train"][0], images[~test])
+    np.testing.assert_allclose(pools["test"][0], images[test])
+    np.testing.assert_array_equal(pools["all"][1], classes)
+    assert len(pools["train"][1]) + len(pools["test"][1]) == len(classes)
+
+
+def _past_only_oracle(ep: Episodes) -> np.ndarray:
+    """Logits of a learner that knows which drawings share a class but only the labels it has been shown.
+
+    At a label's first show it guesses the lowest label not revealed yet; later it names the label
+    revealed (one step late) for that class.
+    """
+    T, B = ep.labels.shape
+    C = ep.targets.shape[2]
+    logits = np.zeros((T, B, C))
+    for b in range(B):
+        known = {}  # class -> label, learned from the delayed input
+        for t in range(T):
+            if t > 0:
+                known[ep.classes[b, ep.labels[t - 1, b]]] = int(np.argmax(ep.inputs[t, b, -C:]))
+            cls = ep.classes[b, ep.labels[t, b]]
+            guess = known[cls] if cls in known else min(set(range(C)) - set(known.values()))
+            logits[t, b, guess] = 1.0
+    return logits
+
+
+@given(seed=st.integers(0, 2**16), C=st.integers(2, 5))
+def test_accuracy_by_instance_of_a_past_only_oracle_is_one_after_the_first_show(seed, C):
+    task = OneShotTask(num_classes=C, presentations=3, size=4)
+    ep = task.sample_episodes(3, np.random.default_rng(seed))
+    logits = _past_only_oracle(ep)
+    acc = task.accuracy_by_instance(logits, ep, instances=(1, 2, 3))
+    assert acc[2] == acc[3] == 1.0
+    first = instance_numbers(ep.labels) == 1
+    assert acc[1] == np.mean(np.argmax(logits, -1)[first] == ep.labels[first])
+    batch = Batch(ep.inputs, ep.labels, np.ones(ep.labels.shape))
+    assert task.accuracy_by_instance(logits, batch, instances=(1, 2, 3)) == acc
+
+
+@given(seed=st.integers(0, 2**16))
+def test_accuracy_by_instance_counts_exactly_the_constructed_right_answers(seed):
+    task = OneShotTask(num_classes=3, presentations=4, size=4)
+    rng = np.random.default_rng(seed)
+    ep = task.sample_episodes(4, rng)
+    right = rng.random(ep.labels.shape) < 0.5  # (T, B): where the constructed logits name the label
+    wrong = (ep.labels + rng.integers(1, 3, ep.labels.shape)) % 3
+    logits = np.eye(3)[np.where(right, ep.labels, wrong)] * 2.0 - 1.0
+    numbers = instance_numbers(ep.labels)
+    acc = task.accuracy_by_instance(logits, ep, instances=(1, 2, 3, 4))
+    for k in (1, 2, 3, 4):
+        hits = [right[t, b] for t in range(12) for b in range(4) if numbers[t, b] == k]
+        assert len(hits) == 12 and acc[k] == sum(hits) / 12
+    batch = task.sample(4, np.random.default_rng(seed))
+    np.testing.assert_array_equal(task.metric(np.eye(3)[batch.targets], batch), 0.0)  # right everywhere
+    np.testing.assert_array_equal(task.metric(logits, batch), error_rate(logits, batch))
+
+
+def test_accuracy_by_instance_refuses_bad_arguments():
+    task = OneShotTask(num_classes=3, presentations=2, size=4)
+    ep = task.sample_episodes(2, np.random.default_rng(0))
+    logits = np.zeros((6, 2, 3))
+    with pytest.raises(ValueError, match=r"instances: expected ints in \[1, presentations = 2\], got \[5\]"):
+        task.accuracy_by_instance(logits, ep, instances=(1, 5))
+    with pytest.raises(ValueError, match="instances: expected an int >= 1"):
+        task.accuracy_by_instance(logits, ep, instances=(0,))
+    with pytest.raises(ValueError, match=r"logits: expected shape \(6, 2, 3\)"):
+        task.accuracy_by_instance(np.zeros((6, 2, 4)), ep, instances=(1,))
+    bad = logits.copy()
+    bad[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="logits"):
+        task.accuracy_by_instance(bad, ep, instances=(1,))
+    with pytest.raises(TypeError, match="batch_or_episodes: expected"):
+        task.accuracy_by_instance(logits, ep.labels, instances=(1,))
+    with pytest.raises(TypeError, match="instances: expected a sequence"):
+        task.accuracy_by_instance(logits, ep, instances=2)
+    with pytest.raises(ValueError, match="logits: expected shape"):
+        task.metric(np.zeros((6, 2, 2)), task.sample(2, np.random.default_rng(0)))
+
+
+def test_one_shot_task_is_registered_and_scored_with_softmax():
+    task = make_task("one_shot", num_classes=2, presentations=2, size=4)
+    assert isinstance(task, OneShotTask) and task.level_range == (1, 1)
+    assert task.loss == "softmax_ce" and task.metric_name == "label_errors" and 0 < task.metric_target < 1
+    assert task.sample(1, np.random.default_rng(0), level=1).inputs.shape == (4, 1, 18)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (dict(split="val"), ValueError, "split: expected one of 'train', 'test', 'all', got 'val'"),
+        (dict(num_classes=11), ValueError, "num_classes: expected at most 10"),
+        (dict(num_classes=0), ValueError, "num_classes: expected an integer >= 1"),
+        (dict(size=2.0), TypeError, "size: expected an integer"),
+        (dict(rotate=1), TypeError, "rotate: expected True or False"),
+        (dict(data="/no/such/omniglot.zip"), ValueError, "data: '/no/such/omniglot.zip' does not exist"),
+        (dict(data=3), TypeError, "data: expected None or a path"),
+        (dict(test_data="."), ValueError, "test_data: expected None without data"),
+    ],
+)
+def test_one_shot_task_refuses_bad_fields(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        OneShotTask(**kwargs)
+
+
+def test_one_shot_task_refuses_levels_and_too_many_classes_for_the_split():
+    task = OneShotTask(num_classes=2, presentations=2, size=4)
+    with pytest.raises(ValueError, match="level: expected None or 1"):
+        task.sample(1, np.random.default_rng(0), level=2)
+    with pytest.raises(ValueError, match="num_classes: expected at most 0"):
+        _ = OneShotTask(num_classes=2, presentations=500, size=4, split="test").pool
+
+
+def test_without_scikit_learn_the_digits_say_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import sklearn.datasets now fails
+    with pytest.raises(ImportError, match=r"pip install 'refmann\[experiments\]'"):
+        _ = OneShotTask(num_classes=2, presentations=2, size=4).pool
+
+
+def _write_alphabets(root: Path, alphabets=("Alpha", "Beta"), characters=4, drawings=3, seed=0):
+    """ALPHABET/characterNN/NNNN_DD.png glyphs of 6 x 6 pixels (ink = 0 in the file); the inks by name."""
+    rng = np.random.default_rng(seed)
+    truth = {}
+    for alphabet in alphabets:
+        for k in range(1, characters + 1):
+            folder = root / alphabet / f"character{k:02d}"
+            folder.mkdir(parents=True)
+            for d in range(1, drawings + 1):
+                ink = rng.random((6, 6)) < 0.4
+                (folder / f"{k:04d}_{d:02d}.png").write_bytes(encode_png(~ink, 1, [d % 5] * 6))
+                truth.setdefault(f"{alphabet}/character{k:02d}", []).append(ink)
+    return truth
+
+
+def _pool_names(task, names_in_order):
+    return {names_in_order[c] for c in np.unique(task.pool[1])}
+
+
+def test_one_shot_task_holds_out_every_fourth_character_of_a_generated_set(tmp_path):
+    truth = _write_alphabets(tmp_path / "set")
+    names = sorted(truth)  # the character ids follow the sorted names
+    kwargs = dict(num_classes=2, presentations=3, size=6, data=str(tmp_path / "set"))
+    train, test = OneShotTask(**kwargs), OneShotTask(**kwargs, split="test")
+    assert _pool_names(test, names) == {names[3], names[7]}
+    assert _pool_names(train, names) == set(names) - {names[3], names[7]}
+    images = area_resize(np.stack(truth[names[3]]), 6)
+    np.testing.assert_allclose(test.pool[0][test.pool[1] == 3], images)
+    batch = train.sample(2, np.random.default_rng(0))
+    assert batch.inputs.shape == (6, 2, 38) and np.all(np.isin(batch.targets, [0, 1]))
+    assert len(np.unique(OneShotTask(**kwargs, split="all").pool[1])) == 8
+
+
+def test_one_shot_task_tests_on_the_new_characters_of_test_data(tmp_path):
+    _write_alphabets(tmp_path / "one", alphabets=("Alpha", "Beta"))
+    _write_alphabets(tmp_path / "two", alphabets=("Beta", "Gamma"), seed=1)  # Beta is in both: dropped from test
+    kwargs = dict(num_classes=2, presentations=3, size=6, data=str(tmp_path / "one"), test_data=str(tmp_path / "two"))
+    train, test, both = (OneShotTask(**kwargs, split=s) for s in ("train", "test", "all"))
+    assert len(np.unique(train.pool[1])) == 8 and len(np.unique(test.pool[1])) == 4
+    assert set(np.unique(train.pool[1])).isdisjoint(np.unique(test.pool[1]))
+    assert len(np.unique(both.pool[1])) == 12
+    gamma = load_omniglot(tmp_path / "two")
+    np.testing.assert_allclose(test.pool[0], area_resize(gamma.images[gamma.characters >= 4], 6))
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data/omniglot is absent (CI clones have no ../shared)")
+def test_real_small1_and_small2_give_disjoint_train_and_test_characters():
+    small1, small2 = str(DATA / "images_background_small1.zip"), str(DATA / "images_background_small2.zip")
+    own = OneShotTask(data=small1, split="test")
+    assert own.pool[0].shape == (34 * 20, 20, 20) and len(np.unique(own.pool[1])) == 34
+    test = OneShotTask(data=small1, test_data=small2, split="test")
+    assert len(np.unique(test.pool[1])) == 156 - 50  # small2 without Greek and Latin, which small1 has
+    batch = test.sample(2, np.random.default_rng(0))
+    assert batch.inputs.shape == (50, 2, 405) and 0.0 <= batch.inputs.min() and batch.inputs.max() <= 1.0
+    assert 0.02 < batch.inputs[..., :400].mean() < 0.3  # ink is the minority of the resized drawings

@@ -17,4 +17,7 @@ tables, with the commands that produced them, are on the documentation's product
   accuracy of an MLP, the MLP with a sketch memory, and the MLP with HMA's head.
 - :mod:`refmann.experiments.few_labels` — E7 (the HMA page): HMA's head with few labels per class and under
   a spurious-feature shift, its ablations, and how its predictions depend on the evaluation batch.
+- :mod:`refmann.experiments.one_shot` — the SAM paper's Omniglot experiment (the one-shot page): LSTM, DAM
+  and SAM on label-delayed episodes, accuracy by instance (1st, 2nd, 5th, 10th presentation) against the
+  number of classes per episode.
 """

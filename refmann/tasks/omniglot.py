@@ -8,34 +8,46 @@ Three layers, each usable alone:
 - :func:`load_omniglot` reads ``SPLIT/ALPHABET/characterNN/NNNN_DD.png`` from a zip (as shipped)
   or an extracted folder; :func:`load_one_shot_runs` reads the 20 runs of ``all_runs.zip``.
 - :func:`label_delayed_episodes` builds the episodes of Santoro et al. (2016) as the SAM paper
-  (Rae et al. 2016) uses them; :func:`digits_episodes` builds the same episodes from
+  (Rae et al. 2016) uses them, optionally with a small random affine distortion of every drawing
+  (:func:`distort_drawings`); :func:`digits_episodes` builds the same episodes from
   scikit-learn's bundled digits, for machines without the Omniglot files.
+- :class:`OneShotTask` (registered as ``"one_shot"``) is a trainable task of those episodes, on
+  Omniglot or on the digits, with held-out characters for testing and the accuracy at the k-th
+  presentation of a label (:meth:`OneShotTask.accuracy_by_instance`).
 
 The data is never bundled: the loaders read a path the caller gives.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
 import numpy as np
 
-from refmann._checks import check_bool, check_positive_int
+from refmann._checks import as_float_array, check_bool, check_positive_int
+from refmann.tasks._base import Batch, Task, error_rate
 
 __all__ = [
+    "DISTORTION",
     "Episodes",
     "OmniglotData",
     "OneShotRun",
+    "OneShotTask",
     "area_resize",
     "decode_png",
     "digits_episodes",
+    "distort_drawings",
+    "instance_numbers",
     "label_delayed_episodes",
+    "load_digits",
     "load_omniglot",
     "load_one_shot_runs",
 ]
@@ -469,6 +481,112 @@ class Episodes(NamedTuple):
         return out
 
 
+def instance_numbers(labels) -> np.ndarray:
+    r"""The instance number of every step: 1 where its label is shown for the first time, k at the k-th time.
+
+    Parameters
+    ----------
+    labels : ndarray, shape (T, B)
+        Integer label of each step (``Episodes.labels``, or the ``targets`` of a
+        :class:`OneShotTask` batch).
+
+    Returns
+    -------
+    instances : ndarray, shape (T, B)
+        int64, ``1 + Episodes.instances``: :math:`k_{tb} = 1 + |\{s < t : y_{sb} = y_{tb}\}|`.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 2:
+        raise ValueError(f"labels: expected shape (T, B), got {labels.shape}")
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"labels: expected an integer array, got dtype {labels.dtype}")
+    if labels.size and labels.min() < 0:
+        raise ValueError(f"labels: expected labels >= 0, got {labels.min()}")
+    if labels.size == 0:
+        return np.zeros(labels.shape, dtype=np.int64)
+    onehot = labels[..., None] == np.arange(labels.max() + 1)  # (T, B, C)
+    seen = np.cumsum(onehot, axis=0)  # (T, B, C): shows of each label up to and including t
+    return np.take_along_axis(seen, labels[..., None], axis=2)[..., 0].astype(np.int64)
+
+
+#: The ranges of the per-drawing distortion of :func:`label_delayed_episodes` (``distort=True``):
+#: a rotation uniform in ±``angle_degrees``, a scale of each axis uniform in 1 ± ``scale``, a shift
+#: of each axis uniform in ±``shift_pixels`` pixels of the ``size × size`` output.
+DISTORTION = {"angle_degrees": 10.0, "scale": 0.1, "shift_pixels": 2.0}
+
+
+def distort_drawings(images, *, angles, scales, shifts) -> np.ndarray:
+    r"""Rotate, stretch and shift every drawing about its centre (bilinear, no ink outside the frame).
+
+    Parameters
+    ----------
+    images : ndarray, shape (n, H, W)
+        Float drawings, ink high.
+    angles : ndarray, shape (n,)
+        Rotation of each drawing in degrees (positive: counter-clockwise as displayed, rows down).
+    scales : ndarray, shape (n, 2)
+        Scale of each drawing along the rows and the columns (1 keeps the size; > 0).
+    shifts : ndarray, shape (n, 2)
+        Shift of each drawing in pixels, down and right.
+
+    Returns
+    -------
+    distorted : ndarray, shape (n, H, W)
+        float64. Identity parameters (0, (1, 1), (0, 0)) return the images unchanged.
+
+    Notes
+    -----
+    With :math:`c` the centre of the frame, :math:`R_	heta` the rotation and :math:`S = \mathrm{diag}(s_y, s_x)`,
+    output pixel :math:`p` reads the drawing at
+
+    .. math::
+
+        q = S^{-1} R_	heta^{	op} (p - c - d) + c,
+
+    interpolated bilinearly with zero (no ink) outside the drawing — what
+    :func:`scipy.ndimage.affine_transform` gives with ``order=1, mode="grid-constant"``, for all
+    drawings at once in NumPy.
+
+    References
+    ----------
+    Santoro et al. (2016), *One-shot Learning with Memory-Augmented Neural Networks*,
+    arXiv:1605.06065 (per-sample rotations and translations of the Omniglot drawings).
+    """
+    images = as_float_array(images, "images", ndim=3)
+    n, H, W = images.shape
+    angles = as_float_array(angles, "angles", ndim=1)
+    scales = as_float_array(scales, "scales", ndim=2)
+    shifts = as_float_array(shifts, "shifts", ndim=2)
+    for name, arr, shape in (("angles", angles, (n,)), ("scales", scales, (n, 2)), ("shifts", shifts, (n, 2))):
+        if arr.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} (one per image), got {arr.shape}")
+    if np.any(scales <= 0):
+        raise ValueError(f"scales: expected positive scales, got a minimum of {scales.min()}")
+    theta = np.deg2rad(angles)
+    cos, sin = np.cos(theta), np.sin(theta)
+    # inverse map S^-1 R^T, R = [[cos, -sin], [sin, cos]] in (row, column) coordinates
+    sy, sx = scales[:, 0, None, None], scales[:, 1, None, None]  # (n, 1, 1)
+    cy, cx = (H - 1) / 2.0, (W - 1) / 2.0
+    oy = np.arange(H, dtype=np.float64)[None, :, None] - (cy + shifts[:, 0, None, None])  # (n, H, 1): p - c - d
+    ox = np.arange(W, dtype=np.float64)[None, None, :] - (cx + shifts[:, 1, None, None])  # (n, 1, W)
+    c, s = cos[:, None, None], sin[:, None, None]
+    # q = S^-1 R^T (p - c - d) + c with R = [[cos, -sin], [sin, cos]] in (row, column) coordinates;
+    # read from the drawing framed by one row/column of zeros (+1), clipped to the frame so far points read 0
+    y = np.clip((c * oy + s * ox) / sy + cy, -1.0, H) + 1.0  # (n, H, W)
+    x = np.clip((c * ox - s * oy) / sx + cx, -1.0, W) + 1.0  # (n, H, W)
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1))).ravel()  # (n (H+2) (W+2),)
+    y0 = np.minimum(np.floor(y), H)
+    x0 = np.minimum(np.floor(x), W)
+    fy, fx = y - y0, x - x0  # (n, H, W) in [0, 1]
+    frame = (np.arange(n) * ((H + 2) * (W + 2)))[:, None, None]  # where each padded drawing starts
+    corner = (y0 * (W + 2) + x0).astype(np.int64) + frame  # (n, H, W) flat index of the top-left neighbour
+    top = padded[corner]
+    top += fx * (padded[corner + 1] - top)
+    bottom = padded[corner + (W + 2)]
+    bottom += fx * (padded[corner + (W + 3)] - bottom)
+    return top + fy * (bottom - top)
+
+
 def label_delayed_episodes(
     images,
     classes,
@@ -479,6 +597,7 @@ def label_delayed_episodes(
     rng: np.random.Generator,
     batch_size: int = 1,
     rotate: bool = True,
+    distort: bool = False,
 ) -> Episodes:
     r"""One-shot episodes with the label of the previous step in the input (Santoro et al. 2016).
 
@@ -506,6 +625,13 @@ def label_delayed_episodes(
         B, independent episodes.
     rotate : bool
         Rotate each class by a random multiple of 90°.
+    distort : bool
+        Distort every shown drawing on its own (:func:`distort_drawings`): a rotation uniform in
+        ±10°, a scale of each axis uniform in [0.9, 1.1] and a shift of each axis uniform in ±2
+        pixels of the ``size × size`` output (:data:`DISTORTION`). The drawing is area-resized to
+        ``2·size``, distorted there and block-averaged 2 × 2 down to ``size``. The distortions are
+        drawn from ``rng`` after everything else, so an episode with ``distort=True`` has the
+        labels, classes, rotations and drawings of the same seed's ``distort=False`` episode.
 
     Returns
     -------
@@ -521,8 +647,9 @@ def label_delayed_episodes(
         x_t = [\,\mathrm{vec}(\mathrm{image}_t)\,;\; e(y_{t-1})\,], \qquad e(y_{-1}) = 0, \qquad
         \text{target}_t = e(y_t).
 
-    Santoro et al. also stretch, rotate by small angles and shift each drawing; those per-sample
-    augmentations are not implemented here.
+    Santoro et al. also rotate by small angles and shift each drawing (``distort=True``); the
+    paper gives no ranges, so those of :data:`DISTORTION` are refmann's choice (a shift of 2 of 20
+    pixels is about 10 of the 105 source pixels).
 
     References
     ----------
@@ -536,6 +663,7 @@ def label_delayed_episodes(
     size = check_positive_int(size, "size")
     batch_size = check_positive_int(batch_size, "batch_size")
     rotate = check_bool(rotate, "rotate")
+    distort = check_bool(distort, "distort")
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng: expected a numpy.random.Generator, got {type(rng).__name__}")
     arr = np.asarray(images)
@@ -568,7 +696,18 @@ def label_delayed_episodes(
             steps = np.flatnonzero(labels[:, b] == c)  # (P,)
             pick[steps, b] = rng.choice(members[chosen[b, c]], size=P, replace=False)
     used, where = np.unique(pick, return_inverse=True)
-    small = area_resize(arr[used], size)[where.reshape(T, batch_size)]  # (T, B, size, size)
+    if distort:
+        big = area_resize(arr[used], 2 * size)[where.reshape(T, batch_size)]  # (T, B, 2 size, 2 size)
+        a, m, d = DISTORTION["angle_degrees"], DISTORTION["scale"], DISTORTION["shift_pixels"]
+        angles = rng.uniform(-a, a, size=T * batch_size)  # (T*B,)
+        scales = rng.uniform(1.0 - m, 1.0 + m, size=(T * batch_size, 2))
+        shifts = rng.uniform(-d, d, size=(T * batch_size, 2))
+        moved = distort_drawings(
+            big.reshape(T * batch_size, 2 * size, 2 * size), angles=angles, scales=scales, shifts=2.0 * shifts
+        )
+        small = moved.reshape(T, batch_size, size, 2, size, 2).mean(axis=(3, 5))  # (T, B, size, size)
+    else:
+        small = area_resize(arr[used], size)[where.reshape(T, batch_size)]  # (T, B, size, size)
     turn = turns[np.arange(batch_size)[None, :], labels]  # (T, B)
     for k in range(1, 4):
         hit = turn == k
@@ -580,6 +719,25 @@ def label_delayed_episodes(
     return Episodes(inputs, targets, np.ones_like(targets), labels, chosen.astype(np.int64), turns.astype(np.int64))
 
 
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled digits as ``(images, classes)``: float64 (1797, 8, 8) in [0, 1], int64 (1797,).
+
+    Raises
+    ------
+    ImportError
+        scikit-learn is not installed (``pip install 'refmann[experiments]'``).
+    """
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+    except ImportError:
+        raise ImportError(
+            "the digits stand-in needs scikit-learn: pip install 'refmann[experiments]' "
+            "(or give an Omniglot folder or zip as data)"
+        ) from None
+    digits = sklearn_digits()
+    return digits.images / 16.0, digits.target.astype(np.int64)
+
+
 def digits_episodes(
     *,
     num_classes: int = 5,
@@ -588,23 +746,296 @@ def digits_episodes(
     rng: np.random.Generator,
     batch_size: int = 1,
     rotate: bool = True,
+    distort: bool = False,
 ) -> Episodes:
     """:func:`label_delayed_episodes` on scikit-learn's bundled digits (1,797 drawings of 8 × 8, 10 classes).
 
     The stand-in for machines without Omniglot: ``num_classes <= 10``; pixel values are scaled
-    from 0–16 to [0, 1] before resizing.
+    from 0–16 to [0, 1] before resizing (:func:`load_digits`).
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = digits.images / 16.0  # (1797, 8, 8)
+    images, classes = load_digits()
     return label_delayed_episodes(
         images,
-        digits.target,
+        classes,
         num_classes=num_classes,
         presentations=presentations,
         size=size,
         rng=rng,
         batch_size=batch_size,
         rotate=rotate,
+        distort=distort,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The task
+# ---------------------------------------------------------------------------------------------
+
+#: The splits of :class:`OneShotTask`.
+SPLITS = ("train", "test", "all")
+#: Every ``HOLD_OUT``-th character (Omniglot) or drawing (digits) is held out for ``split="test"``.
+HOLD_OUT = 4
+
+
+def _check_data_path(value, name: str):
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise TypeError(f"{name}: expected None or a path to an Omniglot folder or zip, got {type(value).__name__}")
+    if not Path(value).exists():
+        raise ValueError(f"{name}: {str(value)!r} does not exist (expected an Omniglot folder or zip)")
+    return value
+
+
+@dataclass(frozen=True)
+class OneShotTask(Task):
+    r"""Label-delayed one-shot episodes (Santoro et al. 2016) as a trainable softmax task.
+
+    Every sequence is one episode of :func:`label_delayed_episodes`: ``num_classes`` classes drawn
+    afresh, labelled by a random permutation, ``presentations`` drawings of each in a random order;
+    the input at step t is the drawing and the one-hot label of step t − 1, the target its label.
+    Nothing but memory within the episode can tell the labels, so the first presentation of a label
+    is right by chance and the later ones measure one-shot learning
+    (:meth:`accuracy_by_instance`).
+
+    Parameters
+    ----------
+    num_classes : int
+        C, classes per episode (5 in Santoro et al.; the SAM paper goes up to 15 and more).
+    presentations : int
+        Drawings shown per class (10 in both papers): T = C × presentations steps.
+    size : int
+        Drawings are area-resized to ``size × size`` (20 in Santoro et al.; the digits are 8 × 8).
+    data : str, optional
+        An Omniglot folder or zip (:func:`load_omniglot`), e.g. ``images_background_small1.zip``.
+        None: scikit-learn's bundled digits (:func:`load_digits`; needs scikit-learn).
+    test_data : str, optional
+        Omniglot only: a second set whose characters are the test split, e.g.
+        ``images_background_small2.zip``; its characters whose ``ALPHABET/characterNN`` name is also
+        in ``data`` are dropped (small1 and small2 share Greek and Latin).
+    split : {"train", "test", "all"}
+        Which drawings the episodes come from (see Notes).
+    rotate : bool
+        Turn each class by a random multiple of 90° per episode (Santoro et al.'s new classes).
+    distort : bool
+        A small random rotation, stretch and shift of every drawing (:data:`DISTORTION`).
+
+    Notes
+    -----
+    The splits hold out **characters** on Omniglot, as Santoro et al. do (1,200 training, 423 test
+    characters of the full background and evaluation sets):
+
+    - with ``test_data``: ``"train"`` is every character of ``data``, ``"test"`` the characters of
+      ``test_data`` not in ``data``, ``"all"`` both;
+    - without it: a fixed character split of ``data``: character id i (ids follow the sorted
+      ``ALPHABET/characterNN`` names) is a test character when ``i % 4 == 3`` — a quarter of each
+      alphabet — and a training character otherwise; ``"all"`` is every character.
+
+    On the **digits** a class split means nothing (10 classes, 5 drawn per episode), so the split
+    holds out **drawings**: drawing i of the 1,797 is a test drawing when ``i % 4 == 3``. The test
+    episodes then show classes seen in training, but drawings never seen, under labels that are
+    again a fresh random permutation — the label binding still has to be learned within the episode.
+
+    Inputs are float64 (T, B, size² + C); targets int64 labels (T, B); the mask float64 ones (T, B).
+    The loss is ``"softmax_ce"``; the metric the episode label error rate (:func:`error_rate`).
+    The drawings are loaded and resized once per task instance (:attr:`pool`), at ``2·size`` when
+    ``distort`` (the resolution the distortion works at).
+
+    Examples
+    --------
+    >>> task = OneShotTask(num_classes=3, presentations=2, size=8)  # the digits
+    >>> batch = task.sample(4, np.random.default_rng(0))
+    >>> batch.inputs.shape, batch.targets.shape, task.input_size, task.output_size
+    ((6, 4, 67), (6, 4), 67, 3)
+
+    References
+    ----------
+    Santoro et al. (2016), *One-shot Learning with Memory-Augmented Neural Networks*,
+    arXiv:1605.06065.
+    Rae et al. (2016), *Scaling Memory-Augmented Neural Networks with Sparse Reads and Writes*,
+    arXiv:1610.09027 (the Omniglot experiment, §4.4 and Supplementary).
+    """
+
+    num_classes: int = 5
+    presentations: int = 10
+    size: int = 20
+    data: str | None = None
+    test_data: str | None = None
+    split: str = "train"
+    rotate: bool = True
+    distort: bool = False
+
+    loss = "softmax_ce"
+    metric_name = "label_errors"
+    metric_label = "episode label error rate"
+    metric_target = 0.2
+
+    def __post_init__(self):
+        for name in ("num_classes", "presentations", "size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name}: expected an integer >= 1, got {type(value).__name__} {value!r}")
+            if value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value}")
+        for name in ("rotate", "distort"):
+            check_bool(getattr(self, name), name)
+        if self.split not in SPLITS:
+            raise ValueError(f"split: expected one of {', '.join(map(repr, SPLITS))}, got {self.split!r}")
+        _check_data_path(self.data, "data")
+        _check_data_path(self.test_data, "test_data")
+        if self.test_data is not None and self.data is None:
+            raise ValueError("test_data: expected None without data (the digits have no second set), got a path")
+        if self.data is None and self.num_classes > 10:
+            raise ValueError(f"num_classes: expected at most 10 (the digits' classes), got {self.num_classes}")
+
+    # -- sizes ---------------------------------------------------------------------------------------
+    @property
+    def input_size(self) -> int:
+        return self.size * self.size + self.num_classes
+
+    @property
+    def output_size(self) -> int:
+        return self.num_classes
+
+    @property
+    def level_range(self) -> tuple[int, int]:
+        return (1, 1)
+
+    @property
+    def steps(self) -> int:
+        """T = num_classes × presentations."""
+        return self.num_classes * self.presentations
+
+    # -- the drawings --------------------------------------------------------------------------------
+    def _select(self) -> tuple[np.ndarray, np.ndarray]:
+        """(images, classes) of the split, at their stored resolution."""
+        if self.data is None:
+            images, classes = load_digits()
+            test = np.arange(len(classes)) % HOLD_OUT == HOLD_OUT - 1
+            keep = {"train": ~test, "test": test, "all": np.ones_like(test)}[self.split]
+            return images[keep], classes[keep]
+        main = load_omniglot(self.data)
+        if self.test_data is None:
+            test = np.arange(main.num_characters) % HOLD_OUT == HOLD_OUT - 1  # (C,) held-out characters
+            keep = {"train": ~test, "test": test, "all": np.ones_like(test)}[self.split][main.characters]
+            return main.images[keep], main.characters[keep]
+        if self.split == "train":
+            return main.images, main.characters
+        other = load_omniglot(self.test_data)
+        known = set(main.character_names)
+        new = np.array([name not in known for name in other.character_names])  # (C',)
+        keep = new[other.characters]
+        images, classes = other.images[keep], other.characters[keep] + main.num_characters
+        if images.shape[1:] != main.images.shape[1:] and self.split == "all":
+            raise ValueError(
+                f"test_data: drawings of {images.shape[1:]} pixels, data {main.images.shape[1:]} (expected one size)"
+            )
+        if self.split == "test":
+            return images, classes
+        return np.concatenate([main.images, images]), np.concatenate([main.characters, classes])
+
+    @cached_property
+    def pool(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(images, classes)`` the episodes are drawn from: float64 (n, s, s) with s = ``size`` (``2·size``
+        with ``distort``), and int64 (n,). Loaded and resized on first use, then kept."""
+        images, classes = self._select()
+        side = 2 * self.size if self.distort else self.size
+        eligible = np.sum(np.bincount(classes) >= self.presentations)
+        if eligible < self.num_classes:
+            raise ValueError(
+                f"num_classes: expected at most {eligible} (the {self.split!r} classes with >= presentations = "
+                f"{self.presentations} drawings), got {self.num_classes}"
+            )
+        return area_resize(images, side), np.asarray(classes, dtype=np.int64)
+
+    # -- sampling ------------------------------------------------------------------------------------
+    def sample_episodes(self, batch_size: int, rng: np.random.Generator, *, level: int | None = None) -> Episodes:
+        """The episodes behind :meth:`sample`: the same rng state gives the same episodes, with their
+        labels, source classes and rotations (for :meth:`accuracy_by_instance`)."""
+        if level is not None and (isinstance(level, bool) or level != 1):
+            raise ValueError(f"level: expected None or 1 (the task has one level), got {level!r}")
+        images, classes = self.pool
+        return label_delayed_episodes(
+            images,
+            classes,
+            num_classes=self.num_classes,
+            presentations=self.presentations,
+            size=self.size,
+            rng=rng,
+            batch_size=batch_size,
+            rotate=self.rotate,
+            distort=self.distort,
+        )
+
+    def sample(self, batch_size: int, rng: np.random.Generator, *, level: int | None = None) -> Batch:
+        """A batch of episodes: ``inputs`` float64 (T, B, size² + C), ``targets`` int64 labels (T, B),
+        ``mask`` float64 ones (T, B), with T = ``num_classes × presentations``."""
+        ep = self.sample_episodes(batch_size, rng, level=level)
+        return Batch(ep.inputs, ep.labels, np.ones(ep.labels.shape))
+
+    # -- metrics -------------------------------------------------------------------------------------
+    instance_numbers = staticmethod(instance_numbers)
+
+    def _check_logits(self, logits, labels) -> np.ndarray:
+        logits = as_float_array(logits, "logits", ndim=3)
+        expected = labels.shape + (self.num_classes,)
+        if logits.shape != expected:
+            raise ValueError(f"logits: expected shape {expected} (T, B, num_classes), got {logits.shape}")
+        return logits
+
+    def metric(self, logits, batch: Batch) -> np.ndarray:
+        """Episode label error rate per sequence, shape (B,): :func:`error_rate` over every step."""
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batch: expected a refmann.tasks.Batch, got {type(batch).__name__}")
+        return error_rate(self._check_logits(logits, np.asarray(batch.targets)), batch)
+
+    def accuracy_by_instance(self, logits, batch_or_episodes, instances=(1, 2, 5, 10)) -> dict[int, float]:
+        r"""Accuracy at the k-th presentation of a label, over every episode of the batch.
+
+        Parameters
+        ----------
+        logits : ndarray, shape (T, B, C)
+            Class scores; the prediction is the argmax.
+        batch_or_episodes : Batch or Episodes
+            What the logits were computed for (a :class:`~refmann.tasks.Batch` of :meth:`sample` or
+            the :class:`Episodes` of :meth:`sample_episodes`).
+        instances : sequence of int
+            The k to report, each in ``[1, presentations]``.
+
+        Returns
+        -------
+        dict
+            ``{k: accuracy}``, the fraction of steps with instance number k (:func:`instance_numbers`)
+            whose argmax is the label. The 1st instance is a guess: a model that knows the
+            labels already used in the episode scores at most the chance of picking among the rest.
+
+        Notes
+        -----
+        .. math::
+
+            a_k = \frac{\sum_{t,b} [k_{tb} = k]\,[\arg\max_y \ell_{tby} = y_{tb}]}{\sum_{t,b} [k_{tb} = k]}
+        """
+        if isinstance(batch_or_episodes, Episodes):
+            labels = batch_or_episodes.labels
+        elif isinstance(batch_or_episodes, Batch):
+            labels = np.asarray(batch_or_episodes.targets)
+        else:
+            raise TypeError(
+                f"batch_or_episodes: expected a Batch or an Episodes, got {type(batch_or_episodes).__name__}"
+            )
+        if isinstance(instances, (str, bytes)) or not hasattr(instances, "__iter__"):
+            raise TypeError(f"instances: expected a sequence of ints, got {type(instances).__name__}")
+        ks = [check_positive_int(k, "instances") for k in instances]
+        bad = [k for k in ks if k > self.presentations]
+        if bad:
+            raise ValueError(f"instances: expected ints in [1, presentations = {self.presentations}], got {bad}")
+        logits = self._check_logits(logits, labels)
+        number = instance_numbers(labels)  # (T, B)
+        right = np.argmax(logits, axis=-1) == labels  # (T, B)
+        out = {}
+        for k in ks:
+            at = number == k
+            if not at.any():
+                raise ValueError(f"instances: no step shows a label for the {k}th time in these episodes")
+            out[k] = float(right[at].mean())
+        return out
