@@ -14,9 +14,11 @@ arXiv:1610.09027.
 """
 
 from refmann.tasks._base import Batch, Task, bit_errors, error_rate
+from refmann.tasks.babi import BabiTask
 from refmann.tasks.copying import Copy, RepeatCopy
 from refmann.tasks.curriculum import ExponentialCurriculum
 from refmann.tasks.facts import Facts
+from refmann.tasks.omniglot import OneShotTask
 from refmann.tasks.recall import AssociativeRecall, KeyValueRecall
 from refmann.tasks.registry import TASKS, make_task
 from refmann.tasks.sorting import PrioritySort
@@ -24,11 +26,13 @@ from refmann.tasks.sorting import PrioritySort
 __all__ = [
     "TASKS",
     "AssociativeRecall",
+    "BabiTask",
     "Batch",
     "Copy",
     "ExponentialCurriculum",
     "Facts",
     "KeyValueRecall",
+    "OneShotTask",
     "PrioritySort",
     "RepeatCopy",
     "Task",

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from refmann.tasks._base import Task
+from refmann.tasks.babi import BabiTask
 from refmann.tasks.copying import Copy, RepeatCopy
 from refmann.tasks.facts import Facts
+from refmann.tasks.omniglot import OneShotTask
 from refmann.tasks.recall import AssociativeRecall, KeyValueRecall
 from refmann.tasks.sorting import PrioritySort
 
@@ -15,6 +17,8 @@ TASKS: dict[str, type[Task]] = {
     "key_value_recall": KeyValueRecall,
     "priority_sort": PrioritySort,
     "facts": Facts,
+    "one_shot": OneShotTask,
+    "babi": BabiTask,
 }
 
 
@@ -25,7 +29,8 @@ def make_task(name: str, **kwargs) -> Task:
     ----------
     name : str
         One of ``"copy"``, ``"repeat_copy"``, ``"associative_recall"``, ``"key_value_recall"``,
-        ``"priority_sort"``, ``"facts"`` (token inputs: for the transformer).
+        ``"priority_sort"``, ``"facts"`` (token inputs: for the transformer), ``"babi"`` and
+        ``"one_shot"`` (softmax over classes; they read a ``data`` folder or make their own).
     **kwargs
         The task's constructor arguments, e.g. ``bits=8, max_length=20``.
 

@@ -20,6 +20,10 @@ REGIME_FIELDS = ("sequences", "batch_size", "optimizer", "lr", "optimizer_option
 REGIMES: dict[tuple[str, str], dict] = {
     # the NTM papers' optimizer: centred RMSProp (Graves 2013), elementwise clip ±10
     ("*", "*"): {"sequences": 30_000, "batch_size": 16, "optimizer": "rmsprop", "lr": 1e-4, "clip": 10.0},
+    # pytorch-ntm's regime, batch 1 (docs/results.md, "The training regime": the probes and the 5 seeds)
+    ("ntm", "copy"): {"batch_size": 1},
+    ("dam", "copy"): {"batch_size": 1, "lr": 3e-4},
+    ("sam", "copy"): {"batch_size": 1, "lr": 3e-4},
 }
 
 
