@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ import numpy as np
 from .._io import atomic_write_text
 from .._threads import single_threaded_blas
 from ..tasks.omniglot import OneShotTask
-from ._common import mean_sd, positive_int, seed_int
+from ._common import mean_sd, positive_float, positive_int, seed_int
 
 __all__ = ["DEFAULTS", "INSTANCES", "MODELS", "QUICK", "ROW_KEYS", "format_table", "main", "run", "test_accuracy"]
 
@@ -199,16 +198,6 @@ def format_table(rows) -> str:
 # --- command line ----------------------------------------------------------------------------------------
 
 
-def _positive_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def _parser():
     p = argparse.ArgumentParser(prog="python -m refmann.experiments.one_shot", description=__doc__.splitlines()[0])
     p.add_argument("--data", default=None, metavar="PATH", help="an Omniglot folder or zip (default: the digits)")
@@ -221,7 +210,7 @@ def _parser():
     p.add_argument("--no-rotate", action="store_true", help="no random quarter turns per class")
     p.add_argument("--sequences", type=positive_int, default=None, help="training episodes per run (10000)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="episodes per step (16)")
-    p.add_argument("--lr", type=_positive_float, default=None, help="Adam's step size (1e-3)")
+    p.add_argument("--lr", type=positive_float, default=None, help="Adam's step size (1e-3)")
     p.add_argument("--hidden-size", type=positive_int, default=None, help="controller units (100)")
     p.add_argument("--memory-size", type=positive_int, default=None, help="memory rows N (64)")
     p.add_argument("--word-size", type=positive_int, default=None, help="memory word size W (20)")
