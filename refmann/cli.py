@@ -1,12 +1,12 @@
 """refmann: memory-augmented neural networks in NumPy with hand-derived gradients.
 
-Commands: demo, train, curves, gradcheck, golden, bench, info. Models, tasks and optimizers come
+Commands: demo, train, sweep, curves, gradcheck, golden, bench, info. Models, tasks and optimizers come
 from refmann's registries; a model's options are set with --set KEY=VALUE (any field of its config).
 Results go to stdout; logs go to stderr. Every argument is checked before any work starts: a bad one,
 or an error while running (a run folder that already holds a run, a corrupt or mismatched
 checkpoint, ...), prints one line ``refmann COMMAND: message`` on stderr and exits 2 (-v/--verbose
 also logs the traceback). Ctrl-C exits 130; train and demo save a checkpoint first (continue with the
-same command and --resume), curves resumes its runs when run again.
+same command and --resume), sweep and curves resume their runs when run again.
 Exit codes: 0 ok, 1 a check failed, 2 usage error, 130 interrupted.
 """
 
@@ -366,7 +366,6 @@ def model_overrides(pairs, models) -> dict[str, dict]:
 def _checked_configs(args, models) -> dict:
     """The TrainConfig of each model, every part checked up front (the task, TrainConfig, the model's
     config built once from the sizes and --set); raises CommandError naming the flag."""
-    import dataclasses
     import inspect
 
     from .models import MODELS
@@ -465,40 +464,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_curves(args) -> int:
-    from .train.curves import run_curves
-
+    """``refmann curves --task T``: ``refmann sweep --tasks T`` with ``--jobs`` Dask workers (one LocalCluster)."""
     for flag, values in (("--models", args.models), ("--seeds", args.seeds)):
         repeated = sorted({v for v in values if values.count(v) > 1})
         if repeated:
             raise CommandError(f"{flag}: expected no repeats, got {' '.join(map(str, repeated))} more than once")
-    args.out = str(_check_out(args.out or f"runs/curves-{args.task}"))
-    out = Path(args.out)
-    configs = _checked_configs(args, args.models)
-    base = configs[args.models[0]]
-    overrides = {
-        name: {k: v for k, v in dataclasses.asdict(config).items() if k not in ("model", "seed")}
-        for name, config in configs.items()
-    }
-    started = math.floor(time.time())  # a coarse file system rounds mtimes down
-    try:
-        with _user_errors():
-            summaries = run_curves(base, args.models, args.seeds, out, jobs=args.jobs, model_overrides=overrides)
-    except CommandError as exc:
-        runs = [out / f"{model}-s{seed}" / "summary.json" for model in args.models for seed in args.seeds]
-        if not any(path.exists() and path.stat().st_mtime >= started and _interrupted(path) for path in runs):
-            raise
-        log.warning("the curves report could not be written: %s", exc)  # a run stopped by Ctrl-C has no numbers yet
-        print(_curves_hint(out), file=sys.stderr)
-        return 130
-    print((out / "summary.md").read_text())
-    print(f"curves: {out / 'curves.png'}")
-    if any(s.get("interrupted") for s in summaries):
-        print(_curves_hint(out), file=sys.stderr)
-        return 130
-    return 0
-
-
-_GRID_FLAG_NAMES = {"batch_size", "optimizer", "lr", "clip", "clip_norm", "sequences"}
+    args.out = args.out or f"runs/curves-{args.task}"
+    args.tasks, args.workers, args.grid, args.scheduler, args.report = [args.task], args.jobs, [], None, False
+    return _cmd_sweep(args)
 
 
 def parse_pairs(pairs, flag: str) -> dict:
@@ -592,19 +565,6 @@ def _cmd_sweep(args) -> int:
     print(f"sweep wall time: {time.perf_counter() - started:.0f} s")
     print(f"table: {out / 'results.md'}; figures: {', '.join(str(p) for p in sorted(out.glob('figure2-*.png')))}")
     return 0
-
-
-def _interrupted(summary_path: Path) -> bool:
-    try:
-        return bool(json.loads(summary_path.read_text()).get("interrupted"))
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def _curves_hint(out: Path) -> str:
-    if any(out.glob("*/checkpoint.npz")):
-        return "interrupted: checkpoints saved; run the same command again to continue (each run resumes)"
-    return "interrupted before the first checkpoint: nothing saved; run the same command again"
 
 
 #: bench flags (dest) -> the benchmarks that read them; any other benchmark refuses them.
@@ -920,7 +880,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="refmann",
         description=__doc__.splitlines()[0],
         epilog="A bad argument or an error while running prints one line on stderr and exits 2 (-v: with its "
-        "traceback); Ctrl-C exits 130 (train, demo: continue with the same command and --resume; curves: run "
+        "traceback); Ctrl-C exits 130 (train, demo: continue with the same command and --resume; sweep, curves: run "
         "it again). Exit codes: 0 ok, 1 a check failed, 2 usage error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"refmann {__version__}")
@@ -1092,11 +1052,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=positive_int, default=None, help="footprint: copy sequence length (default 10)")
     p.set_defaults(func=_cmd_bench)
 
-    p = add("curves", help="train several models over seeds (in parallel) and plot their curves")
+    p = add("curves", help="the learning curves of several models over seeds on one task: a refmann sweep (Dask)")
     _train_arguments(p, default_out="runs/curves-TASK")
     p.add_argument("--models", nargs="+", default=["ntm", "dam", "lstm"], choices=_model_names())
     p.add_argument("--seeds", nargs="+", type=seed_int, default=[0, 1, 2], help="non-negative ints (default 0 1 2)")
-    p.add_argument("--jobs", type=positive_int, default=2, help="parallel trainings (default 2)")
+    p.add_argument("--jobs", type=positive_int, default=2, help="Dask workers: parallel trainings (default 2)")
     p.set_defaults(func=_cmd_curves)
 
     p = add(
@@ -1228,10 +1188,8 @@ def _interrupt_hint(args) -> str:
         if (Path(out) / "checkpoint.npz").exists() or (Path(out) / "log.jsonl").exists():
             return RESUME_HINT
         return "interrupted before the first checkpoint: nothing saved; run the same command again"
-    if command == "sweep":
+    if command in ("sweep", "curves"):
         return "interrupted: every run keeps its last checkpoint; run the same command again to continue"
-    if command == "curves" and out:
-        return _curves_hint(Path(out))
     return "interrupted"
 
 

@@ -78,8 +78,12 @@ def test_curves_trains_every_model_and_seed_and_tabulates(tmp_path, capsys):
     ]
     assert cli.main(args) == 0
     table = capsys.readouterr().out
-    assert "| LSTM |" in table and "| SAM |" in table
-    assert (tmp_path / "curves.png").exists() and (tmp_path / "sam-s1" / "summary.json").exists()
+    assert "| copy | lstm | default | 0, 1 |" in table and "| copy | sam | default | 0, 1 |" in table
+    # curves is a sweep of one task: its table, its figure, and the runs in TASK/MODEL-sSEED
+    assert (tmp_path / "figure2-copy.png").exists() and (tmp_path / "copy" / "sam-s1" / "summary.json").exists()
+    assert (tmp_path / "results.md").read_text() in table
+    assert cli.main(args) == 0  # run again: every run is finished, nothing retrains
+    assert "4 of 4 runs" not in capsys.readouterr().err
 
 
 def test_bench_lsh_quick_prints_a_recall_table(capsys):
@@ -436,16 +440,20 @@ def test_ctrl_c_during_set_up_exits_130_and_says_nothing_was_saved(tmp_path, cap
     assert err == "interrupted before the first checkpoint: nothing saved; run the same command again"
 
 
-def test_ctrl_c_in_curves_exits_130_and_says_to_run_it_again(tmp_path, capsys, monkeypatch):
-    from refmann.train import trainer
+@pytest.mark.parametrize("command", ["curves", "sweep"])
+def test_ctrl_c_in_curves_or_a_sweep_exits_130_and_says_to_run_it_again(tmp_path, capsys, monkeypatch, command):
+    from refmann.train import sweep
 
-    def interrupted(self):
+    def interrupted(*args, **kwargs):  # what run_sweep raises when Ctrl-C reaches it (the workers are stopped)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(trainer.Trainer, "train_step", interrupted)
-    argv = ["curves", *SMALL, "--models", "lstm", "--seeds", "0", "--jobs", "1", "--out", str(tmp_path)]
+    monkeypatch.setattr(sweep, "run_sweep", interrupted)
+    argv = [command, *SMALL, "--models", "lstm", "--seeds", "0", "--out", str(tmp_path)]
+    if command == "sweep":
+        argv += ["--tasks", "copy"]
     assert cli.main(argv) == 130
-    assert "run the same command again to continue" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "run the same command again to continue" in err and "Traceback" not in err
 
 
 def test_ctrl_c_in_a_benchmark_exits_130(capsys, monkeypatch):
