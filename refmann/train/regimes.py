@@ -24,6 +24,10 @@ REGIMES: dict[tuple[str, str], dict] = {
     ("ntm", "copy"): {"batch_size": 1},
     ("dam", "copy"): {"batch_size": 1, "lr": 3e-4},
     ("sam", "copy"): {"batch_size": 1, "lr": 3e-4},
+    # associative recall: batch 1 as on copy; the 100,000-sequence budget of the target (docs/results.md)
+    ("*", "associative_recall"): {"batch_size": 1, "sequences": 100_000},
+    ("dam", "associative_recall"): {"lr": 3e-4},
+    ("sam", "associative_recall"): {"lr": 3e-4},
 }
 
 
