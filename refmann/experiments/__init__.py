@@ -20,4 +20,7 @@ tables, with the commands that produced them, are on the documentation's product
 - :mod:`refmann.experiments.one_shot` — the SAM paper's Omniglot experiment (the one-shot page): LSTM, DAM
   and SAM on label-delayed episodes, accuracy by instance (1st, 2nd, 5th, 10th presentation) against the
   number of classes per episode.
+- :mod:`refmann.experiments.curriculum` — the SAM paper's §4.3 (the results page): SAM, DAM and NTM on
+  associative recall under the exponential curriculum, the level reached against training time and
+  against sequences.
 """
