@@ -23,4 +23,6 @@ tables, with the commands that produced them, are on the documentation's product
 - :mod:`refmann.experiments.curriculum` — the SAM paper's §4.3 (the results page): SAM, DAM and NTM on
   associative recall under the exponential curriculum, the level reached against training time and
   against sequences.
+- :mod:`refmann.experiments.babi` — the DNC and SAM papers' bAbI table (the bAbI page): LSTM, DAM, SAM, DNC
+  and SDNC trained jointly on the tasks, each task's test error rate beside the published numbers.
 """
