@@ -43,7 +43,7 @@ __all__ = ["DEFAULTS", "LEVELS", "MODELS", "QUICK", "ROW_KEYS", "format_table", 
 #: The recurrent models the experiment can train.
 MODELS = ("sam", "dam", "ntm", "sdnc", "dnc", "lstm")
 #: Levels whose first time and sequence count the table reports.
-LEVELS = (8, 32, 128, 512, 1024, 2048, 4096)
+LEVELS = tuple(2**k for k in range(2, 13))  # 4, 8, ..., 4096
 ROW_KEYS = ("model", "memory_size", "level", "sequences", "seconds", "stopped", "reached")
 
 #: The full runs: an hour per model at most.
@@ -227,7 +227,7 @@ def plot(out, rows, path) -> Path:
 def format_table(rows) -> str:
     """The rows as a Markdown table: the level reached, and when (minutes / sequences) each level was first reached."""
     shown = [lv for lv in LEVELS if any(str(lv) in r["reached"] for r in rows)]
-    head = "| model | N | level reached | sequences | minutes | stopped | " + " | ".join(f"h ≥ {lv}" for lv in shown)
+    head = "| model | N | level reached | sequences | minutes | stopped | " + " | ".join(f"level {lv}" for lv in shown)
     lines = [head + " |", "|" + " --- |" * (6 + len(shown))]
     for r in rows:
         cells = [
