@@ -29,16 +29,13 @@ arXiv:1610.09027 (the SDNC's bAbI result).
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 from .._io import atomic_write_text
 from .._threads import single_threaded_blas
 from ..tasks.babi import GENERATED_TASKS, BabiTask, summarize_errors
-from ._common import mean_sd, positive_float, positive_int, seed_int
+from ._common import RunRecord, adam_train_config, mean_sd, positive_float, positive_int, seed_int
 
 __all__ = ["DEFAULTS", "MODELS", "PUBLISHED", "QUICK", "ROW_KEYS", "format_table", "main", "run"]
 
@@ -104,7 +101,7 @@ def run(*, out=None, resume=False, progress=True, on_row=None, **config) -> list
         ``errors`` holds each task's test error rate in [0, 1], ``mean_error`` their mean (each task
         counts once) and ``failed`` the number of tasks above 5 % (:func:`refmann.tasks.babi.summarize_errors`).
     """
-    from ..train import TrainConfig, Trainer
+    from ..train import Trainer
 
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
@@ -121,23 +118,8 @@ def run(*, out=None, resume=False, progress=True, on_row=None, **config) -> list
         for seed in c["seeds"]:
             for name in c["models"]:
                 folder = root / f"{name}-s{seed}"
-                config_ = TrainConfig(
-                    model=name,
-                    task="babi",
-                    task_kwargs=kwargs,
-                    sequences=c["sequences"],
-                    batch_size=c["batch_size"],
-                    optimizer="adam",
-                    lr=c["lr"],
-                    memory_size=c["memory_size"],
-                    word_size=c["word_size"],
-                    num_heads=c["num_heads"],
-                    hidden_size=c["hidden_size"],
-                    eval_every=max(c["sequences"] // 10, 1),
-                    eval_size=32,
-                    log_every=5,
-                    checkpoint_every=100,
-                    seed=seed,
+                config_ = adam_train_config(
+                    name, "babi", kwargs, c, seed, eval_every=max(c["sequences"] // 10, 1), checkpoint_every=100
                 )
                 trainer = Trainer(config_, folder, resume=resume and (folder / "checkpoint.npz").exists(),
                                   progress=progress)  # fmt: skip
@@ -256,24 +238,15 @@ def main(argv=None):
         BabiTask(**_task_kwargs(config))
     except (ValueError, TypeError, FileNotFoundError) as err:
         p.error(f"the bAbI task: {err}")
-    from ..bench._proc import machine_info, machine_line
-
-    machine = machine_info()
-    command = "python -m refmann.experiments.babi " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out) if args.out is not None else None
-
-    def write(rows):
-        doc = {"command": command.strip(), "machine": machine, "config": config, "rows": rows}
-        atomic_write_text(out / "rows.json", json.dumps(doc, indent=1, default=str) + "\n")
-
-    start = time.perf_counter()
-    rows = run(**config, out=out, resume=args.resume, progress=not args.quiet, on_row=write if out else None)
+    record = RunRecord("babi", argv, config, out)
+    on_row = record.write_rows if out is not None else None
+    rows = run(**config, out=out, resume=args.resume, progress=not args.quiet, on_row=on_row)
     table = format_table(rows)
     if out is not None:
         atomic_write_text(out / "table.md", table + "\n")
     print(table)
-    print(f"\nCommand: {command.strip()}")
-    print(f"Wall time {time.perf_counter() - start:.0f} s. Machine: {machine_line(machine)}.")
+    print(record.footer())
     return rows
 
 

@@ -32,11 +32,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from .._io import atomic_write_text
-from ._common import positive_float, positive_int, seed_int
+from ._common import RunRecord, positive_float, positive_int, seed_int
 
 __all__ = ["DEFAULTS", "LEVELS", "MODELS", "QUICK", "ROW_KEYS", "format_table", "level_times", "main", "run"]
 
@@ -283,27 +282,17 @@ def main(argv=None):
         config["num_heads"] = args.heads
     if config["max_items"] < 2:
         p.error("--max-items: expected at least 2 (the curriculum starts at 2 items)")
-    from ..bench._proc import machine_info, machine_line
-
-    machine = machine_info()
-    command = "python -m refmann.experiments.curriculum " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out)
-
-    def write(rows):
-        doc = {"command": command.strip(), "machine": machine, "config": config, "rows": rows}
-        atomic_write_text(out / "rows.json", json.dumps(doc, indent=1, default=str) + "\n")
-
-    start = time.perf_counter()
+    record = RunRecord("curriculum", argv, config, out)
     try:
-        rows = run(**config, out=out, resume=args.resume, progress=not args.quiet, on_row=write)
+        rows = run(**config, out=out, resume=args.resume, progress=not args.quiet, on_row=record.write_rows)
     except (FileExistsError, ValueError) as err:
         p.error(str(err))
     table = format_table(rows)
     atomic_write_text(out / "table.md", table + "\n")
     plot(out, rows, out / "levels.png")
     print(table)
-    print(f"\nCommand: {command.strip()}")
-    print(f"Wall time {time.perf_counter() - start:.0f} s. Machine: {machine_line(machine)}.")
+    print(record.footer())
     print(f"Figure: {out / 'levels.png'}")
     return rows
 

@@ -26,18 +26,14 @@ Neural Networks with Sparse Reads and Writes*, arXiv:1610.09027 (§4.4, the Omni
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from .._io import atomic_write_text
 from .._threads import single_threaded_blas
 from ..tasks.omniglot import OneShotTask
-from ._common import mean_sd, positive_float, positive_int, seed_int
+from ._common import RunRecord, adam_train_config, mean_sd, positive_float, positive_int, seed_int
 
 __all__ = ["DEFAULTS", "INSTANCES", "MODELS", "QUICK", "ROW_KEYS", "format_table", "main", "run", "test_accuracy"]
 
@@ -117,7 +113,7 @@ def run(*, out=None, resume=False, progress=True, on_row=None, **config) -> list
     **config
         Overrides of :data:`DEFAULTS` (``run(**QUICK)`` is the CI run).
     """
-    from ..train import TrainConfig, Trainer
+    from ..train import Trainer
 
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
@@ -135,23 +131,8 @@ def run(*, out=None, resume=False, progress=True, on_row=None, **config) -> list
             for seed in c["seeds"]:
                 for name in c["models"]:
                     folder = root / f"{name}-c{classes}-s{seed}"
-                    config_ = TrainConfig(
-                        model=name,
-                        task="one_shot",
-                        task_kwargs=kwargs,
-                        sequences=c["sequences"],
-                        batch_size=c["batch_size"],
-                        optimizer="adam",
-                        lr=c["lr"],
-                        memory_size=c["memory_size"],
-                        word_size=c["word_size"],
-                        num_heads=c["num_heads"],
-                        hidden_size=c["hidden_size"],
-                        eval_every=max(c["sequences"] // 5, 1),
-                        eval_size=32,
-                        log_every=5,
-                        checkpoint_every=200,
-                        seed=seed,
+                    config_ = adam_train_config(
+                        name, "one_shot", kwargs, c, seed, eval_every=max(c["sequences"] // 5, 1), checkpoint_every=200
                     )
                     trainer = Trainer(config_, folder, resume=resume, progress=progress)
                     summary = trainer.run()
@@ -250,24 +231,15 @@ def main(argv=None):
                 _ = OneShotTask(**_task_kwargs(config, classes), split=split).pool
             except (ValueError, TypeError, ImportError) as err:
                 p.error(f"{split} split with --classes {classes}: {err}")
-    from ..bench._proc import machine_info, machine_line
-
-    machine = machine_info()
-    command = "python -m refmann.experiments.one_shot " + " ".join(sys.argv[1:] if argv is None else argv)
     out = Path(args.out) if args.out is not None else None
-
-    def write(rows):
-        doc = {"command": command.strip(), "machine": machine, "config": config, "rows": rows}
-        atomic_write_text(out / "rows.json", json.dumps(doc, indent=1, default=str) + "\n")
-
-    start = time.perf_counter()
+    record = RunRecord("one_shot", argv, config, out)
+    on_row = record.write_rows if out is not None else None
     try:
-        rows = run(**config, out=out, resume=args.resume, progress=not args.quiet, on_row=write if out else None)
+        rows = run(**config, out=out, resume=args.resume, progress=not args.quiet, on_row=on_row)
     except FileExistsError as err:
         p.error(str(err))
     print(format_table(rows))
-    print(f"\nCommand: {command.strip()}")
-    print(f"Wall time {time.perf_counter() - start:.0f} s. Machine: {machine_line(machine)}.")
+    print(record.footer())
     return rows
 
 
