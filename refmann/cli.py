@@ -439,13 +439,16 @@ def _train_or_resume(config, out: Path, args) -> int:
     """Train/demo: build the Trainer (resuming if asked), run it, report; 130 after Ctrl-C."""
     from .train import Trainer
 
+    extend = getattr(args, "extend", False)
+    if extend and not args.resume:
+        raise CommandError("--extend: only with --resume (it trains a run in --out on to a larger --sequences)")
     if not args.resume and (out / "log.jsonl").exists():
         raise CommandError(f"--out: {out} already holds a run; add --resume to continue it, or choose another --out")
     checkpoint = out / "checkpoint.npz"
     if args.resume and checkpoint.exists() and not zipfile.is_zipfile(checkpoint):
         raise CommandError(f"--resume: the checkpoint {checkpoint} is corrupt or truncated (not an .npz file)")
     with _user_errors(checkpoint if args.resume else None, getattr(args, "set", ())):
-        trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None)
+        trainer = Trainer(config, out, resume=args.resume, progress=False if args.quiet else None, extend=extend)
     with _user_errors():
         summary = trainer.run()
     if args.command == "demo":
@@ -555,7 +558,12 @@ def _cmd_sweep(args) -> int:
     with _user_errors():
         try:
             sweep.run_sweep(
-                runs, out, workers=args.workers, scheduler=args.scheduler, progress=False if args.quiet else None
+                runs,
+                out,
+                workers=args.workers,
+                scheduler=args.scheduler,
+                progress=False if args.quiet else None,
+                extend=getattr(args, "extend", False),
             )
         except (OSError, TimeoutError) as exc:
             if args.scheduler is None:
@@ -907,6 +915,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequences", type=positive_int, default=5_000, help="training budget (default: 5000)")
     p.add_argument("--out", type=out_dir, default="refmann-demo", help="run folder (default: ./refmann-demo)")
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="with --resume: train the run on to a larger --sequences than it was started with",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
 
@@ -1085,6 +1098,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="a running Dask scheduler")
     p.add_argument("--report", action="store_true", help="only gather the table and draw the figures of OUT")
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="the runs of OUT train on to a larger --sequences than the sweep was started with",
+    )
     p.set_defaults(func=_cmd_sweep)
 
     p = add("train", help="train a model on a task; log, checkpoints and plots go to --out")
@@ -1092,6 +1110,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=_model_names(), default="ntm")
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue from the folder's checkpoint")
+    p.add_argument(
+        "--extend",
+        action="store_true",
+        help="with --resume: train the run on to a larger --sequences than it was started with",
+    )
     p.set_defaults(func=_cmd_train)
     return parser
 

@@ -162,25 +162,29 @@ def plan(base: TrainConfig, *, models, tasks, seeds, grid=None, regimes=None, mo
     return runs
 
 
-def is_finished(run_dir) -> bool:
-    """True if ``run_dir`` holds a run that reached its budget (an uninterrupted summary)."""
+def is_finished(run_dir, sequences=None) -> bool:
+    """True if ``run_dir`` holds a run that reached its budget (an uninterrupted summary), and at least
+    ``sequences`` sequences when given (a budget extended since, ``extend=True``)."""
     path = Path(run_dir) / "summary.json"
     try:
         summary = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(summary, dict) and summary.get("interrupted") is False
+    if not (isinstance(summary, dict) and summary.get("interrupted") is False):
+        return False
+    return sequences is None or (isinstance(summary.get("sequences"), int) and summary["sequences"] >= sequences)
 
 
-def train_run(config: dict, out: str) -> dict:
+def train_run(config: dict, out: str, extend: bool = False) -> dict:
     """The task a worker runs: train ``config`` into ``out``, resuming its checkpoint; returns the summary.
 
+    ``extend``: the run may have been started with a smaller budget (``Trainer(extend=True)``).
     A plain function of JSON data, importable on any worker with refmann installed.
     """
     from .trainer import Trainer
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    trainer = Trainer(TrainConfig.from_dict(config), out, resume=True, progress=False)
+    trainer = Trainer(TrainConfig.from_dict(config), out, resume=True, progress=False, extend=extend)
     return trainer.run()
 
 
@@ -202,21 +206,33 @@ def read_plan(out_dir) -> list[Run]:
         raise ValueError(f"out: {path} is not a sweep plan ({type(exc).__name__}: {exc})") from None
 
 
-def _check_plan(out_dir, runs):
-    """Refuse to reuse a sweep folder whose existing runs were planned with other configs."""
+def _check_plan(out_dir, runs, extend=False):
+    """Refuse to reuse a sweep folder whose existing runs were planned with other configs (with
+    ``extend``, a larger ``sequences`` is not another config)."""
     path = Path(out_dir) / PLAN_FILE
     if not path.exists():
         return
+
+    def same(old, new):
+        if extend and isinstance(old.get("sequences"), int) and new["sequences"] >= old["sequences"]:
+            old = {**old, "sequences": new["sequences"]}
+        return old == new
+
     old = {r.folder: r.config for r in read_plan(out_dir)}
-    clash = [r.folder for r in runs if r.folder in old and old[r.folder] != r.config]
+    clash = [r.folder for r in runs if r.folder in old and not same(old[r.folder], r.config)]
     if clash:
+        only_longer = all(
+            same({**old[f], "sequences": 0}, {**c, "sequences": 0}) and c["sequences"] > old[f]["sequences"]
+            for f, c in ((r.folder, r.config) for r in runs if r.folder in clash)
+        )
         raise ValueError(
             f"out: {out_dir} already holds {len(clash)} run(s) with other settings (e.g. {clash[0]}); "
             "choose another --out, or give the flags of the earlier sweep"
+            + ("; --extend trains them on to the larger --sequences" if only_longer and not extend else "")
         )
 
 
-def run_sweep(runs, out_dir, *, workers=2, scheduler=None, client=None, progress=None) -> list[dict]:
+def run_sweep(runs, out_dir, *, workers=2, scheduler=None, client=None, progress=None, extend=False) -> list[dict]:
     """Train every run not finished yet on Dask; then gather the table and draw the figures.
 
     Parameters
@@ -233,6 +249,9 @@ def run_sweep(runs, out_dir, *, workers=2, scheduler=None, client=None, progress
         A client of your own (kept open).
     progress : bool or None
         A progress bar over runs (None: when stderr is a terminal).
+    extend : bool
+        Let the runs' ``sequences`` be larger than those the folder's runs were planned with: the
+        finished runs train on to the new budget (``Trainer(extend=True)``).
 
     Returns
     -------
@@ -246,18 +265,18 @@ def run_sweep(runs, out_dir, *, workers=2, scheduler=None, client=None, progress
         same sweep again continues each one bit-identically.
     """
     out_dir = Path(out_dir)
-    _check_plan(out_dir, runs)
+    _check_plan(out_dir, runs, extend)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_plan(out_dir, runs)
-    todo = [r for r in runs if not is_finished(out_dir / r.folder)]
+    todo = [r for r in runs if not is_finished(out_dir / r.folder, r.config["sequences"])]
     if len(todo) < len(runs):
         log.info("%d of %d runs already finished: skipped", len(runs) - len(todo), len(runs))
     if todo:
-        _submit(todo, out_dir, workers=workers, scheduler=scheduler, client=client, progress=progress)
+        _submit(todo, out_dir, workers=workers, scheduler=scheduler, client=client, progress=progress, extend=extend)
     return write_report(out_dir, runs)
 
 
-def _submit(todo, out_dir, *, workers, scheduler, client, progress):
+def _submit(todo, out_dir, *, workers, scheduler, client, progress, extend=False):
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:  # pragma: no cover - the sweep extra is part of the test extra
@@ -285,7 +304,9 @@ def _submit(todo, out_dir, *, workers, scheduler, client, progress):
     bar = tqdm(total=len(todo), unit="run", desc="sweep", disable=None if progress is None else not progress)
     try:
         futures = {
-            client.submit(train_run, r.config, str(out_dir / r.folder), key=f"refmann-{r.folder}", pure=False): r
+            client.submit(
+                train_run, r.config, str(out_dir / r.folder), extend, key=f"refmann-{r.folder}", pure=False
+            ): r
             for r in todo
         }
         for future in as_completed(futures):
@@ -349,7 +370,7 @@ def gather(out_dir, runs=None) -> list[dict]:
                 "setting": r.setting,
                 "seed": r.seed,
                 "folder": r.folder,
-                "finished": is_finished(out_dir / r.folder),
+                "finished": is_finished(out_dir / r.folder, config.sequences),
                 "budget": config.sequences,
                 "sequences": seqs,
                 "metric": metric,

@@ -256,13 +256,17 @@ class _StepResult(NamedTuple):
 _ADDED_FIELDS = {"optimizer_options": {}}
 
 
-def _describe_config_diff(saved: dict, given: dict) -> str:
-    absent = "<absent>"
+_ABSENT = "<absent>"
+
+
+def _differing(saved: dict, given: dict) -> list[str]:
     names = list(given) + [k for k in saved if k not in given]
+    return [k for k in names if saved.get(k, _ABSENT) != given.get(k, _ABSENT)]
+
+
+def _describe_config_diff(saved: dict, given: dict) -> str:
     return "; ".join(
-        f"{k} (saved {saved.get(k, absent)!r}, given {given.get(k, absent)!r})"
-        for k in names
-        if saved.get(k, absent) != given.get(k, absent)
+        f"{k} (saved {saved.get(k, _ABSENT)!r}, given {given.get(k, _ABSENT)!r})" for k in _differing(saved, given)
     )
 
 
@@ -276,10 +280,19 @@ class Trainer:
     checkpoint (from scratch if it has none); a checkpoint that is damaged, or was written with
     another configuration than ``config`` (or ``out_dir/config.json``), raises a ``ValueError``
     that says what is wrong.
+
+    ``extend=True`` (with ``resume``) lets ``config.sequences`` be larger than the run's own budget,
+    every other field equal: a finished (or unfinished) run trains on to the new budget. The steps
+    are those of a run given the larger budget from the start — the same parameters, optimizer
+    state and random draws, tested — and its log differs only in the record and evaluation that the
+    old budget's last step wrote.
     """
 
-    def __init__(self, config: TrainConfig, out_dir, *, resume=False, progress=None):
-        self.config, self.out = config, Path(out_dir)
+    def __init__(self, config: TrainConfig, out_dir, *, resume=False, progress=None, extend=False):
+        if extend and not resume:
+            raise ValueError("extend: only a resumed run can be extended (pass resume=True, --resume)")
+        self.config, self.out, self.extend = config, Path(out_dir), extend
+        self._budget_ends = set()  # the last steps of the budgets before an extension (their log records)
         self.task, self.model = build(config)
         # a feed-forward host hands tables' gradients over as RowGrads, which a lazy optimizer updates row-wise
         self._grads_options = {"row_grads": True} if isinstance(self.model, FeedForwardModel) else {}
@@ -327,10 +340,11 @@ class Trainer:
         """Steps in the budget: ``ceil(config.sequences / config.batch_size)``."""
         return -(-self.config.sequences // self.config.batch_size)
 
-    def _log_steps(self, upto: int) -> list[int]:
-        """The steps <= ``upto`` that write a log record."""
-        c, total = self.config, self.total_steps
-        return [s for s in range(1, upto + 1) if s % c.log_every == 0 or s == total]
+    def _log_steps(self, upto: int, budget_ends=()) -> list[int]:
+        """The steps <= ``upto`` that write a log record (``budget_ends``: the last steps of the budgets
+        an extended run had before, which wrote one too)."""
+        c, ends = self.config, {self.total_steps, *budget_ends}
+        return [s for s in range(1, upto + 1) if s % c.log_every == 0 or s in ends]
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def save_checkpoint(self):
@@ -373,10 +387,24 @@ class Trainer:
             raise ValueError(f"resume: {where}: expected a JSON object (a TrainConfig), got {type(saved).__name__}")
         for name, default in _ADDED_FIELDS.items():  # fields newer than the run: their defaults
             saved.setdefault(name, default)
+        if self.extend and saved.get("sequences") != given["sequences"]:
+            old = saved.get("sequences")
+            if not isinstance(old, int) or given["sequences"] < old:
+                raise ValueError(
+                    f"extend: {where} has a budget of {old!r} sequences; an extended budget must be at least "
+                    f"that, got {given['sequences']}"
+                )
+            self._budget_ends.add(-(-old // given["batch_size"]))
+            saved = {**saved, "sequences": given["sequences"]}
         if saved != given:
             raise ValueError(
                 f"resume: {where} was written with another configuration: {_describe_config_diff(saved, given)}; "
                 "resume with the run's own settings, or train into another folder"
+                + (
+                    ""
+                    if self.extend or set(_differing(saved, given)) != {"sequences"}
+                    else "; --extend (extend=True) trains a run on to a larger budget"
+                )
             )
 
     def _check_config_file(self, path):
@@ -479,7 +507,8 @@ class Trainer:
         elif saved_curriculum:
             raise bad("a curriculum state, but the configuration has no curriculum")
 
-        due = 0 if step == total else step % c.log_every  # losses the next log record averages
+        # losses the next log record averages (none after the record of a budget's last step)
+        due = 0 if step == total or step in self._budget_ends else step % c.log_every
         if fmt > 1:
             losses = data["losses_since_log"]
             if losses.shape != (due,) or losses.dtype != np.float64:
@@ -549,7 +578,8 @@ class Trainer:
                     raise ValueError(f"resume: {path}, line {number}: expected a JSON object with an integer 'step'")
                 records.append(record)
         kept = [r for r in records if r["step"] <= self.step]
-        steps, expected = [r["step"] for r in kept], self._log_steps(self.step)
+        ends = self._budget_ends | {r["step"] for r in kept if r.get("budget_end") is True}
+        steps, expected = [r["step"] for r in kept], self._log_steps(self.step, ends)
         if steps != expected:
             if steps == sorted(set(steps)) and set(steps) <= set(expected):
                 log.warning(
@@ -641,9 +671,13 @@ class Trainer:
             if new.curriculum is not None:
                 record["level"] = new.curriculum.current_max
             next_eval = new.next_eval
-            if new.step * c.batch_size >= next_eval or new.step == self.total_steps:
+            due = new.step * c.batch_size >= next_eval
+            if due or new.step == self.total_steps:
                 record[f"eval_{metric}"] = self.evaluate()
+            if due:  # not at an undue budget end: an extended run keeps the schedule of a longer one
                 next_eval += c.eval_every
+            if new.step == self.total_steps:
+                record["budget_end"] = True  # lets an extended run's log keep this record (extend=True)
         finally:
             self.model.params = params0
         return new._replace(losses=[], next_eval=next_eval, record=record)
