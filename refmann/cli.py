@@ -332,14 +332,16 @@ def _parse_value(text: str):
     return text
 
 
-def model_overrides(pairs, models) -> dict[str, dict]:
+def model_overrides(pairs, models, task=None) -> dict[str, dict]:
     """--set KEY=VALUE pairs -> {model: {field: value}} for every model whose config has the field,
-    on top of each model's registered training defaults. Raises ValueError for an unknown field, for
-    a field that has its own flag (``memory_size``: use --memory-size) or that the task fixes
-    (``input_size``, ``output_size``), and for a value that does not parse."""
+    on top of each model's registered training defaults and, given ``task``, the model options of
+    its regime on it (:func:`refmann.train.regimes.model_options`). Raises ValueError for an unknown
+    field, for a field that has its own flag (``memory_size``: use --memory-size) or that the task
+    fixes (``input_size``, ``output_size``), and for a value that does not parse."""
     from .models import MODELS
+    from .train.regimes import model_options
 
-    out = {name: dict(MODELS[name].train) for name in models}
+    out = {name: {**MODELS[name].train, **(model_options(name, task) if task else {})} for name in models}
     for pair in pairs or []:
         key, sep, value = pair.partition("=")
         if not sep or not key:
@@ -386,7 +388,7 @@ def _checked_configs(args, models) -> dict:
     except (ValueError, TypeError) as exc:
         raise CommandError(_name_flag(_message(exc), ("--max-length", "--data"))) from exc
     try:
-        overrides = model_overrides(args.set, models)
+        overrides = model_overrides(args.set, models, args.task)
         bases = {name: _train_config(args, name, args.task) for name in models}
     except (ValueError, TypeError) as exc:
         raise CommandError(_name_flag(_message(exc), _TRAIN_FLAGS)) from exc

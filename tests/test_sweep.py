@@ -9,7 +9,7 @@ import pytest
 
 from refmann import cli
 from refmann.train import TrainConfig, Trainer, sweep
-from refmann.train.regimes import REGIMES, regime
+from refmann.train.regimes import REGIMES, describe, regime
 
 pytest.importorskip("distributed")
 
@@ -207,6 +207,21 @@ def test_train_takes_unset_flags_from_the_regime_and_given_flags_over_it(tmp_pat
     assert cli.main(["train", *small, "--optimizer", "adam", "--out", str(tmp_path / "c")]) == 0
     c = json.loads((tmp_path / "c" / "config.json").read_text())
     assert (c["optimizer"], c["lr"], c["optimizer_options"]) == ("adam", 1e-3, {})
+
+
+def test_a_regimes_model_options_reach_model_kwargs_under_set_and_merge_key_by_key(tmp_path, monkeypatch):
+    monkeypatch.setitem(REGIMES, ("*", "copy"), {"model_options": {"k": 2, "delta": 0.01}})
+    monkeypatch.setitem(REGIMES, ("sam", "copy"), {"model_options": {"k": 3}})
+    assert regime("sam", "copy")["model_options"] == {"k": 3, "delta": 0.01}
+    assert "k=3, delta=0.01" in describe("sam", "copy")
+    small = ["--model", "sam", "--sequences", "2", "--hidden-size", "4", "--max-length", "2", "--memory-size", "8"]
+    assert cli.main(["train", *small, "--quiet", "--out", str(tmp_path / "a")]) == 0
+    a = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert a["model_kwargs"] == {"index": "lsh", "k": 3, "delta": 0.01}  # the registry's index, the regime's k
+    assert cli.main(["train", *small, "--set", "k=1", "--quiet", "--out", str(tmp_path / "b")]) == 0
+    b = json.loads((tmp_path / "b" / "config.json").read_text())
+    assert b["model_kwargs"] == {"index": "lsh", "k": 1, "delta": 0.01}  # --set wins
+    assert "model_options" not in regime("lstm", "priority_sort")  # no entry sets any for it
 
 
 def test_optimizer_options_reach_the_update(tmp_path):

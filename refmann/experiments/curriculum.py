@@ -48,7 +48,8 @@ ROW_KEYS = ("model", "memory_size", "level", "sequences", "seconds", "stopped", 
 #: The full runs: an hour per model at most.
 DEFAULTS = {
     "models": ("sam", "dam", "ntm"), "minutes": 60.0, "stall_minutes": 15.0, "max_items": 8192,
-    "sam_memory": 2**17, "dense_memory": 64, "index": "lsh", "word_size": 20, "num_heads": 1, "hidden_size": 100,
+    "sam_memory": 2**17, "dense_memory": 64, "index": "lsh", "k": 4, "word_size": 20, "num_heads": 1,
+    "hidden_size": 100,
     "batch_size": 1, "lr": 3e-4, "threshold": 1.0, "window": 50, "seed": 0, "sequences": None,
 }  # fmt: skip
 #: The CI sizes (seconds): a budget in sequences, so that the result does not depend on the machine's speed.
@@ -75,7 +76,7 @@ def _config(model: str, cfg: dict):
         word_size=cfg["word_size"],
         num_heads=cfg["num_heads"],
         hidden_size=cfg["hidden_size"],
-        model_kwargs={"index": cfg["index"]} if sparse else {},
+        model_kwargs={"index": cfg["index"], "k": cfg["k"]} if sparse else {},
         curriculum=True,
         curriculum_threshold=cfg["threshold"],
         curriculum_window=cfg["window"],
@@ -252,6 +253,7 @@ def _parser():
     p.add_argument("--sam-memory", type=positive_int, default=None, help="SAM's and SDNC's memory rows (131072)")
     p.add_argument("--dense-memory", type=positive_int, default=None, help="the dense models' memory rows (64)")
     p.add_argument("--index", choices=("lsh", "linear"), default=None, help="SAM's index (lsh)")
+    p.add_argument("--k", type=positive_int, default=None, help="SAM's and SDNC's K, slots read per head (4)")
     p.add_argument("--lr", type=positive_float, default=None, help="RMSProp's step size (3e-4)")
     p.add_argument("--threshold", type=positive_float, default=None, help="mean loss per sequence under which the "
                    "level doubles (1.0)")  # fmt: skip
@@ -274,8 +276,8 @@ def main(argv=None):
         if len(set(args.models)) != len(args.models):
             p.error(f"--models: expected distinct names, got {' '.join(args.models)}")
         config["models"] = tuple(args.models)
-    for name in ("minutes", "stall_minutes", "sequences", "max_items", "sam_memory", "dense_memory", "index", "lr",
-                 "threshold", "window", "hidden_size", "seed"):  # fmt: skip
+    for name in ("minutes", "stall_minutes", "sequences", "max_items", "sam_memory", "dense_memory", "index", "k",
+                 "lr", "threshold", "window", "hidden_size", "seed"):  # fmt: skip
         if getattr(args, name) is not None:
             config[name] = getattr(args, name)
     if args.heads is not None:

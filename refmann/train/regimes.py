@@ -7,13 +7,18 @@ most specific last: ``("*", "*")``, then ``("*", task)``, then ``(model, "*")``,
 the regime applies only with the regime's own optimizer (``--optimizer adam`` alone gets Adam's
 default rate, not the regime's RMSProp rate).
 
+A regime may also hold ``model_options``: options of the model's config (SAM's ``k``, say), which
+go into :attr:`~refmann.train.TrainConfig.model_kwargs` on top of the model's registered training
+defaults and under the command line's ``--set``. The ``model_options`` of the matching entries
+merge key by key, the most specific last.
+
 Every entry was measured: docs/results.md gives the table of each change's effect and the command
 that produced it.
 """
 
 from __future__ import annotations
 
-#: The TrainConfig fields a regime may set.
+#: The TrainConfig fields a regime may set (and ``model_options``, the model's own).
 REGIME_FIELDS = ("sequences", "batch_size", "optimizer", "lr", "optimizer_options", "clip", "clip_norm")
 
 #: (model or "*", task or "*") -> TrainConfig fields.
@@ -34,9 +39,19 @@ REGIMES: dict[tuple[str, str], dict] = {
 def regime(model: str, task: str) -> dict:
     """The TrainConfig fields of ``model`` on ``task`` (a new dict)."""
     out: dict = {}
+    options: dict = {}
     for key in (("*", "*"), ("*", task), (model, "*"), (model, task)):
-        out.update(REGIMES.get(key, {}))
+        entry = dict(REGIMES.get(key, {}))
+        options.update(entry.pop("model_options", {}))
+        out.update(entry)
+    if options:
+        out["model_options"] = options
     return out
+
+
+def model_options(model: str, task: str) -> dict:
+    """The model options (``TrainConfig.model_kwargs``) the regime of ``model`` on ``task`` sets (a new dict)."""
+    return dict(regime(model, task).get("model_options", {}))
 
 
 def describe(model: str, task: str) -> str:
@@ -48,4 +63,5 @@ def describe(model: str, task: str) -> str:
     if r.get("clip_norm"):
         parts.append(f"norm clip {r['clip_norm']:g}")
     parts.append(f"{r['sequences']} sequences")
+    parts += [f"{k}={v}" for k, v in r.get("model_options", {}).items()]
     return ", ".join(parts)
