@@ -6,7 +6,7 @@ Build (warnings are errors)::
 
 The tutorial notebooks in ``tutorials/*.ipynb`` are copied into ``docs/tutorials/`` (generated,
 gitignored) when this file is read, with Markdown links ``../docs/X`` rewritten to ``../X``, and
-executed by myst-nb with ``REFMANN_QUICK=1``.
+executed by myst-nb in full mode (``REFMANN_DOCS_QUICK=1``: in quick mode).
 Set ``REFMANN_DOCS_EXECUTE=cache`` (re-run only changed notebooks) or ``off`` for quicker local
 rebuilds; the default ``force`` runs every notebook against the current code.
 """
@@ -23,8 +23,9 @@ DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
 sys.path.insert(0, str(ROOT))
 
-# Notebooks run in kernels that inherit this environment: small sizes, one BLAS thread.
-os.environ["REFMANN_QUICK"] = "1"
+# Notebooks run in kernels that inherit this environment: full sizes (the runs the prose describes;
+# REFMANN_DOCS_QUICK=1 for the small, seconds-long ones), one BLAS thread.
+os.environ["REFMANN_QUICK"] = "1" if os.environ.get("REFMANN_DOCS_QUICK") == "1" else "0"
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
@@ -71,6 +72,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "sphinxcontrib.bibtex",
+    "sphinx-mathjax-offline",  # MathJax 3 copied into _static: the equations render offline
 ]
 
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "**.ipynb_checkpoints"]
@@ -88,6 +90,7 @@ nb_execution_raise_on_error = True
 nb_execution_show_tb = True
 nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_merge_streams = True
+nb_render_markdown_format = "gfm"  # Markdown outputs (tables of results) with GitHub's tables
 
 # API reference.
 autodoc_default_options = {"members": True, "member-order": "bysource"}

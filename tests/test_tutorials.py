@@ -136,3 +136,16 @@ def test_exercises_come_last_and_number_three_to_five(path):
     text = last.source.split("## Exercises", 1)[1]
     items = re.findall(r"^(?:\d+\.|[-*]) ", text, re.MULTILINE)
     assert 3 <= len(items) <= 5, f"expected 3-5 exercises (top-level list items), found {len(items)}"
+
+
+@pytest.mark.parametrize(
+    "stem, words", [("03_train_ntm_copy", "learns copy in {}"), ("09_dnc", "trains its DNC on {}")]
+)
+def test_the_budgets_the_tutorials_page_quotes_are_the_notebooks_full_ones(stem, words):
+    """docs/tutorials.md says what the site's (full-size) runs are; the numbers are the notebooks' own."""
+    sources = "\n".join(c.source for c in load(TUTORIALS / f"{stem}.ipynb").cells if c.cell_type == "code")
+    match = re.search(r"^SEQUENCES\s*=\s*[\d_]+\s+if QUICK else\s+([\d_]+)", sources, re.MULTILINE)
+    assert match, f"{stem}: expected SEQUENCES = <quick> if QUICK else <full>"
+    full = int(match.group(1).replace("_", ""))
+    page = " ".join((TUTORIALS.parent / "docs" / "tutorials.md").read_text().split())
+    assert words.format(f"{full:,}") in page
