@@ -29,13 +29,20 @@ os.environ["REFMANN_QUICK"] = "1" if os.environ.get("REFMANN_DOCS_QUICK") == "1"
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-def _docs_relative(notebook: bytes) -> bytes:
-    """A notebook with its Markdown links to ``../docs/X`` (right from ``tutorials/``) made ``../X``."""
+def _docs_relative(notebook: bytes, name: str) -> bytes:
+    """A notebook with its Markdown links to ``../docs/X`` (right from ``tutorials/``) made ``../X``, and
+    a first cell that links the notebook itself for download (the page's own ``.ipynb``)."""
     nb = json.loads(notebook)
     for cell in nb.get("cells", []):
         if cell.get("cell_type") == "markdown":
             text = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
             cell["source"] = text.replace("](../docs/", "](../")
+    # the repository's own file (docs/tutorials/ holds this edited copy)
+    link = f"{{download}}`Download this notebook <../../tutorials/{name}>` (outputs stripped; it runs as it is)"
+    cell = {"cell_type": "markdown", "metadata": {}, "source": link}
+    if (nb.get("nbformat"), nb.get("nbformat_minor", 0)) >= (4, 5):  # cell ids exist from nbformat 4.5
+        cell["id"] = "refmann-download"
+    nb.setdefault("cells", []).insert(0, cell)
     return json.dumps(nb, indent=1, ensure_ascii=False).encode()
 
 
@@ -50,7 +57,7 @@ def _copy_tutorials() -> int:
             stale.unlink()
     for src in sources:
         target = dest / src.name
-        content = _docs_relative(src.read_bytes())
+        content = _docs_relative(src.read_bytes(), src.name)
         if not target.exists() or target.read_bytes() != content:
             target.write_bytes(content)  # only when changed, so Sphinx's incremental build works
     return len(sources)
