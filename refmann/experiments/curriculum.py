@@ -48,7 +48,7 @@ ROW_KEYS = ("model", "memory_size", "level", "sequences", "seconds", "stopped", 
 #: The full runs: an hour per model at most.
 DEFAULTS = {
     "models": ("sam", "dam", "ntm"), "minutes": 60.0, "stall_minutes": 15.0, "max_items": 8192,
-    "sam_memory": 2**17, "dense_memory": 64, "index": "lsh", "k": 4, "word_size": 20, "num_heads": 1,
+    "sam_memory": 2**17, "dense_memory": 64, "index": "lsh", "k": 8, "word_size": 20, "num_heads": 1,
     "hidden_size": 100,
     "batch_size": 1, "lr": 3e-4, "threshold": 1.0, "window": 50, "seed": 0, "sequences": None,
 }  # fmt: skip
@@ -253,7 +253,12 @@ def _parser():
     p.add_argument("--sam-memory", type=positive_int, default=None, help="SAM's and SDNC's memory rows (131072)")
     p.add_argument("--dense-memory", type=positive_int, default=None, help="the dense models' memory rows (64)")
     p.add_argument("--index", choices=("lsh", "linear"), default=None, help="SAM's index (lsh)")
-    p.add_argument("--k", type=positive_int, default=None, help="SAM's and SDNC's K, slots read per head (4)")
+    p.add_argument(
+        "--k",
+        type=positive_int,
+        default=None,
+        help="SAM's and SDNC's K, slots read per head (8, the associative-recall regime's)",
+    )
     p.add_argument("--lr", type=positive_float, default=None, help="RMSProp's step size (3e-4)")
     p.add_argument("--threshold", type=positive_float, default=None, help="mean loss per sequence under which the "
                    "level doubles (1.0)")  # fmt: skip
