@@ -100,6 +100,31 @@ def plot_curves(curves, path, *, title="", xlabel="sequences seen", ylabel="bit 
     return _save(fig, path)
 
 
+def eval_curve(run_dir, metric="bit_errors"):
+    """The evaluation curve of a run folder: (sequences, ``eval_<metric>``) arrays from its ``log.jsonl``."""
+    import json
+
+    path = Path(run_dir) / "log.jsonl"
+    if not path.exists():
+        raise ValueError(f"run_dir: {run_dir} holds no log.jsonl (not a run folder)")
+    points = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            if f"eval_{metric}" in record:
+                points.append((record["sequences"], record[f"eval_{metric}"]))
+    if not points:
+        raise ValueError(f"run_dir: {run_dir} has no evaluation of {metric!r} yet")
+    x, y = (np.array(v) for v in zip(*points))
+    return x, y
+
+
+def plot_runs(groups, path, *, metric="bit_errors", title="", ylabel="bit errors per sequence") -> Path:
+    """:func:`plot_curves` of run folders: ``groups`` maps a label to a list of run folders (its seeds)."""
+    curves = {label: [eval_curve(d, metric) for d in folders] for label, folders in groups.items()}
+    return plot_curves(curves, path, title=title, ylabel=ylabel)
+
+
 def plot_mean_sd(
     curves, path, *, title="", xlabel="sequences seen", ylabel="bit errors per sequence", target=None
 ) -> Path:
