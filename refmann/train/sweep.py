@@ -15,7 +15,8 @@ folder: it resumes the folder's checkpoint if there is one, so
 - a finished run (its ``summary.json`` says it reached its budget) is not submitted again;
 - an interrupted run (Ctrl-C, a killed worker, a lost machine) continues from its last checkpoint,
   bit-identically (the Trainer's guarantee, docs/training.md);
-- the result depends on the config and the seed only, never on which worker ran it.
+- the result depends on the config and the seed only, never on which worker ran it, on workers with
+  the same kind of CPU (OpenBLAS picks its kernels by CPU; docs/sweeps.md).
 
 By default the runs go to a :class:`distributed.LocalCluster` of ``workers`` single-threaded
 processes on this machine; ``scheduler="tcp://HOST:PORT"`` sends the same runs to any Dask cluster
