@@ -15,7 +15,7 @@ TUTORIALS = Path(__file__).resolve().parent.parent / "tutorials"
 NOTEBOOKS = sorted(TUTORIALS.glob("*.ipynb"))
 
 #: The notebooks, in reading order (01–08 the teaching issue, 09 the DNC, 10–11 attention and product keys,
-#: 12–13 sketch memory and HMA).
+#: 12–13 sketch memory and HMA, 14 the LSTM's BPTT).
 EXPECTED = (
     "01_content_addressing",
     "02_ntm_heads",
@@ -30,6 +30,7 @@ EXPECTED = (
     "11_product_keys",
     "12_sketch_memory",
     "13_hma",
+    "14_lstm_bptt",
 )
 
 notebooks = pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
