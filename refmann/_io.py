@@ -4,6 +4,7 @@ and ``.npz`` files are always loaded with ``allow_pickle=False``."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import threading
@@ -83,6 +84,11 @@ def atomic_savez(path, **arrays) -> Path:
 def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
     return atomic_write(path, lambda f: f.write(text), "w")
+
+
+def read_jsonl(path) -> list:
+    """The JSON values of a JSON-lines file (a run's ``log.jsonl``), blank lines skipped."""
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def load_npz(path) -> dict[str, np.ndarray]:

@@ -441,11 +441,11 @@ def _centre(d: Diagram, key: str):
     return (b.x, b.y)
 
 
-def draw_all(out_dir) -> list[Path]:
-    """Write ``out_dir/arch-NAME.png`` for every diagram; returns the paths."""
+def draw_all(out_dir, names=None) -> list[Path]:
+    """Write ``out_dir/arch-NAME.png`` for each of ``names`` (default: every diagram); returns the paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [draw(name, out / f"arch-{name}.png") for name in DIAGRAMS]
+    return [draw(name, out / f"arch-{name}.png") for name in names or DIAGRAMS]
 
 
 def main(argv=None) -> int:
@@ -456,10 +456,8 @@ def main(argv=None) -> int:
     unknown = [n for n in args.names if n not in DIAGRAMS]
     if unknown:
         p.error(f"names: expected some of {', '.join(DIAGRAMS)}, got {', '.join(unknown)}")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in args.names or list(DIAGRAMS):
-        print(draw(name, out / f"arch-{name}.png"))
+    for path in draw_all(args.out, args.names):
+        print(path)  # the command's output: the files written
     return 0
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_write
+from ._io import atomic_write, read_jsonl
 
 
 def subplots(nrows=1, ncols=1, **kwargs):
@@ -102,17 +102,10 @@ def plot_curves(curves, path, *, title="", xlabel="sequences seen", ylabel="bit 
 
 def eval_curve(run_dir, metric="bit_errors"):
     """The evaluation curve of a run folder: (sequences, ``eval_<metric>``) arrays from its ``log.jsonl``."""
-    import json
-
     path = Path(run_dir) / "log.jsonl"
     if not path.exists():
         raise ValueError(f"run_dir: {run_dir} holds no log.jsonl (not a run folder)")
-    points = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            if f"eval_{metric}" in record:
-                points.append((record["sequences"], record[f"eval_{metric}"]))
+    points = [(r["sequences"], r[f"eval_{metric}"]) for r in read_jsonl(path) if f"eval_{metric}" in r]
     if not points:
         raise ValueError(f"run_dir: {run_dir} has no evaluation of {metric!r} yet")
     x, y = (np.array(v) for v in zip(*points))

@@ -13,6 +13,7 @@ import pytest
 from refmann import cli
 from refmann.train import TrainConfig, Trainer, optim
 from refmann.train import sweep as sweep_mod
+from tests.trainer_helpers import stop_at
 
 TINY = dict(
     task="copy",
@@ -79,16 +80,9 @@ def test_an_extended_run_interrupted_and_resumed_is_still_the_longer_run(tmp_pat
     straight = Trainer(_config(23), tmp_path / "straight", progress=False)
     straight.run()
     Trainer(_config(7), tmp_path / "run", progress=False).run()
-    original = Trainer.train_step
-
-    def stop_at_step_13(self):
-        if self.step == 13:
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", stop_at_step_13)
+    stop_at(monkeypatch, 13)
     assert Trainer(_config(23), tmp_path / "run", resume=True, extend=True, progress=False).run()["interrupted"]
-    monkeypatch.setattr(Trainer, "train_step", original)
+    monkeypatch.undo()
     resumed = Trainer(_config(23), tmp_path / "run", resume=True, extend=True, progress=False)
     assert resumed.step == 13
     resumed.run()

@@ -8,6 +8,7 @@ import pytest
 
 from refmann import _io, cli
 from refmann.train import TrainConfig, Trainer
+from tests.trainer_helpers import stop_at
 
 TINY = dict(
     task="copy",
@@ -97,26 +98,12 @@ def test_checkpoints_hold_no_pickles_and_refuse_another_config(tmp_path):
         Trainer(config, tmp_path, progress=False)
 
 
-def _stop_at(monkeypatch, step):
-    """Make Trainer.train_step raise KeyboardInterrupt (once) when the trainer reaches ``step``."""
-    original = Trainer.train_step
-    fired = []
-
-    def train_step(self):
-        if self.step == step and not fired:
-            fired.append(step)
-            raise KeyboardInterrupt
-        return original(self)
-
-    monkeypatch.setattr(Trainer, "train_step", train_step)
-
-
 @pytest.fixture(scope="module")
 def _stopped_run_once(tmp_path_factory):
     config = TrainConfig(model="lstm", sequences=8 * 6, seed=0, **TINY)
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.setattr(Trainer, "plot", lambda self: None)
-        _stop_at(monkeypatch, 3)
+        stop_at(monkeypatch, 3)
         run = tmp_path_factory.mktemp("stopped") / "run"
         assert Trainer(config, run, progress=False).run()["interrupted"]
     return config, run
@@ -195,7 +182,7 @@ def test_a_resumed_curriculum_keeps_its_level_and_a_wrong_level_is_refused(tmp_p
         seed=0,
         **{**TINY, "task_kwargs": {"max_length": 8, "bits": 4}},
     )
-    _stop_at(monkeypatch, 7)
+    stop_at(monkeypatch, 7)
     stopped = Trainer(config, tmp_path, progress=False)
     stopped.run()
     monkeypatch.undo()
@@ -259,7 +246,7 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path, monkeypatch):
     config = TrainConfig(model="lstm", sequences=8 * 8, seed=0, **TINY)
     straight = Trainer(config, tmp_path / "straight", progress=False)
     straight.run()
-    _stop_at(monkeypatch, 4)
+    stop_at(monkeypatch, 4)
     Trainer(config, tmp_path / "old", progress=False).run()
     monkeypatch.undo()
     _edit_checkpoint(tmp_path / "old", lambda a: [a.pop(k) for k in ("format", "losses_since_log", "next_eval")])
@@ -272,7 +259,7 @@ def test_a_format_1_checkpoint_still_resumes(tmp_path, monkeypatch):
 
 def test_the_summary_of_a_run_stopped_before_its_first_evaluation(tmp_path, monkeypatch):
     config = TrainConfig(model="lstm", sequences=8 * 20, seed=0, **TINY)
-    _stop_at(monkeypatch, 1)
+    stop_at(monkeypatch, 1)
     summary = Trainer(config, tmp_path, progress=False).run()
     assert summary["interrupted"] and summary["steps"] == 1 and summary["sequences"] == 8
     assert summary["final_eval_bit_errors"] is None

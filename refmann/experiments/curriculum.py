@@ -30,11 +30,10 @@ Neural Networks with Sparse Reads and Writes*, arXiv:1610.09027, §4.3.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from .._io import atomic_write_text
+from .._io import atomic_write_text, read_jsonl
 from ._common import RunRecord, positive_float, positive_int, seed_int
 
 __all__ = ["DEFAULTS", "LEVELS", "MODELS", "QUICK", "ROW_KEYS", "format_table", "level_times", "main", "run"]
@@ -207,7 +206,7 @@ def plot(out, rows, path) -> Path:
     fig, axes = viz.subplots(1, 2, figsize=(10, 3.8))
     for i, row in enumerate(rows):
         log = Path(out) / row["model"] / "log.jsonl"
-        records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+        records = read_jsonl(log)
         minutes = [r["seconds"] / 60 for r in records]
         seqs = [r["sequences"] for r in records]
         levels = [r["level"] for r in records]

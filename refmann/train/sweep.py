@@ -214,18 +214,22 @@ def _check_plan(out_dir, runs, extend=False):
     if not path.exists():
         return
 
-    def same(old, new):
-        if extend and isinstance(old.get("sequences"), int) and new["sequences"] >= old["sequences"]:
-            old = {**old, "sequences": new["sequences"]}
-        return old == new
+    def longer(old, new):  # the same config but for a larger budget
+        return (
+            isinstance(old.get("sequences"), int)
+            and new["sequences"] >= old["sequences"]
+            and {**old, "sequences": None} == {**new, "sequences": None}
+        )
 
     old = {r.folder: r.config for r in read_plan(out_dir)}
-    clash = [r.folder for r in runs if r.folder in old and not same(old[r.folder], r.config)]
+    clash = [
+        r
+        for r in runs
+        if r.folder in old and old[r.folder] != r.config and not (extend and longer(old[r.folder], r.config))
+    ]
     if clash:
-        only_longer = all(
-            same({**old[f], "sequences": 0}, {**c, "sequences": 0}) and c["sequences"] > old[f]["sequences"]
-            for f, c in ((r.folder, r.config) for r in runs if r.folder in clash)
-        )
+        only_longer = all(longer(old[r.folder], r.config) for r in clash)
+        clash = [r.folder for r in clash]
         raise ValueError(
             f"out: {out_dir} already holds {len(clash)} run(s) with other settings (e.g. {clash[0]}); "
             "choose another --out, or give the flags of the earlier sweep"
@@ -330,9 +334,7 @@ def _submit(todo, out_dir, *, workers, scheduler, client, progress, extend=False
 
 def _records(run_dir):
     path = Path(run_dir) / "log.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return _io.read_jsonl(path) if path.exists() else []
 
 
 def collapsed_after(evals, target) -> bool:

@@ -394,6 +394,7 @@ class Trainer:
                     f"extend: {where} has a budget of {old!r} sequences; an extended budget must be at least "
                     f"that, got {given['sequences']}"
                 )
+            # the old budget's last step wrote a log record; _load and _load_log expect it
             self._budget_ends.add(-(-old // given["batch_size"]))
             saved = {**saved, "sequences": given["sequences"]}
         if saved != given:
