@@ -855,6 +855,42 @@ def _cmd_golden(args) -> int:
     return 0
 
 
+def _cmd_course(args) -> int:
+    from . import course
+
+    if args.action == "list":
+        width = max(len(name) for name in course.ASSIGNMENTS)
+        for i, (name, a) in enumerate(course.ASSIGNMENTS.items(), 1):
+            points = sum(c.points for c in a.checks)
+            print(f"{i}. {name:<{width}}  {points:>2g} points  {a.title}")
+        print("grade one: refmann course check NAME --path YOUR.ipynb (docs/course.md)")
+        return 0
+    if args.action == "build":
+        if args.out is None:
+            raise CommandError("--out: expected the folder to write the build into")
+        source = Path(args.source) if args.source else course.course_dir()
+        tutorials = source.parent / "tutorials"
+        try:
+            written = course.build(
+                source, Path(args.out), teacher=args.teacher, tutorials=tutorials if tutorials.is_dir() else None
+            )
+        except ValueError as exc:
+            raise CommandError(_name_flag(_message(exc), ("--source", "--out"))) from exc
+        kind = (
+            "teacher's build (solutions and answer keys)" if args.teacher else "student build (stubs, no answer keys)"
+        )
+        print(f"{args.out}: {kind}, {len(written)} notebooks")
+        return 0
+    if not args.assignment:
+        raise CommandError(f"assignment: expected one of {list(course.ASSIGNMENTS)} (refmann course list)")
+    try:
+        report = course.check(args.assignment, args.path)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(_name_flag(_message(exc), ("--path",))) from exc
+    print(report)
+    return 0 if report.passed else 1
+
+
 def _cmd_demo(args) -> int:
     from .train import TrainConfig
 
@@ -924,6 +960,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_demo)
+
+    p = add("course", help="the graded assignments: list them, build the student or teacher version, grade work")
+    p.add_argument("action", choices=["list", "build", "check"], help="list | build | check")
+    p.add_argument("assignment", nargs="?", help="check: the assignment (refmann course list)")
+    p.add_argument("--path", help="check: the notebook (.ipynb) or module (.py) to grade (default: the solution)")
+    p.add_argument("--out", type=out_dir, help="build: the folder to write (assignments/, tutorials/)")
+    p.add_argument("--teacher", action="store_true", help="build: keep the solutions and append the answer keys")
+    p.add_argument("--source", help="build: the course folder (default: the checkout's course/)")
+    p.set_defaults(func=_cmd_course)
 
     p = add("golden", help="write golden .npz files (inputs, params, logits, loss, every gradient)")
     p.add_argument(

@@ -9,7 +9,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "refmann"
 #: Each floor may import the floors listed after it (lower), never one before it.
 FLOORS = ["cli", "bench", "train", "viz", "tasks", "models", "layers", "cores", "memory", "grads", "ops", "kernels"]
-TOOLS = {"gradcheck", "golden", "testing"}  # beside the floors: they use ops and models, nothing uses them
+TOOLS = {"gradcheck", "golden", "testing", "course"}  # beside the floors: they use ops and models, nothing uses them
 
 
 def _floor(module: str) -> str:
