@@ -64,6 +64,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def decay_factor(text: str) -> float:
+    """A learning-rate factor in (0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}")
+    return value
+
+
 def seed_int(text: str) -> int:
     """A seed: an int >= 0."""
     value = _int(text)
@@ -246,6 +257,8 @@ _TRAIN_FLAGS = (
     "--lr",
     "--clip",
     "--clip-norm",
+    "--lr-decay",
+    "--lr-decay-below",
     "--value-optimizer",
     "--value-lr",
     "--memory-size",
@@ -277,6 +290,8 @@ def _regime_fields(args, model: str, task: str) -> dict:
         out["clip"] = None if given["clip"] == 0 else given["clip"]  # 0 is documented as off
     if given["clip_norm"] is not None:
         out["clip_norm"] = None if given["clip_norm"] == 0 else given["clip_norm"]
+    if given["lr_decay"] is not None:
+        out["lr_decay"] = None if given["lr_decay"] == 1 else given["lr_decay"]  # 1 is documented as off
     return out
 
 
@@ -1225,6 +1240,21 @@ def _train_arguments(p, default_out, *, several_tasks=False):
         type=off_or_positive_float,
         default=None,
         help="global-norm gradient clip; 0 is off (default: the regime's)",
+    )
+    p.add_argument(
+        "--lr-decay",
+        type=decay_factor,
+        default=None,
+        metavar="FACTOR",
+        help="multiply the learning rate by FACTOR in (0, 1] once, from the first evaluation under "
+        "--lr-decay-below on (the log marks it); 1 is off (default: the regime's)",
+    )
+    p.add_argument(
+        "--lr-decay-below",
+        type=positive_float,
+        default=None,
+        metavar="VALUE",
+        help="the evaluation metric (bits, errors) that starts --lr-decay (default: 1.0)",
     )
     p.add_argument("--memory-size", type=positive_int, default=128)
     p.add_argument("--word-size", type=positive_int, default=20)

@@ -19,7 +19,10 @@ that produced it.
 from __future__ import annotations
 
 #: The TrainConfig fields a regime may set (and ``model_options``, the model's own).
-REGIME_FIELDS = ("sequences", "batch_size", "optimizer", "lr", "optimizer_options", "clip", "clip_norm")
+REGIME_FIELDS = (
+    "sequences", "batch_size", "optimizer", "lr", "optimizer_options", "clip", "clip_norm",
+    "lr_decay", "lr_decay_below",
+)  # fmt: skip
 
 #: (model or "*", task or "*") -> TrainConfig fields.
 REGIMES: dict[tuple[str, str], dict] = {
@@ -29,6 +32,8 @@ REGIMES: dict[tuple[str, str], dict] = {
     ("ntm", "copy"): {"batch_size": 1},
     ("dam", "copy"): {"batch_size": 1, "lr": 3e-4},
     ("sam", "copy"): {"batch_size": 1, "lr": 3e-4},
+    ("dnc", "copy"): {"batch_size": 1, "lr": 3e-4},
+    ("sdnc", "copy"): {"batch_size": 1, "lr": 3e-4},
     # associative recall: batch 1 as on copy; the 100,000-sequence budget of the target (docs/results.md)
     ("*", "associative_recall"): {"batch_size": 1, "sequences": 100_000},
     ("dam", "associative_recall"): {"lr": 3e-4},
@@ -63,6 +68,8 @@ def describe(model: str, task: str) -> str:
         parts.append(f"clip ±{r['clip']:g}")
     if r.get("clip_norm"):
         parts.append(f"norm clip {r['clip_norm']:g}")
+    if r.get("lr_decay"):
+        parts.append(f"lr × {r['lr_decay']:g} under {r.get('lr_decay_below') or 1.0:g}")
     parts.append(f"{r['sequences']} sequences")
     parts += [f"{k}={v}" for k, v in r.get("model_options", {}).items()]
     return ", ".join(parts)

@@ -72,6 +72,8 @@ class TrainConfig:
     optimizer_options: dict = dataclasses.field(default_factory=dict)  # e.g. {"centered": False} for rmsprop
     clip: float | None = 10.0  # elementwise gradient clip (the NTM papers' ±10); None: off
     clip_norm: float | None = None  # global-norm clip; None: off
+    lr_decay: float | None = None  # the learning rate(s) × this from the first evaluation under lr_decay_below on
+    lr_decay_below: float | None = None  # the evaluation metric's threshold of lr_decay (None: 1.0)
     value_optimizer: str | None = None  # a separate optimizer for value tables ("*values" params); None: optimizer
     value_lr: float | None = None  # its learning rate (default: that optimizer's); both None: one group
     memory_size: int = 128
@@ -112,16 +114,33 @@ class TrainConfig:
         if self.value_lr is not None and not (isinstance(self.value_lr, (int, float)) and self.value_lr > 0):
             raise ValueError(f"value_lr: expected a positive number, got {self.value_lr!r}")
 
-    def make_update(self):
+        if self.lr_decay is not None and not (
+            isinstance(self.lr_decay, (int, float)) and not isinstance(self.lr_decay, bool) and 0 < self.lr_decay < 1
+        ):
+            raise ValueError(f"lr_decay: expected a factor in (0, 1), got {self.lr_decay!r}")
+        if self.lr_decay_below is not None and not (
+            isinstance(self.lr_decay_below, (int, float))
+            and np.isfinite(self.lr_decay_below)
+            and self.lr_decay_below > 0
+        ):
+            raise ValueError(f"lr_decay_below: expected a positive number, got {self.lr_decay_below!r}")
+
+    @property
+    def decay_threshold(self) -> float:
+        """The evaluation metric under which ``lr_decay`` starts (``lr_decay_below``, default 1.0)."""
+        return 1.0 if self.lr_decay_below is None else float(self.lr_decay_below)
+
+    def make_update(self, scale: float = 1.0):
         """The update step: one optimizer, or with ``value_optimizer``/``value_lr`` two parameter groups —
         the value tables (keys ending in ``values``: a product-key memory's, a shared ``memory_values``)
-        and the rest (:func:`refmann.train.optim.param_groups`; Memory+ gives its values lr 1e-3 apart)."""
-        rest = optim.make_optimizer(self.optimizer, lr=self.lr, **self.optimizer_options)
+        and the rest (:func:`refmann.train.optim.param_groups`; Memory+ gives its values lr 1e-3 apart).
+        ``scale`` multiplies every learning rate (``lr_decay``'s update); the optimizer state is the same."""
+        rest = optim.make_optimizer(self.optimizer, lr=self.lr * scale, **self.optimizer_options)
         if self.value_optimizer is None and self.value_lr is None:
             return rest
         name = self.value_optimizer or self.optimizer
         lr = self.value_lr if self.value_lr is not None else _DEFAULT_LR[name]
-        return optim.param_groups({"*values": optim.make_optimizer(name, lr=lr), "*": rest})
+        return optim.param_groups({"*values": optim.make_optimizer(name, lr=lr * scale), "*": rest})
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -253,7 +272,7 @@ class _StepResult(NamedTuple):
 
 
 #: TrainConfig fields added after runs were first saved, with the value an older run had in effect.
-_ADDED_FIELDS = {"optimizer_options": {}}
+_ADDED_FIELDS = {"optimizer_options": {}, "lr_decay": None, "lr_decay_below": None}
 
 
 _ABSENT = "<absent>"
@@ -298,6 +317,9 @@ class Trainer:
         self._grads_options = {"row_grads": True} if isinstance(self.model, FeedForwardModel) else {}
         c = config
         self.update = c.make_update()
+        # lr_decay: the second update from the first evaluation under the threshold on (a fact of the log,
+        # so a resumed run knows it from the records it keeps)
+        self.decayed_update = c.make_update(c.lr_decay) if c.lr_decay is not None else None
         self.opt_state = None
         self.rng = np.random.default_rng(c.seed)
         self.curriculum = None
@@ -307,6 +329,7 @@ class Trainer:
         self.step = 0
         self.seconds = 0.0
         self.records = []
+        self._decay_on = False  # a record holds "lr_decay" (kept in step with self.records)
         self.losses_since_log = []
         self.next_eval = c.eval_every
         self.eval_batch = self.task.sample(c.eval_size, np.random.default_rng([c.seed, 1]))
@@ -334,6 +357,11 @@ class Trainer:
                     stale.unlink(missing_ok=True)
         self.out.mkdir(parents=True, exist_ok=True)
         _io.atomic_write_text(self.out / "config.json", json.dumps(c.to_dict(), indent=2))
+
+    @property
+    def lr_decayed(self) -> bool:
+        """Whether the updates run at ``lr × lr_decay``: a record of the log marks the evaluation it began at."""
+        return self.decayed_update is not None and self._decay_on
 
     @property
     def total_steps(self) -> int:
@@ -603,6 +631,7 @@ class Trainer:
         if path.exists() and (len(kept) != len(records) or len(lines) != len(records)):
             _io.atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
         self.records = kept
+        self._decay_on = any("lr_decay" in r for r in kept)
 
     # -- one step ------------------------------------------------------------------------------------
     def train_step(self):
@@ -630,7 +659,8 @@ class Trainer:
                     grads = optim.clip_elementwise(grads, c.clip)
                 if c.clip_norm is not None:
                     grads, _ = optim.clip_global_norm(grads, c.clip_norm)
-                params, opt_state = self.update(params0, grads, self.opt_state)
+                update = self.decayed_update if self.lr_decayed else self.update
+                params, opt_state = update(params0, grads, self.opt_state)
                 if curriculum is not None:
                     curriculum.update(loss)
                 seconds = self.seconds + (time.perf_counter() - t0)
@@ -675,6 +705,8 @@ class Trainer:
             due = new.step * c.batch_size >= next_eval
             if due or new.step == self.total_steps:
                 record[f"eval_{metric}"] = self.evaluate()
+                if c.lr_decay is not None and not self.lr_decayed and record[f"eval_{metric}"] < c.decay_threshold:
+                    record["lr_decay"] = c.lr_decay  # the next steps update at lr × lr_decay
             if due:  # not at an undue budget end: an extended run keeps the schedule of a longer one
                 next_eval += c.eval_every
             if new.step == self.total_steps:
@@ -694,6 +726,7 @@ class Trainer:
         self.seconds, self.losses_since_log, self.next_eval = new.seconds, new.losses, new.next_eval
         if new.record is not None:
             self.records.append(new.record)
+            self._decay_on = self._decay_on or "lr_decay" in new.record
         self.step = new.step
 
     def _rollback(self, params):
