@@ -134,7 +134,11 @@ class GradCheckReport(NamedTuple):
 
     @property
     def max_rel_error(self) -> float:
-        return max((r.max_rel_error for r in self.inputs), default=0.0)
+        """The largest input's error; NaN when any input's is (a NaN gradient never passes ``ok``)."""
+        errors = [r.max_rel_error for r in self.inputs]
+        if any(np.isnan(e) for e in errors):
+            return float("nan")
+        return max(errors, default=0.0)
 
     def ok(self, tol: float = TOLERANCES["op"]) -> bool:
         """True when every input's relative error is at most ``tol``."""

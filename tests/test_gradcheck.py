@@ -137,3 +137,23 @@ def test_every_op_passes_on_its_example_inputs():
     assert [r.op for r in reports] == list(ops.OP_NAMES)
     worst = max(reports, key=lambda r: r.max_rel_error)
     assert worst.ok(TOLERANCES["op"]), str(worst)
+
+
+@pytest.mark.parametrize("where", [0, 1])
+def test_a_nan_gradient_never_passes_whichever_input_holds_it(where):
+    """Python's max skips a NaN that is not first; the report must not (found by the course's answer key)."""
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(3), rng.standard_normal(3)
+
+    def forward(x, y):
+        return x * y, (x, y)
+
+    def backward(dout, cache):
+        x, y = cache
+        grads = [dout * y, dout * x]
+        grads[where] = np.where(np.arange(3) == 1, np.nan, grads[where])
+        return tuple(grads)
+
+    report = check_op(forward, backward, a, b)
+    assert np.isnan(report.max_rel_error)
+    assert not report.ok()
