@@ -13,20 +13,7 @@ import pytest
 from refmann import cli
 from refmann.train import TrainConfig, Trainer, optim
 from refmann.train import sweep as sweep_mod
-from tests.trainer_helpers import stop_at
-
-TINY = dict(
-    task="copy",
-    task_kwargs={"max_length": 3, "bits": 4},
-    batch_size=8,
-    memory_size=8,
-    word_size=6,
-    hidden_size=16,
-    eval_every=80,  # every 10 steps
-    eval_size=16,
-    log_every=2,
-    checkpoint_every=5,
-)
+from tests.trainer_helpers import TINY, stop_at
 
 
 def _config(steps, **kw):

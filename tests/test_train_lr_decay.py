@@ -12,21 +12,9 @@ import pytest
 
 from refmann import cli
 from refmann.train import TrainConfig, Trainer, optim
-from tests.trainer_helpers import stop_at
+from tests.trainer_helpers import TINY, stop_at
 
-TINY = dict(
-    task="copy",
-    task_kwargs={"max_length": 3, "bits": 4},
-    batch_size=8,
-    memory_size=8,
-    word_size=6,
-    hidden_size=16,
-    eval_every=80,  # every 10 steps
-    eval_size=16,
-    log_every=2,
-    checkpoint_every=5,
-    lr=1e-3,
-)
+TINY = {**TINY, "lr": 1e-3}
 ALWAYS = 1e9  # a threshold every evaluation is under: the decay starts at the first one (step 10)
 
 

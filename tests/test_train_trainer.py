@@ -8,20 +8,7 @@ import pytest
 
 from refmann import _io, cli
 from refmann.train import TrainConfig, Trainer
-from tests.trainer_helpers import stop_at
-
-TINY = dict(
-    task="copy",
-    task_kwargs={"max_length": 3, "bits": 4},
-    batch_size=8,
-    memory_size=8,
-    word_size=6,
-    hidden_size=16,
-    eval_every=80,
-    eval_size=16,
-    log_every=2,
-    checkpoint_every=5,
-)
+from tests.trainer_helpers import TINY, stop_at
 
 
 @pytest.mark.parametrize("model", ["lstm", "ntm", "dam"])
