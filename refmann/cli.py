@@ -626,12 +626,19 @@ def _check_bench_flags(args):
 def _cmd_bench(args) -> int:
     _check_bench_flags(args)
     if args.what == "lsh":
-        from .bench.lsh import format_table, lsh_table
+        from .bench.lsh import format_index_table, format_table, index_table, lsh_table
 
         sizes = (1_000, 10_000) if args.quick else (1_000, 10_000, 100_000)
+        queries = 50 if args.quick else 200
         with _user_errors():
-            table = lsh_table(sizes, queries=50 if args.quick else 200)
+            table = lsh_table(sizes, queries=queries)
+            index_sizes = sizes if args.quick else (*sizes, 1_000_000)
+            indexes = index_table(index_sizes, queries=queries, rounds=2 if args.quick else 3)
         print(format_table(table))
+        print()
+        print("The three indexes side by side (defaults; interleaved rounds, minimum kept):")
+        print()
+        print(format_index_table(indexes))
     elif args.what == "steps":
         return _bench_steps(args)
     elif args.what == "scaling":
@@ -1004,7 +1011,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "what",
         choices=["lsh", "steps", "scaling", "footprint", "pkm", "sketch", "hma"],
-        help="lsh: recall and speed of the LSH index against the exact index; "
+        help="lsh: recall and speed of the LSH index and the k-d forest against the exact index; "
         "steps: per-step forward+backward time against N; "
         "scaling: Figure 1 of Rae et al. 2016 (time and memory against N, four models), or with --figure 7 "
         "its Figure 7 (the DNC against the Sparse DNC); "

@@ -24,10 +24,11 @@ FIGURE7_LINES = ["dnc", "sdnc-linear", "sdnc-lsh"]
 
 
 def test_bench_variants_select_by_figure_and_figure_1_is_the_default():
-    assert list(models.bench_variants()) == ["ntm", "dam", "sam-linear", "sam-lsh"]
-    assert list(models.bench_variants(figure=1)) == ["ntm", "dam", "sam-linear", "sam-lsh"]
+    assert list(models.bench_variants()) == ["ntm", "dam", "sam-linear", "sam-lsh", "sam-kdforest"]
+    assert list(models.bench_variants(figure=1)) == ["ntm", "dam", "sam-linear", "sam-lsh", "sam-kdforest"]
     assert list(models.bench_variants(figure=7)) == FIGURE7_LINES
-    assert list(models.bench_variants(figure=None)) == ["ntm", "dam", "sam-linear", "sam-lsh", *FIGURE7_LINES]
+    figure1 = ["ntm", "dam", "sam-linear", "sam-lsh", "sam-kdforest"]
+    assert list(models.bench_variants(figure=None)) == [*figure1, *FIGURE7_LINES]
     for figure in (0, 2, True, "7"):
         with pytest.raises(ValueError, match="figure: expected one of"):
             models.bench_variants(figure=figure)
@@ -44,7 +45,7 @@ def test_figure7_lines_are_the_dense_dnc_and_the_sdnc_with_each_index():
 
 
 def test_the_harness_keeps_figure_1_as_its_default_table_and_knows_figure_7():
-    assert MODELS == ("ntm", "dam", "sam-linear", "sam-lsh") == scaling.FIGURE_MODELS[1]
+    assert MODELS == ("ntm", "dam", "sam-linear", "sam-lsh", "sam-kdforest") == scaling.FIGURE_MODELS[1]
     assert list(FIGURE7_MODELS) == FIGURE7_LINES
     assert set(scaling.FIGURE7_REFERENCES) == {"sdnc-linear", "sdnc-lsh"}
     assert scaling._model_spec("dnc").dense and scaling._model_spec("dnc").figure == 7

@@ -6,7 +6,9 @@ import json
 from refmann.bench.report import CSV_FIELDS, format_table, write_outputs
 from refmann.bench.scaling import ScalingConfig
 
-CONFIG = ScalingConfig(sizes=(100, 1_000), memory_sizes=(100,), steps=2, repeats=1)
+CONFIG = ScalingConfig(
+    models=("ntm", "dam", "sam-linear", "sam-lsh"), sizes=(100, 1_000), memory_sizes=(100,), steps=2, repeats=1
+)
 MACHINE = {"cpu": "test CPU", "cores": 2, "numpy": "2", "numba": "0", "jit": "off"}
 
 

@@ -36,7 +36,7 @@ TINY = dict(
 
 
 def test_the_model_table_names_each_model_once_and_the_public_dicts_follow_it():
-    assert MODELS == ("ntm", "dam", "sam-linear", "sam-lsh")
+    assert MODELS == ("ntm", "dam", "sam-linear", "sam-lsh", "sam-kdforest")
     for m in MODELS:
         spec = scaling._model_spec(m)
         assert (scaling.LABELS[m], scaling.COLORS[m]) == (spec.label, spec.color)
@@ -55,8 +55,10 @@ def test_build_model_makes_each_model_through_the_public_constructors_sam_with_k
         "dam": "DAM",
         "sam-linear": "SAM",
         "sam-lsh": "SAM",
+        "sam-kdforest": "SAM",
     }
-    assert built["sam-lsh"].core.K == built["sam-linear"].core.K == 3
+    assert built["sam-lsh"].core.K == built["sam-linear"].core.K == built["sam-kdforest"].core.K == 3
+    assert (built["sam-lsh"].config.index, built["sam-kdforest"].config.index) == ("lsh", "kdforest")
 
 
 def test_the_names_that_moved_out_stay_importable_from_scaling():
@@ -86,7 +88,7 @@ def test_quick_run_writes_a_row_per_model_size_and_kind_with_the_csv_schema(tiny
         rows = list(reader)
     keys = {(r["model"], int(r["N"]), r["kind"]) for r in rows}
     assert keys == {(m, N, kind) for m in MODELS for N in (8, 16) for kind in ("time", "memory")}
-    assert len(rows) == len(keys) == len(lines) == 16
+    assert len(rows) == len(keys) == len(lines) == 4 * len(MODELS)
     for r in rows:
         assert r["skipped"] == "" and r["dtype"] == "float64" and r["jit"] in ("on", "off") and r["cpu"]
         assert float(r["setup_seconds"]) >= 0 and float(r["seconds_per_step"]) > 0
@@ -104,7 +106,7 @@ def test_quick_run_writes_json_with_machine_config_and_points(tiny_run):
     for key in ("cpu", "cores", "numpy", "numba", "jit", "python"):
         assert key in doc["machine"]
     assert doc["config"]["sizes"] == [8, 16] and doc["config"]["word_size"] == 4
-    assert len(doc["points"]) == 16
+    assert len(doc["points"]) == 4 * len(MODELS)
     assert set(CSV_FIELDS) <= set(doc["points"][0])
 
 
@@ -114,7 +116,7 @@ def test_quick_run_draws_both_figures_and_tabulates_the_ratios(tiny_run):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (out / "table.md").read_text()
     assert table.strip() == result.table.strip()
-    assert "| NTM | DAM | SAM linear | SAM LSH | NTM / SAM LSH | DAM / SAM LSH |" in table
+    assert "| NTM | DAM | SAM linear | SAM LSH | SAM k-d forest | NTM / SAM LSH | DAM / SAM LSH |" in table
     assert "Memory at N = 16: NTM / SAM LSH" in table
     assert "SAM LSH time per step from N = 8 to 16" in table
     assert sum(line.startswith("| 8 |") for line in table.splitlines()) == 2  # time and memory tables

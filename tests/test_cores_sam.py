@@ -69,7 +69,7 @@ def test_sam_memory_gradient_equals_dams_gradient_of_its_initial_memory(case):
     np.testing.assert_allclose(dense.sum(axis=0), grads_d["memory.init"], rtol=1e-9, atol=1e-12)
 
 
-@given(case=sam_case(max_n=9), k=st.integers(1, 9), index=st.sampled_from(["linear", "lsh"]))
+@given(case=sam_case(max_n=9), k=st.integers(1, 9), index=st.sampled_from(["linear", "lsh", "kdforest"]))
 def test_rollback_gradients_equal_full_cache_gradients_and_memory_is_restored(case, k, index):
     sizes, x, y, mask = case
     k = min(k, sizes["memory_size"])
@@ -120,7 +120,7 @@ def _min_key_norm(sam, x):
 
 @settings(max_examples=10)
 # W >= 2: in one dimension cosine similarity is a sign function, steep (~1/eps) near zero rows
-@given(case=sam_case(max_n=8, min_word=2), k=st.integers(1, 4), index=st.sampled_from(["linear", "lsh"]))
+@given(case=sam_case(max_n=8, min_word=2), k=st.integers(1, 4), index=st.sampled_from(["linear", "lsh", "kdforest"]))
 def test_sam_gradients_match_finite_differences(case, k, index):
     sizes, x, y, mask = case
     sam = models.SAM(k=min(k, sizes["memory_size"]), index=index, memory_init="random", **sizes)
@@ -208,7 +208,7 @@ def test_a_failing_forward_leaves_the_memory_at_its_initial_state():
     _ = ops  # the op layer is what SAM composes; imported for readers following along
 
 
-@given(case=sam_case(max_n=9), k=st.integers(1, 4), index=st.sampled_from(["linear", "lsh"]))
+@given(case=sam_case(max_n=9), k=st.integers(1, 4), index=st.sampled_from(["linear", "lsh", "kdforest"]))
 def test_restore_final_leaves_the_memory_of_the_last_step(case, k, index):
     sizes, x, y, mask = case
     kw = dict(k=min(k, sizes["memory_size"]), index=index, memory_init="random", **sizes)

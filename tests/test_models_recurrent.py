@@ -142,7 +142,7 @@ def test_a_model_is_built_from_its_config_and_the_registry_knows_it():
 
 def test_the_registry_lists_the_models_in_their_documented_order():
     assert list(models.MODELS)[:6] == ["lstm", "ntm", "dam", "sam", "dnc", "sdnc"]
-    assert list(models.bench_variants()) == ["ntm", "dam", "sam-linear", "sam-lsh"]
+    assert list(models.bench_variants()) == ["ntm", "dam", "sam-linear", "sam-lsh", "sam-kdforest"]
 
 
 # -- every model, built from the cases of tests/model_cases.py -----------------------------------------

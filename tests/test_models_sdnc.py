@@ -181,7 +181,7 @@ def test_without_freezing_the_links_finite_differences_disagree():
     seed=st.integers(0, 2**16),
     k=st.integers(1, 3),
     link_k=st.integers(1, 4),
-    index=st.sampled_from(["linear", "lsh"]),
+    index=st.sampled_from(["linear", "lsh", "kdforest"]),
 )
 def test_rollback_equals_the_full_cache_and_restores_memory_and_links(problem, seed, k, link_k, index):
     _rollback_equals_the_full_cache(problem, seed, k, link_k, index, link_grads=False)
@@ -193,7 +193,7 @@ def test_rollback_equals_the_full_cache_and_restores_memory_and_links(problem, s
     seed=st.integers(0, 2**16),
     k=st.integers(1, 3),
     link_k=st.integers(1, 4),
-    index=st.sampled_from(["linear", "lsh"]),
+    index=st.sampled_from(["linear", "lsh", "kdforest"]),
 )
 def test_with_link_grads_rollback_equals_the_full_cache_and_restores_memory_and_links(problem, seed, k, link_k, index):
     _rollback_equals_the_full_cache(problem, seed, k, link_k, index, link_grads=True)

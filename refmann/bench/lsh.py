@@ -249,3 +249,87 @@ def format_table(rows) -> str:
                 f"| {r['candidates']:.0f} | {same} | {r['us_per_rewrite']:.1f} |"
             )
     return "\n".join(lines)
+
+
+def index_table(
+    sizes=(1_000, 10_000, 100_000), *, word_size=32, k=4, queries=200, noise=0.5, rounds=3, wide_checks=1024, seed=0
+):
+    """Rows of {table="indexes", N, data, index, recall, recall_source, candidates, us_per_query,
+    speedup, us_build}: the exact scan, the LSH index and the k-d forest at their defaults, and the
+    k-d forest with ``wide_checks`` checks (about the rows the LSH index scores), side by side on the
+    same memory and queries, in one run.
+
+    ``data`` is "random" (Gaussian rows and Gaussian queries: recall@k of the exact top k) or "noisy
+    copy" (queries are stored rows plus ``noise`` per component: recall@k of the exact top k, and
+    ``recall_source``, the fraction of queries whose source row comes first). Timing: ``rounds``
+    interleaved rounds (each round times every index once, in turn, answering all queries in one call),
+    the minimum kept; ``speedup`` is the exact scan's time over the index's, from the same run.
+    """
+    from ..memory import KDForestIndex
+
+    rng = np.random.default_rng([seed, 3])
+    out = []
+    for N in sizes:
+        memory = rng.standard_normal((1, N, word_size))
+        source = rng.integers(0, N, queries)
+        datasets = {
+            "random": (rng.standard_normal((1, queries, word_size)), None),
+            "noisy copy": (memory[:, source] + noise * rng.standard_normal((1, queries, word_size)), source),
+        }
+        indexes, build_us = {}, {}
+        variants = (
+            ("linear", LinearIndex, {}),
+            ("lsh", LSHIndex, {"seed": seed}),
+            ("kdforest", KDForestIndex, {"seed": seed}),
+            (f"kdforest, checks {wide_checks}", KDForestIndex, {"seed": seed, "checks": wide_checks}),
+        )
+        for name, cls, options in variants:
+            index = cls(memory, **options)
+            index.rebuild()  # compile
+            t = time.perf_counter()
+            index.rebuild()
+            build_us[name] = 1e6 * (time.perf_counter() - t)
+            index.query(memory[:, :2], k)  # warm-up (compilation)
+            indexes[name] = index
+        for data, (keys, src) in datasets.items():
+            best = dict.fromkeys(indexes, np.inf)
+            answers = {}
+            for _ in range(rounds):
+                for name, index in indexes.items():
+                    t = time.perf_counter()
+                    answers[name] = index.query(keys, k)
+                    best[name] = min(best[name], time.perf_counter() - t)
+            for name, index in indexes.items():
+                index.query(keys, k)
+                counts = getattr(index, "last_counts", None)
+                out.append(
+                    {
+                        "table": "indexes",
+                        "N": N,
+                        "data": data,
+                        "index": name,
+                        "recall": _recall(answers[name], answers["linear"]),
+                        "recall_source": None if src is None else float(np.mean(answers[name][0, :, 0] == src)),
+                        "candidates": float(N if counts is None else counts.mean()),
+                        "us_per_query": 1e6 * best[name] / queries,
+                        "speedup": best["linear"] / best[name],
+                        "us_build": build_us[name],
+                    }
+                )
+    return out
+
+
+def format_index_table(rows) -> str:
+    """The rows of :func:`index_table` as a Markdown table."""
+    lines = [
+        "| N | data | index | recall@4 of the exact top 4 | recall@1, source row | rows scored | µs / query "
+        "| speed-up over exact | ms / rebuild |",
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in rows:
+        src = "—" if r["recall_source"] is None else f"{r['recall_source']:.2f}"
+        lines.append(
+            f"| {r['N']:,} | {r['data']} | {r['index']} | {r['recall']:.2f} | {src} | {r['candidates']:,.0f} "
+            f"| {r['us_per_query']:.1f} | {r['speedup']:.1f}× | {r['us_build'] / 1e3:.1f} |"
+        )
+    return "\n".join(lines)

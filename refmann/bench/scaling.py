@@ -161,7 +161,8 @@ def _model_spec(name: str) -> ModelSpec:
 FIGURES = (1, 7)
 #: Each figure's lines, in registration order.
 FIGURE_MODELS = {f: tuple(m for m, spec in _MODEL_SPECS.items() if spec.figure == f) for f in FIGURES}
-#: Figure 1's lines (NTM, DAM, SAM linear, SAM LSH): the default models, and the keys of the dicts below.
+#: Figure 1's lines (NTM, DAM, SAM linear, SAM LSH, SAM k-d forest): the default models, and the keys of the
+#: dicts below.
 MODELS = FIGURE_MODELS[1]
 #: Figure 7's lines (DNC, SDNC linear, SDNC LSH).
 FIGURE7_MODELS = FIGURE_MODELS[7]
@@ -213,7 +214,8 @@ class ScalingConfig:
     Parameters
     ----------
     models : tuple of str
-        Lines of the figure: ``"ntm"``, ``"dam"``, ``"sam-linear"``, ``"sam-lsh"`` (Figure 1, the default);
+        Lines of the figure: ``"ntm"``, ``"dam"``, ``"sam-linear"``, ``"sam-lsh"``, ``"sam-kdforest"`` (Figure 1,
+        the default);
         ``"dnc"``, ``"sdnc-linear"``, ``"sdnc-lsh"`` (Figure 7). Default: all of the figure's.
     sizes : tuple of int
         N of the time points (default 1e2 … 1e7 / 2^6 … 2^12, 1e4, 1e5, 1e6).

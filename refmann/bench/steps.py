@@ -13,7 +13,7 @@ from .scaling import ScalingConfig, _model_spec, measure_time
 
 def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float64", seed=0):
     """Returns {"model", "N", "seconds_per_step", "setup_seconds"}; ``model_name`` is one of
-    ``ntm``, ``dam``, ``sam-linear``, ``sam-lsh`` (``sam`` means ``sam-lsh``)."""
+    ``ntm``, ``dam``, ``sam-linear``, ``sam-lsh``, ``sam-kdforest`` (``sam`` means ``sam-lsh``)."""
     model_name = "sam-lsh" if model_name == "sam" else model_name
     config = ScalingConfig(
         models=(model_name,),

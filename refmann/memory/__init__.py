@@ -4,15 +4,16 @@ link tables with theirs."""
 
 from .accumulator import RowGradAccumulator
 from .index import LinearIndex, LSHIndex, cosine_scores
+from .kdforest import KDForestIndex, KDForestJournal, KDTrees
 from .links import LinkJournal, LinkRows, SparseLinks
 from .ring import RingJournal, UsageRing
 from .sparse_memory import SparseMemory, StepJournal
 
-INDEXES = {"linear": LinearIndex, "lsh": LSHIndex}
+INDEXES = {"linear": LinearIndex, "lsh": LSHIndex, "kdforest": KDForestIndex}
 
 
 def make_index_factory(name, *, seed=0, **kwargs):
-    """A function ``memory -> index`` for the index called ``name`` ("linear" or "lsh")."""
+    """A function ``memory -> index`` for the index called ``name`` ("linear", "lsh" or "kdforest")."""
     if name not in INDEXES:
         raise ValueError(f"index: expected one of {sorted(INDEXES)}, got {name!r}")
     cls = INDEXES[name]
@@ -25,7 +26,7 @@ def make_index_factory(name, *, seed=0, **kwargs):
         return cls(memory, seed=seed, **kwargs)
 
     def nbytes_for(B, N, W):  # what SparseMemory's size guard asks before building one
-        sizing = {k: kwargs[k] for k in ("num_tables", "num_bits") if k in kwargs}
+        sizing = {k: kwargs[k] for k in getattr(cls, "SIZING_OPTIONS", ("num_tables", "num_bits")) if k in kwargs}
         return cls.nbytes_for(B, N, W, **sizing)
 
     factory.nbytes_for = nbytes_for
@@ -34,6 +35,9 @@ def make_index_factory(name, *, seed=0, **kwargs):
 
 __all__ = [
     "INDEXES",
+    "KDForestIndex",
+    "KDForestJournal",
+    "KDTrees",
     "LSHIndex",
     "LinearIndex",
     "LinkJournal",

@@ -3,7 +3,7 @@ r"""A sparse memory written in place, with everything rollback BPTT needs (SAM, 
 :class:`SparseMemory` holds, for a batch of B sequences:
 
 - ``memory``: the live (B, N, W) array, written in place (allocated once per batch size);
-- ``index``: the nearest-neighbour index over its rows (exact ``LinearIndex`` or ``LSHIndex``);
+- ``index``: the nearest-neighbour index over its rows (exact ``LinearIndex``, ``LSHIndex`` or ``KDForestIndex``);
 - ``ring``: the usage ring (least recently accessed slot in O(1));
 - ``grad``: a :class:`RowGradAccumulator`, the memory's gradient over the rows a pass touched.
 

@@ -119,7 +119,7 @@ class SAMConfig(MemoryConfig):
 
     num_heads: int = 4  # H
     k: int = 4  # K, slots read per head
-    index: str = "linear"  # "linear" (exact) or "lsh"
+    index: str = "linear"  # "linear" (exact), "lsh" or "kdforest"
     index_kwargs: dict | None = None
     delta: float = 0.005  # δ of the access rule
     bptt: str = "rollback"  # or "cache" (a copy of M_t per step, for comparison)

@@ -23,9 +23,9 @@ class SAM(RecurrentModel):
         As for :class:`DAM`.
     k : int
         Slots read per head (default 4, the paper's).
-    index : {"linear", "lsh"}
+    index : {"linear", "lsh", "kdforest"}
         ``"linear"``: exact cosine top-k by a scan (O(N) per query); ``"lsh"``: random-hyperplane
-        LSH, O(1) in N.
+        LSH, O(1) in N; ``"kdforest"``: a randomized k-d forest (the paper's FLANN index), O(log N).
     index_kwargs : dict, optional
         Options of the index (see :mod:`refmann.memory.index`).
     delta : float
@@ -91,6 +91,7 @@ register_model(
         bench=(
             BenchVariant("sam-linear", "SAM linear", "tab:green", {"index": "linear"}, 1.0, 1.0),
             BenchVariant("sam-lsh", "SAM LSH", "tab:blue", {"index": "lsh"}, 0.0, 0.0),
+            BenchVariant("sam-kdforest", "SAM k-d forest", "tab:cyan", {"index": "kdforest"}, 0.0, 0.0),
         ),
     )
 )

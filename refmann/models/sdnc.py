@@ -27,7 +27,7 @@ class SDNC(RecurrentModel):
         Content candidates per head, and the forward and backward slots kept (default 4).
     link_k : int
         K_L, entries per row of each link table and in the precedence (default 8, the paper's).
-    index : {"linear", "lsh"}
+    index : {"linear", "lsh", "kdforest"}
     index_kwargs : dict, optional
     delta : float
         δ of the access rule (default 0.005).
