@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from refmann.kernels import kdforest as kd
-from refmann.memory import INDEXES, KDForestIndex, LinearIndex, make_index_factory
+from refmann.memory import INDEXES, KDForestIndex, LinearIndex, LSHIndex, make_index_factory
 from refmann.memory.sparse_memory import index_nbytes
 
 
@@ -391,3 +391,48 @@ def test_index_table_compares_the_three_indexes_on_the_same_queries():
             assert r["candidates"] <= 64
         assert (r["recall_source"] is None) == (r["data"] == "random")
     assert format_index_table(rows).count("\n") == len(rows) + 1
+
+
+@pytest.mark.parametrize("cls", [LSHIndex, KDForestIndex])
+@pytest.mark.parametrize(
+    "memory, seed, error, message",
+    [
+        (np.zeros((4, 3)), 0, ValueError, r"memory: expected a 3-d array \(B, N, W\), got shape \(4, 3\)"),
+        ([[[0.0]]], 0, TypeError, "memory: expected an ndarray of shape"),
+        (np.zeros((1, 4, 3)), -1, TypeError, "seed: expected a non-negative int, got -1"),
+        (np.zeros((1, 4, 3)), True, TypeError, "seed: expected a non-negative int, got True"),
+    ],
+)
+def test_both_list_indexes_name_a_bad_memory_or_seed(cls, memory, seed, error, message):
+    with pytest.raises(error, match=message):
+        cls(memory, seed=seed)
+
+
+def test_the_shared_list_edits_keep_a_sorted_list_and_undo_exactly():
+    from refmann.kernels.lists import _insert_after_loops, _unlink_loops
+
+    heads = np.full((1, 1, 2), -1, np.int32)
+    nxt = np.full((1, 5, 1), -1, np.int32)
+    prv = np.full((1, 5, 1), -1, np.int32)
+    for i, p in [(1, -1), (3, 1), (4, 3), (2, 1)]:  # list 0: 1, 2, 3, 4 (2 goes after 1)
+        _insert_after_loops(heads, nxt, prv, 0, 0, 0, i, p)
+
+    def walk(s):
+        out, i = [], heads[0, 0, s]
+        while i >= 0:
+            out.append(int(i))
+            assert nxt[0, i, 0] < 0 or prv[0, nxt[0, i, 0], 0] == i
+            i = nxt[0, i, 0]
+        return out
+
+    assert walk(0) == [1, 2, 3, 4] and prv[0, 1, 0] == -1
+    before = (heads.copy(), nxt.copy(), prv.copy())
+    p = prv[0, 3, 0]
+    _unlink_loops(heads, nxt, prv, 0, 0, 0, 3)
+    _insert_after_loops(heads, nxt, prv, 0, 0, 1, 3, -1)  # 3 moves to list 1
+    assert walk(0) == [1, 2, 4] and walk(1) == [3]
+    _unlink_loops(heads, nxt, prv, 0, 0, 1, 3)  # the undo: back after its journalled predecessor
+    _insert_after_loops(heads, nxt, prv, 0, 0, 0, 3, p)
+    assert walk(0) == [1, 2, 3, 4] and walk(1) == []
+    for a, b in zip((heads, nxt, prv), before):
+        np.testing.assert_array_equal(a, b)

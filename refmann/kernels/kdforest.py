@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
+from .candidates import _finish_query
+from .lists import _insert_after, _unlink
 
 
 def _unit_loops(x, out):
@@ -114,30 +116,15 @@ def _kd_update_loops(memory, dims, thresholds, depth, rows, codes, heads, nxt, p
                 old = codes[b, i, t]
                 if code == old:
                     continue
-                p, n = prv[b, i, t], nxt[b, i, t]
-                j_code[b, j, t], j_prev[b, j, t], j_next[b, j, t] = old, p, n
-                if p >= 0:  # unlink i from leaf ``old``
-                    nxt[b, p, t] = n
-                else:
-                    heads[b, t, old] = n
-                if n >= 0:
-                    prv[b, n, t] = p
+                j_code[b, j, t], j_prev[b, j, t], j_next[b, j, t] = old, prv[b, i, t], nxt[b, i, t]
+                _unlink(heads, nxt, prv, b, t, old, i)
                 codes[b, i, t] = code
                 q = -1  # i's predecessor in leaf ``code``: the largest row < i there
                 w = heads[b, t, code]
                 while w >= 0 and w < i:
                     q = w
                     w = nxt[b, w, t]
-                if q >= 0:
-                    n = nxt[b, q, t]
-                    nxt[b, q, t] = i
-                else:
-                    n = heads[b, t, code]
-                    heads[b, t, code] = i
-                prv[b, i, t] = q
-                nxt[b, i, t] = n
-                if n >= 0:
-                    prv[b, n, t] = i
+                _insert_after(heads, nxt, prv, b, t, code, i, q)
 
 
 def _kd_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
@@ -154,24 +141,9 @@ def _kd_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
                 old = j_code[b, j, t]
                 if old < 0:
                     continue
-                cur = codes[b, i, t]
-                p, n = prv[b, i, t], nxt[b, i, t]
-                if p >= 0:
-                    nxt[b, p, t] = n
-                else:
-                    heads[b, t, cur] = n
-                if n >= 0:
-                    prv[b, n, t] = p
-                p, n = j_prev[b, j, t], j_next[b, j, t]
+                _unlink(heads, nxt, prv, b, t, codes[b, i, t], i)
                 codes[b, i, t] = old
-                prv[b, i, t] = p
-                nxt[b, i, t] = n
-                if p >= 0:
-                    nxt[b, p, t] = i
-                else:
-                    heads[b, t, old] = i
-                if n >= 0:
-                    prv[b, n, t] = i
+                _insert_after(heads, nxt, prv, b, t, old, i, j_prev[b, j, t])
 
 
 def _heap_less(hd, ht, hn, a, c):
@@ -222,10 +194,6 @@ def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt
             key = keys[b, h]
             tag = b * H + h
             _unit(key, u)
-            knorm = 0.0
-            for c in range(W):
-                knorm += key[c] * key[c]
-            knorm = np.sqrt(knorm)
             size = 0
             for t in range(T):  # push every root at distance 0 (already in heap order)
                 hd[size], ht[size], hn[size] = 0.0, t, 0
@@ -276,41 +244,7 @@ def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt
                         cand[n] = i
                         n += 1
                     i = nxt[b, i, t]
-            r = 0  # fill-ins when the leaves held fewer than k rows: the caller's, then 0, 1, ...
-            while n < k and r < fill.shape[1]:
-                i = fill[b, r]
-                if i >= 0 and seen[b, i] != tag:
-                    seen[b, i] = tag
-                    cand[n] = i
-                    n += 1
-                r += 1
-            i = 0
-            while n < k:
-                if seen[b, i] != tag:
-                    seen[b, i] = tag
-                    cand[n] = i
-                    n += 1
-                i += 1
-            counts[b, h] = n
-            for m in range(n):
-                i = cand[m]
-                dot = 0.0
-                rn = 0.0
-                for c in range(W):
-                    v = np.float64(memory[b, i, c])
-                    dot += key[c] * v
-                    rn += v * v
-                score[m] = dot / (knorm * np.sqrt(rn) + 1e-6)
-            for j in range(k):  # top-k: score descending, index ascending
-                best = j
-                for m in range(j + 1, n):
-                    if score[m] > score[best] or (score[m] == score[best] and cand[m] < cand[best]):
-                        best = m
-                score[j], score[best] = score[best], score[j]
-                cand[j], cand[best] = cand[best], cand[j]
-                out[b, h, j] = cand[j]
-            for m in range(n):
-                seen[b, cand[m]] = -1
+            counts[b, h] = _finish_query(memory, b, key, k, fill, seen, tag, cand, score, n, out[b, h])
 
 
 kd_unit_rows_kernel = njit(_kd_unit_rows_loops)

@@ -40,6 +40,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._jit import njit
+from .candidates import _finish_query
+from .lists import _insert_after, _unlink
 
 SCAN_PER_HOP = 8  # rows of ``codes`` scanned per list hop when searching an insertion point ...
 SCAN_AFTER = 3  # ... after this many hops (most buckets are small: their walks end first)
@@ -177,12 +179,7 @@ def _lsh_update_loops(memory, centre, planes_t, nbits, rows, codes, heads, shead
                 new[l] = code
                 p, n = prv[b, i, l], nxt[b, i, l]
                 j_code[b, j, l], j_prev[b, j, l], j_next[b, j, l] = old, p, n
-                if p >= 0:  # unlink i from bucket ``old``
-                    nxt[b, p, l] = n
-                else:
-                    heads[b, l, old] = n
-                if n >= 0:
-                    prv[b, n, l] = p
+                _unlink(heads, nxt, prv, b, l, old, i)
                 if qi >= 1 and sheads[b, l, old, qi - 1] == i:
                     sheads[b, l, old, qi - 1] = n if lo <= n < hi else -1
                 codes[b, i, l] = code
@@ -264,16 +261,7 @@ def _lsh_update_loops(memory, centre, planes_t, nbits, rows, codes, heads, shead
                 if code < 0:
                     continue
                 q = pred[l]
-                if q >= 0:
-                    n = nxt[b, q, l]
-                    nxt[b, q, l] = i
-                else:  # i is the bucket's new first row
-                    n = heads[b, l, code]
-                    heads[b, l, code] = i
-                prv[b, i, l] = q
-                nxt[b, i, l] = n
-                if n >= 0:
-                    prv[b, n, l] = i
+                _insert_after(heads, nxt, prv, b, l, code, i, q)  # q = −1: the bucket's new first row
                 if qi >= 1 and q < lo:  # the first row of its range (q = −1 included)
                     sheads[b, l, code, qi - 1] = i
 
@@ -296,25 +284,13 @@ def _lsh_undo_loops(rows, codes, heads, sheads, nxt, prv, j_code, j_prev, j_next
                 if old < 0:
                     continue
                 cur = codes[b, i, l]
-                p, n = prv[b, i, l], nxt[b, i, l]  # unlink i from its current bucket
-                if p >= 0:
-                    nxt[b, p, l] = n
-                else:
-                    heads[b, l, cur] = n
-                if n >= 0:
-                    prv[b, n, l] = p
+                n = nxt[b, i, l]
+                _unlink(heads, nxt, prv, b, l, cur, i)  # unlink i from its current bucket
                 if qi >= 1 and sheads[b, l, cur, qi - 1] == i:
                     sheads[b, l, cur, qi - 1] = n if lo <= n < hi else -1
-                p, n = j_prev[b, j, l], j_next[b, j, l]  # and put it back between its old neighbours
+                p = j_prev[b, j, l]  # and put it back after its old predecessor
                 codes[b, i, l] = old
-                prv[b, i, l] = p
-                nxt[b, i, l] = n
-                if p >= 0:
-                    nxt[b, p, l] = i
-                else:
-                    heads[b, l, old] = i
-                if n >= 0:
-                    prv[b, n, l] = i
+                _insert_after(heads, nxt, prv, b, l, old, i, p)
                 if qi >= 1 and p < lo:
                     sheads[b, l, old, qi - 1] = i
 
@@ -343,10 +319,6 @@ def _lsh_query_loops(
     for b in range(B):
         for h in range(H):
             key = keys[b, h]
-            knorm = 0.0
-            for c in range(W):
-                knorm += key[c] * key[c]
-            knorm = np.sqrt(knorm)
             n = 0
             tag = b * H + h
             _project(key, centre[b], planes_t, proj)
@@ -378,42 +350,7 @@ def _lsh_query_loops(
                         n += 1
                     taken_rows += 1
                     i = nxt[b, i, l]
-            r = 0  # fill-ins when the buckets held fewer than k rows: the caller's, then 0, 1, ...
-            while n < k and r < fill.shape[1]:
-                i = fill[b, r]
-                if i >= 0 and seen[b, i] != tag:
-                    seen[b, i] = tag
-                    cand[n] = i
-                    n += 1
-                r += 1
-            i = 0
-            while n < k:
-                if seen[b, i] != tag:
-                    seen[b, i] = tag
-                    cand[n] = i
-                    n += 1
-                i += 1
-            counts[b, h] = n
-            for m in range(n):
-                i = cand[m]
-                dot = 0.0
-                rn = 0.0
-                for c in range(W):
-                    v = np.float64(memory[b, i, c])
-                    dot += key[c] * v
-                    rn += v * v
-                score[m] = dot / (knorm * np.sqrt(rn) + 1e-6)
-            # top-k: score descending, index ascending
-            for j in range(k):
-                best = j
-                for m in range(j + 1, n):
-                    if score[m] > score[best] or (score[m] == score[best] and cand[m] < cand[best]):
-                        best = m
-                score[j], score[best] = score[best], score[j]
-                cand[j], cand[best] = cand[best], cand[j]
-                out[b, h, j] = cand[j]
-            for m in range(n):
-                seen[b, cand[m]] = -1
+            counts[b, h] = _finish_query(memory, b, key, k, fill, seen, tag, cand, score, n, out[b, h])
 
 
 lsh_codes_from_projections_kernel = njit(_lsh_codes_from_projections_loops)

@@ -33,6 +33,7 @@ from ..kernels.lsh import (
     lsh_update_kernel,
 )
 from ..ops import cosine_similarity_forward, top_k
+from ._lists import ListIndex
 
 
 def cosine_scores(memory, keys, eps=1e-6):
@@ -125,7 +126,7 @@ class LinearIndex:
         return batch_size * num_slots * 8
 
 
-class LSHIndex:
+class LSHIndex(ListIndex):
     """Random-hyperplane LSH (Charikar 2002) for cosine similarity, per batch element.
 
     ``num_tables`` tables of ``num_bits`` hyperplanes each. A query collects, in every table, up to
@@ -177,6 +178,7 @@ class LSHIndex:
     def __init__(self, memory, *, num_tables=16, num_bits=None, max_per_bucket=16, probes=4, centring=True, seed=0):
         from .._checks import check_positive_int
 
+        self._check_memory_and_seed(memory, seed)
         B, N, W = memory.shape
         if num_bits is None:  # about 8 rows per bucket, so the per-bucket cap rarely truncates
             num_bits = int(min(24, max(4, round(np.log2(N)) - 3)))
@@ -190,39 +192,14 @@ class LSHIndex:
             raise ValueError(f"num_bits: expected at most 24 (2**num_bits buckets per table), got {num_bits}")
         if probes > num_bits:
             raise ValueError(f"probes: expected at most num_bits = {num_bits}, got {probes}")
-        self.memory = memory
+        self._init_lists(memory, num_tables, 2**num_bits, seed)
         self.num_tables, self.num_bits, self.max_per_bucket, self.probes = num_tables, num_bits, max_per_bucket, probes
         self.centring = bool(centring)
         self._centre = np.zeros((B, W), np.float64)  # set by rebuild()
         rng = np.random.default_rng([seed, 7])
         self.planes = rng.standard_normal((num_tables, num_bits, W))
-        i32 = np.int32  # N < 2**31 rows: int32 halves the index's footprint
-        # row-major per row: a row's entries for all tables share a cache line (see kernels/lsh.py)
-        self._codes = np.zeros((B, N, num_tables), i32)
-        self.heads = np.full((B, num_tables, 2**num_bits), -1, i32)
         # the first row of each bucket in each index range but the first (where a sorted insertion starts)
-        self._sheads = np.full((B, num_tables, 2**num_bits, SEGMENTS - 1), -1, i32)
-        self._nxt = np.full((B, N, num_tables), -1, i32)
-        self._prv = np.full((B, N, num_tables), -1, i32)
-        self._seen = np.full((B, N), -1, i32)
-        self.last_counts = None  # int (B, H): the rows each query of the last query() scored
-        self.insertions = 0
-        self.rebuilds = 0
-
-    @property
-    def codes(self) -> np.ndarray:
-        """Bucket of every row in every table, a (B, num_tables, N) view."""
-        return self._codes.transpose(0, 2, 1)
-
-    @property
-    def nxt(self) -> np.ndarray:
-        """Next row in the same bucket (−1: last), a (B, num_tables, N) view."""
-        return self._nxt.transpose(0, 2, 1)
-
-    @property
-    def prv(self) -> np.ndarray:
-        """Previous row in the same bucket (−1: first), a (B, num_tables, N) view."""
-        return self._prv.transpose(0, 2, 1)
+        self._sheads = np.full((B, num_tables, 2**num_bits, SEGMENTS - 1), -1, np.int32)
 
     @property
     def centre(self) -> np.ndarray:
@@ -321,14 +298,6 @@ class LSHIndex:
             journal.next,
         )
         self.insertions -= journal.rows.shape[1]
-
-    def maybe_rebuild(self):
-        """Rebuild when N insertions have accumulated since the last rebuild (call between sequences).
-
-        Insertions that were rolled back do not count: undo restores the lists exactly, so after a
-        sequence that was fully rolled back the index already *is* its rebuilt state."""
-        if self.insertions >= self.memory.shape[1]:
-            self.rebuild()
 
     def query(self, keys, k, fill=None):
         """The k best candidates per key, (B, H, k), ranked by exact cosine (ties by index).

@@ -19,6 +19,7 @@ from ..kernels.kdforest import (
     kd_unit_rows_kernel,
     kd_update_kernel,
 )
+from ._lists import ListIndex
 
 RAND_DIM = 5  # FLANN's choice: split on one of the 5 dimensions of highest variance
 
@@ -46,7 +47,7 @@ def _depth(N: int, leaf_size: int) -> int:
     return int(min(24, np.floor(np.log2(N / leaf_size))))
 
 
-class KDForestIndex:
+class KDForestIndex(ListIndex):
     """Randomized k-d forest (Silpa-Anan & Hartley 2008; Muja & Lowe 2009) for cosine similarity, per batch element.
 
     ``num_trees`` trees split the rows' unit vectors x / ‖x‖ (Euclidean distance between unit vectors
@@ -99,41 +100,14 @@ class KDForestIndex:
         check_positive_int(num_trees, "num_trees")
         check_positive_int(checks, "checks")
         check_positive_int(leaf_size, "leaf_size")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed: expected an int, got {type(seed).__name__}")
-        if not isinstance(memory, np.ndarray) or memory.ndim != 3:
-            raise ValueError(f"memory: expected an ndarray of shape (B, N, W), got {type(memory).__name__}")
+        self._check_memory_and_seed(memory, seed)
         B, N, W = memory.shape
-        self.memory = memory
-        self.num_trees, self.checks, self.leaf_size, self.seed = int(num_trees), int(checks), int(leaf_size), int(seed)
+        self.num_trees, self.checks, self.leaf_size = int(num_trees), int(checks), int(leaf_size)
         self.depth = _depth(N, self.leaf_size)
         inner, leaves = 2**self.depth - 1, 2**self.depth
-        i32 = np.int32
-        self.dims = np.zeros((B, num_trees, inner), i32)
+        self._init_lists(memory, self.num_trees, leaves, seed)
+        self.dims = np.zeros((B, num_trees, inner), np.int32)
         self.thresholds = np.zeros((B, num_trees, inner), np.float64)
-        self._codes = np.zeros((B, N, num_trees), i32)
-        self.heads = np.full((B, num_trees, leaves), -1, i32)
-        self._nxt = np.full((B, N, num_trees), -1, i32)
-        self._prv = np.full((B, N, num_trees), -1, i32)
-        self._seen = np.full((B, N), -1, i32)
-        self.last_counts = None  # int (B, H): the rows each query of the last query() scored
-        self.insertions = 0
-        self.rebuilds = 0
-
-    @property
-    def codes(self) -> np.ndarray:
-        """Leaf of every row in every tree, a (B, num_trees, N) view."""
-        return self._codes.transpose(0, 2, 1)
-
-    @property
-    def nxt(self) -> np.ndarray:
-        """Next row in the same leaf (−1: last), a (B, num_trees, N) view."""
-        return self._nxt.transpose(0, 2, 1)
-
-    @property
-    def prv(self) -> np.ndarray:
-        """Previous row in the same leaf (−1: first), a (B, num_trees, N) view."""
-        return self._prv.transpose(0, 2, 1)
 
     @property
     def trees(self) -> KDTrees:
@@ -224,11 +198,6 @@ class KDForestIndex:
             return
         kd_undo_kernel(journal.rows, self._codes, self.heads, self._nxt, self._prv, *journal[1:4])
         self.insertions -= journal.rows.shape[1]
-
-    def maybe_rebuild(self):
-        """Rebuild when N insertions have accumulated since the last rebuild (call between sequences)."""
-        if self.insertions >= self.memory.shape[1]:
-            self.rebuild()
 
     def query(self, keys, k, fill=None):
         """The k best candidates per key, (B, H, k), ranked by exact cosine (ties by index).
