@@ -23,7 +23,7 @@ def _twin(index):
 
 
 def _state(index):
-    return (index.dims, index.thresholds, index._codes, index.heads, index._nxt, index._prv, index._seen)
+    return (index.dims, index.thresholds, index._codes, index.heads, index._nxt, index._prv, index._seen, index._sizes)
 
 
 def _assert_same_state(index, fresh):
@@ -84,8 +84,8 @@ def test_kdforest_nbytes_for_equals_what_an_index_holds(shape):
 
 def test_kdforest_contents_equal_a_fresh_build_after_ten_thousand_random_writes():
     """Long random write sequences with periodic rebuilds: codes equal the documented descent of every
-    row, every leaf lists exactly its rows sorted by index, and everything equals a fresh build with
-    the same trees."""
+    row, every leaf lists exactly its rows sorted by index, every internal node counts the rows under
+    it, and everything equals a fresh build with the same trees."""
     rng = np.random.default_rng(0)
     B, N, W = 2, 300, 8
     memory = rng.standard_normal((B, N, W))
@@ -109,6 +109,11 @@ def test_kdforest_contents_equal_a_fresh_build_after_ten_thousand_random_writes(
             for leaf, rows in enumerate(lists[b][t]):
                 assert rows == sorted(rows) and all(index.codes[b, t, i] == leaf for i in rows)
             assert sorted(sum(lists[b][t], [])) == list(range(N))
+            for level in range(6):  # node n at this level covers 2**(6 − level) consecutive leaves
+                for n in range(2**level - 1, 2 ** (level + 1) - 1):
+                    lo = (n - (2**level - 1)) * 2 ** (6 - level)
+                    under = np.sum((index.codes[b, t] >= lo) & (index.codes[b, t] < lo + 2 ** (6 - level)))
+                    assert index._sizes[b, t, n] == under
 
 
 def test_kdforest_rebuild_splits_at_the_median_of_a_high_variance_dimension():
@@ -296,7 +301,7 @@ def test_kdforest_kernels_equal_their_python_twins(seed):
         journals = []
         for state, update in ((_state(index), kd.kd_update_kernel), (twin_state, kd._kd_update_loops)):
             journal = [np.empty((B, 6, index.num_trees), np.int32) for _ in range(3)]
-            update(memory, *args, rows, state[2], state[3], state[4], state[5], *journal)
+            update(memory, *args, rows, state[2], state[3], state[4], state[5], state[7], *journal)
             journals.append(journal)
         for a, b in zip(journals[0], journals[1]):
             np.testing.assert_array_equal(a, b)
@@ -307,7 +312,7 @@ def test_kdforest_kernels_equal_their_python_twins(seed):
     outs = []
     for state, query in ((_state(index), kd.kd_query_kernel), (twin_state, kd._kd_query_loops)):
         out, counts = np.empty((B, 7, 4), np.int64), np.empty((B, 7), np.int64)
-        query(memory, *args, keys, 4, index.checks, state[3], state[4], fill, out, state[6], counts)
+        query(memory, *args, keys, 4, index.checks, state[3], state[4], state[7], fill, out, state[6], counts)
         outs.append((out, counts))
     np.testing.assert_array_equal(outs[0][0], outs[1][0])
     np.testing.assert_array_equal(outs[0][1], outs[1][1])
@@ -315,12 +320,14 @@ def test_kdforest_kernels_equal_their_python_twins(seed):
     journal = [np.empty((B, 3, index.num_trees), np.int32) for _ in range(3)]
     memory[:, undo_rows[0]] = rng.standard_normal((3, W))
     before = [a.copy() for a in twin_state]
-    kd._kd_update_loops(memory, *args, undo_rows, twin_state[2], twin_state[3], twin_state[4], twin_state[5], *journal)
-    kd._kd_undo_loops(undo_rows, twin_state[2], twin_state[3], twin_state[4], twin_state[5], *journal)
+    lists = (twin_state[2], twin_state[3], twin_state[4], twin_state[5], twin_state[7])
+    kd._kd_update_loops(memory, *args, undo_rows, *lists, *journal)
+    kd._kd_undo_loops(undo_rows, *lists, index.depth, *journal)
     for a, b in zip(before, twin_state):
         np.testing.assert_array_equal(a, b)
-    kd.kd_update_kernel(memory, *args, undo_rows, *_state(index)[2:6], *journal)
-    kd.kd_undo_kernel(undo_rows, *_state(index)[2:6], *journal)
+    lists = (*_state(index)[2:6], index._sizes)
+    kd.kd_update_kernel(memory, *args, undo_rows, *lists, *journal)
+    kd.kd_undo_kernel(undo_rows, *lists, index.depth, *journal)
     for a, b in zip(before, _state(index)):
         np.testing.assert_array_equal(a, b)
 

@@ -9,6 +9,10 @@ a row files into the same leaf whichever kernel computes it.
 Every leaf's rows form a doubly linked list sorted by row index (``heads`` (B, T, leaves), ``nxt`` and
 ``prv`` (B, N, T), ``codes`` (B, N, T): the leaf of each row in each tree), as the LSH index's buckets:
 the lists are a function of the codes alone, and the codes of the memory's contents and the trees.
+``sizes`` (B, T, 2**D − 1) counts the rows under each internal node (a function of the codes too), so
+a query never descends into an empty subtree: on a clustered memory (a SAM's constant initial one
+files every row into one leaf per tree) most leaves are empty, and a search that visited them paid
+O(T · checks · D) for nothing.
 """
 
 from __future__ import annotations
@@ -92,7 +96,47 @@ def _kd_link_loops(b, codes, heads, nxt, prv):
             tails[c] = i
 
 
-def _kd_update_loops(memory, dims, thresholds, depth, rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
+def _kd_sizes_loops(b, codes, depth, sizes):
+    """The rows under every internal node of every tree of batch element b, from the codes (rebuild)."""
+    N, T = codes.shape[1], codes.shape[2]
+    first_leaf = (1 << depth) - 1
+    for t in range(T):
+        for n in range(first_leaf):
+            sizes[b, t, n] = 0
+        for i in range(N):
+            n = codes[b, i, t] + first_leaf
+            while n > 0:
+                n = (n - 1) // 2
+                sizes[b, t, n] += 1
+
+
+def _move_size_loops(sizes, b, t, depth, old, new):
+    """Row moved from leaf ``old`` to leaf ``new`` of tree t: the sizes of their ancestors follow."""
+    first_leaf = (1 << depth) - 1
+    n = old + first_leaf
+    while n > 0:
+        n = (n - 1) // 2
+        sizes[b, t, n] -= 1
+    n = new + first_leaf
+    while n > 0:
+        n = (n - 1) // 2
+        sizes[b, t, n] += 1
+
+
+_move_size = njit(_move_size_loops, inline=True)
+
+
+def _occupied_loops(sizes, heads, b, t, node, first_leaf):
+    """Whether any row lies under ``node`` (an internal node's size, or a leaf's list)."""
+    if node < first_leaf:
+        return sizes[b, t, node] > 0
+    return heads[b, t, node - first_leaf] >= 0
+
+
+_occupied = njit(_occupied_loops, inline=True)
+
+
+def _kd_update_loops(memory, dims, thresholds, depth, rows, codes, heads, nxt, prv, sizes, j_code, j_prev, j_next):
     """Re-file each row of ``rows`` (B, J) (−1: padding), in order: in every tree whose leaf for the
     row's new contents differs from its current one, journal (old leaf, old neighbours), unlink it and
     insert it at its sorted place in the new leaf's list (found by a walk from the head: O(leaf size)).
@@ -125,9 +169,10 @@ def _kd_update_loops(memory, dims, thresholds, depth, rows, codes, heads, nxt, p
                     q = w
                     w = nxt[b, w, t]
                 _insert_after(heads, nxt, prv, b, t, code, i, q)
+                _move_size(sizes, b, t, depth, old, code)
 
 
-def _kd_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
+def _kd_undo_loops(rows, codes, heads, nxt, prv, sizes, depth, j_code, j_prev, j_next):
     """Undo one update, newest move first: each moved row goes back between its old neighbours
     (adjacent again, since the later moves were undone before), so the lists are restored exactly."""
     B, J = rows.shape
@@ -141,9 +186,11 @@ def _kd_undo_loops(rows, codes, heads, nxt, prv, j_code, j_prev, j_next):
                 old = j_code[b, j, t]
                 if old < 0:
                     continue
-                _unlink(heads, nxt, prv, b, t, codes[b, i, t], i)
+                cur = codes[b, i, t]
+                _unlink(heads, nxt, prv, b, t, cur, i)
                 codes[b, i, t] = old
                 _insert_after(heads, nxt, prv, b, t, old, i, j_prev[b, j, t])
+                _move_size(sizes, b, t, depth, cur, old)
 
 
 def _heap_less(hd, ht, hn, a, c):
@@ -167,11 +214,13 @@ def _heap_swap(hd, ht, hn, a, c):
 _swap = njit(_heap_swap, inline=True)
 
 
-def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt, fill, out, seen, counts):
+def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt, sizes, fill, out, seen, counts):
     """For each key: descend every tree, then visit further leaves best-bin-first (the branch not
     taken at a node is queued at the distance so far plus the squared distance to its split), taking
     the rows of each leaf lowest index first, until ``checks`` distinct rows are gathered (or T·checks
-    leaves visited, or T·checks rows read: the work is bounded whatever the leaves' sizes); rank
+    rows read: the work is bounded whatever the leaves' sizes); empty subtrees are never entered nor
+    queued (where the key's side of a split is empty the descent crosses to the other side, its
+    distance growing by the squared distance to the split), so every leaf visited holds a row; rank
     them by exact cosine; write the best k to ``out[b, h]`` (score descending, index ascending). Too few
     candidates are topped up with ``fill[b]`` (−1: none), then rows 0, 1, ....
 
@@ -199,9 +248,8 @@ def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt
                 hd[size], ht[size], hn[size] = 0.0, t, 0
                 size += 1
             n = 0
-            leaves = 0
-            reads = 0
-            while size > 0 and n < checks and leaves < budget and reads < budget:
+            reads = 0  # every leaf visited holds a row, so the visits are bounded by the reads too
+            while size > 0 and n < checks and reads < budget:
                 dist, t, node = hd[0], ht[0], hn[0]  # pop the best
                 size -= 1
                 if size > 0:
@@ -222,9 +270,16 @@ def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt
                 while node < first_leaf:  # descend, queueing the other branch
                     diff = u[dims[b, t, node]] - thresholds[b, t, node]
                     if diff >= 0.0:
-                        other, node = 2 * node + 1, 2 * node + 2
+                        other, near = 2 * node + 1, 2 * node + 2
                     else:
-                        other, node = 2 * node + 2, 2 * node + 1
+                        other, near = 2 * node + 2, 2 * node + 1
+                    if not _occupied(sizes, heads, b, t, near, first_leaf):  # (the node holds a row,
+                        node = other  # so the other side does)
+                        dist += diff * diff
+                        continue
+                    node = near
+                    if not _occupied(sizes, heads, b, t, other, first_leaf):
+                        continue
                     hd[size], ht[size], hn[size] = dist + diff * diff, t, other
                     a = size
                     size += 1
@@ -235,7 +290,6 @@ def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt
                             a = p
                         else:
                             break
-                leaves += 1
                 i = heads[b, t, node - first_leaf]
                 while i >= 0 and n < checks and reads < budget:
                     reads += 1
@@ -250,6 +304,7 @@ def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt
 kd_unit_rows_kernel = njit(_kd_unit_rows_loops)
 kd_codes_kernel = njit(_kd_codes_loops)
 kd_link_kernel = njit(_kd_link_loops)
+kd_sizes_kernel = njit(_kd_sizes_loops)
 kd_update_kernel = njit(_kd_update_loops)
 kd_undo_kernel = njit(_kd_undo_loops)
 kd_query_kernel = njit(_kd_query_loops)

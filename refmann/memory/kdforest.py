@@ -15,6 +15,7 @@ from ..kernels.kdforest import (
     kd_codes_kernel,
     kd_link_kernel,
     kd_query_kernel,
+    kd_sizes_kernel,
     kd_undo_kernel,
     kd_unit_rows_kernel,
     kd_update_kernel,
@@ -66,7 +67,8 @@ class KDForestIndex(ListIndex):
 
     A query descends every tree, then visits further leaves best-bin-first (by the squared distances
     to the splits it crossed, accumulated over the path), taking each leaf's rows lowest index first,
-    until ``checks`` distinct rows are gathered (or T · checks leaves visited or rows read); the
+    until ``checks`` distinct rows are gathered (or T · checks rows read); empty subtrees are never
+    entered (each tree counts the rows under its nodes), so every leaf visited holds a row; the
     candidates are ranked by exact cosine (score descending, ties by index, as
     :class:`~refmann.memory.LinearIndex`), and too few are topped up with ``fill``, then rows 0, 1, ...
     The work per query is O(T · checks · (W + D)), whatever N is. With ``checks >= N`` the answer is
@@ -108,6 +110,7 @@ class KDForestIndex(ListIndex):
         self._init_lists(memory, self.num_trees, leaves, seed)
         self.dims = np.zeros((B, num_trees, inner), np.int32)
         self.thresholds = np.zeros((B, num_trees, inner), np.float64)
+        self._sizes = np.zeros((B, num_trees, inner), np.int32)  # rows under each internal node
 
     @property
     def trees(self) -> KDTrees:
@@ -162,6 +165,7 @@ class KDForestIndex(ListIndex):
         kd_codes_kernel(self.memory, self.dims, self.thresholds, self.depth, self._codes)
         for b in range(B):
             kd_link_kernel(b, self._codes, self.heads, self._nxt, self._prv)
+            kd_sizes_kernel(b, self._codes, self.depth, self._sizes)
         self.insertions = 0
         self.rebuilds += 1
 
@@ -187,6 +191,7 @@ class KDForestIndex(ListIndex):
             self.heads,
             self._nxt,
             self._prv,
+            self._sizes,
             *journal[1:4],
         )
         self.insertions += J
@@ -196,7 +201,9 @@ class KDForestIndex(ListIndex):
         """Revert one :meth:`update` exactly (codes and leaf lists); newest first."""
         if journal is None:
             return
-        kd_undo_kernel(journal.rows, self._codes, self.heads, self._nxt, self._prv, *journal[1:4])
+        kd_undo_kernel(
+            journal.rows, self._codes, self.heads, self._nxt, self._prv, self._sizes, self.depth, *journal[1:4]
+        )
         self.insertions -= journal.rows.shape[1]
 
     def query(self, keys, k, fill=None):
@@ -230,6 +237,7 @@ class KDForestIndex(ListIndex):
             self.checks,
             self.heads,
             self._nxt,
+            self._sizes,
             fill,
             out,
             self._seen,
@@ -242,13 +250,14 @@ class KDForestIndex(ListIndex):
         return max(self.checks, k)
 
     def nbytes(self) -> int:
-        arrays = (self.dims, self.thresholds, self._codes, self.heads, self._nxt, self._prv, self._seen)
+        arrays = (self.dims, self.thresholds, self._sizes, self._codes, self.heads, self._nxt, self._prv, self._seen)
         return int(sum(a.nbytes for a in arrays))
 
     @staticmethod
     def nbytes_for(batch_size: int, num_slots: int, word_size: int, *, num_trees: int = 4, leaf_size: int = 8) -> int:
         """Bytes an index over a (B, N, W) memory holds: codes and links (3 int32 per row and tree),
-        the leaf heads (int32) and the splits (int32 + float64 per internal node), and the seen marks."""
+        the leaf heads (int32), the splits and sizes (int32 + float64 + int32 per internal node), and the
+        seen marks."""
         B, N, T = batch_size, num_slots, num_trees
         D = _depth(N, leaf_size)
-        return B * (3 * N * T * 4 + T * 2**D * 4 + T * (2**D - 1) * 12 + N * 4)
+        return B * (3 * N * T * 4 + T * 2**D * 4 + T * (2**D - 1) * 16 + N * 4)
