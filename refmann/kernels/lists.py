@@ -2,9 +2,13 @@
 
 Per batch element b and table (or tree) t, the rows of list s are chained by ``nxt[b, i, t]`` and
 ``prv[b, i, t]`` (−1 at the ends) from ``heads[b, t, s]`` (−1 when empty). Both indexes keep every
-list sorted by row index; the two helpers here are the O(1) edits both make when a row moves
-between lists, and both journal ``(old list, prv, nxt)`` before they unlink, so an undo is
-:func:`_insert_between` with the journalled neighbours.
+list sorted by row index and make the same O(1) edits when a row moves between lists, journalling
+``(old list, prv, nxt)`` before they unlink, so an undo is :func:`_insert_after` the journalled
+predecessor. The k-d forest's kernels call the two helpers here; the LSH kernels write the same
+edits out, because a Numba call that passes the list arrays pays their reference counting even when
+inlined, and LSH makes up to H·(K+1)·L = 320 moves per batch element a step (measured: its update
+7 % slower with the calls;
+``docs/benchmarks.md``, "What made SAM fast"). ``tests/test_memory_kdforest.py`` pins the helpers.
 """
 
 from __future__ import annotations

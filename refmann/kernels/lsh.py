@@ -41,7 +41,6 @@ import numpy as np
 
 from .._jit import njit
 from .candidates import _finish_query
-from .lists import _insert_after, _unlink
 
 SCAN_PER_HOP = 8  # rows of ``codes`` scanned per list hop when searching an insertion point ...
 SCAN_AFTER = 3  # ... after this many hops (most buckets are small: their walks end first)
@@ -179,7 +178,12 @@ def _lsh_update_loops(memory, centre, planes_t, nbits, rows, codes, heads, shead
                 new[l] = code
                 p, n = prv[b, i, l], nxt[b, i, l]
                 j_code[b, j, l], j_prev[b, j, l], j_next[b, j, l] = old, p, n
-                _unlink(heads, nxt, prv, b, l, old, i)
+                if p >= 0:  # unlink i from bucket ``old`` (written out: see _lsh_undo_loops)
+                    nxt[b, p, l] = n
+                else:
+                    heads[b, l, old] = n
+                if n >= 0:
+                    prv[b, n, l] = p
                 if qi >= 1 and sheads[b, l, old, qi - 1] == i:
                     sheads[b, l, old, qi - 1] = n if lo <= n < hi else -1
                 codes[b, i, l] = code
@@ -261,7 +265,16 @@ def _lsh_update_loops(memory, centre, planes_t, nbits, rows, codes, heads, shead
                 if code < 0:
                     continue
                 q = pred[l]
-                _insert_after(heads, nxt, prv, b, l, code, i, q)  # q = −1: the bucket's new first row
+                if q >= 0:
+                    n = nxt[b, q, l]
+                    nxt[b, q, l] = i
+                else:  # i is the bucket's new first row
+                    n = heads[b, l, code]
+                    heads[b, l, code] = i
+                prv[b, i, l] = q
+                nxt[b, i, l] = n
+                if n >= 0:
+                    prv[b, n, l] = i
                 if qi >= 1 and q < lo:  # the first row of its range (q = −1 included)
                     sheads[b, l, code, qi - 1] = i
 
@@ -284,13 +297,28 @@ def _lsh_undo_loops(rows, codes, heads, sheads, nxt, prv, j_code, j_prev, j_next
                 if old < 0:
                     continue
                 cur = codes[b, i, l]
-                n = nxt[b, i, l]
-                _unlink(heads, nxt, prv, b, l, cur, i)  # unlink i from its current bucket
+                # the list edits of kernels/lists.py, written out: a Numba call that passes the bucket
+                # arrays costs its reference counting even inlined (measured in docs/benchmarks.md,
+                # "What made SAM fast"; this kernel and the update run H·(K+1)·L moves a step)
+                p, n = prv[b, i, l], nxt[b, i, l]  # unlink i from its current bucket
+                if p >= 0:
+                    nxt[b, p, l] = n
+                else:
+                    heads[b, l, cur] = n
+                if n >= 0:
+                    prv[b, n, l] = p
                 if qi >= 1 and sheads[b, l, cur, qi - 1] == i:
                     sheads[b, l, cur, qi - 1] = n if lo <= n < hi else -1
-                p = j_prev[b, j, l]  # and put it back after its old predecessor
+                p, n = j_prev[b, j, l], j_next[b, j, l]  # and put it back between its old neighbours
                 codes[b, i, l] = old
-                _insert_after(heads, nxt, prv, b, l, old, i, p)
+                prv[b, i, l] = p
+                nxt[b, i, l] = n
+                if p >= 0:
+                    nxt[b, p, l] = i
+                else:
+                    heads[b, l, old] = i
+                if n >= 0:
+                    prv[b, n, l] = i
                 if qi >= 1 and p < lo:
                     sheads[b, l, old, qi - 1] = i
 
