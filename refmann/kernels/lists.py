@@ -7,8 +7,8 @@ list sorted by row index and make the same O(1) edits when a row moves between l
 predecessor. The k-d forest's kernels call the two helpers here; the LSH kernels write the same
 edits out, because a Numba call that passes the list arrays pays their reference counting even when
 inlined, and LSH makes up to H·(K+1)·L = 320 moves per batch element a step (measured: its update
-7 % slower with the calls;
-``docs/benchmarks.md``, "What made SAM fast"). ``tests/test_memory_kdforest.py`` pins the helpers.
+7 % slower with the calls; ``docs/benchmarks.md``, "What made SAM fast"). ``tests/test_memory_kdforest.py``
+pins the helpers.
 """
 
 from __future__ import annotations
