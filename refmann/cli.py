@@ -610,6 +610,7 @@ _BENCH_FLAGS = {
     "dtype": ("scaling", "footprint", "pkm", "sketch", "hma"),
     "rounds": ("pkm", "sketch", "hma"),
     "versus_lstm": ("steps",),
+    "breakdown": ("steps",),
     "updates": ("footprint",),
     "length": ("footprint",),
 }
@@ -743,7 +744,7 @@ def _bench_steps(args) -> int:
         raise CommandError(
             f"--models: expected names from {', '.join(known)} (sam means sam-lsh), got {' '.join(unknown)}"
         )
-    if args.versus_lstm:
+    if args.versus_lstm or args.breakdown:
         sizes = args.sizes or ([1_000] if args.quick else [1_000_000])
         batch = args.batch_size or 8
     else:
@@ -759,6 +760,27 @@ def _bench_steps(args) -> int:
                 )
     except (ValueError, TypeError) as exc:
         raise CommandError(_name_flag(_message(exc), ("--models", "--sizes", "--batch-size"))) from exc
+    if args.breakdown and args.versus_lstm:
+        raise CommandError("--breakdown: expected either --breakdown or --versus-lstm, not both")
+    if args.breakdown:
+        from .bench.steps import step_breakdown
+
+        calls = 5 if args.quick else 100
+        print(
+            f"where a forward+backward step's time goes (inclusive ms per step of each part; parts nest), "
+            f"batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64, one BLAS thread; fastest of 3 rounds "
+            f"of {calls} 10-step calls, instrumented"
+        )
+        for model in models:
+            for N in sizes:
+                with _user_errors():
+                    r = step_breakdown(model, N, batch_size=batch, calls=calls)
+                print(f"\n{r['model']}, N = {N:,}: {r['ms_per_step']:.3f} ms / step (instrumented)\n")
+                print("| part | ms / step | share of the step |")
+                print("| --- | ---: | ---: |")
+                for part, ms in r["parts"].items():
+                    print(f"| {part} | {ms:.3f} | {ms / r['ms_per_step']:.0%} |", flush=True)
+        return 0
     if args.versus_lstm:
         from .bench.steps import controller_ratio
 
@@ -1129,6 +1151,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--versus-lstm",
         action="store_true",
         help="steps: each model against LSTM-only steps of its controller, side by side (batch default 8)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="steps: where each model's step time goes, part by part (instrumented; batch default 8, N 1e6)",
     )
     p.add_argument("--updates", type=positive_int, default=None, help="footprint: Adam updates (default 10; quick 3)")
     p.add_argument("--length", type=positive_int, default=None, help="footprint: copy sequence length (default 10)")

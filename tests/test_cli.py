@@ -176,6 +176,30 @@ def test_bench_steps_versus_lstm_prints_one_row_per_model_with_both_ratios(capsy
         assert ratio == pytest.approx(model_ms / same_ms, rel=0.02)  # the ratio is of the printed minima
 
 
+def test_bench_steps_breakdown_times_the_parts_inside_the_step_and_restores_them(capsys):
+    from refmann.bench.steps import BREAKDOWN_PARTS
+    from refmann.memory import LSHIndex
+    from refmann.memory.sparse_memory import SparseMemory
+
+    before = {
+        (c, m): getattr(LSHIndex if c == "LSHIndex" else SparseMemory, m)
+        for c, m in [("LSHIndex", "update"), ("SparseMemory", "write")]
+    }
+    assert cli.main(["bench", "steps", "--breakdown", "--quick", "--sizes", "200", "--models", "sam-lsh"]) == 0
+    out = capsys.readouterr().out
+    step = float(out.split("N = 200: ")[1].split(" ms")[0])
+    rows = {
+        cells[0]: float(cells[1])
+        for cells in ([c.strip() for c in line.strip("|").split("|")] for line in out.splitlines())
+        if len(cells) == 3 and "." in cells[0] and cells[1][:1].isdigit()
+    }
+    assert {"SAMCore.step_forward", "SAMCore.step_backward", "LSHIndex.update", "LSHIndex.query"} <= set(rows)
+    assert rows["SAMCore.step_forward"] + rows["SAMCore.step_backward"] <= step  # parts of the step
+    assert rows["LSHIndex.update"] <= rows["SparseMemory.write"] <= rows["SAMCore.step_forward"]  # they nest
+    assert {(c, m): getattr(LSHIndex if c == "LSHIndex" else SparseMemory, m) for c, m in before} == before
+    assert all(len(part) == 3 for part in BREAKDOWN_PARTS)
+
+
 # -- bad arguments: one line naming the flag, exit 2, no traceback, nothing run ------------------------
 
 SMALL = ["--max-length", "2", "--sequences", "16", "--batch-size", "8", "--memory-size", "5", "--word-size", "3"]
@@ -280,6 +304,8 @@ BAD_ARGUMENTS = [
     (["bench", "footprint", "--quick", "--batch-size", "0"], "--batch-size"),
     (["bench", "footprint", "--quick", "--dtype", "float16"], "--dtype"),
     (["bench", "footprint", "--quick", "--versus-lstm"], "--versus-lstm"),
+    (["bench", "footprint", "--quick", "--breakdown"], "--breakdown"),
+    (["bench", "steps", "--quick", "--breakdown", "--versus-lstm"], "--breakdown"),
     (["info", "--bogus"], "--bogus"),
     (["info", "extra"], "extra"),
     ([], "command"),

@@ -107,3 +107,100 @@ def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=1
     out["ratio_same_input"] = best["model"] / best["lstm_same_input"]
     out["ratio_task_input"] = best["model"] / best["lstm_task_input"]
     return out
+
+
+#: (module, class, methods) timed by :func:`step_breakdown`, outermost first; a class a model lacks is skipped.
+BREAKDOWN_PARTS = (
+    ("refmann.cores.sam", "SAMCore", ("step_forward", "step_backward")),
+    ("refmann.cores.sdnc", "SDNCCore", ("step_forward", "step_backward")),
+    ("refmann.cores.dam", "DAMCore", ("step_forward", "step_backward")),
+    ("refmann.cores.ntm", "NTMCore", ("step_forward", "step_backward")),
+    ("refmann.cores.dnc", "DNCCore", ("step_forward", "step_backward")),
+    ("refmann.cores.controller", "Controller", ("forward", "backward")),
+    ("refmann.cores.controller", "Interface", ("forward", "backward")),
+    ("refmann.cores.controller", "Output", ("forward", "backward")),
+    ("refmann.memory.sparse_memory", "SparseMemory", ("write", "query", "revert")),
+    ("refmann.memory.index", "LSHIndex", ("update", "query", "undo")),
+    ("refmann.memory.index", "LinearIndex", ("update", "query", "undo")),
+    ("refmann.memory.kdforest", "KDForestIndex", ("update", "query", "undo")),
+    ("refmann.memory.links", "SparseLinks", ("update", "follow", "follow_backward", "update_backward", "revert")),
+    ("refmann.grads", "DeferredGrads", ("flush",)),
+)
+
+
+def step_breakdown(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=10, calls=100, rounds=3, seed=0):
+    """Where one forward + backward step's time goes: the inclusive time of each part, per step.
+
+    Every method of :data:`BREAKDOWN_PARTS` is wrapped by a timer for the measurement (and restored
+    after it, whatever happens); ``rounds`` rounds of ``calls`` T-step ``loss_and_grads`` run after a
+    warm-up, and the fastest round's times are kept. The parts nest (a core's ``step_forward`` holds
+    the memory's ``write``, which holds the index's ``update``), so they do not add up to the step; the
+    timers cost about a microsecond a call, so the instrumented step is a little slower than the
+    uninstrumented one that :func:`controller_ratio` measures.
+
+    Returns {"model", "N", "ms_per_step", "parts": {"Class.method": ms per step}} (parts by time, longest
+    first; each method counted only if it ran).
+    """
+    import functools
+    import importlib
+    import time
+
+    from .scaling import _data, build_model
+
+    model_name = "sam-lsh" if model_name == "sam" else model_name
+    config = ScalingConfig(
+        models=(model_name,),
+        figure=_model_spec(model_name).figure,
+        sizes=(N,),
+        memory_sizes=(),
+        batch_size=batch_size,
+        steps=steps,
+        repeats=1,
+        seed=seed,
+    )
+    from .._checks import check_positive_int
+
+    check_positive_int(calls, "calls")
+    check_positive_int(rounds, "rounds")
+    T, B = config.steps, config.batch_size
+    x, y = _data(config, T, B, seed)
+    totals: dict[str, float] = {}
+    originals = []
+
+    def timed(f, label):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                totals[label] = totals.get(label, 0.0) + time.perf_counter() - t
+
+        return wrapper
+
+    try:
+        for module, cls_name, methods in BREAKDOWN_PARTS:
+            cls = getattr(importlib.import_module(module), cls_name, None)
+            for method in methods if cls is not None else ():
+                f = cls.__dict__.get(method)
+                if f is not None:
+                    originals.append((cls, method, f))
+                    setattr(cls, method, timed(f, f"{cls_name}.{method}"))
+        with single_threaded_blas():
+            model = build_model(model_name, N, config)
+            model.loss_and_grads(x, y)  # set-up, compilation, warm-up
+            best = None
+            for _ in range(rounds):
+                totals.clear()
+                t0 = time.perf_counter()
+                for _ in range(calls):
+                    model.loss_and_grads(x, y)
+                total = time.perf_counter() - t0
+                if best is None or total < best[0]:
+                    best = (total, dict(totals))
+    finally:
+        for cls, method, f in originals:
+            setattr(cls, method, f)
+    per_step = 1e3 / (calls * T)
+    parts = {k: v * per_step for k, v in sorted(best[1].items(), key=lambda kv: -kv[1])}
+    return {"model": model_name, "N": N, "ms_per_step": best[0] * per_step, "parts": parts}
