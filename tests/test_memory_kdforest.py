@@ -443,3 +443,42 @@ def test_the_shared_list_edits_keep_a_sorted_list_and_undo_exactly():
     assert walk(0) == [1, 2, 3, 4] and walk(1) == []
     for a, b in zip((heads, nxt, prv), before):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("clustered", [False, True])
+def test_kdforest_level_kernels_equal_bincount_and_lexsort_and_grow_the_same_trees(clustered):
+    from refmann.memory.kdforest import level_medians_kernel, level_medians_numpy, level_stats_kernel, level_stats_numpy
+
+    rng = np.random.default_rng(3)
+    B, N, W = 2, 500, 7
+    memory = rng.standard_normal((B, N, W))
+    if clustered:  # ties and empty nodes: copies of three rows, some zeros
+        memory = memory[:, rng.integers(0, 3, N)]
+        memory[:, ::7] = 0.0
+    units = np.empty((N, W))
+    kd.kd_unit_rows_kernel(memory, 0, units)
+    local = rng.integers(0, 9, N)
+    local[local == 4] = 5  # node 4 empty
+    fast, twin, ref = level_stats_kernel(units, local, 9), [np.empty(9), np.empty((9, W)), np.empty((9, W))], None
+    kd._kd_level_stats_loops(units, local, *twin)
+    ref = level_stats_numpy(units, local, 9)
+    for a, b, c in zip(fast, twin, ref):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    values = units[np.arange(N), rng.integers(0, W, N)]
+    counts = np.bincount(local, minlength=9).astype(np.float64)
+    thr_twin = np.empty(9)
+    kd._kd_level_medians_loops(values, local, counts.astype(np.int64), thr_twin)
+    for thr in (level_medians_kernel(values, local, counts, 9), thr_twin):
+        np.testing.assert_array_equal(thr, level_medians_numpy(values, local, counts, 9))
+    assert thr_twin[4] == 0.0 and thr_twin[0] == np.sort(values[local == 0])[np.sum(local == 0) // 2]
+    one = KDForestIndex(memory, num_trees=3, leaf_size=4, seed=5)
+    other = KDForestIndex(memory.copy(), num_trees=3, leaf_size=4, seed=5)
+    one.rebuild()
+    other.rebuild(reference=True)
+    np.testing.assert_array_equal(one.dims, other.dims)
+    np.testing.assert_array_equal(one.thresholds, other.thresholds)
+    _assert_same_state(one, other)
+    with pytest.raises(TypeError, match="reference"):
+        one.rebuild(reference="yes")

@@ -64,6 +64,50 @@ def _kd_unit_rows_loops(memory, b, out):
         _unit(memory[b, i], out[i])
 
 
+def _kd_level_stats_loops(units, local, counts, sums, squares):
+    """Per node of one level: its row count, and the per-dimension sums of its rows' unit vectors and
+    of their squares, accumulated over the rows in index order (``np.bincount``'s order, so the sums
+    equal ``np.bincount(local, units[:, c])`` bit for bit). ``counts`` (m,), ``sums`` and ``squares``
+    (m, W) are overwritten."""
+    N, W = units.shape
+    for n in range(counts.shape[0]):
+        counts[n] = 0.0
+        for c in range(W):
+            sums[n, c] = 0.0
+            squares[n, c] = 0.0
+    for i in range(N):
+        n = local[i]
+        counts[n] += 1.0
+        for c in range(W):
+            v = units[i, c]
+            sums[n, c] += v
+            squares[n, c] += v * v
+
+
+def _kd_level_medians_loops(values, local, counts, thr):
+    """Per node of one level: the (count // 2)-th smallest of its rows' ``values`` (0 for an empty
+    node), into ``thr`` (m,). The rows are grouped by node (a counting sort), then each group is
+    partitioned at that rank (O(N) a level); the value at a rank is the same whatever order ties take."""
+    N = values.shape[0]
+    m = thr.shape[0]
+    starts = np.empty(m + 1, np.int64)
+    starts[0] = 0
+    for n in range(m):
+        starts[n + 1] = starts[n] + counts[n]
+    pos = starts[:m].copy()
+    buf = np.empty(N, np.float64)
+    for i in range(N):
+        n = local[i]
+        buf[pos[n]] = values[i]
+        pos[n] += 1
+    for n in range(m):
+        c = counts[n]
+        if c > 0:
+            thr[n] = np.partition(buf[starts[n] : starts[n] + c], c // 2)[c // 2]
+        else:
+            thr[n] = 0.0
+
+
 def _kd_codes_loops(memory, dims, thresholds, depth, codes):
     """The leaf of every row in every tree, into ``codes`` (B, N, T)."""
     B, N, W = memory.shape
@@ -303,6 +347,8 @@ def _kd_query_loops(memory, dims, thresholds, depth, keys, k, checks, heads, nxt
 
 kd_unit_rows_kernel = njit(_kd_unit_rows_loops)
 kd_codes_kernel = njit(_kd_codes_loops)
+kd_level_stats_kernel = njit(_kd_level_stats_loops)
+kd_level_medians_kernel = njit(_kd_level_medians_loops)
 kd_link_kernel = njit(_kd_link_loops)
 kd_sizes_kernel = njit(_kd_sizes_loops)
 kd_update_kernel = njit(_kd_update_loops)

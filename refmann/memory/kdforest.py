@@ -13,6 +13,8 @@ import numpy as np
 
 from ..kernels.kdforest import (
     kd_codes_kernel,
+    kd_level_medians_kernel,
+    kd_level_stats_kernel,
     kd_link_kernel,
     kd_query_kernel,
     kd_sizes_kernel,
@@ -39,6 +41,42 @@ class KDForestJournal(NamedTuple):
     codes: np.ndarray  # int32 (B, J, T)    their old leaves, per tree (−1: the row did not move)
     prev: np.ndarray  # int32 (B, J, T)     their old list neighbours
     next: np.ndarray  # int32 (B, J, T)
+
+
+def level_stats_numpy(units, local, m):
+    """The reference of :func:`level_stats_kernel`: each node's row count and the sums of its rows'
+    unit vectors and of their squares, (m,), (m, W), (m, W), with ``np.bincount`` (2·W + 1 passes)."""
+    W = units.shape[1]
+    counts = np.bincount(local, minlength=m).astype(np.float64)
+    sums = np.stack([np.bincount(local, units[:, c], minlength=m) for c in range(W)], axis=1)
+    squares = np.stack([np.bincount(local, units[:, c] ** 2, minlength=m) for c in range(W)], axis=1)
+    return counts, sums, squares
+
+
+def level_stats_kernel(units, local, m):
+    """:func:`level_stats_numpy` in one pass over the rows (a Numba kernel), equal to it bit for bit."""
+    W = units.shape[1]
+    counts, sums, squares = np.empty(m), np.empty((m, W)), np.empty((m, W))
+    kd_level_stats_kernel(units, local, counts, sums, squares)
+    return counts, sums, squares
+
+
+def level_medians_numpy(values, local, counts, m):
+    """The reference of :func:`level_medians_kernel`: per node, the (count // 2)-th smallest of its rows'
+    ``values`` (0 for an empty node), by one ``np.lexsort`` of all the rows by (node, value)."""
+    order = np.lexsort((values, local))
+    starts = np.concatenate([[0], np.cumsum(counts[:-1])]).astype(np.int64)
+    occupied = counts > 0
+    thr = np.zeros(m, np.float64)
+    thr[occupied] = values[order[starts[occupied] + counts[occupied].astype(np.int64) // 2]]
+    return thr
+
+
+def level_medians_kernel(values, local, counts, m):
+    """:func:`level_medians_numpy` by a counting sort and a sort per node (a Numba kernel); equal values."""
+    thr = np.empty(m, np.float64)
+    kd_level_medians_kernel(values, local, counts.astype(np.int64), thr)
+    return thr
 
 
 def _depth(N: int, leaf_size: int) -> int:
@@ -117,33 +155,34 @@ class KDForestIndex(ListIndex):
         """The splits (copies); pass them to another index's ``rebuild(trees=...)`` to build its exact twin."""
         return KDTrees(self.dims.copy(), self.thresholds.copy())
 
-    def _grow(self, units, rng, b, t):
+    def _grow(self, units, rng, b, t, level_stats, level_medians):
         """Draw the splits of tree t of batch element b from the unit rows ``units`` (N, W), level by level."""
         N, W = units.shape
         local = np.zeros(N, np.int64)  # each row's node, numbered within its level
         rows = np.arange(N)
         for level in range(self.depth):
             m, offset = 2**level, 2**level - 1
-            counts = np.bincount(local, minlength=m).astype(np.float64)
-            sums = np.stack([np.bincount(local, units[:, c], minlength=m) for c in range(W)], axis=1)  # (m, W)
-            squares = np.stack([np.bincount(local, units[:, c] ** 2, minlength=m) for c in range(W)], axis=1)
+            counts, sums, squares = level_stats(units, local, m)
             safe = np.maximum(counts, 1.0)[:, None]
             var = squares / safe - (sums / safe) ** 2
             top = np.argsort(-var, axis=1, kind="stable")[:, : min(RAND_DIM, W)]  # (m, ≤5)
             dim = top[np.arange(m), rng.integers(0, top.shape[1], m)]  # (m,)
             values = units[rows, dim[local]]
-            order = np.lexsort((values, local))
-            starts = np.concatenate([[0], np.cumsum(counts[:-1])]).astype(np.int64)
-            occupied = counts > 0
-            thr = np.zeros(m, np.float64)
-            thr[occupied] = values[order[starts[occupied] + counts[occupied].astype(np.int64) // 2]]
+            thr = level_medians(values, local, counts, m)
             self.dims[b, t, offset : offset + m] = dim
             self.thresholds[b, t, offset : offset + m] = thr
             local = 2 * local + (values >= thr[local])
 
-    def rebuild(self, *, trees=None):
+    def rebuild(self, *, trees=None, reference=False):
         """Draw new trees from the memory's current rows (or take ``trees``, another index's
-        :attr:`trees`) and re-file every row; O(T · N · (W + log N)). Lists are linked in index order."""
+        :attr:`trees`) and re-file every row; O(T · N · (W + log N)). Lists are linked in index order.
+
+        ``reference=True`` computes each level's statistics with ``np.bincount`` and its medians with
+        ``np.lexsort`` (:func:`level_stats_numpy`, :func:`level_medians_numpy`: the readable path)
+        instead of the two kernels; the trees are the same bit for bit (tested)."""
+        from .._checks import check_bool
+
+        reference = check_bool(reference, "reference")
         B, N, W = self.memory.shape
         if trees is not None:
             if not isinstance(trees, KDTrees):
@@ -161,7 +200,10 @@ class KDForestIndex(ListIndex):
             for b in range(B):
                 kd_unit_rows_kernel(self.memory, b, units)
                 for t in range(self.num_trees):
-                    self._grow(units, rng, b, t)
+                    if reference:
+                        self._grow(units, rng, b, t, level_stats_numpy, level_medians_numpy)
+                    else:
+                        self._grow(units, rng, b, t, level_stats_kernel, level_medians_kernel)
         kd_codes_kernel(self.memory, self.dims, self.thresholds, self.depth, self._codes)
         for b in range(B):
             kd_link_kernel(b, self._codes, self.heads, self._nxt, self._prv)
