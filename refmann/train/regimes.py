@@ -39,6 +39,14 @@ REGIMES: dict[tuple[str, str], dict] = {
     ("sdnc", "copy"): {"batch_size": 1, "lr": 3e-4},
     # repeat copy: the copy regime with the drop at 10 bits (up to 80 to output); 1 seed of 2 learned it
     ("dam", "repeat_copy"): {"batch_size": 1, "lr": 3e-4, "lr_decay": 0.1, "lr_decay_below": 10.0, "sequences": 60_000},
+    # priority sort: the drop at 20 bits (128 to output): 7.9 bits over the last ten evaluations, not under 1
+    ("dam", "priority_sort"): {
+        "batch_size": 1,
+        "lr": 3e-4,
+        "lr_decay": 0.1,
+        "lr_decay_below": 20.0,
+        "sequences": 40_000,
+    },
     # associative recall: batch 1 as on copy; the 100,000-sequence budget of the target (docs/results.md)
     ("*", "associative_recall"): {"batch_size": 1, "sequences": 100_000},
     ("dam", "associative_recall"): {"lr": 3e-4},
