@@ -37,7 +37,7 @@ REGIMES: dict[tuple[str, str], dict] = {
     ("sam", "copy"): {"batch_size": 1, "lr": 3e-4, "lr_decay": 0.1},
     ("dnc", "copy"): {"batch_size": 1, "lr": 3e-4},
     ("sdnc", "copy"): {"batch_size": 1, "lr": 3e-4},
-    # repeat copy: the copy regime with the drop at 10 bits (up to 80 to output); 1 seed of 2 learned it
+    # repeat copy: the copy regime with the drop at 10 bits (up to 80 to output); 2 seeds of 3 learned it
     ("dam", "repeat_copy"): {"batch_size": 1, "lr": 3e-4, "lr_decay": 0.1, "lr_decay_below": 10.0, "sequences": 60_000},
     # priority sort: the drop at 20 bits (128 to output): 7.9 bits over the last ten evaluations, not under 1
     ("dam", "priority_sort"): {
