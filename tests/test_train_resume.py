@@ -400,7 +400,7 @@ def test_a_real_sigkill_at_each_phase_resumes_bit_identically(script, tmp_path, 
 
 
 RANDOM_CONFIG = TrainConfig(
-    model="ntm", **{**SMALL, "sequences": 4 * 150, "eval_every": 44, "log_every": 4, "checkpoint_every": 9}
+    model="ntm", **{**SMALL, "sequences": 4 * 1000, "eval_every": 44, "log_every": 4, "checkpoint_every": 9}
 )
 
 
