@@ -11,13 +11,11 @@ from .._threads import single_threaded_blas
 from .scaling import ScalingConfig, _model_spec, measure_time
 
 
-def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float64", seed=0):
-    """Returns {"model", "N", "seconds_per_step", "setup_seconds"}; ``model_name`` is one of
-    ``ntm``, ``dam``, ``sam-linear``, ``sam-lsh``, ``sam-kdforest`` (``sam`` means ``sam-lsh``)."""
-    model_name = "sam-lsh" if model_name == "sam" else model_name
-    config = ScalingConfig(
+def _one_point(model_name, N, batch_size, steps, repeats, dtype, seed) -> ScalingConfig:
+    """The benchmark configuration of one model at one N (a Figure 1 or a Figure 7 line), checked."""
+    return ScalingConfig(
         models=(model_name,),
-        figure=_model_spec(model_name).figure,  # a Figure 1 or a Figure 7 line
+        figure=_model_spec(model_name).figure,
         sizes=(N,),
         memory_sizes=(),
         batch_size=batch_size,
@@ -26,6 +24,13 @@ def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float6
         dtype=dtype,
         seed=seed,
     )
+
+
+def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float64", seed=0):
+    """Returns {"model", "N", "seconds_per_step", "setup_seconds"}; ``model_name`` is one of
+    ``ntm``, ``dam``, ``sam-linear``, ``sam-lsh``, ``sam-kdforest`` (``sam`` means ``sam-lsh``)."""
+    model_name = "sam-lsh" if model_name == "sam" else model_name
+    config = _one_point(model_name, N, batch_size, steps, repeats, dtype, seed)
     with single_threaded_blas():
         row = measure_time(model_name, N, config)
     return {
@@ -55,17 +60,7 @@ def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=1
     from .scaling import _data, build_model
 
     model_name = "sam-lsh" if model_name == "sam" else model_name
-    config = ScalingConfig(
-        models=(model_name,),
-        figure=_model_spec(model_name).figure,  # a Figure 1 or a Figure 7 line
-        sizes=(N,),
-        memory_sizes=(),
-        batch_size=batch_size,
-        steps=steps,
-        repeats=1,
-        dtype=dtype,
-        seed=seed,
-    )
+    config = _one_point(model_name, N, batch_size, steps, 1, dtype, seed)
     T, B = config.steps, config.batch_size
     x, y = _data(config, T, B, seed)
     reads = config.num_heads * config.word_size
@@ -145,21 +140,11 @@ def step_breakdown(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=10,
     import importlib
     import time
 
+    from .._checks import check_positive_int
     from .scaling import _data, build_model
 
     model_name = "sam-lsh" if model_name == "sam" else model_name
-    config = ScalingConfig(
-        models=(model_name,),
-        figure=_model_spec(model_name).figure,
-        sizes=(N,),
-        memory_sizes=(),
-        batch_size=batch_size,
-        steps=steps,
-        repeats=1,
-        seed=seed,
-    )
-    from .._checks import check_positive_int
-
+    config = _one_point(model_name, N, batch_size, steps, 1, "float64", seed)
     check_positive_int(calls, "calls")
     check_positive_int(rounds, "rounds")
     T, B = config.steps, config.batch_size
