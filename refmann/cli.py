@@ -784,18 +784,18 @@ def _bench_steps(args) -> int:
     if args.versus_lstm:
         from .bench.steps import controller_ratio
 
-        rounds = 3 if args.quick else 15
+        rounds, calls = (3, 2) if args.quick else (15, 10)
         print(
             f"per-step forward+backward against LSTM-only steps of the same controller, measured side by side "
-            f"(minimum of {rounds} interleaved rounds), batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64, "
-            f"one BLAS thread"
+            f"(the fastest call of {rounds} interleaved rounds of {calls} calls per model), batch {batch}, W=32, "
+            f"4 heads, LSTM 100, k=4, float64, one BLAS thread"
         )
         print("| model | N | model ms | LSTM (X + H·W inputs) ms | LSTM (X inputs) ms | ratio | ratio (X inputs) |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for model in models:
             for N in sizes:
                 with _user_errors():
-                    r = controller_ratio(model, N, batch_size=batch, rounds=rounds)
+                    r = controller_ratio(model, N, batch_size=batch, rounds=rounds, calls=calls)
                 print(
                     f"| {r['model']} | {N:,} | {r['model_ms']:.3f} | {r['lstm_same_input_ms']:.3f} | "
                     f"{r['lstm_task_input_ms']:.3f} | {r['ratio_same_input']:.2f} | {r['ratio_task_input']:.2f} |",

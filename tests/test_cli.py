@@ -183,7 +183,7 @@ def test_bench_steps_breakdown_times_the_parts_inside_the_step_and_restores_them
 
     before = {
         (c, m): getattr(LSHIndex if c == "LSHIndex" else SparseMemory, m)
-        for c, m in [("LSHIndex", "update"), ("SparseMemory", "write")]
+        for c, m in [("LSHIndex", "update"), ("SparseMemory", "lra_write")]
     }
     assert cli.main(["bench", "steps", "--breakdown", "--quick", "--sizes", "200", "--models", "sam-lsh"]) == 0
     out = capsys.readouterr().out
@@ -195,7 +195,7 @@ def test_bench_steps_breakdown_times_the_parts_inside_the_step_and_restores_them
     }
     assert {"SAMCore.step_forward", "SAMCore.step_backward", "LSHIndex.update", "LSHIndex.query"} <= set(rows)
     assert rows["SAMCore.step_forward"] + rows["SAMCore.step_backward"] <= step  # parts of the step
-    assert rows["LSHIndex.update"] <= rows["SparseMemory.write"] <= rows["SAMCore.step_forward"]  # they nest
+    assert rows["LSHIndex.update"] <= rows["SparseMemory.lra_write"] <= rows["SAMCore.step_forward"]  # they nest
     assert {(c, m): getattr(LSHIndex if c == "LSHIndex" else SparseMemory, m) for c, m in before} == before
     assert all(len(part) == 3 for part in BREAKDOWN_PARTS)
 

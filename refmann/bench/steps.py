@@ -41,13 +41,18 @@ def step_time(model_name, N, *, batch_size=8, steps=10, repeats=5, dtype="float6
     }
 
 
-def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=10, rounds=15, dtype="float64", seed=0):
+def controller_ratio(
+    model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=10, rounds=15, calls=10, dtype="float64", seed=0
+):
     """A memory model's step against LSTM-only steps of its controller, measured side by side in one run.
 
     Two baselines: an LSTM whose input is the controller's, ``X + H·W`` (the same LSTM the memory model
-    runs, plus its output layer), and an LSTM on the task input X alone. The three models run one
-    T-step ``loss_and_grads`` each in turn, ``rounds`` times; each keeps its minimum (this VM's
-    absolute times swing 2–5× between runs; ratios of minima measured together do not).
+    runs, plus its output layer), and an LSTM on the task input X alone. The three models take turns,
+    ``rounds`` times, each running ``calls`` T-step ``loss_and_grads`` in a row per turn; each keeps
+    its fastest call (this VM's absolute times swing 2–5× between runs; ratios of minima measured
+    together do not). Several calls a turn measure each model warm, as it runs in training (one
+    step after another); with ``calls=1`` every call follows the other two models' calls, which
+    leaves the larger working set (a memory model's index) colder.
 
     Returns {"model", "N", "model_ms", "lstm_same_input_ms", "lstm_task_input_ms", "ratio_same_input",
     "ratio_task_input"} (times per step, forward + backward).
@@ -56,11 +61,14 @@ def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=1
 
     import numpy as np
 
+    from .._checks import check_positive_int
     from ..models import LSTM
     from .scaling import _data, build_model
 
     model_name = "sam-lsh" if model_name == "sam" else model_name
     config = _one_point(model_name, N, batch_size, steps, 1, dtype, seed)
+    check_positive_int(rounds, "rounds")
+    check_positive_int(calls, "calls")
     T, B = config.steps, config.batch_size
     x, y = _data(config, T, B, seed)
     reads = config.num_heads * config.word_size
@@ -94,9 +102,10 @@ def controller_ratio(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=1
             model.loss_and_grads(inputs, y)  # set-up, compilation, warm-up
         for _ in range(rounds):
             for name, (model, inputs) in runs.items():
-                t = time.perf_counter()
-                model.loss_and_grads(inputs, y)
-                best[name] = min(best.get(name, np.inf), (time.perf_counter() - t) / T)
+                for _ in range(calls):
+                    t = time.perf_counter()
+                    model.loss_and_grads(inputs, y)
+                    best[name] = min(best.get(name, np.inf), (time.perf_counter() - t) / T)
     out = {"model": model_name, "N": N}
     out.update({f"{name}_ms": 1e3 * value for name, value in best.items()})
     out["ratio_same_input"] = best["model"] / best["lstm_same_input"]
@@ -114,7 +123,11 @@ BREAKDOWN_PARTS = (
     ("refmann.cores.controller", "Controller", ("forward", "backward")),
     ("refmann.cores.controller", "Interface", ("forward", "backward")),
     ("refmann.cores.controller", "Output", ("forward", "backward")),
-    ("refmann.memory.sparse_memory", "SparseMemory", ("write", "query", "revert")),
+    (
+        "refmann.memory.sparse_memory",
+        "SparseMemory",
+        ("write", "query", "revert", "lra_write", "read_touch", "read_write_backward"),
+    ),
     ("refmann.memory.index", "LSHIndex", ("update", "query", "undo")),
     ("refmann.memory.index", "LinearIndex", ("update", "query", "undo")),
     ("refmann.memory.kdforest", "KDForestIndex", ("update", "query", "undo")),

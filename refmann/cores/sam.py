@@ -13,9 +13,12 @@ The memory is one (B, N, W) array per model, written in place. Per step (DESIGN 
 
 Every equation is an op: :func:`~refmann.ops.lra_interpolate_forward` (the write weights),
 :func:`~refmann.ops.sparse_write_inplace` (the write), :func:`~refmann.ops.sparse_content_read_forward`
-(the read). ``fused=True`` (default) runs the write and the read as Numba kernels, ``fused=False``
-as the ops' readable NumPy bodies — the same numbers (tested). The memory, its index, ring and
-row-gradient table live in one :class:`~refmann.memory.SparseMemory`.
+(the read). ``fused=True`` (default) runs the memory's side of a step as three kernel calls around
+the index (:meth:`~refmann.memory.SparseMemory.lra_write`, :meth:`~refmann.memory.SparseMemory.read_touch`
+and, backward, :meth:`~refmann.memory.SparseMemory.read_write_backward`; ``refmann/kernels/sam_step.py``);
+``fused=False`` runs one op per equation, the ops' readable NumPy bodies — the same numbers (tested
+to 1e-12, the discrete decisions equal). The memory, its index, ring and row-gradient table live in
+one :class:`~refmann.memory.SparseMemory`.
 
 Backward at step t starts with the live memory equal to :math:`M_t`: it gathers again the K rows each
 head read, takes the read's small cache (weights, norms, similarities), accumulates the memory
@@ -150,33 +153,40 @@ class SAMCore(CoreBase):
         v = values["head"]
         q, add = np.ascontiguousarray(v["query"]), np.ascontiguousarray(v["add"])  # copies: p is freed
         beta = v["strength"] if self.strength else np.ones((B, H), x.dtype)
-        # write: K previous read slots and the least recently accessed one, per head
-        lra = mem.least_recent(H)  # (B, H)
-        write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)
-        write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
-        journal, write_cache = mem.write(
-            write_weights,
-            add,
-            indices=write_idx,
-            erase_indices=lra,
-            fused=self.fused,
-            keep_new_rows=self.restore == "final",
-        )
-        # read: K candidates per head from the index, softmax over those K
-        # (a query whose buckets hold fewer than K rows is topped up with the rows just written, newest first)
-        read_idx = mem.query(q, K, fill=journal.rows[:, ::-1])  # (B, H, K)
-        (read_weights, reads), read_cache = ops.sparse_content_read_forward(
-            mem.memory, q, beta, indices=read_idx, eps=READ_EPS, fused=self.fused
-        )
-        # usage: slots whose summed weight exceeds δ move to the back of the ring
         t = state.step + 1
-        slots = np.concatenate([journal.rows, read_idx.reshape(B, -1)], axis=1)
-        access = np.concatenate([write_weights.reshape(B, -1), read_weights.reshape(B, -1)], axis=1)
-        touched, journal = mem.touch(slots, access, self.delta, t, journal)
+        if self.fused:  # the same steps in three kernel calls around the index (kernels/sam_step.py)
+            lra, write_idx, write_weights, ww_cache, journal, write_cache = mem.lra_write(
+                state.read_idx, state.read_weights, v["alpha"], v["gate"], add, keep_new_rows=self.restore == "final"
+            )
+            read_idx = mem.query(q, K, fill=journal.rows[:, ::-1])  # (B, H, K)
+            (read_weights, reads), read_cache, touched, journal = mem.read_touch(
+                q, beta, read_idx, journal, write_weights, eps=READ_EPS, delta=self.delta, t=t
+            )
+        else:  # the readable path: one op per equation
+            # write: K previous read slots and the least recently accessed one, per head
+            lra = mem.least_recent(H)  # (B, H)
+            write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)
+            write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
+            journal, write_cache = mem.write(
+                write_weights,
+                add,
+                indices=write_idx,
+                erase_indices=lra,
+                fused=False,
+                keep_new_rows=self.restore == "final",
+            )
+            # read: K candidates per head from the index, softmax over those K
+            # (a query whose buckets hold fewer than K rows is topped up with the rows just written, newest first)
+            read_idx = mem.query(q, K, fill=journal.rows[:, ::-1])  # (B, H, K)
+            (read_weights, reads), read_cache = ops.sparse_content_read_forward(
+                mem.memory, q, beta, indices=read_idx, eps=READ_EPS, fused=False
+            )
+            # usage: slots whose summed weight exceeds δ move to the back of the ring
+            slots = np.concatenate([journal.rows, read_idx.reshape(B, -1)], axis=1)
+            access = np.concatenate([write_weights.reshape(B, -1), read_weights.reshape(B, -1)], axis=1)
+            touched, journal = mem.touch(slots, access, self.delta, t, journal)
         y, out_cache = self.output.forward(params, h, reads)
         snapshot = mem.memory.copy() if self.bptt == "cache" else None
-        if self.bptt == "rollback" and self.fused:
-            read_cache = read_cache._replace(rows=None)  # backward gathers them again from M_t
         cache = SAMCache(ctrl_cache, iface_cache, ww_cache, write_cache, journal, read_cache, out_cache, snapshot, t)
         state = SAMState(h, c, read_idx, read_weights, write_idx, write_weights, reads, t)
         return Step(y, state, cache, SAMTrace(lra, touched, np.sort(read_idx, axis=-1)))
@@ -189,20 +199,23 @@ class SAMCore(CoreBase):
         mem = self.memory
         dh, dreads = self.output.backward(params, dy, cache.output, grads)
         dreads = dreads.reshape(B, H, W) + dstate.reads
-        # read backward: rollback gathers the K rows again from the live memory, which is M_t; "cache"
-        # recomputes the read from its full snapshot of M_t — two routes to the same numbers (tested)
-        rc = cache.read
-        if self.bptt == "cache":
-            rc = ops.sparse_content_read_forward(
-                cache.snapshot, rc.keys, rc.strengths, indices=rc.indices, eps=READ_EPS, fused=self.fused
-            )[1]
-        elif rc.rows is None:
-            rc = rc._replace(rows=mem.gather(rc.indices))
-        dmem_read, dq, dbeta = ops.sparse_content_read_backward((dstate.read_weights, dreads), rc)
-        mem.grad.add(dmem_read.indices, dmem_read.rows)
-        # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_j w_hj e_{s_hj} a_hᵀ
-        dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
-        mem.grad.zero(cache.write.erase_indices)  # erased rows: no gradient
+        if self.fused:  # one kernel: the read's VJP on M_t, the table, the write's VJP (kernels/sam_step.py)
+            dq, dbeta, dwrite_weights, dadd = mem.read_write_backward(
+                cache.read, dstate.read_weights, dreads, cache.write, memory=cache.snapshot
+            )
+        else:
+            # read backward: rollback gathers the K rows again from the live memory, which is M_t; "cache"
+            # recomputes the read from its full snapshot of M_t — two routes to the same numbers (tested)
+            rc = cache.read
+            if self.bptt == "cache":
+                rc = ops.sparse_content_read_forward(
+                    cache.snapshot, rc.keys, rc.strengths, indices=rc.indices, eps=READ_EPS, fused=False
+                )[1]
+            dmem_read, dq, dbeta = ops.sparse_content_read_backward((dstate.read_weights, dreads), rc)
+            mem.grad.add(dmem_read.indices, dmem_read.rows)
+            # write backward: M_t = (1 - R) ⊙ M_{t-1} + Σ_h Σ_j w_hj e_{s_hj} a_hᵀ
+            dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
+            mem.grad.zero(cache.write.erase_indices)  # erased rows: no gradient
         mem.revert(cache.journal)  # the live memory is M_{t-1}
         dread_weights_prev, dreads_prev, dh_prev, dc_prev = heads_backward(
             self, params, dh, dstate, cache, dq, dadd, dwrite_weights, dbeta, grads

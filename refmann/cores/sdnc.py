@@ -220,17 +220,22 @@ class SDNCCore(CoreBase):
         values, iface_cache = self.interface.forward(params, h)
         v, q, add, beta, modes = heads_fields(values, B, H, x.dtype, self.strength)
         # write: the 3K previous read slots and the LRA slot, per head
-        lra = mem.least_recent(H)
-        write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, 3K+1)
-        write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
-        journal, write_cache = mem.write(
-            write_weights,
-            add,
-            indices=write_idx,
-            erase_indices=lra,
-            fused=self.fused,
-            keep_new_rows=self.restore == "final",
-        )
+        if self.fused:  # SAM's write in one kernel (kernels/sam_step.py), then the index's update
+            lra, write_idx, write_weights, ww_cache, journal, write_cache = mem.lra_write(
+                state.read_idx, state.read_weights, v["alpha"], v["gate"], add, keep_new_rows=self.restore == "final"
+            )
+        else:
+            lra = mem.least_recent(H)
+            write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, 3K+1)
+            write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
+            journal, write_cache = mem.write(
+                write_weights,
+                add,
+                indices=write_idx,
+                erase_indices=lra,
+                fused=False,
+                keep_new_rows=self.restore == "final",
+            )
         # links: the heads' mean write weighting
         link_journal = self.links.update(write_idx.reshape(B, -1), write_weights.reshape(B, -1) / H)
         # read: content candidates, then the links followed from the previous read weights
@@ -257,8 +262,8 @@ class SDNCCore(CoreBase):
         touched, journal = mem.touch(slots, access, self.delta, t, journal)
         y, out_cache = self.output.forward(params, h, reads)
         snapshot = mem.memory.copy() if self.bptt == "cache" else None
-        if self.bptt == "rollback" and self.fused:
-            content_cache = content_cache._replace(rows=None)
+        if self.fused:
+            content_cache = content_cache._replace(rows=None)  # backward gathers them again from M_t
         cache = SDNCCache(
             ctrl_cache,
             iface_cache,
@@ -320,22 +325,26 @@ class SDNCCore(CoreBase):
         dcw = pi_c * dw[..., :K]
         dmodes[..., 2] = np.sum(dreads * reads_c, axis=-1) + np.sum(dw[..., :K] * cw, axis=-1)
         rc = cache.content
-        if self.bptt == "cache":
-            rc = ops.sparse_content_read_forward(
-                cache.snapshot, rc.keys, rc.strengths, indices=rc.indices, eps=READ_EPS, fused=self.fused
-            )[1]
-        elif rc.rows is None:
-            rc = rc._replace(rows=mem.gather(rc.indices))
-        dmem_c, dq, dbeta = ops.sparse_content_read_backward((dcw, pi_c * dreads), rc)
-        mem.grad.add(dmem_c.indices, dmem_c.rows)
-        mem.grad.add(dmem_t.indices, dmem_t.rows)
-        # the write
-        dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
+        if self.fused:  # the temporal rows, then one kernel: the content read's VJP, the write's (kernels/sam_step.py)
+            mem.grad.add(dmem_t.indices, dmem_t.rows)
+            dq, dbeta, dwrite_weights, dadd = mem.read_write_backward(
+                rc, dcw, pi_c * dreads, cache.write, memory=cache.snapshot
+            )
+        else:
+            if self.bptt == "cache":
+                rc = ops.sparse_content_read_forward(
+                    cache.snapshot, rc.keys, rc.strengths, indices=rc.indices, eps=READ_EPS, fused=False
+                )[1]
+            dmem_c, dq, dbeta = ops.sparse_content_read_backward((dcw, pi_c * dreads), rc)
+            mem.grad.add(dmem_c.indices, dmem_c.rows)
+            mem.grad.add(dmem_t.indices, dmem_t.rows)
+            # the write
+            dwrite_weights, dadd = ops.sparse_write_rows_backward(mem.grad.gather(cache.write.indices), cache.write)
+            mem.grad.zero(cache.write.erase_indices)  # erased rows: no gradient (the link update needs none)
         if self.link_grads:  # the links were updated by w̄ = (1/H) Σ_h w^W_h: back through the update
             write_idx = cache.write.indices
             dmean = self.links.update_backward(cache.links, indices=write_idx.reshape(B, -1), grads=self.link_grad)
             dwrite_weights = dwrite_weights + dmean.reshape(write_idx.shape) / H
-        mem.grad.zero(cache.write.erase_indices)
         mem.revert(cache.journal)
         self.links.revert(cache.links)
         dprev, dreads_prev, dh_prev, dc_prev = heads_backward_with_modes(

@@ -62,6 +62,10 @@ class RowGradAccumulator:
         self.slot_of, self.pool = slot_of, pool
         rowacc_rehash_kernel(self.keys, self.where, self.slot_of, self.count)
 
+    def reserve(self, extra: int) -> None:
+        """Make room for ``extra`` new rows per batch element (a kernel that adds rows itself needs it)."""
+        self._reserve(check_positive_int(extra, "extra", minimum=0) if enabled() else extra)
+
     def _reserve(self, extra):
         need = int(self.count.max()) + extra
         if need > self.pool.shape[1]:

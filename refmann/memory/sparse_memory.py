@@ -29,6 +29,7 @@ import numpy as np
 from .._checks import (
     as_float_array,
     as_index_array,
+    check_dout,
     check_dtype,
     check_finite_real,
     check_footprint,
@@ -36,8 +37,10 @@ from .._checks import (
     check_shape,
     enabled,
 )
+from ..kernels.sam_step import lra_write_kernel, read_touch_kernel, read_write_backward_kernel
 from ..kernels.sparse_write import accessed_slots_kernel, restore_rows_kernel
-from ..ops.sparse import gather_rows, sparse_write_inplace
+from ..ops.sparse import SparseContentReadCache, SparseWriteCache, gather_rows, sparse_write_inplace
+from ..ops.write_weights import LRAInterpolateCache
 from .accumulator import RowGradAccumulator
 from .index import LinearIndex, LSHIndex
 from .ring import RingJournal, UsageRing
@@ -214,6 +217,151 @@ class SparseMemory:
         touched = np.empty_like(slots)
         accessed_slots_kernel(slots, np.ascontiguousarray(values), delta, touched)
         return touched, journal._replace(ring=self.ring.touch(touched, t))
+
+    # -- one step in three kernel calls (SAM's fused path; kernels/sam_step.py) --------------------------
+    def lra_write(self, read_idx, read_weights, alpha, gate, add, *, keep_new_rows=False):
+        r"""SAM's write in one kernel, then the index's update: the same as :meth:`least_recent`,
+        :func:`~refmann.ops.lra_interpolate_forward` and :meth:`write` (tested equal).
+
+        The write weights :math:`w^W = \alpha(\gamma w^R_{t-1} + (1-\gamma) 1_{LRA})` live on the J
+        previous read slots ``read_idx`` (B, H, J) and each head's least recently accessed slot, which
+        is erased; ``read_weights`` (B, H, J) are :math:`w^R_{t-1}`, ``alpha`` and ``gate`` (B, H),
+        ``add`` (B, H, W) the words.
+
+        Returns ``(lra (B, H), write_idx (B, H, J+1), write_weights (B, H, J+1), interpolate_cache,
+        journal, write_cache)``: the caches are those of the ops it replaces
+        (:class:`~refmann.ops.write_weights.LRAInterpolateCache`, :class:`~refmann.ops.sparse.SparseWriteCache`).
+        """
+        if self.memory is None:
+            self._ready()
+        B, N, W = self.memory.shape
+        dtype = self.memory.dtype
+        if enabled():
+            read_idx = as_index_array(read_idx, "read_idx", upper=N, shape=(B, None, None))
+            H, J = read_idx.shape[1:]
+            if H > N:
+                raise ValueError(f"read_idx: expected at most N = {N} heads (one LRA slot each), got {H}")
+            for name, value, shape in (
+                ("read_weights", read_weights, (B, H, J)),
+                ("alpha", alpha, (B, H)),
+                ("gate", gate, (B, H)),
+                ("add", add, (B, H, W)),
+            ):
+                check_shape(as_float_array(value, name, ndim=len(shape)), name, shape)
+        H, J = read_idx.shape[1:]
+        read_idx = np.ascontiguousarray(read_idx, dtype=np.int64)
+        read_weights, alpha, gate, add = (
+            np.ascontiguousarray(a, dtype=dtype) for a in (read_weights, alpha, gate, add)
+        )
+        lra = np.empty((B, H), np.int64)
+        write_idx = np.empty((B, H, J + 1), np.int64)
+        inner = np.empty((B, H, J + 1), dtype)
+        weights = np.empty((B, H, J + 1), dtype)
+        old_rows = np.empty((B, H * (J + 1), W), dtype)
+        lra_write_kernel(
+            self.memory, self.ring.nxt, self.ring.head, read_idx, read_weights, alpha, gate, add,
+            lra, write_idx, inner, weights, old_rows,
+        )  # fmt: skip
+        rows = write_idx.reshape(B, -1)
+        index_journal = self.index.update(rows)
+        new_rows = self.gather(rows) if keep_new_rows else None
+        journal = StepJournal(rows, old_rows, index_journal, None, new_rows)
+        interpolate_cache = LRAInterpolateCache(alpha, gate, read_weights, inner, None)
+        return lra, write_idx, weights, interpolate_cache, journal, SparseWriteCache(weights, add, write_idx, lra, N)
+
+    def read_touch(self, keys, strengths, indices, journal, write_weights, *, eps, delta, t):
+        """The K-sparse content read of every head, then the usage rule, in one kernel: the same as
+        :func:`~refmann.ops.sparse_content_read_forward` and :meth:`touch` over the slots
+        [written rows ; read rows] with weights [``write_weights`` ; read weights] (tested equal).
+
+        ``keys`` (B, H, W), ``strengths`` (B, H), ``indices`` int (B, H, K) the index's candidates,
+        ``journal`` the step's (from :meth:`lra_write` or :meth:`write`), ``write_weights`` (B, H, J)
+        on its rows. Returns ``((weights, reads), read_cache, touched, journal)``: the read's cache has
+        no rows (a backward gathers them again from M_t), the journal the ring's moves.
+        """
+        if self.memory is None:
+            self._ready()
+        B, N, W = self.memory.shape
+        dtype = self.memory.dtype
+        if enabled():
+            keys = as_float_array(keys, "keys", ndim=3)
+            check_shape(keys, "keys", (B, None, W))
+            indices = as_index_array(indices, "indices", upper=N, shape=keys.shape[:2] + (None,))
+            check_shape(as_float_array(strengths, "strengths", ndim=2), "strengths", keys.shape[:2])
+            self._check_journal(journal)
+            check_shape(as_float_array(write_weights, "write_weights", ndim=3), "write_weights", (B, None, None))
+            if np.prod(write_weights.shape[1:]) != journal.rows.shape[1]:
+                raise ValueError(
+                    f"write_weights: expected one weight per written row ({journal.rows.shape[1]}), "
+                    f"got shape {np.shape(write_weights)}"
+                )
+            delta = check_finite_real(delta, "delta", 0.0)
+            t = check_finite_real(t, "t")
+            eps = check_finite_real(eps, "eps", 0.0)
+        H, K = indices.shape[1:]
+        keys, strengths = np.ascontiguousarray(keys, dtype=dtype), np.ascontiguousarray(strengths, dtype=dtype)
+        indices = np.ascontiguousarray(indices, dtype=np.int64)
+        w, sim, rnorm = (np.empty((B, H, K), dtype) for _ in range(3))
+        reads, qnorm = np.empty((B, H, W), dtype), np.empty((B, H), dtype)
+        J1 = journal.rows.shape[1]
+        shape = (B, J1 + H * K)
+        touched = np.empty(shape, np.int64)
+        ring = RingJournal(
+            touched, np.empty(shape, np.int32), np.empty(shape, np.int32), np.empty(shape, np.int64),
+            np.empty(shape, np.float64),
+        )  # fmt: skip
+        read_touch_kernel(
+            self.memory, indices, keys, strengths, float(eps), w, reads, sim, qnorm, rnorm,
+            np.ascontiguousarray(journal.rows, dtype=np.int64),
+            np.ascontiguousarray(np.reshape(write_weights, (B, J1)), dtype=dtype),
+            float(delta), float(t), self.ring.nxt, self.ring.prv, self.ring.head, self.ring.stamps,
+            touched, *ring[1:],
+        )  # fmt: skip
+        cache = SparseContentReadCache(indices, N, keys, strengths, w, sim, qnorm, rnorm, None, float(eps), True, None)
+        return (w, reads), cache, touched, journal._replace(ring=ring)
+
+    def read_write_backward(self, read_cache, dweights, dreads, write_cache, *, memory=None):
+        """The read's and the write's VJP in one kernel, through :attr:`grad`: the same as
+        :func:`~refmann.ops.sparse_content_read_backward`, ``grad.add``,
+        :func:`~refmann.ops.sparse_write_rows_backward` on ``grad.gather`` and ``grad.zero`` of the
+        erased rows (tested equal).
+
+        ``read_cache`` from :meth:`read_touch`, ``write_cache`` from :meth:`lra_write`; ``dweights``
+        (B, H, K) and ``dreads`` (B, H, W) the read's upstream gradients. The read's rows come from
+        ``memory`` (default: the live memory, which must be M_t: rollback; ``bptt="cache"`` passes its
+        snapshot). Returns ``(dkeys, dstrengths, dwrite_weights, dadd)``.
+        """
+        if self.memory is None:
+            self._ready()
+        rc, wc = read_cache, write_cache
+        memory = self.memory if memory is None else memory
+        if enabled():
+            if not isinstance(rc, SparseContentReadCache) or not rc.fused or rc.sim is None:
+                raise TypeError("read_cache: expected the SparseContentReadCache of read_touch")
+            if not isinstance(wc, SparseWriteCache):
+                raise TypeError(f"write_cache: expected a SparseWriteCache, got {type(wc).__name__}")
+            memory = as_float_array(memory, "memory", ndim=3)
+            check_shape(memory, "memory", self.memory.shape)
+            check_dout(dweights, rc.weights.shape, "dweights")
+            check_dout(dreads, rc.keys.shape, "dreads")
+            as_index_array(rc.indices, "read_cache.indices", upper=self.N, shape=(self.B, None, None))
+            as_index_array(wc.indices, "write_cache.indices", upper=self.N, shape=(self.B, None, None))
+            as_index_array(wc.erase_indices, "write_cache.erase_indices", upper=self.N, shape=(self.B, None))
+        dtype = self.memory.dtype
+        B, H, K = rc.indices.shape
+        self.grad.reserve(H * K)
+        dq, dbeta = np.empty_like(rc.keys), np.empty_like(rc.strengths)
+        dww, dadd = np.empty(wc.weights.shape, dtype), np.empty(wc.add.shape, dtype)
+        g = self.grad
+        read_write_backward_kernel(
+            np.ascontiguousarray(memory), rc.indices, rc.keys, rc.strengths, rc.eps, rc.weights, rc.sim,
+            rc.key_norm, rc.row_norm, np.ascontiguousarray(dreads, dtype=dtype),
+            np.ascontiguousarray(dweights, dtype=dtype), g.keys, g.where, g.slot_of, g.count, g.pool,
+            np.ascontiguousarray(wc.indices, dtype=np.int64), np.ascontiguousarray(wc.weights, dtype=dtype),
+            np.ascontiguousarray(wc.add, dtype=dtype), np.ascontiguousarray(wc.erase_indices, dtype=np.int64),
+            dq, dbeta, dww, dadd,
+        )  # fmt: skip
+        return dq, dbeta, dww, dadd
 
     # -- rollback -----------------------------------------------------------------------------------------
     def _check_journal(self, journal, *, new_rows=False) -> None:
