@@ -193,7 +193,18 @@ def check_update_and_undo(memory, planes, centre, codes, rows, new_contents):
         state = (np.ascontiguousarray(codes.transpose(0, 2, 1), dtype=np.int32),) + bucket_arrays(buckets, N)
         before = tuple(a.copy() for a in state)
         journal = tuple(np.full((B, J, L), -9, np.int32) for _ in range(3))
-        update(memory, centre, planes_t_of(planes), nbits, rows, *state, *journal)
+        planes_t = planes_t_of(planes)
+        update(
+            memory,
+            centre,
+            planes_t,
+            planes_t.astype(np.float32),
+            np.linalg.norm(planes_t, axis=0),
+            nbits,
+            rows,
+            *state,
+            *journal,
+        )
         np.testing.assert_array_equal(state[0].transpose(0, 2, 1), expected_codes)
         assert bucket_lists(*state[1:]) == expected_buckets
         after = tuple(a.copy() for a in state)
@@ -278,3 +289,25 @@ def test_query_kernel_and_twin_equal_the_spelled_out_query(data, sizes):
         np.testing.assert_array_equal(out, expected)
         np.testing.assert_array_equal(counts, expected_counts)
         np.testing.assert_array_equal(seen, -1)  # left as found, for the next query
+
+
+@given(seed=st.integers(0, 2**32 - 1), sign=st.sampled_from([-1.0, 1.0]), size=st.sampled_from([1e-13, 1e-10, 1e-8]))
+def test_update_kernel_gives_the_exact_codes_of_rows_a_float32_sum_cannot_place(seed, sign, size):
+    """Rows that lie within float32 rounding of a hyperplane, on a known side of it (|projection| of
+    1e-13..1e-8 against a float32 error of ~1e-6): the update's float32 pass must see that it cannot
+    tell, and fall back to the exact float64 order, so the codes are the exact ones."""
+    rng = np.random.default_rng(seed)
+    B, N, W, L, nbits = 1, 6, 8, 2, 3
+    planes = rng.standard_normal((L, nbits, W))
+    memory = rng.standard_normal((B, N, W))
+    centre = np.zeros((B, W))
+    codes = naive_lsh_codes(memory, planes, centre)
+    new = rng.standard_normal((B, N, W))
+    for i in range(N):  # row i: onto plane (t, j), then moved `size` off it to the side `sign`
+        t, j = i % L, i % nbits
+        p = planes[t, j]
+        new[0, i] -= (new[0, i] @ p) / (p @ p) * p
+        new[0, i] += sign * size * p / (p @ p)
+    assert np.all(np.abs(np.einsum("iw,lbw->ilb", new[0], planes)) > 0)
+    rows = np.arange(N)[None, :]
+    check_update_and_undo(memory, planes, centre, codes, rows, new)

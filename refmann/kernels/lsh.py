@@ -62,6 +62,19 @@ def _project_loops(vec, centre, planes_t, proj):
 _project = njit(_project_loops, inline=True)
 
 
+def _float32_bound_loops(W):
+    """τ such that a float32 projection ŝ with |ŝ| > τ‖x‖‖p‖ has the sign of the exact-order float64 one.
+
+    With u = 2⁻²⁴, rounding x and p to float32 and summing the W products in float32 gives
+    |ŝ − s| ≤ ((W + 2)u + O(u²)) Σ_c |x_c p_c| ≤ ((W + 2)u + O(u²)) ‖x‖‖p‖ for the real sum s, and the
+    float64 sum in the exact order is within W·2⁻⁵³‖x‖‖p‖ of s. Twice (W + 2)u covers both and the
+    rounding of the norms, so beyond τ‖x‖‖p‖ all three have one sign, and the float64 sum is not 0."""
+    return 2.0 * (W + 2) * 2.0**-24
+
+
+_float32_bound = njit(_float32_bound_loops, inline=True)
+
+
 def _lsh_codes_from_projections_loops(memory, b, start, proj, centre, planes_t, plane_norms, nbits, codes):
     """codes[b, start + m, l] from BLAS projections ``proj`` (n, L·bits) of the centred rows
     ``float64(memory[b, start + m]) − centre`` (m = 0..n−1).
@@ -124,7 +137,23 @@ def _lsh_link_loops(b, codes, heads, sheads, nxt, prv):
                 sheads[b, l, code, qi - 1] = i
 
 
-def _lsh_update_loops(memory, centre, planes_t, nbits, rows, codes, heads, sheads, nxt, prv, j_code, j_prev, j_next):
+def _lsh_update_loops(
+    memory,
+    centre,
+    planes_t,
+    planes_t32,
+    plane_norms,
+    nbits,
+    rows,
+    codes,
+    heads,
+    sheads,
+    nxt,
+    prv,
+    j_code,
+    j_prev,
+    j_next,
+):
     """Re-hash the listed rows (−1 = padding; repeats are skipped); a row whose code changed leaves its
     bucket and is inserted in its new bucket at its place in index order (the lists stay sorted). The
     journal (B, J, L) records each row's old code and neighbours (old code −1: not moved).
@@ -133,12 +162,21 @@ def _lsh_update_loops(memory, centre, planes_t, nbits, rows, codes, heads, shead
     index range (``sheads``; SEGMENTS ranges of ⌈N/SEGMENTS⌉ rows), walking forward, while ``codes`` is
     scanned down from the row, whichever gets there first. The searches of a row's moves in all L
     tables advance side by side (one hop per table per round, so the tables' cache misses overlap; one
-    shared scan of ``codes[b, d, :]``, whose L entries share a cache line)."""
+    shared scan of ``codes[b, d, :]``, whose L entries share a cache line).
+
+    The codes are those of the exact-order float64 projections (``_project``), computed faster: the
+    projections are first summed in float32 (``planes_t32``, twice the numbers per vector
+    instruction), whose sign is the exact one wherever it clears the float32 error bound
+    (:func:`_float32_bound`, with ``plane_norms[p]`` = ‖plane p‖); a row with any projection inside the
+    bound (about one row in two hundred of random data; or a row of tiny or huge norm) is projected
+    again in float64, in the exact order."""
     B, J = rows.shape
     N, L = codes.shape[1], codes.shape[2]
     seg = (N + SEGMENTS - 1) // SEGMENTS
     W, P = planes_t.shape
     proj = np.empty(P, np.float64)
+    proj32 = np.empty(P, np.float32)
+    tol = _float32_bound(W)
     new = np.empty(L, np.int64)  # per table: the new code (−1: unchanged)
     target = np.empty(L, np.int32)  # the code still searched for (−1: none), compared with codes[b, d]
     pred = np.empty(L, np.int64)  # the predecessor found (−2: still searching)
@@ -158,12 +196,32 @@ def _lsh_update_loops(memory, centre, planes_t, nbits, rows, codes, heads, shead
                 continue
             qi = i // seg
             lo, hi = qi * seg, qi * seg + seg  # i's index range (comparisons, not divisions, below)
-            for p in range(P):  # the projections, in the exact order (_project)
-                proj[p] = 0.0
+            for p in range(P):  # the projections in float32, and the row's norm (relative to the centre)
+                proj32[p] = 0.0
+            nn = 0.0
             for c in range(W):
                 v = np.float64(memory[b, i, c]) - centre[b, c]
+                nn += v * v
+                v32 = np.float32(v)
                 for p in range(P):
-                    proj[p] += v * planes_t[c, p]
+                    proj32[p] += v32 * planes_t32[c, p]
+            sure = 1e-60 < nn < 1e60  # no float32 underflow or overflow
+            if sure:
+                bound = tol * np.sqrt(nn)
+                unsure = 0
+                for p in range(P):  # branch-free, so that it vectorises
+                    unsure += abs(np.float64(proj32[p])) <= bound * plane_norms[p]
+                sure = unsure == 0
+            if sure:
+                for p in range(P):
+                    proj[p] = proj32[p]
+            else:  # in the exact order (_project)
+                for p in range(P):
+                    proj[p] = 0.0
+                for c in range(W):
+                    v = np.float64(memory[b, i, c]) - centre[b, c]
+                    for p in range(P):
+                        proj[p] += v * planes_t[c, p]
             searching = 0
             for l in range(L):
                 code = 0

@@ -218,6 +218,8 @@ class LSHIndex(ListIndex):
         self._planes = np.array(planes, dtype=np.float64)
         L, nbits, W = self._planes.shape
         self._planes_t = np.ascontiguousarray(self._planes.reshape(L * nbits, W).T)  # (W, L·bits)
+        self._planes_t32 = self._planes_t.astype(np.float32)  # the update's first, float32 pass
+        self._plane_norms = np.linalg.norm(self._planes_t, axis=0)  # (L·bits,)
 
     def rebuild(self, chunk: int = 65_536, *, centre=None):
         """Re-centre and re-hash every row (O(N)); called at initialisation and after every N insertions.
@@ -240,7 +242,7 @@ class LSHIndex(ListIndex):
             self._centre = np.mean(self.memory, axis=1, dtype=np.float64)
         else:
             self._centre = np.zeros((B, W), np.float64)
-        plane_norms = np.linalg.norm(self._planes_t, axis=0)  # (L·bits,)
+        plane_norms = self._plane_norms
         for b in range(B):
             centre_b = self._centre[b]
             for start in range(0, N, chunk):
@@ -272,6 +274,8 @@ class LSHIndex(ListIndex):
             self.memory,
             self._centre,
             self._planes_t,
+            self._planes_t32,
+            self._plane_norms,
             self.num_bits,
             rows,
             self._codes,
@@ -350,7 +354,8 @@ class LSHIndex(ListIndex):
     def nbytes_for(batch_size: int, num_slots: int, word_size: int, *, num_tables: int = 16, num_bits=None) -> int:
         """Bytes an index over a (batch_size, num_slots, word_size) memory holds, before building one (what
         :meth:`nbytes` then reports): per row and table a code and two links (int32), per bucket a head
-        and SEGMENTS − 1 range heads (int32), a centre per batch element, the hyperplanes twice."""
+        and SEGMENTS − 1 range heads (int32), a centre per batch element, the hyperplanes twice in float64
+        and once in float32, and their norms."""
         from .._checks import check_positive_int
 
         B, N, W, L = batch_size, num_slots, word_size, num_tables
@@ -360,7 +365,7 @@ class LSHIndex(ListIndex):
         if bits > 24:  # as the constructor says it, before the estimate of 2**bits buckets is made
             raise ValueError(f"num_bits: expected at most 24 (2**num_bits buckets per table), got {bits}")
         per_batch = N * L * 4 * 3 + N * 4 + L * 2**bits * 4 * SEGMENTS + W * 8
-        return B * per_batch + 2 * L * bits * W * 8
+        return B * per_batch + 2 * L * bits * W * 8 + L * bits * W * 4 + L * bits * 8
 
     def nbytes(self) -> int:
         """Bytes held by the index (hyperplanes, centre, codes, bucket lists)."""
@@ -369,6 +374,8 @@ class LSHIndex(ListIndex):
             for a in (
                 self._planes,
                 self._planes_t,
+                self._planes_t32,
+                self._plane_norms,
                 self._centre,
                 self._codes,
                 self.heads,
