@@ -611,6 +611,7 @@ _BENCH_FLAGS = {
     "rounds": ("pkm", "sketch", "hma"),
     "versus_lstm": ("steps",),
     "breakdown": ("steps",),
+    "count_calls": ("steps",),
     "updates": ("footprint",),
     "length": ("footprint",),
 }
@@ -744,7 +745,10 @@ def _bench_steps(args) -> int:
         raise CommandError(
             f"--models: expected names from {', '.join(known)} (sam means sam-lsh), got {' '.join(unknown)}"
         )
-    if args.versus_lstm or args.breakdown:
+    if args.count_calls:
+        sizes = args.sizes or ([1_000] if args.quick else [100_000])
+        batch = args.batch_size or 8
+    elif args.versus_lstm or args.breakdown:
         sizes = args.sizes or ([1_000] if args.quick else [1_000_000])
         batch = args.batch_size or 8
     else:
@@ -762,6 +766,28 @@ def _bench_steps(args) -> int:
         raise CommandError(_name_flag(_message(exc), ("--models", "--sizes", "--batch-size"))) from exc
     if args.breakdown and args.versus_lstm:
         raise CommandError("--breakdown: expected either --breakdown or --versus-lstm, not both")
+    if args.count_calls and (args.breakdown or args.versus_lstm):
+        raise CommandError("--count-calls: expected it alone, not with --breakdown or --versus-lstm")
+    if args.count_calls:
+        from .bench.steps import step_calls
+
+        calls = 2 if args.quick else 10
+        print(
+            f"calls per forward+backward step, counted by cProfile over {calls} 10-step calls after a warm-up, "
+            f"batch {batch}, W=32, 4 heads, LSTM 100, k=4, float64"
+        )
+        print("| model | N | Python-level calls | Numba kernel calls | NumPy C calls | array constructors and copies |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: |")
+        for model in models:
+            for N in sizes:
+                with _user_errors():
+                    r = step_calls(model, N, batch_size=batch, calls=calls)
+                print(
+                    f"| {r['model']} | {N:,} | {r['python_calls']:.0f} | {r['numba_calls']:.0f} | "
+                    f"{r['numpy_calls']:.0f} | {r['constructors']:.0f} |",
+                    flush=True,
+                )
+        return 0
     if args.breakdown:
         from .bench.steps import step_breakdown
 
@@ -1156,6 +1182,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--breakdown",
         action="store_true",
         help="steps: where each model's step time goes, part by part (instrumented; batch default 8, N 1e6)",
+    )
+    p.add_argument(
+        "--count-calls",
+        action="store_true",
+        help="steps: the Python-level, Numba and NumPy calls of one step, counted by cProfile (batch default 8, N 1e5)",
     )
     p.add_argument("--updates", type=positive_int, default=None, help="footprint: Adam updates (default 10; quick 3)")
     p.add_argument("--length", type=positive_int, default=None, help="footprint: copy sequence length (default 10)")

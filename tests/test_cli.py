@@ -176,6 +176,22 @@ def test_bench_steps_versus_lstm_prints_one_row_per_model_with_both_ratios(capsy
         assert ratio == pytest.approx(model_ms / same_ms, rel=0.02)  # the ratio is of the printed minima
 
 
+def test_bench_steps_count_calls_prints_the_per_step_counts_that_step_calls_returns(capsys):
+    from refmann.bench.steps import step_calls
+
+    assert cli.main(["bench", "steps", "--count-calls", "--quick", "--sizes", "200", "--models", "sam-lsh"]) == 0
+    row = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| sam-lsh")]
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    python_calls, numba_calls, numpy_calls, constructors = (float(c) for c in cells[2:6])
+    assert python_calls > numpy_calls >= constructors > 0 and numba_calls > 0
+    # the counts follow the code: one step of SAM calls the index's update and query and the three
+    # step kernels (the revert adds the ring's and the rows' kernels and the index's undo)
+    fused = step_calls("sam-lsh", 200, batch_size=2, steps=4, calls=2)
+    assert fused["numba_calls"] == pytest.approx(numba_calls, abs=1)
+    assert fused["numba_calls"] >= 5
+    assert fused["python_calls"] > fused["numpy_calls"]
+
+
 def test_bench_steps_breakdown_times_the_parts_inside_the_step_and_restores_them(capsys):
     from refmann.bench.steps import BREAKDOWN_PARTS
     from refmann.memory import LSHIndex
@@ -306,6 +322,8 @@ BAD_ARGUMENTS = [
     (["bench", "footprint", "--quick", "--versus-lstm"], "--versus-lstm"),
     (["bench", "footprint", "--quick", "--breakdown"], "--breakdown"),
     (["bench", "steps", "--quick", "--breakdown", "--versus-lstm"], "--breakdown"),
+    (["bench", "steps", "--quick", "--count-calls", "--versus-lstm"], "--count-calls"),
+    (["bench", "footprint", "--quick", "--count-calls"], "--count-calls"),
     (["info", "--bogus"], "--bogus"),
     (["info", "extra"], "extra"),
     ([], "command"),

@@ -202,3 +202,49 @@ def step_breakdown(model_name="sam-lsh", N=1_000_000, *, batch_size=8, steps=10,
     per_step = 1e3 / (calls * T)
     parts = {k: v * per_step for k, v in sorted(best[1].items(), key=lambda kv: -kv[1])}
     return {"model": model_name, "N": N, "ms_per_step": best[0] * per_step, "parts": parts}
+
+
+#: the NumPy functions :func:`step_calls` counts as array constructors and copies
+CONSTRUCTORS = ("numpy.empty", "numpy.zeros", "numpy.full", "numpy.array", "numpy.ascontiguousarray", "copy")
+
+
+def step_calls(model_name="sam-lsh", N=100_000, *, batch_size=8, steps=10, calls=10, seed=0):
+    """How many calls one forward + backward step makes, counted by :mod:`cProfile` over ``calls``
+    T-step ``loss_and_grads`` after a warm-up.
+
+    Counts per step: every Python-level call (methods, ops, NumPy functions and methods), the calls
+    from Python into a Numba kernel (a kernel's own calls inside it are compiled and not seen), the
+    NumPy calls implemented in C (functions, ufuncs, array methods) and, of them, the array
+    constructors and copies (:data:`CONSTRUCTORS`). Returns {"model", "N", "python_calls",
+    "numba_calls", "numpy_calls", "constructors"}.
+    """
+    import cProfile
+    import pstats
+
+    from .._checks import check_positive_int
+    from .scaling import _data, build_model
+
+    model_name = "sam-lsh" if model_name == "sam" else model_name
+    config = _one_point(model_name, N, batch_size, steps, 1, "float64", seed)
+    check_positive_int(calls, "calls")
+    T, B = config.steps, config.batch_size
+    x, y = _data(config, T, B, seed)
+    with single_threaded_blas():
+        model = build_model(model_name, N, config)
+        model.loss_and_grads(x, y)  # set-up, compilation, warm-up
+        profile = cProfile.Profile()
+        profile.enable()
+        for _ in range(calls):
+            model.loss_and_grads(x, y)
+        profile.disable()
+    counts = dict.fromkeys(("python_calls", "numba_calls", "numpy_calls", "constructors"), 0)
+    for (file, _line, name), (_cc, ncalls, *_rest) in pstats.Stats(profile).stats.items():
+        counts["python_calls"] += ncalls
+        if name.endswith("_loops") and "kernels" in file:  # a kernel's Python twin is what cProfile names
+            counts["numba_calls"] += ncalls
+        if file == "~" and any(tag in name for tag in ("numpy", "ufunc", "ndarray")):
+            counts["numpy_calls"] += ncalls
+            if any(tag in name for tag in CONSTRUCTORS):
+                counts["constructors"] += ncalls
+    per_step = calls * T
+    return {"model": model_name, "N": N, **{k: v / per_step for k, v in counts.items()}}
