@@ -531,6 +531,16 @@ def _cmd_sweep(args) -> int:
     from .train import sweep
 
     out = _check_out(args.out or "runs/sweep")
+    if args.merge is not None:
+        if args.report or args.extend:
+            raise CommandError("--merge: expected it without --report or --extend (it draws the report itself)")
+        with _user_errors():
+            runs = sweep.merge_sweeps(out, args.merge)
+            sweep.write_report(out)
+        print(f"refmann sweep: {len(runs)} runs of {len(args.merge)} sweep folder(s) merged into {out}/")
+        print((out / "results.md").read_text())
+        print(f"table: {out / 'results.md'}; figures: {', '.join(str(p) for p in sorted(out.glob('figure2*.png')))}")
+        return 0
     if args.report:
         with _user_errors():
             sweep.read_plan(out)
@@ -1225,6 +1235,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT", help="a running Dask scheduler")
     p.add_argument("--report", action="store_true", help="only gather the table and draw the figures of OUT")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="gather the runs of these sweep folders into OUT (linked, not copied), then draw one table, "
+        "each task's figure and Figure 2 with the tasks side by side",
+    )
     p.add_argument(
         "--extend",
         action="store_true",

@@ -118,6 +118,26 @@ def plot_runs(groups, path, *, metric="bit_errors", title="", ylabel="bit errors
     return plot_curves(curves, path, title=title, ylabel=ylabel)
 
 
+def _mean_sd_panel(ax, curves, colours, *, title, xlabel, ylabel, target):
+    """One panel of :func:`plot_mean_sd`: per label the mean over seeds, ±1 s.d. shaded."""
+    for label, runs in curves.items():
+        n = min(len(x) for x, _ in runs)
+        if n == 0:
+            continue
+        ys = np.stack([np.asarray(y, dtype=float)[:n] for _, y in runs])
+        x = np.asarray(runs[0][0])[:n]
+        mean, sd = ys.mean(axis=0), ys.std(axis=0)
+        colour = colours[label]
+        ax.fill_between(x, np.maximum(mean - sd, 0), mean + sd, color=colour, alpha=0.2, lw=0)
+        ax.plot(x, mean, color=colour, lw=1.8, label=f"{label} ({len(runs)} seeds)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if target is not None:
+        ax.axhline(target, color="grey", lw=0.6, ls=":")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+
+
 def plot_mean_sd(
     curves, path, *, title="", xlabel="sequences seen", ylabel="bit errors per sequence", target=None
 ) -> Path:
@@ -127,21 +147,28 @@ def plot_mean_sd(
     shortest (an unfinished run), and the number of seeds is in the legend.
     """
     fig, ax = subplots(figsize=(7, 4))
-    for i, (label, runs) in enumerate(curves.items()):
-        n = min(len(x) for x, _ in runs)
-        if n == 0:
-            continue
-        ys = np.stack([np.asarray(y, dtype=float)[:n] for _, y in runs])
-        x = np.asarray(runs[0][0])[:n]
-        mean, sd = ys.mean(axis=0), ys.std(axis=0)
-        ax.fill_between(x, np.maximum(mean - sd, 0), mean + sd, color=f"C{i}", alpha=0.2, lw=0)
-        ax.plot(x, mean, color=f"C{i}", lw=1.8, label=f"{label} ({len(runs)} seeds)")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    if target is not None:
-        ax.axhline(target, color="grey", lw=0.6, ls=":")
-    ax.legend(fontsize=8)
-    ax.set_title(title)
+    colours = {label: f"C{i}" for i, label in enumerate(curves)}
+    _mean_sd_panel(ax, curves, colours, title=title, xlabel=xlabel, ylabel=ylabel, target=target)
+    return _save(fig, path)
+
+
+def plot_figure2(panels, path, *, xlabel="sequences seen") -> Path:
+    """Figure 2 of Rae et al. (2016) as one figure: a panel per task, side by side, each as
+    :func:`plot_mean_sd`, a model keeping its colour in every panel.
+
+    ``panels`` is a list of dicts with keys ``curves`` (as :func:`plot_mean_sd`'s), ``title``,
+    ``ylabel`` and ``target`` (or None).
+    """
+    if not panels:
+        raise ValueError("panels: expected at least one panel, got none")
+    labels = list(dict.fromkeys(label for panel in panels for label in panel["curves"]))
+    colours = {label: f"C{i}" for i, label in enumerate(labels)}
+    fig, axes = subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        _mean_sd_panel(
+            ax, panel["curves"], colours, title=panel["title"], xlabel=xlabel, ylabel=panel["ylabel"],
+            target=panel.get("target"),
+        )  # fmt: skip
     return _save(fig, path)
 
 

@@ -177,6 +177,59 @@ def test_report_of_a_folder_without_a_sweep_is_a_clear_error(tmp_path, capsys):
     assert "holds no sweep" in capsys.readouterr().err
 
 
+def _tiny_sweep(out, models, task, seeds):
+    """A finished sweep folder, each run trained in this process (a few steps)."""
+    task_kwargs = {"max_length": 3} if task == "copy" else {"max_items": 3, "bits": 3}
+    runs = []
+    for model in models:
+        runs += sweep.plan(_base(task=task, task_kwargs=task_kwargs), models=[model], tasks=[task], seeds=seeds)
+    for r in runs:
+        sweep.train_run(r.config, str(out / r.folder))
+    sweep.write_plan(out, runs)
+    return runs
+
+
+def test_merge_gathers_sweeps_of_other_tasks_into_one_table_and_one_figure2(tmp_path, capsys):
+    a = _tiny_sweep(tmp_path / "a", ["lstm"], "copy", [0, 1])
+    b = _tiny_sweep(tmp_path / "b", ["lstm", "dam"], "associative_recall", [0])
+    out = tmp_path / "all"
+    assert cli.main(["sweep", "--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "4 runs of 2 sweep folder(s) merged" in printed
+    rows = json.loads((out / "results.json").read_text())
+    assert sorted(r["folder"] for r in rows) == sorted(r.folder for r in a + b)
+    assert all(r["finished"] for r in rows)  # read through the links
+    for r in a + b:  # linked, not copied: the same files
+        assert (out / r.folder).is_symlink()
+        assert (out / r.folder / "log.jsonl").samefile(tmp_path / ("a" if r in a else "b") / r.folder / "log.jsonl")
+    for name in ("figure2.png", "figure2-copy.png", "figure2-associative_recall.png"):
+        assert (out / name).stat().st_size > 0
+    # merging again (the same sources) changes nothing; a report of the merged folder works as any
+    assert cli.main(["sweep", "--merge", str(tmp_path / "a"), "--out", str(out)]) == 0
+    assert len(sweep.read_plan(out)) == 4
+    assert cli.main(["sweep", "--report", "--out", str(out)]) == 0
+
+
+def test_merge_refuses_clashing_runs_a_missing_folder_and_itself(tmp_path, capsys):
+    _tiny_sweep(tmp_path / "a", ["lstm"], "copy", [0])
+    other = sweep.plan(_base(lr=0.5), models=["lstm"], tasks=["copy"], seeds=[0])
+    sweep.write_plan(tmp_path / "c", other)  # the same folder name, another config
+    (tmp_path / "c" / other[0].folder).mkdir(parents=True)
+    cases = [
+        ([str(tmp_path / "a"), str(tmp_path / "c")], "in more than one sweep with other settings"),
+        ([str(tmp_path / "nothing")], "holds no sweep"),
+        ([str(tmp_path / "out")], "is the output folder itself"),
+    ]
+    (tmp_path / "out").mkdir()
+    sweep.write_plan(tmp_path / "out", [])
+    for sources, match in cases:
+        assert cli.main(["sweep", "--merge", *sources, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert match in err and "\n" not in err
+    assert cli.main(["sweep", "--merge", str(tmp_path / "a"), "--report", "--out", str(tmp_path / "o2")]) == 2
+    assert "--merge" in capsys.readouterr().err
+
+
 def test_regimes_merge_from_general_to_specific():
     assert regime("anything", "anything") == REGIMES[("*", "*")]
     for (model, task), fields in REGIMES.items():

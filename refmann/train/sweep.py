@@ -452,13 +452,60 @@ def write_report(out_dir, runs=None) -> list[dict]:
             by_task.setdefault(task, {})[label] = [
                 (np.array([s for s, _ in c]), np.array([e for _, e in c])) for c in curves
             ]
+    panels = []
     for task, curves in by_task.items():
         t = make_task(task)
-        viz.plot_mean_sd(
-            curves,
-            out_dir / f"figure2-{task}.png",
-            title=f"{task}: evaluation {t.metric_label}, mean ± s.d. over seeds",
-            ylabel=t.metric_label,
-            target=t.metric_target,
-        )
+        labels = dict(ylabel=t.metric_label, target=t.metric_target)
+        title = f"{task}: evaluation {t.metric_label}, mean ± s.d. over seeds"
+        viz.plot_mean_sd(curves, out_dir / f"figure2-{task}.png", title=title, **labels)
+        panels.append({"curves": curves, "title": task, **labels})
+    if len(panels) > 1:  # the paper's Figure 2: the tasks side by side, a model one colour throughout
+        viz.plot_figure2(panels, out_dir / "figure2.png")
     return rows
+
+
+def merge_sweeps(out_dir, sources) -> list[Run]:
+    """Gather the runs of several sweep folders into one, ``out_dir``, for one table and one Figure 2.
+
+    Each source's run folders are linked (relative symbolic links, nothing copied) under the same
+    names, and ``out_dir/sweep.json`` lists them all; :func:`write_report` then draws the table and the
+    figures. A run folder that two sources both hold must have the same config in both (else
+    ValueError naming it), and ``out_dir`` must not be one of the sources. Merging again with more
+    sources adds their runs. Returns the merged runs.
+    """
+    out_dir = Path(out_dir)
+    sources = [Path(s) for s in sources]
+    if not sources:
+        raise ValueError("merge: expected at least one sweep folder to merge, got none")
+    runs: dict[str, Run] = {}
+    origin: dict[str, Path] = {}
+    if (out_dir / PLAN_FILE).exists():
+        for r in read_plan(out_dir):
+            runs[r.folder] = r
+    for src in sources:
+        if src.resolve() == out_dir.resolve():
+            raise ValueError(f"merge: {src} is the output folder itself; merge into another --out")
+        for r in read_plan(src):  # raises naming a folder that holds no sweep
+            if r.folder in runs and runs[r.folder].config != r.config:
+                raise ValueError(
+                    f"merge: {r.folder} is in more than one sweep with other settings ({origin.get(r.folder, out_dir)} "
+                    f"and {src}); merge sweeps whose runs differ in model, task, seed or setting"
+                )
+            runs[r.folder] = r
+            origin[r.folder] = src
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for folder, src in origin.items():
+        link, target = out_dir / folder, (src / folder).resolve()
+        if not target.is_dir():
+            raise ValueError(f"merge: {src / folder} is listed in {src / PLAN_FILE} but is not there")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            if link.resolve() == target:
+                continue
+            if not link.is_symlink():
+                raise ValueError(f"merge: {link} is a run folder of {out_dir} itself; merge into another --out")
+            link.unlink()
+        link.symlink_to(os.path.relpath(target, link.parent))
+    merged = list(runs.values())
+    write_plan(out_dir, merged)
+    return merged
