@@ -217,7 +217,7 @@ def test_merge_refuses_clashing_runs_a_missing_folder_and_itself(tmp_path, capsy
     (tmp_path / "c" / other[0].folder).mkdir(parents=True)
     cases = [
         ([str(tmp_path / "a"), str(tmp_path / "c")], "in more than one sweep with other settings"),
-        ([str(tmp_path / "nothing")], "holds no sweep"),
+        ([str(tmp_path / "nothing")], "merge: " + str(tmp_path / "nothing") + " holds no sweep"),
         ([str(tmp_path / "out")], "is the output folder itself"),
     ]
     (tmp_path / "out").mkdir()

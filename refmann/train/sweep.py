@@ -485,7 +485,11 @@ def merge_sweeps(out_dir, sources) -> list[Run]:
     for src in sources:
         if src.resolve() == out_dir.resolve():
             raise ValueError(f"merge: {src} is the output folder itself; merge into another --out")
-        for r in read_plan(src):  # raises naming a folder that holds no sweep
+        try:
+            planned = read_plan(src)
+        except ValueError as exc:  # a folder that holds no sweep, named as a --merge folder
+            raise ValueError("merge: " + str(exc).removeprefix("out: ")) from None
+        for r in planned:
             if r.folder in runs and runs[r.folder].config != r.config:
                 raise ValueError(
                     f"merge: {r.folder} is in more than one sweep with other settings ({origin.get(r.folder, out_dir)} "
