@@ -125,7 +125,7 @@ class SAMConfig(MemoryConfig):
     bptt: str = "rollback"  # or "cache" (a copy of M_t per step, for comparison)
     restore: str = "initial"  # what loss_and_grads leaves in memory: "initial" or "final"
     strength: bool = True
-    fused: bool = True  # Numba kernels for the write and read (False: the ops' NumPy bodies)
+    fused: bool = True  # the memory's side of a step in three kernel calls (False: one op per equation)
 
     def __post_init__(self):
         super().__post_init__()

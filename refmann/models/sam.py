@@ -40,8 +40,10 @@ class SAM(RecurrentModel):
     strength : bool
         Learn a key strength β = 1 + softplus (default True).
     fused : bool
-        True (default): the write and the read run as Numba kernels. False: as the ops' readable
-        NumPy bodies (:func:`refmann.ops.sparse_write_inplace`, :func:`refmann.ops.sparse_content_read_forward`)
+        True (default): the memory's side of a step runs as three kernel calls around the index
+        (:meth:`refmann.memory.SparseMemory.lra_write`, ``read_touch``, ``read_write_backward``).
+        False: one op per equation, the ops' readable NumPy bodies (:func:`refmann.ops.lra_interpolate_forward`,
+        :func:`refmann.ops.sparse_write_inplace`, :func:`refmann.ops.sparse_content_read_forward`, ...)
         — the same numbers, tested.
     memory_init : {"constant", "zeros", "random"} or ndarray of shape (N, W)
         (``"learned"`` is not offered: it would rewrite all N rows for every sequence.)
