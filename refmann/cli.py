@@ -531,13 +531,14 @@ def _cmd_sweep(args) -> int:
     from .train import sweep
 
     out = _check_out(args.out or "runs/sweep")
-    if args.merge is not None:
-        if args.report or args.extend:
+    merge = getattr(args, "merge", None)  # (refmann curves runs through here too, without --merge)
+    if merge is not None:
+        if args.report or getattr(args, "extend", False):
             raise CommandError("--merge: expected it without --report or --extend (it draws the report itself)")
         with _user_errors():
-            runs = sweep.merge_sweeps(out, args.merge)
+            runs = sweep.merge_sweeps(out, merge)
             sweep.write_report(out)
-        print(f"refmann sweep: {len(runs)} runs of {len(args.merge)} sweep folder(s) merged into {out}/")
+        print(f"refmann sweep: {len(runs)} runs of {len(merge)} sweep folder(s) merged into {out}/")
         print((out / "results.md").read_text())
         print(f"table: {out / 'results.md'}; figures: {', '.join(str(p) for p in sorted(out.glob('figure2*.png')))}")
         return 0
