@@ -219,3 +219,20 @@ def test_read_touch_and_the_backward_refuse_bad_arguments_naming_them():
         mem.read_write_backward(rc, np.full((2, 1, 2), np.nan), np.zeros((2, 1, 3)), wc)
     with pytest.raises(TypeError, match="write_cache: expected a SparseWriteCache"):
         mem.read_write_backward(rc, np.zeros((2, 1, 2)), np.zeros((2, 1, 3)), None)
+
+
+def test_lra_write_with_fused_false_is_the_readable_ops():
+    """``lra_write(fused=False)`` (the readable path of SAM and the SDNC) is least_recent +
+    ops.lra_interpolate_forward + write, and equals the kernel."""
+    r = np.random.default_rng(3)
+    N, W, B, H, J = 20, 4, 2, 2, 3
+    slow, fast = _memories(N, W, B, "lsh", r)
+    args = (r.integers(0, N, (B, H, J)), r.dirichlet(np.ones(J), (B, H)), r.random((B, H)), r.random((B, H)))
+    add = r.standard_normal((B, H, W))
+    got_s = slow.lra_write(*args, add, fused=False)
+    got_f = fast.lra_write(*args, add)
+    for a, b in zip(got_s[:3], got_f[:3]):  # lra, write_idx, write_weights
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(got_s[4].old_rows, got_f[4].old_rows)
+    for a, b in zip(_state(slow), _state(fast)):
+        np.testing.assert_array_equal(a, b)

@@ -154,30 +154,24 @@ class SAMCore(CoreBase):
         q, add = np.ascontiguousarray(v["query"]), np.ascontiguousarray(v["add"])  # copies: p is freed
         beta = v["strength"] if self.strength else np.ones((B, H), x.dtype)
         t = state.step + 1
-        if self.fused:  # the same steps in three kernel calls around the index (kernels/sam_step.py)
-            lra, write_idx, write_weights, ww_cache, journal, write_cache = mem.lra_write(
-                state.read_idx, state.read_weights, v["alpha"], v["gate"], add, keep_new_rows=self.restore == "final"
-            )
-            read_idx = mem.query(q, K, fill=journal.rows[:, ::-1])  # (B, H, K)
+        # write: K previous read slots and the least recently accessed one, per head
+        lra, write_idx, write_weights, ww_cache, journal, write_cache = mem.lra_write(
+            state.read_idx,
+            state.read_weights,
+            v["alpha"],
+            v["gate"],
+            add,
+            keep_new_rows=self.restore == "final",
+            fused=self.fused,
+        )
+        # read: K candidates per head from the index, softmax over those K
+        # (a query whose buckets hold fewer than K rows is topped up with the rows just written, newest first)
+        read_idx = mem.query(q, K, fill=journal.rows[:, ::-1])  # (B, H, K)
+        if self.fused:  # the read and the usage rule in one kernel call (kernels/sam_step.py)
             (read_weights, reads), read_cache, touched, journal = mem.read_touch(
                 q, beta, read_idx, journal, write_weights, eps=READ_EPS, delta=self.delta, t=t
             )
         else:  # the readable path: one op per equation
-            # write: K previous read slots and the least recently accessed one, per head
-            lra = mem.least_recent(H)  # (B, H)
-            write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, K+1)
-            write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
-            journal, write_cache = mem.write(
-                write_weights,
-                add,
-                indices=write_idx,
-                erase_indices=lra,
-                fused=False,
-                keep_new_rows=self.restore == "final",
-            )
-            # read: K candidates per head from the index, softmax over those K
-            # (a query whose buckets hold fewer than K rows is topped up with the rows just written, newest first)
-            read_idx = mem.query(q, K, fill=journal.rows[:, ::-1])  # (B, H, K)
             (read_weights, reads), read_cache = ops.sparse_content_read_forward(
                 mem.memory, q, beta, indices=read_idx, eps=READ_EPS, fused=False
             )

@@ -220,22 +220,15 @@ class SDNCCore(CoreBase):
         values, iface_cache = self.interface.forward(params, h)
         v, q, add, beta, modes = heads_fields(values, B, H, x.dtype, self.strength)
         # write: the 3K previous read slots and the LRA slot, per head
-        if self.fused:  # SAM's write in one kernel (kernels/sam_step.py), then the index's update
-            lra, write_idx, write_weights, ww_cache, journal, write_cache = mem.lra_write(
-                state.read_idx, state.read_weights, v["alpha"], v["gate"], add, keep_new_rows=self.restore == "final"
-            )
-        else:
-            lra = mem.least_recent(H)
-            write_idx = np.concatenate([state.read_idx, lra[..., None]], axis=-1)  # (B, H, 3K+1)
-            write_weights, ww_cache = ops.lra_interpolate_forward(state.read_weights, v["alpha"], v["gate"])
-            journal, write_cache = mem.write(
-                write_weights,
-                add,
-                indices=write_idx,
-                erase_indices=lra,
-                fused=False,
-                keep_new_rows=self.restore == "final",
-            )
+        lra, write_idx, write_weights, ww_cache, journal, write_cache = mem.lra_write(
+            state.read_idx,
+            state.read_weights,
+            v["alpha"],
+            v["gate"],
+            add,
+            keep_new_rows=self.restore == "final",
+            fused=self.fused,
+        )  # (B, H, 3K+1): one kernel (kernels/sam_step.py), or one op per equation with fused=False
         # links: the heads' mean write weighting
         link_journal = self.links.update(write_idx.reshape(B, -1), write_weights.reshape(B, -1) / H)
         # read: content candidates, then the links followed from the previous read weights

@@ -40,7 +40,7 @@ from .._checks import (
 from ..kernels.sam_step import lra_write_kernel, read_touch_kernel, read_write_backward_kernel
 from ..kernels.sparse_write import accessed_slots_kernel, restore_rows_kernel
 from ..ops.sparse import SparseContentReadCache, SparseWriteCache, gather_rows, sparse_write_inplace
-from ..ops.write_weights import LRAInterpolateCache
+from ..ops.write_weights import LRAInterpolateCache, lra_interpolate_forward
 from .accumulator import RowGradAccumulator
 from .index import LinearIndex, LSHIndex
 from .ring import RingJournal, UsageRing
@@ -219,9 +219,10 @@ class SparseMemory:
         return touched, journal._replace(ring=self.ring.touch(touched, t))
 
     # -- one step in three kernel calls (SAM's fused path; kernels/sam_step.py) --------------------------
-    def lra_write(self, read_idx, read_weights, alpha, gate, add, *, keep_new_rows=False):
+    def lra_write(self, read_idx, read_weights, alpha, gate, add, *, keep_new_rows=False, fused=True):
         r"""SAM's write in one kernel, then the index's update: the same as :meth:`least_recent`,
-        :func:`~refmann.ops.lra_interpolate_forward` and :meth:`write` (tested equal).
+        :func:`~refmann.ops.lra_interpolate_forward` and :meth:`write` (tested equal), which
+        ``fused=False`` runs instead, one op per equation (the readable reference).
 
         The write weights :math:`w^W = \alpha(\gamma w^R_{t-1} + (1-\gamma) 1_{LRA})` live on the J
         previous read slots ``read_idx`` (B, H, J) and each head's least recently accessed slot, which
@@ -234,6 +235,14 @@ class SparseMemory:
         """
         if self.memory is None:
             self._ready()
+        if not fused:
+            lra = self.least_recent(np.shape(read_idx)[1])  # (B, H)
+            write_idx = np.concatenate([read_idx, lra[..., None]], axis=-1)  # (B, H, J+1)
+            weights, interpolate_cache = lra_interpolate_forward(read_weights, alpha, gate)
+            journal, write_cache = self.write(
+                weights, add, indices=write_idx, erase_indices=lra, fused=False, keep_new_rows=keep_new_rows
+            )
+            return lra, write_idx, weights, interpolate_cache, journal, write_cache
         B, N, W = self.memory.shape
         dtype = self.memory.dtype
         if enabled():
