@@ -319,7 +319,6 @@ def _train_config(args, model: str | None = None, task: str | None = None):
         value_lr=args.value_lr,
         memory_size=args.memory_size,
         word_size=args.word_size,
-        num_heads=args.num_heads,
         hidden_size=args.hidden_size,
         curriculum=args.curriculum,
         eval_every=args.eval_every,
@@ -1342,7 +1341,9 @@ def _train_arguments(p, default_out, *, several_tasks=False):
     )
     p.add_argument("--memory-size", type=positive_int, default=128)
     p.add_argument("--word-size", type=positive_int, default=20)
-    p.add_argument("--num-heads", type=positive_int, default=1)
+    p.add_argument(
+        "--num-heads", type=positive_int, default=None, help=f"read (and write) heads ({regime}; 1 for most)"
+    )
     p.add_argument("--hidden-size", type=positive_int, default=100)
     p.add_argument("--max-length", type=positive_int, default=None, help="task's maximum length (copy tasks)")
     p.add_argument(

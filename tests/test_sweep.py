@@ -277,6 +277,23 @@ def test_a_regimes_model_options_reach_model_kwargs_under_set_and_merge_key_by_k
     assert "model_options" not in regime("lstm", "priority_sort")  # no entry sets any for it
 
 
+def test_the_number_of_heads_comes_from_the_regime_unless_given(tmp_path, monkeypatch):
+    assert regime("dam", "priority_sort")["num_heads"] == 4  # docs/results.md, "More heads, DAM"
+    assert regime("sam", "priority_sort")["num_heads"] == 1 == regime("dam", "copy")["num_heads"]
+    assert "4 heads" in describe("dam", "priority_sort") and "heads" not in describe("dam", "copy")
+    monkeypatch.setitem(REGIMES, ("dam", "copy"), {"num_heads": 3})
+    small = ["--sequences", "2", "--hidden-size", "4", "--max-length", "2", "--memory-size", "8", "--quiet"]
+    assert cli.main(["train", "--model", "dam", *small, "--out", str(tmp_path / "a")]) == 0
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["num_heads"] == 3
+    assert cli.main(["train", "--model", "dam", *small, "--num-heads", "2", "--out", str(tmp_path / "b")]) == 0
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["num_heads"] == 2  # the flag wins
+    # a sweep takes each model's own: three heads for DAM, one for SAM
+    argv = ["sweep", "--models", "dam", "sam", "--seeds", "0", "--workers", "1", *small, "--out", str(tmp_path / "s")]
+    assert cli.main(argv) == 0
+    heads = {r.model: r.config["num_heads"] for r in sweep.read_plan(tmp_path / "s")}
+    assert heads == {"dam": 3, "sam": 1}
+
+
 def test_optimizer_options_reach_the_update(tmp_path):
     plain = TrainConfig(**{**TINY, "optimizer_options": {"centered": False}})
     update = plain.make_update()
