@@ -537,7 +537,7 @@ def _cmd_sweep(args) -> int:
         with _user_errors():
             runs = sweep.merge_sweeps(out, merge)
             sweep.write_report(out)
-        print(f"refmann sweep: {len(runs)} runs of {len(merge)} sweep folder(s) merged into {out}/")
+        print(f"refmann sweep: {len(runs)} runs of {len(merge)} sweep(s) merged into {out}/")
         print((out / "results.md").read_text())
         print(f"table: {out / 'results.md'}; figures: {', '.join(str(p) for p in sorted(out.glob('figure2*.png')))}")
         return 0
@@ -1239,9 +1239,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--merge",
         nargs="+",
         default=None,
-        metavar="DIR",
-        help="gather the runs of these sweep folders into OUT (linked, not copied), then draw one table, "
-        "each task's figure and Figure 2 with the tasks side by side",
+        metavar="DIR|JSON",
+        help="gather the runs of these sweep folders (linked, not copied) and sweeps' results.json files "
+        "(their rows and curves, e.g. docs/data/sweeps/*.json) into OUT, then draw one table, each task's "
+        "figure and Figure 2 with the tasks side by side",
     )
     p.add_argument(
         "--extend",

@@ -195,7 +195,7 @@ def test_merge_gathers_sweeps_of_other_tasks_into_one_table_and_one_figure2(tmp_
     out = tmp_path / "all"
     assert cli.main(["sweep", "--merge", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "4 runs of 2 sweep folder(s) merged" in printed
+    assert "4 runs of 2 sweep(s) merged" in printed
     rows = json.loads((out / "results.json").read_text())
     assert sorted(r["folder"] for r in rows) == sorted(r.folder for r in a + b)
     assert all(r["finished"] for r in rows)  # read through the links
@@ -208,6 +208,51 @@ def test_merge_gathers_sweeps_of_other_tasks_into_one_table_and_one_figure2(tmp_
     assert cli.main(["sweep", "--merge", str(tmp_path / "a"), "--out", str(out)]) == 0
     assert len(sweep.read_plan(out)) == 4
     assert cli.main(["sweep", "--report", "--out", str(out)]) == 0
+
+
+def test_merge_takes_a_results_json_whose_run_folders_are_gone(tmp_path, capsys):
+    """A sweep's results.json is its archive: merged without the run folders, it gives the same rows."""
+    import shutil
+
+    _tiny_sweep(tmp_path / "a", ["lstm"], "copy", [0, 1])
+    b = _tiny_sweep(tmp_path / "b", ["dam"], "associative_recall", [0])
+    sweep.write_report(tmp_path / "a")
+    live = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert all(row["config"] == r.config for row, r in zip(live, sweep.read_plan(tmp_path / "a")))
+    kept = tmp_path / "kept.json"
+    shutil.copy(tmp_path / "a" / "results.json", kept)
+    shutil.rmtree(tmp_path / "a")  # the run folders are gone (another machine, another session)
+    out = tmp_path / "all"
+    assert cli.main(["sweep", "--merge", str(kept), str(tmp_path / "b"), "--out", str(out)]) == 0
+    assert "3 runs of 2 sweep(s) merged" in capsys.readouterr().out
+    rows = {r["folder"]: r for r in json.loads((out / "results.json").read_text())}
+    assert [rows[r["folder"]] for r in live] == live  # the archived rows, as they were
+    assert rows[b[0].folder]["finished"] and (out / b[0].folder).is_symlink()
+    assert (out / "figure2.png").stat().st_size > 0
+    assert cli.main(["sweep", "--report", "--out", str(out)]) == 0  # the archive stays with the merged folder
+    assert json.loads((out / "results.json").read_text()) == list(rows.values())
+    # another config under a folder name the archive holds is refused
+    other = [{**live[0], "config": {**live[0]["config"], "lr": 0.5}}]
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    assert cli.main(["sweep", "--merge", str(tmp_path / "other.json"), "--out", str(out)]) == 2
+    assert "in more than one sweep with other settings" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("not json", "is not a sweep's results.json"),
+        ('{"a": 1}', "expected a JSON list of rows"),
+        ('[{"folder": "copy/lstm-s0"}]', "row 0 lacks task"),
+        (json.dumps([{**dict.fromkeys(sweep.ROW_KEYS), "folder": "copy/x", "curve": "x"}]), "curve is not a list"),
+        (json.dumps([{**dict.fromkeys(sweep.ROW_KEYS), "folder": "copy/x", "curve": []}]), "expected a config dict"),
+    ],
+)
+def test_merge_refuses_a_file_that_is_not_a_results_json_with_one_line(tmp_path, capsys, text, match):
+    (tmp_path / "bad.json").write_text(text)
+    assert cli.main(["sweep", "--merge", str(tmp_path / "bad.json"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert match in err and "\n" not in err
 
 
 def test_merge_refuses_clashing_runs_a_missing_folder_and_itself(tmp_path, capsys):

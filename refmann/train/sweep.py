@@ -7,6 +7,7 @@ sweep's folder::
     OUT/sweep.json                          the plan: every run's folder and config
     OUT/TASK/MODEL[-SETTING]-sSEED/         one Trainer run (config, log, checkpoint, summary, plots)
     OUT/results.json, OUT/results.md        one row per run, gathered from the run folders
+    OUT/archived.json                       (a merge only) the rows of merged results.json files
     OUT/figure2-TASK.png                    mean ± s.d. over seeds of each model's evaluation curve
 
 Each run is one Dask task. The task is :func:`train_run`, a plain function of a JSON config and a
@@ -46,6 +47,13 @@ GRID_FIELDS = tuple(
 )
 
 PLAN_FILE = "sweep.json"
+ARCHIVE_FILE = "archived.json"
+#: The keys a row of results.json must have to be merged without its run folder (an archived run).
+ROW_KEYS = (
+    "task", "model", "setting", "seed", "folder", "finished", "budget", "sequences", "metric", "target",
+    "sequences_to_target", "final", "worst_after_target", "collapsed", "level", "seconds",
+    "seconds_per_1000_sequences", "curve", "config",
+)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -354,8 +362,12 @@ def gather(out_dir, runs=None) -> list[dict]:
 
     out_dir = Path(out_dir)
     runs = read_plan(out_dir) if runs is None else runs
+    archived = _read_archive(out_dir)
     rows = []
     for r in runs:
+        if r.folder in archived and not (out_dir / r.folder).is_dir():  # merged from a results.json
+            rows.append(dict(archived[r.folder]))
+            continue
         config = TrainConfig.from_dict(r.config)
         task = make_task(config.task, **config.task_kwargs)
         metric, target = task.metric_name, task.metric_target
@@ -386,8 +398,44 @@ def gather(out_dir, runs=None) -> list[dict]:
                 "seconds": seconds,
                 "seconds_per_1000_sequences": None if not seconds or not seqs else 1000 * seconds / seqs,
                 "curve": evals,
+                "config": r.config,
             }
         )
+    return rows
+
+
+def _read_archive(out_dir) -> dict[str, dict]:
+    path = Path(out_dir) / ARCHIVE_FILE
+    if not path.exists():
+        return {}
+    return {row["folder"]: row for row in read_rows(path)}
+
+
+def read_rows(path) -> list[dict]:
+    """The rows of a sweep's ``results.json`` (or of a merged folder's ``archived.json``), checked:
+    each a dict with every key of :data:`ROW_KEYS`, its curve a list of (sequences, metric) pairs.
+    Raises ValueError naming the file and what is wrong."""
+    path = Path(path)
+    try:
+        rows = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path} is not a sweep's results.json ({type(exc).__name__}: {exc})") from None
+    if not isinstance(rows, list):
+        raise ValueError(f"{path}: expected a JSON list of rows, got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        missing = [k for k in ROW_KEYS if not isinstance(row, dict) or k not in row]
+        if missing:
+            raise ValueError(
+                f"{path}: row {i} lacks {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} "
+                "(a results.json written before refmann kept each run's config cannot be merged)"
+            )
+        curve = row["curve"]
+        if not isinstance(curve, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(v, (int, float)) for v in p) for p in curve
+        ):
+            raise ValueError(f"{path}: row {i} ({row['folder']}): curve is not a list of [sequences, value] pairs")
+        if not isinstance(row["config"], dict) or not isinstance(row["folder"], str):
+            raise ValueError(f"{path}: row {i}: expected a config dict and a folder string")
     return rows
 
 
@@ -465,13 +513,16 @@ def write_report(out_dir, runs=None) -> list[dict]:
 
 
 def merge_sweeps(out_dir, sources) -> list[Run]:
-    """Gather the runs of several sweep folders into one, ``out_dir``, for one table and one Figure 2.
+    """Gather the runs of several sweeps into one folder, ``out_dir``, for one table and one Figure 2.
 
-    Each source's run folders are linked (relative symbolic links, nothing copied) under the same
-    names, and ``out_dir/sweep.json`` lists them all; :func:`write_report` then draws the table and the
-    figures. A run folder that two sources both hold must have the same config in both (else
-    ValueError naming it), and ``out_dir`` must not be one of the sources. Merging again with more
-    sources adds their runs. Returns the merged runs.
+    A source is a sweep folder or a sweep's ``results.json`` (a run's row, curve and config, kept
+    where its run folder is not: docs/data/sweeps holds those of the runs docs/results.md quotes).
+    Each source folder's run folders are linked (relative symbolic links, nothing copied) under the
+    same names, a results.json's rows go into ``out_dir/archived.json``, and ``out_dir/sweep.json``
+    lists every run; :func:`write_report` then draws the table and the figures. A run that two sources
+    both hold must have the same config in both (else ValueError naming it); a run folder wins over an
+    archived row of it. ``out_dir`` must not be one of the sources. Merging again with more sources
+    adds their runs. Returns the merged runs.
     """
     out_dir = Path(out_dir)
     sources = [Path(s) for s in sources]
@@ -479,12 +530,29 @@ def merge_sweeps(out_dir, sources) -> list[Run]:
         raise ValueError("merge: expected at least one sweep folder to merge, got none")
     runs: dict[str, Run] = {}
     origin: dict[str, Path] = {}
+    archived = _read_archive(out_dir)
     if (out_dir / PLAN_FILE).exists():
         for r in read_plan(out_dir):
             runs[r.folder] = r
     for src in sources:
-        if src.resolve() == out_dir.resolve():
-            raise ValueError(f"merge: {src} is the output folder itself; merge into another --out")
+        if src.resolve() == out_dir.resolve() or src.resolve().parent == out_dir.resolve():
+            raise ValueError(f"merge: {src} is the output folder itself or in it; merge into another --out")
+        if src.is_file():
+            try:
+                rows = read_rows(src)
+            except ValueError as exc:
+                raise ValueError(f"merge: {exc}") from None
+            for row in rows:
+                r = Run(folder=row["folder"], setting=row["setting"], config=row["config"])
+                if r.folder in runs and runs[r.folder].config != r.config:
+                    raise ValueError(
+                        f"merge: {r.folder} is in more than one sweep with other settings "
+                        f"({origin.get(r.folder, out_dir)} and {src}); merge sweeps whose runs differ in model, task, "
+                        "seed or setting"
+                    )
+                runs.setdefault(r.folder, r)
+                archived[r.folder] = row
+            continue
         try:
             planned = read_plan(src)
         except ValueError as exc:  # a folder that holds no sweep, named as a --merge folder
@@ -511,5 +579,7 @@ def merge_sweeps(out_dir, sources) -> list[Run]:
             link.unlink()
         link.symlink_to(os.path.relpath(target, link.parent))
     merged = list(runs.values())
+    if archived:
+        _io.atomic_write_text(out_dir / ARCHIVE_FILE, json.dumps(list(archived.values()), indent=1))
     write_plan(out_dir, merged)
     return merged
