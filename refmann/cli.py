@@ -597,7 +597,9 @@ def _cmd_sweep(args) -> int:
                 raise
             raise CommandError(f"--scheduler: cannot reach {args.scheduler} ({_one_line(exc)})") from exc
     print((out / "results.md").read_text())
-    print(f"sweep wall time: {time.perf_counter() - started:.0f} s")
+    from .bench._proc import machine_info, machine_line
+
+    print(f"sweep wall time: {time.perf_counter() - started:.0f} s; machine: {machine_line(machine_info())}")
     print(f"table: {out / 'results.md'}; figures: {', '.join(str(p) for p in sorted(out.glob('figure2-*.png')))}")
     return 0
 

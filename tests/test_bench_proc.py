@@ -60,8 +60,10 @@ def test_machine_info_reports_the_versions_that_decide_the_speed():
         "refmann",
         "platform",
         "blas_threads",
+        "blas",
         "date",
     ]
+    assert info["blas"] != "unknown"  # numpy's own BLAS is always found (OpenBLAS in numpy's wheels)
     assert info["numba"] == (_jit.NUMBA_VERSION or "not installed") and info["numpy"] == np.__version__
     assert info["jit"] == ("on" if _jit.JIT_ENABLED else "off")
 

@@ -49,8 +49,27 @@ def proc_status(pid="self") -> dict:
     return _read_kib(f"/proc/{pid}/status", ("VmRSS", "VmHWM"))
 
 
+def blas_kernels() -> str:
+    """The BLAS library and the CPU kernels it picked, e.g. ``OpenBLAS SkylakeX`` (threadpoolctl).
+
+    OpenBLAS chooses its kernels by CPU at load time (``OPENBLAS_CORETYPE`` overrides the choice);
+    kernels of another architecture round differently, so a training run's numbers, which are
+    bit-identical from run to run on one machine, differ between machines whose kernels differ
+    (docs/results.md, "Seeds, machines and BLAS kernels"). ``"unknown"`` if nothing is reported."""
+    from threadpoolctl import threadpool_info
+
+    for lib in threadpool_info():
+        if lib.get("user_api") == "blas":
+            name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(
+                lib.get("internal_api"), lib.get("internal_api")
+            )
+            return f"{name} {lib.get('architecture') or ''}".strip()
+    return "unknown"
+
+
 def machine_info() -> dict:
-    """CPU model, cores, RAM, load, and the versions that decide the speed (numpy, numba, JIT on/off)."""
+    """CPU model, cores, RAM, load, and the versions that decide the speed (numpy, numba, JIT on/off)
+    and the numbers (the BLAS kernels: :func:`blas_kernels`)."""
     from .. import __version__, _jit
 
     cpu = platform.processor() or platform.machine()
@@ -73,6 +92,7 @@ def machine_info() -> dict:
         "refmann": __version__,
         "platform": platform.platform(),
         "blas_threads": 1,
+        "blas": blas_kernels(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
     }
 
@@ -82,7 +102,8 @@ def machine_line(machine: dict) -> str:
     return (
         f"{machine['cpu']}, {machine['cores']} cores, {machine['memory_gib']} GiB, load "
         f"{machine['load_average_1min']}; numpy {machine['numpy']}, numba {machine['numba']} (JIT "
-        f"{machine['jit']}), Python {machine['python']}, one BLAS thread; {machine['date']}"
+        f"{machine['jit']}), Python {machine['python']}, {machine.get('blas', 'BLAS')} kernels, one BLAS thread; "
+        f"{machine['date']}"
     )
 
 
