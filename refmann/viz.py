@@ -129,7 +129,7 @@ def _mean_sd_panel(ax, curves, colours, *, title, xlabel, ylabel, target):
         mean, sd = ys.mean(axis=0), ys.std(axis=0)
         colour = colours[label]
         ax.fill_between(x, np.maximum(mean - sd, 0), mean + sd, color=colour, alpha=0.2, lw=0)
-        ax.plot(x, mean, color=colour, lw=1.8, label=f"{label} ({len(runs)} seeds)")
+        ax.plot(x, mean, color=colour, lw=1.8, label=f"{label} ({len(runs)} seed{'s' if len(runs) != 1 else ''})")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if target is not None:
