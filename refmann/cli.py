@@ -1403,6 +1403,10 @@ def main(argv: list[str] | None = None) -> int:
             log.error("the error below came from", exc_info=exc.__cause__)
         print(f"{_command(args)}: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of stdout left (``refmann sweep --report | head``): no traceback
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit's flush cannot fail
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -554,3 +554,18 @@ def test_a_real_sigint_to_demo_exits_130_with_the_hint(tmp_path, when):
         assert "evaluation bit errors per sequence:" in stdout
     else:
         assert last.startswith("interrupted") and "same command" in last
+
+
+def test_a_reader_that_leaves_the_pipe_gets_no_traceback():
+    """``refmann ... | head``: stdout's reader closes the pipe before the output is written."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "refmann", "course", "list"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # before the interpreter has even imported refmann
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipeError" not in err
