@@ -35,7 +35,7 @@ REGIMES: dict[tuple[str, str], dict] = {
         "lr": 1e-4,
         "clip": 10.0,
         "num_heads": 1,
-    },  # fmt: skip
+    },
     # pytorch-ntm's regime, batch 1 (docs/results.md, "The training regime": the probes and the 5 seeds)
     ("ntm", "copy"): {"batch_size": 1},
     # DAM: the rate falls tenfold at the first evaluation under 1 bit (docs/results.md: without it four

@@ -529,11 +529,21 @@ def merge_sweeps(out_dir, sources) -> list[Run]:
     if not sources:
         raise ValueError("merge: expected at least one sweep folder to merge, got none")
     runs: dict[str, Run] = {}
-    origin: dict[str, Path] = {}
+    origin: dict[str, Path] = {}  # run folder -> the sweep folder to link it from
+    seen_in: dict[str, Path] = {}  # run folder -> the source it came from (a folder or a results.json)
     archived = _read_archive(out_dir)
     if (out_dir / PLAN_FILE).exists():
         for r in read_plan(out_dir):
             runs[r.folder] = r
+
+    def add(r: Run, src: Path) -> None:
+        if r.folder in runs and runs[r.folder].config != r.config:
+            raise ValueError(
+                f"merge: {r.folder} is in more than one sweep with other settings ({seen_in.get(r.folder, out_dir)} "
+                f"and {src}); merge sweeps whose runs differ in model, task, seed or setting"
+            )
+        seen_in[r.folder] = src
+
     for src in sources:
         if src.resolve() == out_dir.resolve() or src.resolve().parent == out_dir.resolve():
             raise ValueError(f"merge: {src} is the output folder itself or in it; merge into another --out")
@@ -544,13 +554,8 @@ def merge_sweeps(out_dir, sources) -> list[Run]:
                 raise ValueError(f"merge: {exc}") from None
             for row in rows:
                 r = Run(folder=row["folder"], setting=row["setting"], config=row["config"])
-                if r.folder in runs and runs[r.folder].config != r.config:
-                    raise ValueError(
-                        f"merge: {r.folder} is in more than one sweep with other settings "
-                        f"({origin.get(r.folder, out_dir)} and {src}); merge sweeps whose runs differ in model, task, "
-                        "seed or setting"
-                    )
-                runs.setdefault(r.folder, r)
+                add(r, src)
+                runs.setdefault(r.folder, r)  # a run folder merged before it wins over its archived row
                 archived[r.folder] = row
             continue
         try:
@@ -558,11 +563,7 @@ def merge_sweeps(out_dir, sources) -> list[Run]:
         except ValueError as exc:  # a folder that holds no sweep, named as a --merge folder
             raise ValueError("merge: " + str(exc).removeprefix("out: ")) from None
         for r in planned:
-            if r.folder in runs and runs[r.folder].config != r.config:
-                raise ValueError(
-                    f"merge: {r.folder} is in more than one sweep with other settings ({origin.get(r.folder, out_dir)} "
-                    f"and {src}); merge sweeps whose runs differ in model, task, seed or setting"
-                )
+            add(r, src)
             runs[r.folder] = r
             origin[r.folder] = src
     out_dir.mkdir(parents=True, exist_ok=True)
